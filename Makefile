@@ -1,0 +1,123 @@
+# Makefile - builds opensandbox-bridge and opensandboxd, runs the demo and the tests.
+#   make            build/opensandbox-bridge, build/opensandboxd
+#   make SAN=1      the same with ASan + UBSan, into build/asan/
+#   make deps       install the Debian packages (idempotent)
+#   make demo       the seed's quick start through the bridge (URL=http://host:8080 for a server)
+#   make test       unit + end-to-end tests, normal and sanitizer builds
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+PKGS := grpc json-c libcurl libprotobuf-c libmicrohttpd
+DEB_PKGS := build-essential pkg-config libjson-c-dev libcurl4-openssl-dev libgrpc-dev \
+	libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev python3 python3-jsonschema \
+	python3-pytest python3-grpcio python3-protobuf valgrind
+
+ifeq ($(SAN),1)
+BUILD ?= build/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1 -g
+else
+BUILD ?= build
+SANFLAGS :=
+OPT := -O2 -g
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS_ALL := -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
+	-pthread $(SANFLAGS) -I$(BUILD)/gen -Isrc $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
+LIBS_ALL = $(PKG_LIBS) -lm
+
+GEN := $(BUILD)/gen/sandbox.pb-c.c
+GEN_H := $(BUILD)/gen/sandbox.pb-c.h
+
+COMMON_SRC := $(wildcard src/common/*.c)
+ENGINE_SRC := $(wildcard src/engine/*.c)
+RPC_SRC := $(wildcard src/rpc/*.c)
+BRIDGE_SRC := $(filter-out src/bridge/main.c,$(wildcard src/bridge/*.c src/bridge/*/*.c))
+SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIB_OBJ := $(call obj,$(COMMON_SRC) $(ENGINE_SRC) $(RPC_SRC) $(BRIDGE_SRC) $(SERVER_SRC)) \
+	$(BUILD)/obj/gen/sandbox.pb-c.o
+LIB := $(BUILD)/libosb.a
+
+BRIDGE_BIN := $(BUILD)/opensandbox-bridge
+SERVER_BIN := $(BUILD)/opensandboxd
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOL_SRC := $(wildcard tests/tools/*.c bench/*.c)
+TOOL_BIN := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
+
+.PHONY: all deps demo test test-unit test-e2e clean install sanitize fuzz bench
+all: $(BRIDGE_BIN) $(SERVER_BIN) $(UNIT_BIN) $(TOOL_BIN)
+
+$(GEN) $(GEN_H): proto/sandbox.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=proto --c_out=$(BUILD)/gen proto/sandbox.proto
+
+$(BUILD)/obj/gen/sandbox.pb-c.o: $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BRIDGE_BIN): $(BUILD)/obj/src/bridge/main.o $(LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+$(SERVER_BIN): $(BUILD)/obj/src/server/main.o $(LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+$(BUILD)/tools/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+sanitize:
+	$(MAKE) SAN=1 all
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "all dependencies present"; fi
+
+URL ?=
+demo: all
+	/usr/bin/python3 tests/demo.py --bridge $(BRIDGE_BIN) $(if $(URL),--url $(URL))
+
+test: all
+	$(MAKE) SAN=1 all
+	tests/run --build $(BUILD) --san-build build/asan
+
+test-unit: all
+	tests/run --build $(BUILD) --only unit
+
+test-e2e: all
+	tests/run --build $(BUILD) --only e2e
+
+install: $(BRIDGE_BIN) $(SERVER_BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BRIDGE_BIN) $(SERVER_BIN) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build

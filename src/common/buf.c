@@ -1,0 +1,96 @@
+/* buf.c - a growable byte buffer with a hard limit (see buf.h). */
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void buf_init(struct buf *b, size_t max) {
+  b->data = NULL;
+  b->len = 0;
+  b->cap = 0;
+  b->max = max;
+}
+
+static int buf_reserve(struct buf *b, size_t extra) {
+  if (extra > b->max - b->len)
+    return BUF_TOO_BIG;
+  size_t need = b->len + extra + 1;
+  if (need <= b->cap)
+    return BUF_OK;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < need)
+    cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
+  char *p = realloc(b->data, cap);
+  if (!p)
+    return BUF_NOMEM;
+  b->data = p;
+  b->cap = cap;
+  return BUF_OK;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n) {
+  int rc = buf_reserve(b, n);
+  if (rc != BUF_OK)
+    return rc;
+  if (n)
+    memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return BUF_OK;
+}
+
+int buf_append_str(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
+
+int buf_printf(struct buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return BUF_NOMEM;
+  int rc = buf_reserve(b, (size_t)n);
+  if (rc != BUF_OK)
+    return rc;
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+  return BUF_OK;
+}
+
+void buf_reset(struct buf *b) {
+  b->len = 0;
+  if (b->data)
+    b->data[0] = '\0';
+}
+
+void buf_consume(struct buf *b, size_t n) {
+  if (n >= b->len) {
+    buf_reset(b);
+    return;
+  }
+  memmove(b->data, b->data + n, b->len - n);
+  b->len -= n;
+  b->data[b->len] = '\0';
+}
+
+char *buf_detach(struct buf *b, size_t *len) {
+  char *p = b->data;
+  if (!p)
+    p = calloc(1, 1);
+  if (len)
+    *len = b->len;
+  b->data = NULL;
+  b->len = 0;
+  b->cap = 0;
+  return p;
+}
+
+void buf_free(struct buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = 0;
+  b->cap = 0;
+}

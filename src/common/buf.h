@@ -1,0 +1,40 @@
+/* buf.h - a growable byte buffer that knows its limit (after curl's dynbuf).
+ * Invariants: data is NULL or NUL-terminated (the NUL is not counted in len);
+ * len never exceeds max. Layer: common. */
+#ifndef OSB_COMMON_BUF_H
+#define OSB_COMMON_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+  char *data;  /* owned; NULL until the first append */
+  size_t len;  /* bytes used, without the trailing NUL */
+  size_t cap;  /* bytes allocated */
+  size_t max;  /* largest len this buffer may reach */
+};
+
+enum { BUF_OK = 0, BUF_NOMEM = -1, BUF_TOO_BIG = -2 };
+
+/* Start an empty buffer that may grow to max bytes. Cannot fail. */
+void buf_init(struct buf *b, size_t max);
+
+/* Append n bytes. Returns BUF_OK; BUF_TOO_BIG if len would pass max, or BUF_NOMEM;
+ * on failure the buffer is left as it was. */
+int buf_append(struct buf *b, const void *p, size_t n);
+int buf_append_str(struct buf *b, const char *s);
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Forget the contents but keep the allocation. */
+void buf_reset(struct buf *b);
+
+/* Drop the first n bytes (n <= len), moving the rest to the front. */
+void buf_consume(struct buf *b, size_t n);
+
+/* Hand the bytes to the caller (free() them); the buffer is empty afterwards.
+ * Returns a NUL-terminated string, never NULL unless allocation fails. */
+char *buf_detach(struct buf *b, size_t *len);
+
+/* Free the bytes; accepts an empty or already freed buffer. */
+void buf_free(struct buf *b);
+
+#endif

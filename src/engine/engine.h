@@ -1,0 +1,181 @@
+/* engine.h - sandbox sessions: isolated roots, command runs with limits, safe file access.
+ * Served over HTTP and gRPC by opensandboxd, and called in-process by the bridge's local
+ * backend. Knows nothing of JSON, JSON-RPC, HTTP or gRPC.
+ *
+ * Errors: every fallible call returns 0 or a negative errno-style code:
+ *   -ESRCH      no such session (unknown, destroyed or expired)
+ *   -EINVAL     a bad argument (empty argv, time_ms 0 after defaults...)
+ *   -ECANCELED  the caller's cancel flag was raised; the run was killed
+ *   -EFBIG      a file is larger than max_file
+ *   -ENOMEM, -EAGAIN, -EIO ...  other failures
+ *   file calls: the errno of the failing file operation (-ENOENT, -EACCES, -EISDIR,
+ *   -EROFS, -EXDEV for a path that tried to leave the root...).
+ * engine_strerror() describes any of them.
+ *
+ * Thread safety: every call may be made from any thread, concurrently, on the same or
+ * different sessions. A run in progress does not hold up other calls. */
+#ifndef OSB_ENGINE_ENGINE_H
+#define OSB_ENGINE_ENGINE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct engine;
+
+/* Defaults of WIRE.md, applied when a field is 0. */
+#define ENGINE_DEFAULT_TIME_MS 300000u
+#define ENGINE_DEFAULT_MEM_KB 2097152u
+#define ENGINE_DEFAULT_FSIZE_KB 1048576u
+#define ENGINE_DEFAULT_NOFILE 256u
+#define ENGINE_MAX_PROCS 64u
+#define ENGINE_ID_LEN 36 /* a UUIDv4 in text, without the NUL */
+
+struct engine_opts {
+  const char *state_dir;    /* where session state lives; NULL: a default under /tmp */
+  size_t max_output;        /* bytes kept per stream per run; 0: 16 MiB */
+  size_t max_file;          /* largest file read; 0: 64 MiB */
+  unsigned ttl_secs;        /* idle sessions older than this are reaped; 0: 300 */
+  int unsafe_no_isolation;  /* run without namespaces (refused otherwise when unavailable) */
+};
+
+struct engine_kv {
+  char *key;
+  char *value;
+};
+
+/* Open the engine (starts the reaper of idle sessions). Returns 0 and *out, or -errno;
+ * -EPERM when isolation is impossible and unsafe_no_isolation is not set. */
+int engine_open(const struct engine_opts *opts, struct engine **out);
+
+/* Destroy every session (killing all their processes, removing their roots) and free the
+ * engine. Accepts NULL. */
+void engine_close(struct engine *eng);
+
+/* ---- sessions ---- */
+
+/* Create a session whose env is env[0..n_env). Writes its id (NUL-terminated) to id_out. */
+int engine_session_create(struct engine *eng, const struct engine_kv *env, size_t n_env,
+                          char id_out[ENGINE_ID_LEN + 1]);
+
+/* Kill every process of the session and remove it. -ESRCH if unknown. */
+int engine_session_destroy(struct engine *eng, const char *id);
+
+struct engine_session_info {
+  char id[ENGINE_ID_LEN + 1];
+  struct engine_kv *env; /* owned */
+  size_t n_env;
+  char *cwd;              /* owned */
+  int64_t age_secs;
+  int64_t idle_secs;
+  int *ports;             /* owned: ports of background processes */
+  size_t n_ports;
+  char status[16];        /* "running" */
+};
+
+/* Fill *info (free with engine_session_info_free). Does not refresh the idle timer. */
+int engine_session_get(struct engine *eng, const char *id, struct engine_session_info *info);
+
+/* All sessions: *infos is a malloc'd array of *n entries (free with
+ * engine_session_infos_free). */
+int engine_session_list(struct engine *eng, struct engine_session_info **infos, size_t *n);
+
+void engine_session_info_free(struct engine_session_info *info);
+void engine_session_infos_free(struct engine_session_info *infos, size_t n);
+
+/* Merge env into the session env (keys overwrite). */
+int engine_session_setenv(struct engine *eng, const char *id, const struct engine_kv *env,
+                          size_t n_env);
+
+/* Replace the session cwd. A relative cwd is taken relative to the current one; the
+ * result is normalised and can never leave the root. */
+int engine_session_setcwd(struct engine *eng, const char *id, const char *cwd);
+
+/* ---- runs ---- */
+
+struct engine_run_opts {
+  const char *const *argv; /* argv[0..argc), executed directly (PATH looked up) */
+  size_t argc;
+  uint64_t time_ms;        /* 0: default. CPU seconds = max(1, time_ms/1000); also wall time */
+  uint64_t mem_kb;         /* 0: default. RLIMIT_AS */
+  uint64_t fsize_kb;       /* 0: default. RLIMIT_FSIZE */
+  uint64_t nofile;         /* 0: default. RLIMIT_NOFILE */
+  const struct engine_kv *env; /* overlaid on the session env */
+  size_t n_env;
+  const char *cwd;         /* NULL, "" or "/": the session cwd */
+  const atomic_int *cancel; /* NULL, or a flag the caller raises to kill the run */
+};
+
+struct engine_run_result {
+  char *out;        /* owned, valid UTF-8 (invalid bytes became U+FFFD), NUL-terminated */
+  size_t out_len;
+  char *err;        /* owned, likewise */
+  size_t err_len;
+  int exit_code;    /* 0 when ended by a signal */
+  int signal;       /* the signal that ended the command, or 0 */
+  int truncated;    /* nonzero when either stream passed max_output and was cut */
+};
+
+/* Run a command in the session and wait for it. Returns 0 with *res filled (free with
+ * engine_run_result_free) when the command ran, whatever its exit status; a command that
+ * cannot be executed (not found) is exit code 127 with a message on stderr. */
+int engine_run(struct engine *eng, const char *id, const struct engine_run_opts *opts,
+               struct engine_run_result *res);
+
+void engine_run_result_free(struct engine_run_result *res);
+
+/* ---- files (paths are inside the session root; `..` and symlinks cannot escape) ---- */
+
+/* Create or replace path with data[0..len), creating missing parent directories; mode 0644. */
+int engine_file_write(struct engine *eng, const char *id, const char *path, const void *data,
+                      size_t len);
+
+/* Read path whole. *data is malloc'd (caller frees; NUL-terminated, the NUL not counted). */
+int engine_file_read(struct engine *eng, const char *id, const char *path, char **data,
+                     size_t *len);
+
+struct engine_dirent {
+  char *name;      /* owned */
+  char *path;      /* owned: the entry's path inside the root */
+  int is_directory;
+  int64_t size;
+};
+
+/* List directory path, sorted by name. Free with engine_dirents_free. */
+int engine_file_list(struct engine *eng, const char *id, const char *path,
+                     struct engine_dirent **entries, size_t *n);
+void engine_dirents_free(struct engine_dirent *entries, size_t n);
+
+/* ---- background processes ---- */
+
+struct engine_bg_opts {
+  const char *const *argv;
+  size_t argc;
+  int port;                 /* -1: default 5173; 0: pick a free one */
+  const struct engine_kv *env;
+  size_t n_env;
+  const char *cwd;
+};
+
+/* Start a background process with PORT and VITE_PORT set; *pid and *port say what ran. */
+int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_opts *opts,
+                    int *pid, int *port);
+
+/* Kill every background process of the session; *pids (malloc'd) lists those killed. */
+int engine_bg_kill_all(struct engine *eng, const char *id, int **pids, size_t *n);
+
+struct engine_bg_status {
+  int pid;
+  int alive;
+};
+
+/* Background processes and their combined output log (malloc'd, valid UTF-8). */
+int engine_bg_status(struct engine *eng, const char *id, struct engine_bg_status **procs,
+                     size_t *n, char **log);
+
+/* ---- errors ---- */
+
+/* A static description of an engine error code (negative errno). */
+const char *engine_strerror(int code);
+
+#endif

@@ -1,0 +1,48 @@
+/* rpc.h - the JSON-RPC 2.0 server core: reads framed messages from a transport, validates
+ * envelopes and batches, dispatches requests to a method table on worker threads, tracks
+ * ids for $/cancelRequest, and hands replies to the writer. Handles `shutdown`, `exit` and
+ * `$/cancelRequest` itself. Knows nothing of sandboxes, backends or the wire.
+ * Layer: rpc. */
+#ifndef OSB_RPC_RPC_H
+#define OSB_RPC_RPC_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+
+#include "common/call.h"
+#include "common/err.h"
+
+/* A method handler. Runs on a worker thread, possibly concurrently with others.
+ *   ctx     the pointer given to rpc_serve
+ *   c       this request's cancel flag and deadline (deadline 0 at entry: set it if needed)
+ *   params  borrowed; always an object (an empty one when the request had no params)
+ *   result  on success, a new reference to the result (NULL means JSON null)
+ * Returns 0, or -1 with *err filled. */
+typedef int (*rpc_handler)(void *ctx, struct call *c, json_object *params, json_object **result,
+                           struct osb_err *err);
+
+struct rpc_method {
+  const char *name;
+  rpc_handler fn;
+  int inline_call; /* nonzero: run on the reader thread, in order (cheap methods only) */
+};
+
+enum rpc_framing { RPC_FRAMING_AUTO, RPC_FRAMING_LSP, RPC_FRAMING_NDJSON };
+
+struct rpc_opts {
+  enum rpc_framing framing;
+  size_t max_message;     /* bytes; default 64 MiB */
+  unsigned max_inflight;  /* requests worked on at once; default 1024 */
+};
+
+/* Serve requests from in_fd, writing replies to out_fd, until EOF or `exit`.
+ * On EOF every request in flight is cancelled and still answered once.
+ * Returns the process exit status: 0 after EOF or `exit` following `shutdown`, 1 for
+ * `exit` without `shutdown`. */
+int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_methods,
+              void *ctx, const struct rpc_opts *opts);
+
+/* Ask a running rpc_serve to stop as on EOF (safe from a signal-watching thread). */
+void rpc_request_stop(void);
+
+#endif
