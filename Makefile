@@ -121,3 +121,9 @@ install: $(BRIDGE_BIN) $(SERVER_BIN)
 
 clean:
 	rm -rf build
+
+# For helpers and scripts: the flags the build uses.
+print-cflags:
+	@echo $(CFLAGS_ALL)
+print-libs:
+	@echo $(LDFLAGS_ALL) $(LIBS_ALL)
