@@ -1,0 +1,807 @@
+/* rpc.c - the JSON-RPC 2.0 core: envelopes, batches, ids, dispatch, cancellation.
+ * Knows nothing of sandboxes: it serves whatever method table it is given.
+ *
+ * Threads: the caller's thread reads (transport) and dispatches; handlers run on a pool
+ * of worker threads that grows on demand up to max_inflight and shrinks when idle; the
+ * writer thread puts replies on stdout. A request is "in flight" from dispatch until its
+ * handler has returned AND its reply has been written, so replies a slow client has not
+ * read yet still count toward --max-inflight.
+ *
+ * Lifetime of a request: two references, one held by the handler run, one by the reply.
+ * A reply is produced exactly once: by the handler, or earlier by cancellation
+ * ($/cancelRequest, exit, SIGTERM), in which case the handler's result is dropped. */
+#include "rpc/rpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "rpc/jsonscan.h"
+#include "rpc/transport.h"
+#include "rpc/writer.h"
+
+#define DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
+#define DEFAULT_MAX_INFLIGHT 1024u
+#define PARSE_DEPTH 1024
+#define WORKER_IDLE_SECS 10
+#define WORKER_STACK ((size_t)2 << 20)
+#define STOP_GRACE_MS 10000
+
+struct batch;
+
+struct request {
+  struct rpc_core *core;
+  json_object *id;          /* owned; NULL for a notification or a null id */
+  int has_id;               /* 0 for a notification: no reply at all */
+  char *id_key;             /* id serialized, to match $/cancelRequest; NULL if none */
+  const struct rpc_method *method;
+  json_object *params;      /* owned; always an object */
+  struct call call;
+  struct batch *batch;      /* NULL when not part of a batch */
+  size_t batch_index;
+  int answered;             /* guarded by core->lock */
+  int refs;                 /* guarded by core->lock */
+  struct request *prev, *next;   /* the in-flight list */
+  struct request *queue_next;    /* the worker queue */
+};
+
+struct batch {
+  json_object **replies;  /* one slot per element; NULL for notifications */
+  size_t n;
+  size_t pending;         /* elements still to answer; guarded by core->lock */
+  int holds;              /* +1 while the reader is still dispatching the batch */
+};
+
+struct rpc_core {
+  const struct rpc_method *methods;
+  size_t n_methods;
+  void *ctx;
+  struct rpc_opts opts;
+  struct writer *writer;
+  enum rpc_framing framing; /* of replies */
+
+  pthread_mutex_t lock;
+  pthread_cond_t changed;   /* in-flight count fell, or the queue changed */
+  struct request *inflight; /* requests not yet released */
+  unsigned n_inflight;
+  struct request *queue_head, *queue_tail;
+  unsigned workers, idle_workers;
+  int stopping;             /* workers exit once the queue is empty */
+  int shutdown;             /* `shutdown` was received */
+};
+
+static int wake_pipe[2] = {-1, -1};
+
+void rpc_request_stop(void) {
+  if (wake_pipe[1] >= 0) {
+    ssize_t w = write(wake_pipe[1], "x", 1);
+    (void)w;
+  }
+}
+
+/* ---- building and sending replies ---- */
+
+static json_object *reply_new(json_object *id) {
+  json_object *r = json_object_new_object();
+  json_object_object_add(r, "jsonrpc", json_object_new_string("2.0"));
+  json_object_object_add(r, "id", id ? json_object_get(id) : NULL);
+  return r;
+}
+
+static json_object *reply_error(json_object *id, const struct osb_err *err) {
+  json_object *r = reply_new(id);
+  json_object_object_add(r, "error", osb_err_to_json(err));
+  return r;
+}
+
+static json_object *reply_error_simple(json_object *id, enum osb_err_kind kind,
+                                       json_object *data, const char *msg) {
+  struct osb_err err = OSB_ERR_INIT;
+  osb_err_set(&err, kind, data, "%s", msg);
+  json_object *r = reply_error(id, &err);
+  osb_err_clear(&err);
+  return r;
+}
+
+/* Serialize, frame and queue msg (puts it). done(arg) runs once it is written. */
+static void send_json(struct rpc_core *core, json_object *msg, void (*done)(void *), void *arg) {
+  size_t len = 0;
+  const char *text =
+      json_object_to_json_string_length(msg, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+  char *framed = NULL;
+  size_t flen = text ? transport_frame(core->framing, text, len, &framed) : 0;
+  json_object_put(msg);
+  if (!flen) {
+    log_error("out of memory framing a reply");
+    if (done)
+      done(arg);
+    return;
+  }
+  log_trace("-> %.*s", (int)(len > 1000 ? 1000 : len), framed + (flen - len - (core->framing == RPC_FRAMING_LSP ? 0 : 1)));
+  writer_send(core->writer, framed, flen, done, arg);
+}
+
+/* ---- request lifetime ---- */
+
+/* Drop one reference; the last one frees the request. Call with core->lock held. */
+static void request_unref_locked(struct request *req) {
+  struct rpc_core *core = req->core;
+  if (--req->refs > 0)
+    return;
+  if (req->prev)
+    req->prev->next = req->next;
+  else if (core->inflight == req)
+    core->inflight = req->next;
+  if (req->next)
+    req->next->prev = req->prev;
+  core->n_inflight--;
+  pthread_cond_broadcast(&core->changed);
+  json_object_put(req->id);
+  json_object_put(req->params);
+  free(req->id_key);
+  free(req);
+}
+
+static void request_reply_written(void *arg) {
+  struct request *req = arg;
+  struct rpc_core *core = req->core;
+  pthread_mutex_lock(&core->lock);
+  request_unref_locked(req);
+  pthread_mutex_unlock(&core->lock);
+}
+
+static void batch_send_locked(struct rpc_core *core, struct batch *b);
+
+/* Deliver req's reply (puts it), unless req was already answered. Call with lock held;
+ * the lock may be dropped and retaken inside. Consumes the reply reference of req. */
+static void request_answer_locked(struct request *req, json_object *reply) {
+  struct rpc_core *core = req->core;
+  if (req->answered) {
+    json_object_put(reply);
+    return;
+  }
+  req->answered = 1;
+  if (!req->has_id) { /* notification: no reply */
+    json_object_put(reply);
+    request_unref_locked(req);
+    return;
+  }
+  if (req->batch) {
+    struct batch *b = req->batch;
+    b->replies[req->batch_index] = reply;
+    b->pending--;
+    request_unref_locked(req);
+    batch_send_locked(core, b);
+    return;
+  }
+  pthread_mutex_unlock(&core->lock);
+  send_json(core, reply, request_reply_written, req);
+  pthread_mutex_lock(&core->lock);
+}
+
+/* Send the batch's reply array once every element is answered and the reader is done
+ * with it. Call with lock held. */
+static void batch_send_locked(struct rpc_core *core, struct batch *b) {
+  if (b->pending > 0 || b->holds > 0)
+    return;
+  json_object *arr = json_object_new_array();
+  size_t count = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    if (b->replies[i]) {
+      json_object_array_add(arr, b->replies[i]);
+      count++;
+    }
+  }
+  free(b->replies);
+  free(b);
+  if (count == 0) { /* all notifications: nothing at all is sent */
+    json_object_put(arr);
+    return;
+  }
+  pthread_mutex_unlock(&core->lock);
+  send_json(core, arr, NULL, NULL);
+  pthread_mutex_lock(&core->lock);
+}
+
+/* ---- workers ---- */
+
+static void request_execute(struct request *req) {
+  struct rpc_core *core = req->core;
+  struct osb_err err = OSB_ERR_INIT;
+  json_object *result = NULL;
+  int rc = -1;
+  if (call_is_cancelled(&req->call))
+    osb_err_set(&err, OSB_ERR_CANCELLED, NULL, "request cancelled");
+  else
+    rc = req->method->fn(core->ctx, &req->call, req->params, &result, &err);
+  json_object *reply;
+  if (rc == 0) {
+    reply = reply_new(req->id);
+    json_object_object_add(reply, "result", result);
+  } else {
+    json_object_put(result);
+    if (err.kind == OSB_ERR_NONE)
+      osb_err_set(&err, OSB_ERR_INTERNAL, NULL, "internal error in %s", req->method->name);
+    reply = reply_error(req->id, &err);
+    osb_err_clear(&err);
+  }
+  pthread_mutex_lock(&core->lock);
+  request_answer_locked(req, reply);
+  request_unref_locked(req); /* the handler's reference */
+  pthread_mutex_unlock(&core->lock);
+}
+
+static void *worker_main(void *arg) {
+  struct rpc_core *core = arg;
+  pthread_mutex_lock(&core->lock);
+  for (;;) {
+    while (!core->queue_head && !core->stopping) {
+      core->idle_workers++;
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += WORKER_IDLE_SECS;
+      int rc = pthread_cond_timedwait(&core->changed, &core->lock, &ts);
+      core->idle_workers--;
+      if (rc == ETIMEDOUT && !core->queue_head)
+        goto out;
+    }
+    if (!core->queue_head)
+      break;
+    struct request *req = core->queue_head;
+    core->queue_head = req->queue_next;
+    if (!core->queue_head)
+      core->queue_tail = NULL;
+    pthread_mutex_unlock(&core->lock);
+    request_execute(req);
+    pthread_mutex_lock(&core->lock);
+  }
+out:
+  core->workers--;
+  pthread_cond_broadcast(&core->changed);
+  pthread_mutex_unlock(&core->lock);
+  return NULL;
+}
+
+/* Queue req for a worker, starting one if none is idle. Call with lock held. */
+static void dispatch_locked(struct rpc_core *core, struct request *req) {
+  req->queue_next = NULL;
+  if (core->queue_tail)
+    core->queue_tail->queue_next = req;
+  else
+    core->queue_head = req;
+  core->queue_tail = req;
+  if (core->idle_workers == 0) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, WORKER_STACK);
+    pthread_t t;
+    if (pthread_create(&t, &attr, worker_main, core) == 0)
+      core->workers++;
+    else if (core->workers == 0)
+      log_error("cannot start a worker thread: %s", strerror(errno));
+    pthread_attr_destroy(&attr);
+  }
+  pthread_cond_broadcast(&core->changed);
+}
+
+/* ---- cancellation ---- */
+
+static void cancel_locked(struct request *req, const char *why) {
+  atomic_store(&req->call.cancelled, 1);
+  if (req->answered)
+    return;
+  struct osb_err err = OSB_ERR_INIT;
+  osb_err_set(&err, OSB_ERR_CANCELLED, NULL, "%s", why);
+  json_object *reply = reply_error(req->id, &err);
+  osb_err_clear(&err);
+  request_answer_locked(req, reply);
+}
+
+static void cancel_by_key(struct rpc_core *core, const char *key) {
+  pthread_mutex_lock(&core->lock);
+  int again = 1;
+  while (again) { /* answering drops the lock: restart the walk after each one */
+    again = 0;
+    for (struct request *r = core->inflight; r; r = r->next) {
+      if (!r->answered && r->id_key && strcmp(r->id_key, key) == 0) {
+        cancel_locked(r, "request cancelled");
+        again = 1;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&core->lock);
+}
+
+static void cancel_all(struct rpc_core *core, const char *why) {
+  pthread_mutex_lock(&core->lock);
+  int again = 1;
+  while (again) {
+    again = 0;
+    for (struct request *r = core->inflight; r; r = r->next) {
+      if (!atomic_load(&r->call.cancelled) || !r->answered) {
+        if (!r->answered) {
+          cancel_locked(r, why);
+          again = 1;
+          break;
+        }
+        atomic_store(&r->call.cancelled, 1);
+      }
+    }
+  }
+  pthread_mutex_unlock(&core->lock);
+}
+
+/* ---- envelopes ---- */
+
+static char *id_key_of(json_object *id) {
+  const char *s = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
+  return strdup(s ? s : "null");
+}
+
+/* A numeric id echoed with its original text (json-c would normalise it). */
+static json_object *exact_number_id(json_object *id, const char *raw, size_t raw_len) {
+  if (!raw || !raw_len)
+    return json_object_get(id);
+  char *text = strndup(raw, raw_len);
+  if (!text)
+    return json_object_get(id);
+  json_object *exact = json_object_new_double_s(json_object_get_double(id), text);
+  free(text);
+  return exact ? exact : json_object_get(id);
+}
+
+static const struct rpc_method *find_method(struct rpc_core *core, const char *name) {
+  for (size_t i = 0; i < core->n_methods; i++)
+    if (strcmp(core->methods[i].name, name) == 0)
+      return &core->methods[i];
+  return NULL;
+}
+
+enum builtin { BUILTIN_NONE, BUILTIN_SHUTDOWN, BUILTIN_EXIT, BUILTIN_CANCEL, BUILTIN_INITIALIZED };
+
+static enum builtin builtin_of(const char *name) {
+  if (strcmp(name, "shutdown") == 0)
+    return BUILTIN_SHUTDOWN;
+  if (strcmp(name, "exit") == 0)
+    return BUILTIN_EXIT;
+  if (strcmp(name, "$/cancelRequest") == 0)
+    return BUILTIN_CANCEL;
+  if (strcmp(name, "initialized") == 0)
+    return BUILTIN_INITIALIZED;
+  return BUILTIN_NONE;
+}
+
+struct serve_state {
+  int exit_requested;
+};
+
+/* Handle one request object. raw/raw_len is its source text (for exact numeric ids).
+ * Returns the immediate reply (error or builtin result) to deliver, or NULL when the
+ * request was dispatched or needs no reply. *is_notification tells the caller whether a
+ * reply may be sent at all. */
+static json_object *handle_one(struct rpc_core *core, struct serve_state *st, json_object *msg,
+                               const char *raw, size_t raw_len, struct batch *batch,
+                               size_t batch_index) {
+  json_object *id = NULL;
+  int has_id = 0;
+  int id_valid = 1;
+  json_object *id_exact = NULL;
+  json_object *reply = NULL;
+
+  if (!json_object_is_type(msg, json_type_object))
+    return reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+                              "Invalid Request: a request must be a JSON object");
+
+  if (json_object_object_get_ex(msg, "id", &id)) {
+    has_id = 1;
+    enum json_type t = json_object_get_type(id);
+    if (t == json_type_int || t == json_type_double) {
+      size_t off = 0, len = 0;
+      if (raw && jsonscan_member(raw, raw_len, "id", &off, &len))
+        id_exact = exact_number_id(id, raw + off, len);
+      else
+        id_exact = json_object_get(id);
+    } else if (t == json_type_string || t == json_type_null) {
+      id_exact = json_object_get(id);
+    } else {
+      id_valid = 0;
+    }
+  }
+  json_object *reply_id = id_valid ? id_exact : NULL;
+
+  json_object *v = NULL;
+  if (!json_object_object_get_ex(msg, "jsonrpc", &v) || !json_object_is_type(v, json_type_string) ||
+      strcmp(json_object_get_string(v), "2.0") != 0) {
+    reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+                               "Invalid Request: jsonrpc must be \"2.0\"");
+    goto out;
+  }
+  if (!id_valid) {
+    reply = reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+                               "Invalid Request: id must be a string, a number or null");
+    goto out;
+  }
+  json_object *m = NULL;
+  if (!json_object_object_get_ex(msg, "method", &m) || !json_object_is_type(m, json_type_string)) {
+    reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+                               "Invalid Request: method must be a string");
+    goto out;
+  }
+  const char *name = json_object_get_string(m);
+
+  json_object *params = NULL;
+  json_object *p = NULL;
+  if (json_object_object_get_ex(msg, "params", &p) && p) {
+    if (json_object_is_type(p, json_type_object)) {
+      params = json_object_get(p);
+    } else if (json_object_is_type(p, json_type_array)) {
+      if (json_object_array_length(p) != 0) {
+        if (has_id)
+          reply = reply_error_simple(reply_id, OSB_ERR_INVALID_PARAMS, NULL,
+                                     "Invalid params: params must be an object (by name)");
+        goto out;
+      }
+    } else {
+      reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+                                 "Invalid Request: params must be an object or an array");
+      goto out;
+    }
+  }
+  if (!params)
+    params = json_object_new_object();
+
+  log_debug("<- %s%s", name, has_id ? "" : " (notification)");
+
+  enum builtin b = builtin_of(name);
+  if (b == BUILTIN_EXIT) {
+    st->exit_requested = 1;
+    json_object_put(params);
+    goto out; /* exit never replies */
+  }
+  if (core->shutdown) {
+    json_object_put(params);
+    if (has_id)
+      reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+                                 "Invalid Request: the server is shut down");
+    goto out;
+  }
+  if (b == BUILTIN_CANCEL) {
+    json_object *cid = NULL;
+    if (json_object_object_get_ex(params, "id", &cid)) {
+      char *key = id_key_of(cid);
+      if (key) {
+        cancel_by_key(core, key);
+        free(key);
+      }
+    }
+    json_object_put(params);
+    if (has_id) { /* sent as a request: acknowledge */
+      reply = reply_new(reply_id);
+      json_object_object_add(reply, "result", NULL);
+    }
+    goto out;
+  }
+  if (b == BUILTIN_INITIALIZED) {
+    json_object_put(params);
+    goto out;
+  }
+  if (b == BUILTIN_SHUTDOWN) {
+    json_object_put(params);
+    core->shutdown = 1;
+    if (has_id) {
+      reply = reply_new(reply_id);
+      json_object_object_add(reply, "result", NULL);
+    }
+    goto out;
+  }
+  const struct rpc_method *method = find_method(core, name);
+  if (!method) {
+    json_object_put(params);
+    if (has_id) {
+      char msgbuf[300];
+      snprintf(msgbuf, sizeof msgbuf, "Method not found: %.200s", name);
+      reply = reply_error_simple(reply_id, OSB_ERR_METHOD_NOT_FOUND, NULL, msgbuf);
+    }
+    goto out;
+  }
+
+  pthread_mutex_lock(&core->lock);
+  if (core->n_inflight >= core->opts.max_inflight) {
+    pthread_mutex_unlock(&core->lock);
+    json_object_put(params);
+    if (has_id) {
+      json_object *data = json_object_new_object();
+      json_object_object_add(data, "limit", json_object_new_int64(core->opts.max_inflight));
+      reply = reply_error_simple(reply_id, OSB_ERR_BUSY, data,
+                                 "too many requests in flight; retry later");
+    } else {
+      log_warn("dropping notification %s: too many requests in flight", name);
+    }
+    goto out;
+  }
+  struct request *req = calloc(1, sizeof *req);
+  if (!req) {
+    pthread_mutex_unlock(&core->lock);
+    json_object_put(params);
+    if (has_id)
+      reply = reply_error_simple(reply_id, OSB_ERR_INTERNAL, NULL, "out of memory");
+    goto out;
+  }
+  req->core = core;
+  req->has_id = has_id;
+  req->id = has_id ? json_object_get(reply_id) : NULL;
+  if (has_id && !json_object_is_type(reply_id, json_type_null))
+    req->id_key = id_key_of(id);
+  req->method = method;
+  req->params = params;
+  req->batch = batch;
+  req->batch_index = batch_index;
+  req->refs = 2;
+  req->next = core->inflight;
+  if (core->inflight)
+    core->inflight->prev = req;
+  core->inflight = req;
+  core->n_inflight++;
+  if (batch && has_id)
+    batch->pending++;
+  if (method->inline_call) {
+    pthread_mutex_unlock(&core->lock);
+    request_execute(req);
+  } else {
+    dispatch_locked(core, req);
+    pthread_mutex_unlock(&core->lock);
+  }
+
+out:
+  json_object_put(id_exact);
+  return reply;
+}
+
+/* Deliver an immediate reply for a single (non-batch) message. */
+static void send_immediate(struct rpc_core *core, json_object *reply) {
+  if (reply)
+    send_json(core, reply, NULL, NULL);
+}
+
+struct batch_scan {
+  const char **raw;
+  size_t *len;
+  size_t n;
+};
+
+static void batch_scan_cb(void *arg, size_t index, size_t off, size_t len) {
+  struct batch_scan *bs = arg;
+  if (index < bs->n) {
+    bs->raw[index] = (const char *)(uintptr_t)off; /* offset for now; rebased below */
+    bs->len[index] = len;
+  }
+}
+
+static void handle_batch(struct rpc_core *core, struct serve_state *st, json_object *arr,
+                         const char *raw, size_t raw_len) {
+  size_t n = json_object_array_length(arr);
+  if (n == 0) {
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+                                            "Invalid Request: empty batch"));
+    return;
+  }
+  struct batch *b = calloc(1, sizeof *b);
+  const char **eraw = calloc(n, sizeof *eraw);
+  size_t *elen = calloc(n, sizeof *elen);
+  json_object **replies = calloc(n, sizeof *replies);
+  if (!b || !eraw || !elen || !replies) {
+    free(b);
+    free(eraw);
+    free(elen);
+    free(replies);
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
+    return;
+  }
+  struct batch_scan bs = {eraw, elen, n};
+  if (jsonscan_elements(raw, raw_len, batch_scan_cb, &bs) == n) {
+    for (size_t i = 0; i < n; i++)
+      eraw[i] = raw + (uintptr_t)eraw[i];
+  } else {
+    memset(eraw, 0, n * sizeof *eraw);
+    memset(elen, 0, n * sizeof *elen);
+  }
+  b->replies = replies;
+  b->n = n;
+  b->holds = 1;
+  for (size_t i = 0; i < n; i++) {
+    json_object *reply = handle_one(core, st, json_object_array_get_idx(arr, i), eraw[i], elen[i], b, i);
+    if (reply) {
+      pthread_mutex_lock(&core->lock);
+      b->replies[i] = reply;
+      pthread_mutex_unlock(&core->lock);
+    }
+  }
+  free(eraw);
+  free(elen);
+  pthread_mutex_lock(&core->lock);
+  b->holds = 0;
+  batch_send_locked(core, b);
+  pthread_mutex_unlock(&core->lock);
+}
+
+static void handle_message(struct rpc_core *core, struct serve_state *st, const char *msg,
+                           size_t len) {
+  log_trace("<- %.*s", (int)(len > 1000 ? 1000 : len), msg);
+  struct json_tokener *tok = json_tokener_new_ex(PARSE_DEPTH);
+  if (!tok) {
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
+    return;
+  }
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+  json_object *obj = json_tokener_parse_ex(tok, msg, (int)len);
+  enum json_tokener_error jerr = json_tokener_get_error(tok);
+  size_t end = json_tokener_get_parse_end(tok);
+  if (!obj && jerr == json_tokener_continue) {
+    /* A top-level scalar ends only at end of input: say so with a NUL. */
+    obj = json_tokener_parse_ex(tok, "", 1);
+    jerr = json_tokener_get_error(tok);
+    end = len;
+  }
+  int trailing = 0;
+  if (obj && jerr == json_tokener_success) {
+    for (size_t i = end; i < len; i++) {
+      char c = msg[i];
+      if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+        trailing = 1;
+        break;
+      }
+    }
+  }
+  if (!obj || jerr != json_tokener_success || trailing) {
+    char why[200];
+    snprintf(why, sizeof why, "Parse error: %s",
+             trailing ? "unexpected data after the JSON value"
+                      : (jerr == json_tokener_continue ? "incomplete JSON"
+                                                       : json_tokener_error_desc(jerr)));
+    json_object_put(obj);
+    json_tokener_free(tok);
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL, why));
+    return;
+  }
+  json_tokener_free(tok);
+  if (json_object_is_type(obj, json_type_array))
+    handle_batch(core, st, obj, msg, len);
+  else
+    send_immediate(core, handle_one(core, st, obj, msg, len, NULL, 0));
+  json_object_put(obj);
+}
+
+/* ---- the loop ---- */
+
+/* Wait until nothing is in flight (or the grace period passes). */
+static void drain(struct rpc_core *core, int64_t grace_ms) {
+  int64_t until = call_now_ms() + grace_ms;
+  pthread_mutex_lock(&core->lock);
+  while (core->n_inflight > 0) {
+    int64_t left = until - call_now_ms();
+    if (left <= 0) {
+      log_warn("%u request(s) still running at exit", core->n_inflight);
+      break;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&core->changed, &core->lock, &ts);
+  }
+  pthread_mutex_unlock(&core->lock);
+}
+
+static void stop_workers(struct rpc_core *core) {
+  pthread_mutex_lock(&core->lock);
+  core->stopping = 1;
+  pthread_cond_broadcast(&core->changed);
+  int64_t until = call_now_ms() + 2000;
+  while (core->workers > 0 && call_now_ms() < until) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&core->changed, &core->lock, &ts);
+  }
+  pthread_mutex_unlock(&core->lock);
+}
+
+int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_methods,
+              void *ctx, const struct rpc_opts *opts) {
+  struct rpc_core *core = calloc(1, sizeof *core);
+  if (!core)
+    return 1;
+  core->methods = methods;
+  core->n_methods = n_methods;
+  core->ctx = ctx;
+  core->opts = *opts;
+  if (!core->opts.max_message)
+    core->opts.max_message = DEFAULT_MAX_MESSAGE;
+  if (!core->opts.max_inflight)
+    core->opts.max_inflight = DEFAULT_MAX_INFLIGHT;
+  pthread_mutex_init(&core->lock, NULL);
+  pthread_cond_init(&core->changed, NULL);
+  if (pipe2(wake_pipe, O_CLOEXEC) < 0)
+    wake_pipe[0] = wake_pipe[1] = -1;
+  core->writer = writer_new(out_fd);
+  struct transport *t = transport_new(in_fd, wake_pipe[0], core->opts.framing, core->opts.max_message);
+  if (!core->writer || !t) {
+    log_error("cannot start: out of resources");
+    transport_free(t);
+    writer_close(core->writer);
+    free(core);
+    return 1;
+  }
+  core->framing = core->opts.framing;
+
+  struct serve_state st = {0};
+  int stopped = 0;
+  while (!st.exit_requested) {
+    const char *msg = NULL;
+    size_t len = 0;
+    /* Backpressure: a client that does not read its replies stops being read from once
+     * the queue is long, so memory stays bounded. */
+    writer_wait_below(core->writer, (size_t)core->opts.max_inflight * 2);
+    enum transport_event ev = transport_next(t, &msg, &len);
+    if (core->framing == RPC_FRAMING_AUTO)
+      core->framing = transport_framing(t);
+    if (ev == TRANSPORT_MESSAGE) {
+      handle_message(core, &st, msg, len);
+    } else if (ev == TRANSPORT_TOO_BIG) {
+      json_object *data = json_object_new_object();
+      json_object_object_add(data, "limit", json_object_new_int64((int64_t)core->opts.max_message));
+      send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, data,
+                                              "Invalid Request: message larger than --max-message"));
+    } else if (ev == TRANSPORT_BAD_HEADER) {
+      char why[200];
+      snprintf(why, sizeof why, "Parse error: %.*s", (int)len, msg);
+      send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL, why));
+    } else if (ev == TRANSPORT_STOPPED) {
+      stopped = 1;
+      break;
+    } else {
+      if (ev == TRANSPORT_IO_ERROR)
+        log_error("reading stdin failed: %s", strerror(errno));
+      break; /* EOF: let in-flight requests finish */
+    }
+  }
+  if (st.exit_requested || stopped)
+    cancel_all(core, stopped ? "request cancelled: the bridge is stopping"
+                             : "request cancelled: exit");
+  drain(core, STOP_GRACE_MS);
+  /* Anything still running past the grace period is cancelled, answered, then left. */
+  cancel_all(core, "request cancelled: the bridge is stopping");
+  drain(core, 2000);
+  stop_workers(core);
+  writer_close(core->writer);
+  transport_free(t);
+  int code = st.exit_requested && !core->shutdown ? 1 : 0;
+  pthread_mutex_lock(&core->lock);
+  int leftover = core->n_inflight > 0 || core->workers > 0;
+  pthread_mutex_unlock(&core->lock);
+  if (!leftover) { /* with stuck workers the core must outlive us: the process exits */
+    pthread_mutex_destroy(&core->lock);
+    pthread_cond_destroy(&core->changed);
+    free(core);
+  }
+  close(wake_pipe[0]);
+  close(wake_pipe[1]);
+  wake_pipe[0] = wake_pipe[1] = -1;
+  return code;
+}

@@ -1,0 +1,147 @@
+/* writer.c - a queue of framed messages and the thread that writes them to stdout.
+ * After a write error (the client closed its end) messages are dropped, not retried. */
+#include "rpc/writer.h"
+
+#include <errno.h>
+#include <string.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+struct item {
+  char *bytes;
+  size_t len;
+  void (*done)(void *);
+  void *arg;
+  struct item *next;
+};
+
+struct writer {
+  int fd;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t more;  /* signalled when an item is queued or on close */
+  pthread_cond_t less;  /* signalled when an item is written */
+  struct item *head, *tail;
+  size_t pending;
+  int closing;
+  int broken;
+};
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void *writer_main(void *arg) {
+  struct writer *w = arg;
+  pthread_mutex_lock(&w->lock);
+  for (;;) {
+    while (!w->head && !w->closing)
+      pthread_cond_wait(&w->more, &w->lock);
+    if (!w->head)
+      break;
+    struct item *it = w->head;
+    w->head = it->next;
+    if (!w->head)
+      w->tail = NULL;
+    int broken = w->broken;
+    pthread_mutex_unlock(&w->lock);
+    if (!broken && write_all(w->fd, it->bytes, it->len) < 0) {
+      log_warn("stdout write failed (%s); dropping further replies", strerror(errno));
+      broken = 1;
+    }
+    free(it->bytes);
+    if (it->done)
+      it->done(it->arg);
+    free(it);
+    pthread_mutex_lock(&w->lock);
+    if (broken)
+      w->broken = 1;
+    w->pending--;
+    pthread_cond_broadcast(&w->less);
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+struct writer *writer_new(int fd) {
+  struct writer *w = calloc(1, sizeof *w);
+  if (!w)
+    return NULL;
+  w->fd = fd;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->more, NULL);
+  pthread_cond_init(&w->less, NULL);
+  if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->more);
+    pthread_cond_destroy(&w->less);
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+void writer_send(struct writer *w, char *bytes, size_t len, void (*done)(void *), void *arg) {
+  struct item *it = malloc(sizeof *it);
+  if (!it) {
+    free(bytes);
+    if (done)
+      done(arg);
+    return;
+  }
+  it->bytes = bytes;
+  it->len = len;
+  it->done = done;
+  it->arg = arg;
+  it->next = NULL;
+  pthread_mutex_lock(&w->lock);
+  if (w->tail)
+    w->tail->next = it;
+  else
+    w->head = it;
+  w->tail = it;
+  w->pending++;
+  pthread_cond_signal(&w->more);
+  pthread_mutex_unlock(&w->lock);
+}
+
+size_t writer_pending(struct writer *w) {
+  pthread_mutex_lock(&w->lock);
+  size_t n = w->pending;
+  pthread_mutex_unlock(&w->lock);
+  return n;
+}
+
+void writer_wait_below(struct writer *w, size_t max) {
+  pthread_mutex_lock(&w->lock);
+  while (w->pending > max && !w->broken)
+    pthread_cond_wait(&w->less, &w->lock);
+  pthread_mutex_unlock(&w->lock);
+}
+
+void writer_close(struct writer *w) {
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->lock);
+  w->closing = 1;
+  pthread_cond_signal(&w->more);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(w->thread, NULL);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->more);
+  pthread_cond_destroy(&w->less);
+  free(w);
+}
