@@ -11,21 +11,45 @@
 #include "bridge/backend.h"
 #include "rpc/rpc.h"
 
-/* Everything the methods share; the ctx given to every handler. */
+struct bridge_retired;
+
+/* Everything the methods share; the ctx given to every handler. The caller (main) fills
+ * config, max_output and version and initialises lock; the rest starts zeroed. */
 struct bridge {
-  pthread_mutex_t lock;          /* guards backend swaps by initialize */
+  pthread_mutex_t lock;          /* guards config, backend swaps and the fields below */
   struct backend *backend;       /* current backend; opened lazily from config */
   struct backend_config config;  /* effective configuration (strings owned here) */
   size_t max_output;             /* --max-output: bytes kept per run stream */
   const char *version;
+  unsigned backend_refs;           /* calls holding `backend` (see bridge_backend) */
+  struct bridge_retired *retired;  /* backends replaced by initialize while calls held them;
+                                      each is closed when its last call lets go */
 };
 
 /* The method table (every request method of API.md that rpc does not handle itself). */
 extern const struct rpc_method methods_table[];
 extern const size_t methods_count;
 
-/* The backend to use for a call, opened on first use. Returns NULL with *err filled. */
+/* The backend to use for a call, opened on first use (remote when config.base_url is set,
+ * else local). The call holds it until bridge_backend_put, so that initialize can swap
+ * backends while calls run. Returns NULL with *err filled (nothing held). */
 struct backend *bridge_backend(struct bridge *br, struct osb_err *err);
+
+/* Let go of a backend from bridge_backend; closes it if initialize replaced it and this
+ * was its last call. Accepts NULL. */
+void bridge_backend_put(struct bridge *br, struct backend *be);
+
+/* Make *config the effective configuration. Takes ownership of its strings (base_url,
+ * api_key, cacert: malloc'd or NULL) whatever happens. When it differs from the current
+ * one, the old strings are freed and the current backend is retired (closed now, or when
+ * its last call lets go) so that the next call opens a new one; a local backend that stays
+ * local with the same max_output is kept, sessions and all (it uses none of the remote
+ * settings). Returns 1 if the configuration changed, 0 if not. Cannot fail. */
+int bridge_reconfigure(struct bridge *br, struct backend_config *config);
+
+/* Close the current backend and free the config strings (after rpc_serve returned, when no
+ * call runs any more). Does not destroy the mutex. Accepts a bridge never used. */
+void bridge_close(struct bridge *br);
 
 /* Handlers, by namespace. All follow rpc_handler. */
 int method_initialize(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);

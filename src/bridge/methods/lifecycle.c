@@ -1,0 +1,184 @@
+/* lifecycle.c - the lifecycle and meta methods: initialize (config from
+ * initializationOptions, capabilities), rpc.discover (the embedded OpenRPC document) and
+ * server/health. shutdown, exit and $/cancelRequest belong to rpc. Layer: methods. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bridge/methods/methods.h"
+#include "bridge/methods/methods_int.h"
+#include "common/log.h"
+
+/* schema/openrpc.json, embedded by the build (NUL-terminated). */
+extern const char osb_openrpc_json[];
+
+static char *dup_or_null(const char *s) {
+  return s ? strdup(s) : NULL;
+}
+
+/* Copy of the current configuration with its own strings (for bridge_reconfigure). */
+static int config_snapshot(struct bridge *br, struct backend_config *out, struct osb_err *err) {
+  pthread_mutex_lock(&br->lock);
+  *out = br->config;
+  out->base_url = dup_or_null(br->config.base_url);
+  out->api_key = dup_or_null(br->config.api_key);
+  out->cacert = dup_or_null(br->config.cacert);
+  int bad = (br->config.base_url && !out->base_url) || (br->config.api_key && !out->api_key) ||
+            (br->config.cacert && !out->cacert);
+  pthread_mutex_unlock(&br->lock);
+  if (bad) {
+    free((char *)out->base_url);
+    free((char *)out->api_key);
+    free((char *)out->cacert);
+    return methods_oom(err);
+  }
+  return 0;
+}
+
+/* Replace *slot (an owned string) with a copy of s. */
+static int config_set_str(const char **slot, const char *s, struct osb_err *err) {
+  char *copy = strdup(s);
+  if (!copy)
+    return methods_oom(err);
+  free((char *)*slot);
+  *slot = copy;
+  return 0;
+}
+
+/* Apply initializationOptions (Config of API.md) over *cfg. Members absent, null or (for
+ * strings) empty change nothing; unknown members are ignored. */
+static int apply_options(json_object *opts, struct backend_config *cfg, struct osb_err *err) {
+  const char *base_url = NULL, *api_key = NULL;
+  int64_t grpc_port = -1, timeout_ms = -1;
+  int insecure = -1;
+  if (params_string(opts, "baseUrl", NULL, PARAM_OPTIONAL, &base_url, err) < 0 ||
+      params_int(opts, "grpcPort", 1, 65535, &grpc_port, err) < 0 ||
+      params_bool(opts, "grpcInsecure", &insecure, err) < 0 ||
+      params_string(opts, "apiKey", NULL, PARAM_OPTIONAL, &api_key, err) < 0 ||
+      params_int(opts, "requestTimeoutMs", 1, INT64_MAX, &timeout_ms, err) < 0)
+    return -1;
+  if (base_url && base_url[0]) {
+    const char *host = NULL;
+    if (strncasecmp(base_url, "http://", 7) == 0)
+      host = base_url + 7;
+    else if (strncasecmp(base_url, "https://", 8) == 0)
+      host = base_url + 8;
+    if (!host || !host[0] || host[0] == '/')
+      return params_fail(err, "baseUrl", "must be an http:// or https:// URL");
+    if (config_set_str(&cfg->base_url, base_url, err) < 0)
+      return -1;
+  }
+  if (api_key && api_key[0] && config_set_str(&cfg->api_key, api_key, err) < 0)
+    return -1;
+  if (grpc_port > 0)
+    cfg->grpc_port = (int)grpc_port;
+  if (insecure >= 0)
+    cfg->grpc_insecure = insecure;
+  if (timeout_ms > 0)
+    cfg->request_timeout_ms = timeout_ms;
+  return 0;
+}
+
+static json_object *capabilities(int remote) {
+  json_object *caps = json_object_new_object();
+  json_object *names = json_object_new_array();
+  if (!caps || !names) {
+    json_object_put(caps);
+    json_object_put(names);
+    return NULL;
+  }
+  for (size_t i = 0; i < methods_count; i++)
+    json_object_array_add(names, json_object_new_string(methods_table[i].name));
+  json_object_array_add(names, json_object_new_string("shutdown"));
+  methods_set(caps, "methods", names);
+  methods_set(caps, "backend", json_object_new_string(remote ? "remote" : "local"));
+  return caps;
+}
+
+int method_initialize(void *ctx, struct call *c, json_object *params, json_object **result,
+                      struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct backend_config cfg;
+  json_object *opts = NULL;
+
+  if (json_object_object_get_ex(params, "initializationOptions", &opts) && opts &&
+      !json_object_is_type(opts, json_type_object))
+    return params_fail(err, "initializationOptions", "must be an object");
+  if (config_snapshot(br, &cfg, err) < 0)
+    return -1;
+  if (opts && apply_options(opts, &cfg, err) < 0) {
+    free((char *)cfg.base_url);
+    free((char *)cfg.api_key);
+    free((char *)cfg.cacert);
+    return -1;
+  }
+  int remote = cfg.base_url && cfg.base_url[0];
+  if (bridge_reconfigure(br, &cfg))
+    log_info("initialize: configuration changed; backend %s", remote ? "remote" : "local");
+
+  json_object *r = json_object_new_object();
+  json_object *info = json_object_new_object();
+  json_object *caps = capabilities(remote);
+  if (!r || !info || !caps) {
+    json_object_put(r);
+    json_object_put(info);
+    json_object_put(caps);
+    return methods_oom(err);
+  }
+  methods_set(info, "name", json_object_new_string("opensandbox-bridge"));
+  methods_set(info, "version", json_object_new_string(br->version ? br->version : "0.0.0"));
+  methods_set(r, "serverInfo", info);
+  methods_set(r, "capabilities", caps);
+  *result = r;
+  return 0;
+}
+
+int method_rpc_discover(void *ctx, struct call *c, json_object *params, json_object **result,
+                        struct osb_err *err) {
+  json_object *doc = json_tokener_parse(osb_openrpc_json);
+  if (!doc)
+    return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "the embedded OpenRPC document is invalid");
+  *result = doc;
+  return 0;
+}
+
+int method_server_health(void *ctx, struct call *c, json_object *params, json_object **result,
+                         struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct osb_err herr = OSB_ERR_INIT;
+  int rc = -1;
+
+  struct backend *be = methods_begin(br, c, 0, err);
+  if (!be)
+    return -1;
+  if (!be->ops->health) {
+    methods_unsupported("server/health", err);
+    goto out;
+  }
+  int64_t t0 = call_now_ms();
+  int ok = be->ops->health(be, c, &herr) == 0;
+  int64_t latency = call_now_ms() - t0;
+  if (!ok && herr.kind == OSB_ERR_CANCELLED) {
+    *err = herr; /* a cancelled request is answered as cancelled, not as unhealthy */
+    herr = (struct osb_err)OSB_ERR_INIT;
+    goto out;
+  }
+  if (!ok)
+    log_debug("server/health: %s", herr.message ? herr.message : "unhealthy");
+  json_object *r = json_object_new_object();
+  if (!r) {
+    methods_oom(err);
+    goto out;
+  }
+  methods_set(r, "ok", json_object_new_boolean(ok));
+  methods_set(r, "backend", json_object_new_string(be->ops->name ? be->ops->name : "local"));
+  if (be->config.base_url && be->config.base_url[0])
+    methods_set(r, "url", json_object_new_string(be->config.base_url));
+  methods_set(r, "latencyMs", json_object_new_int64(latency));
+  *result = r;
+  rc = 0;
+out:
+  osb_err_clear(&herr);
+  methods_end(br, be);
+  return rc;
+}

@@ -1,0 +1,360 @@
+/* sandbox.c - the sandbox methods (sandbox/...): create, destroy, list, get, run, setEnv,
+ * setCwd. Validates params against API.md, calls the backend, shapes results (run output always
+ * valid UTF-8 and capped at max_output). Knows nothing of gRPC, HTTP or JSON-RPC ids.
+ * Layer: methods. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/methods/methods.h"
+#include "bridge/methods/methods_int.h"
+#include "common/utf8.h"
+
+#define RUN_DEFAULT_TIME_MS 300000
+#define RUN_DEFAULT_MEM_KB 2097152
+#define RUN_DEFAULT_FSIZE_KB 1048576
+#define RUN_DEFAULT_NOFILE 256
+#define RUN_DEADLINE_SLACK_MS 30000
+#define DEFAULT_MAX_OUTPUT ((size_t)16 << 20)
+
+/* SandboxInfo of API.md; a new reference, or NULL when out of memory. */
+static json_object *info_to_json(const struct backend_session_info *info) {
+  json_object *o = json_object_new_object();
+  json_object *env = json_object_new_object();
+  json_object *ports = json_object_new_array();
+  if (!o || !env || !ports) {
+    json_object_put(o);
+    json_object_put(env);
+    json_object_put(ports);
+    return NULL;
+  }
+  for (size_t i = 0; i < info->n_env; i++)
+    methods_set(env, info->env[i].key, json_object_new_string(info->env[i].value));
+  for (size_t i = 0; i < info->n_ports; i++)
+    if (json_object_array_add(ports, json_object_new_int(info->ports[i])) < 0)
+      break;
+  methods_set(o, "sandboxId", json_object_new_string(info->id ? info->id : ""));
+  methods_set(o, "env", env);
+  methods_set(o, "cwd", json_object_new_string(info->cwd ? info->cwd : "/"));
+  methods_set(o, "ageSecs", json_object_new_int64(info->age_secs));
+  methods_set(o, "idleSecs", json_object_new_int64(info->idle_secs));
+  methods_set(o, "previewUrl", methods_str_or_null(info->preview_url));
+  methods_set(o, "ports", ports);
+  methods_set(o, "status", json_object_new_string(info->status ? info->status : "running"));
+  return o;
+}
+
+int method_sandbox_create(void *ctx, struct call *c, json_object *params, json_object **result,
+                          struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct backend_kv *env = NULL;
+  size_t n_env = 0;
+  struct backend_session s = {0};
+  struct backend *be = NULL;
+  int rc = -1;
+
+  if (params_env(params, "env", 0, &env, &n_env, err) < 0)
+    goto out;
+  be = methods_begin(br, c, 0, err);
+  if (!be)
+    goto out;
+  if (!be->ops->create) {
+    methods_unsupported("sandbox/create", err);
+    goto out;
+  }
+  if (be->ops->create(be, c, env, n_env, &s, err) < 0)
+    goto out;
+  json_object *r = json_object_new_object();
+  if (!r) {
+    methods_oom(err);
+    goto out;
+  }
+  methods_set(r, "sandboxId", json_object_new_string(s.id ? s.id : ""));
+  methods_set(r, "previewUrl", methods_str_or_null(s.preview_url));
+  *result = r;
+  rc = 0;
+out:
+  backend_session_free(&s);
+  backend_kvs_free(env, n_env);
+  methods_end(br, be);
+  return rc;
+}
+
+int method_sandbox_destroy(void *ctx, struct call *c, json_object *params, json_object **result,
+                           struct osb_err *err) {
+  struct bridge *br = ctx;
+  const char *id = NULL;
+  struct backend *be = NULL;
+  int rc = -1;
+
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
+    goto out;
+  be = methods_begin(br, c, 0, err);
+  if (!be)
+    goto out;
+  if (!be->ops->destroy) {
+    methods_unsupported("sandbox/destroy", err);
+    goto out;
+  }
+  if (be->ops->destroy(be, c, id, err) < 0)
+    goto out;
+  *result = NULL;
+  rc = 0;
+out:
+  methods_end(br, be);
+  return rc;
+}
+
+int method_sandbox_list(void *ctx, struct call *c, json_object *params, json_object **result,
+                        struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct backend_session_info *infos = NULL;
+  size_t n = 0;
+  json_object *r = NULL;
+  int rc = -1;
+
+  struct backend *be = methods_begin(br, c, 0, err);
+  if (!be)
+    goto out;
+  if (!be->ops->list) {
+    methods_unsupported("sandbox/list", err);
+    goto out;
+  }
+  if (be->ops->list(be, c, &infos, &n, err) < 0)
+    goto out;
+  r = json_object_new_object();
+  json_object *arr = json_object_new_array();
+  if (!r || !arr) {
+    json_object_put(arr);
+    methods_oom(err);
+    goto out;
+  }
+  methods_set(r, "sandboxes", arr);
+  for (size_t i = 0; i < n; i++) {
+    json_object *info = info_to_json(&infos[i]);
+    if (!info || json_object_array_add(arr, info) < 0) {
+      json_object_put(info);
+      methods_oom(err);
+      goto out;
+    }
+  }
+  *result = r;
+  r = NULL;
+  rc = 0;
+out:
+  json_object_put(r);
+  backend_session_infos_free(infos, n);
+  methods_end(br, be);
+  return rc;
+}
+
+int method_sandbox_get(void *ctx, struct call *c, json_object *params, json_object **result,
+                       struct osb_err *err) {
+  struct bridge *br = ctx;
+  const char *id = NULL;
+  struct backend_session_info info = {0};
+  struct backend *be = NULL;
+  int rc = -1;
+
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
+    goto out;
+  be = methods_begin(br, c, 0, err);
+  if (!be)
+    goto out;
+  if (!be->ops->get) {
+    methods_unsupported("sandbox/get", err);
+    goto out;
+  }
+  if (be->ops->get(be, c, id, &info, err) < 0)
+    goto out;
+  *result = info_to_json(&info);
+  if (!*result) {
+    methods_oom(err);
+    goto out;
+  }
+  rc = 0;
+out:
+  backend_session_info_free(&info);
+  methods_end(br, be);
+  return rc;
+}
+
+/* One run stream as a JSON string: invalid UTF-8 repaired, then cut at a character boundary
+ * to at most max bytes (*truncated set when cut). NULL with *err filled when out of memory. */
+static json_object *run_stream(const char *s, size_t n, size_t max, int *truncated,
+                               struct osb_err *err) {
+  char *fixed = NULL;
+  if (!s) {
+    s = "";
+    n = 0;
+  }
+  if (!utf8_valid(s, n)) {
+    fixed = utf8_sanitize(s, n, &n);
+    if (!fixed) {
+      methods_oom(err);
+      return NULL;
+    }
+    s = fixed;
+  }
+  if (n > max) {
+    n = utf8_cut(s, n, max);
+    *truncated = 1;
+  }
+  json_object *j = methods_utf8_string(s, n, err);
+  free(fixed);
+  return j;
+}
+
+int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_object **result,
+                       struct osb_err *err) {
+  struct bridge *br = ctx;
+  const char *id = NULL;
+  const char **argv = NULL;
+  size_t argc = 0;
+  int64_t time_ms = RUN_DEFAULT_TIME_MS, mem_kb = RUN_DEFAULT_MEM_KB;
+  int64_t fsize_kb = RUN_DEFAULT_FSIZE_KB, nofile = RUN_DEFAULT_NOFILE;
+  struct backend_kv *env = NULL;
+  size_t n_env = 0;
+  const char *cwd = "";
+  int check = 0;
+  struct backend_run_res res = {0};
+  struct backend *be = NULL;
+  json_object *out_j = NULL, *err_j = NULL;
+  int rc = -1;
+
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_command(params, &argv, &argc, err) < 0 ||
+      params_int(params, "timeoutMs", 1, INT64_MAX, &time_ms, err) < 0 ||
+      params_int(params, "memKb", 0, INT64_MAX, &mem_kb, err) < 0 ||
+      params_int(params, "fsizeKb", 0, INT64_MAX, &fsize_kb, err) < 0 ||
+      params_int(params, "nofile", 0, INT64_MAX, &nofile, err) < 0 ||
+      params_env(params, "env", 0, &env, &n_env, err) < 0 ||
+      params_string(params, "cwd", NULL, PARAM_OPTIONAL, &cwd, err) < 0 ||
+      params_bool(params, "check", &check, err) < 0)
+    goto out;
+
+  int64_t span = time_ms > INT64_MAX - RUN_DEADLINE_SLACK_MS ? INT64_MAX
+                                                             : time_ms + RUN_DEADLINE_SLACK_MS;
+  be = methods_begin(br, c, span, err);
+  if (!be)
+    goto out;
+  if (!be->ops->run) {
+    methods_unsupported("sandbox/run", err);
+    goto out;
+  }
+  struct backend_run_req req = {
+      .argv = argv,
+      .argc = argc,
+      .time_ms = (uint64_t)time_ms,
+      .mem_kb = (uint64_t)mem_kb,
+      .fsize_kb = (uint64_t)fsize_kb,
+      .nofile = (uint64_t)nofile,
+      .env = env,
+      .n_env = n_env,
+      .cwd = cwd,
+  };
+  if (be->ops->run(be, c, id, &req, &res, err) < 0)
+    goto out;
+
+  size_t max = br->max_output ? br->max_output : DEFAULT_MAX_OUTPUT;
+  int truncated = res.truncated ? 1 : 0;
+  out_j = run_stream(res.out, res.out_len, max, &truncated, err);
+  if (!out_j)
+    goto out;
+  err_j = run_stream(res.err, res.err_len, max, &truncated, err);
+  if (!err_j)
+    goto out;
+  int exit_code = res.signal ? 0 : res.exit_code;
+  int success = exit_code == 0 && res.signal == 0;
+
+  if (check && !success) {
+    if (res.signal)
+      osb_err_set(err, OSB_ERR_COMMAND, NULL, "command was killed by signal %d", res.signal);
+    else
+      osb_err_set(err, OSB_ERR_COMMAND, NULL, "command exited with code %d", exit_code);
+    osb_err_add(err, "exitCode", json_object_new_int(exit_code));
+    osb_err_add(err, "signal", json_object_new_int(res.signal));
+    osb_err_add(err, "stdout", out_j);
+    osb_err_add(err, "stderr", err_j);
+    out_j = err_j = NULL;
+    goto out;
+  }
+
+  json_object *r = json_object_new_object();
+  if (!r) {
+    methods_oom(err);
+    goto out;
+  }
+  methods_set(r, "stdout", out_j);
+  methods_set(r, "stderr", err_j);
+  out_j = err_j = NULL;
+  methods_set(r, "exitCode", json_object_new_int(exit_code));
+  methods_set(r, "signal", json_object_new_int(res.signal));
+  methods_set(r, "success", json_object_new_boolean(success));
+  methods_set(r, "truncated", json_object_new_boolean(truncated));
+  *result = r;
+  rc = 0;
+out:
+  json_object_put(out_j);
+  json_object_put(err_j);
+  backend_run_res_free(&res);
+  backend_kvs_free(env, n_env);
+  free(argv);
+  methods_end(br, be);
+  return rc;
+}
+
+int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result,
+                           struct osb_err *err) {
+  struct bridge *br = ctx;
+  const char *id = NULL;
+  struct backend_kv *env = NULL;
+  size_t n_env = 0;
+  struct backend *be = NULL;
+  int rc = -1;
+
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_env(params, "env", 1, &env, &n_env, err) < 0)
+    goto out;
+  be = methods_begin(br, c, 0, err);
+  if (!be)
+    goto out;
+  if (!be->ops->set_env) {
+    methods_unsupported("sandbox/setEnv", err);
+    goto out;
+  }
+  if (be->ops->set_env(be, c, id, env, n_env, err) < 0)
+    goto out;
+  *result = NULL;
+  rc = 0;
+out:
+  backend_kvs_free(env, n_env);
+  methods_end(br, be);
+  return rc;
+}
+
+int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_object **result,
+                           struct osb_err *err) {
+  struct bridge *br = ctx;
+  const char *id = NULL, *cwd = NULL;
+  struct backend *be = NULL;
+  int rc = -1;
+
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_string(params, "cwd", NULL, PARAM_NONEMPTY, &cwd, err) < 0)
+    goto out;
+  be = methods_begin(br, c, 0, err);
+  if (!be)
+    goto out;
+  if (!be->ops->set_cwd) {
+    methods_unsupported("sandbox/setCwd", err);
+    goto out;
+  }
+  if (be->ops->set_cwd(be, c, id, cwd, err) < 0)
+    goto out;
+  *result = NULL;
+  rc = 0;
+out:
+  methods_end(br, be);
+  return rc;
+}

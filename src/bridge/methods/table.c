@@ -1,0 +1,101 @@
+/* table.c - the method table handed to rpc, and the helpers shared by the method files
+ * (methods_int.h). Layer: methods. */
+#include "bridge/methods/methods.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "bridge/methods/methods_int.h"
+#include "common/utf8.h"
+
+/* Cheap methods that must take effect in order (initialize) run inline on the reader
+ * thread; everything that may wait on a backend runs on a worker. */
+const struct rpc_method methods_table[] = {
+    {"initialize", method_initialize, 1},
+    {"rpc.discover", method_rpc_discover, 1},
+    {"server/health", method_server_health, 0},
+    {"sandbox/create", method_sandbox_create, 0},
+    {"sandbox/destroy", method_sandbox_destroy, 0},
+    {"sandbox/list", method_sandbox_list, 0},
+    {"sandbox/get", method_sandbox_get, 0},
+    {"sandbox/run", method_sandbox_run, 0},
+    {"sandbox/setEnv", method_sandbox_set_env, 0},
+    {"sandbox/setCwd", method_sandbox_set_cwd, 0},
+    {"fs/write", method_fs_write, 0},
+    {"fs/read", method_fs_read, 0},
+    {"fs/writeMany", method_fs_write_many, 0},
+    {"fs/list", method_fs_list, 0},
+    {"process/start", method_process_start, 0},
+    {"process/killAll", method_process_kill_all, 0},
+    {"process/status", method_process_status, 0},
+};
+
+const size_t methods_count = sizeof methods_table / sizeof methods_table[0];
+
+struct backend *methods_begin(struct bridge *br, struct call *c, int64_t span_ms,
+                              struct osb_err *err) {
+  struct backend *be = bridge_backend(br, err);
+  if (!be)
+    return NULL;
+  if (span_ms <= 0) {
+    pthread_mutex_lock(&br->lock);
+    span_ms = br->config.request_timeout_ms;
+    pthread_mutex_unlock(&br->lock);
+  }
+  if (c && span_ms > 0) {
+    int64_t now = call_now_ms();
+    c->deadline_ms = span_ms > INT64_MAX - now ? 0 : now + span_ms;
+  }
+  return be;
+}
+
+void methods_end(struct bridge *br, struct backend *be) {
+  bridge_backend_put(br, be);
+}
+
+int methods_unsupported(const char *method, struct osb_err *err) {
+  osb_err_set(err, OSB_ERR_UNSUPPORTED, NULL, "%s is not supported by this backend", method);
+  osb_err_add(err, "method", json_object_new_string(method));
+  return -1;
+}
+
+void methods_set(json_object *obj, const char *key, json_object *val) {
+  if (json_object_object_add(obj, key, val) < 0)
+    json_object_put(val);
+}
+
+json_object *methods_str_or_null(const char *s) {
+  return s ? json_object_new_string(s) : NULL;
+}
+
+json_object *methods_utf8_string(const char *s, size_t n, struct osb_err *err) {
+  if (!s) {
+    s = "";
+    n = 0;
+  }
+  if (n > INT32_MAX) {
+    osb_err_set(err, OSB_ERR_INTERNAL, NULL, "string of %zu bytes is too large", n);
+    return NULL;
+  }
+  if (utf8_valid(s, n)) {
+    json_object *j = json_object_new_string_len(s, (int)n);
+    if (!j)
+      methods_oom(err);
+    return j;
+  }
+  size_t len = 0;
+  char *fixed = utf8_sanitize(s, n, &len);
+  if (!fixed) {
+    methods_oom(err);
+    return NULL;
+  }
+  json_object *j = json_object_new_string_len(fixed, (int)len);
+  free(fixed);
+  if (!j)
+    methods_oom(err);
+  return j;
+}
+
+int methods_oom(struct osb_err *err) {
+  return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
+}
