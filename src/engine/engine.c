@@ -1,0 +1,665 @@
+/* engine.c - the engine's front door: open/close, the session table, the idle reaper and
+ * every public engine_* call. Validates ids, sizes and paths, then hands trusted input to
+ * sandbox.c (isolation), run.c (processes) and path.c (files).
+ * Layer: engine. Knows nothing of JSON, JSON-RPC, HTTP or gRPC.
+ * Invariants: the table lock is never held during a run, a file operation or a process
+ * wait; a session found in the table is used through a reference (engine_session_get_ref)
+ * so destroy can run concurrently with anything. */
+#include "engine/engine_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+/* ---- small helpers ---- */
+
+int64_t engine_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void touch(struct engine_session *s) { atomic_store(&s->used_ms, engine_now_ms()); }
+
+static int make_uuid(char out[ENGINE_ID_LEN + 1]) {
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t n = getrandom(b + got, sizeof b - got, 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    got += (size_t)n;
+  }
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* variant 10 */
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      out[o++] = '-';
+    out[o++] = hex[b[i] >> 4];
+    out[o++] = hex[b[i] & 15];
+  }
+  out[o] = '\0';
+  return 0;
+}
+
+static void kv_free(struct engine_kv *kv, size_t n) {
+  if (!kv)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    free(kv[i].key);
+    free(kv[i].value);
+  }
+  free(kv);
+}
+
+/* An env key is non-empty and holds no '='; keys and values are non-NULL. */
+static int env_valid(const struct engine_kv *env, size_t n) {
+  if (n && !env)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!env[i].key || !env[i].value || !env[i].key[0] || strchr(env[i].key, '='))
+      return 0;
+  return 1;
+}
+
+/* Merge src into *dst (keys overwrite). On -ENOMEM *dst is unchanged. */
+static int env_merge(struct engine_kv **dst, size_t *n, const struct engine_kv *src,
+                     size_t n_src) {
+  struct engine_kv *v = realloc(*dst, (*n + n_src + 1) * sizeof *v);
+  if (!v)
+    return -ENOMEM;
+  *dst = v;
+  size_t cnt = *n;
+  /* build new strings first so that a failure leaves the env as it was */
+  char **keys = calloc(n_src + 1, sizeof *keys), **vals = calloc(n_src + 1, sizeof *vals);
+  int rc = (keys && vals) ? 0 : -ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n_src; i++) {
+    keys[i] = strdup(src[i].key);
+    vals[i] = strdup(src[i].value);
+    if (!keys[i] || !vals[i])
+      rc = -ENOMEM;
+  }
+  if (rc < 0) {
+    for (size_t i = 0; keys && vals && i < n_src; i++) {
+      free(keys[i]);
+      free(vals[i]);
+    }
+    free(keys);
+    free(vals);
+    return rc;
+  }
+  for (size_t i = 0; i < n_src; i++) {
+    size_t j = 0;
+    while (j < cnt && strcmp(v[j].key, keys[i]) != 0)
+      j++;
+    if (j < cnt) {
+      free(keys[i]);
+      free(v[j].value);
+      v[j].value = vals[i];
+    } else {
+      v[cnt].key = keys[i];
+      v[cnt].value = vals[i];
+      cnt++;
+    }
+  }
+  free(keys);
+  free(vals);
+  *n = cnt;
+  return 0;
+}
+
+/* ---- session references ---- */
+
+void engine_session_put(struct engine_session *s) {
+  if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+    return;
+  engine_sandbox_release(s);
+  engine_run_bg_free(s);
+  kv_free(s->env, s->n_env);
+  free(s->cwd);
+  pthread_mutex_destroy(&s->lock);
+  free(s);
+}
+
+struct engine_session *engine_session_get_ref(struct engine *eng, const char *id) {
+  if (!id)
+    return NULL;
+  struct engine_session *found = NULL;
+  pthread_mutex_lock(&eng->lock);
+  for (size_t i = 0; i < eng->n_sessions; i++)
+    if (strcmp(eng->sessions[i]->id, id) == 0) {
+      found = eng->sessions[i];
+      atomic_fetch_add(&found->refs, 1);
+      break;
+    }
+  pthread_mutex_unlock(&eng->lock);
+  return found;
+}
+
+/* A referenced, live session for a call that refreshes the idle timer (and counts as
+ * active until call_end), or NULL. */
+static struct engine_session *call_begin(struct engine *eng, const char *id) {
+  struct engine_session *s = engine_session_get_ref(eng, id);
+  if (!s)
+    return NULL;
+  if (atomic_load(&s->dead)) {
+    engine_session_put(s);
+    return NULL;
+  }
+  atomic_fetch_add(&s->active, 1);
+  touch(s);
+  return s;
+}
+
+static void call_end(struct engine_session *s) {
+  touch(s);
+  atomic_fetch_sub(&s->active, 1);
+  engine_session_put(s);
+}
+
+/* Remove from the table (the table's reference comes back to the caller). */
+static struct engine_session *table_take(struct engine *eng, const char *id) {
+  struct engine_session *s = NULL;
+  pthread_mutex_lock(&eng->lock);
+  for (size_t i = 0; i < eng->n_sessions; i++)
+    if (strcmp(eng->sessions[i]->id, id) == 0) {
+      s = eng->sessions[i];
+      eng->sessions[i] = eng->sessions[--eng->n_sessions];
+      break;
+    }
+  pthread_mutex_unlock(&eng->lock);
+  return s;
+}
+
+/* Kill and tear down s, which is already out of the table; drops the table's reference. */
+static void session_kill(struct engine *eng, struct engine_session *s) {
+  atomic_store(&s->dead, 1);
+  engine_run_kill_all(s); /* needed without a PID namespace; harmless with one */
+  engine_sandbox_destroy(eng, s);
+  engine_session_put(s);
+}
+
+/* ---- the idle reaper ---- */
+
+static void *ttl_main(void *p) {
+  struct engine *eng = p;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL);
+  pthread_mutex_lock(&eng->lock);
+  while (!eng->stopping) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&eng->ttl_cond, &eng->lock, &ts);
+    if (eng->stopping)
+      break;
+    int64_t now = engine_now_ms();
+    int64_t ttl_ms = (int64_t)eng->ttl_secs * 1000;
+    for (size_t i = 0; i < eng->n_sessions;) {
+      struct engine_session *s = eng->sessions[i];
+      if (atomic_load(&s->active) == 0 && now - atomic_load(&s->used_ms) >= ttl_ms) {
+        eng->sessions[i] = eng->sessions[--eng->n_sessions];
+        pthread_mutex_unlock(&eng->lock);
+        log_info("engine: session %s idle for %us, removed", s->id, eng->ttl_secs);
+        session_kill(eng, s);
+        pthread_mutex_lock(&eng->lock);
+        i = 0; /* the table may have changed meanwhile */
+        continue;
+      }
+      i++;
+    }
+  }
+  pthread_mutex_unlock(&eng->lock);
+  return NULL;
+}
+
+/* ---- engine ---- */
+
+int engine_open(const struct engine_opts *opts, struct engine **out) {
+  struct engine_opts none;
+  memset(&none, 0, sizeof none);
+  if (!opts)
+    opts = &none;
+  if (!out)
+    return -EINVAL;
+  struct engine *eng = calloc(1, sizeof *eng);
+  if (!eng)
+    return -ENOMEM;
+  if (opts->state_dir && opts->state_dir[0]) {
+    eng->state_dir = strdup(opts->state_dir);
+  } else if (asprintf(&eng->state_dir, "/tmp/opensandboxd-%u", (unsigned)geteuid()) < 0) {
+    eng->state_dir = NULL;
+  }
+  if (!eng->state_dir) {
+    free(eng);
+    return -ENOMEM;
+  }
+  eng->max_output = opts->max_output ? opts->max_output : ENGINE_DEFAULT_MAX_OUTPUT;
+  eng->max_file = opts->max_file ? opts->max_file : ENGINE_DEFAULT_MAX_FILE;
+  eng->ttl_secs = opts->ttl_secs ? opts->ttl_secs : ENGINE_DEFAULT_TTL;
+  eng->self_pid = getpid();
+  pthread_mutex_init(&eng->lock, NULL);
+  pthread_cond_init(&eng->bg_cond, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&eng->ttl_cond, &ca);
+  pthread_condattr_destroy(&ca);
+
+  int rc = engine_sandbox_init(eng, opts->unsafe_no_isolation);
+  if (rc == 0) {
+    rc = -pthread_create(&eng->ttl_thread, NULL, ttl_main, eng);
+    if (rc < 0)
+      engine_sandbox_fini(eng);
+  }
+  if (rc < 0) {
+    pthread_cond_destroy(&eng->ttl_cond);
+    pthread_cond_destroy(&eng->bg_cond);
+    pthread_mutex_destroy(&eng->lock);
+    free(eng->state_dir);
+    free(eng);
+    return rc;
+  }
+  *out = eng;
+  return 0;
+}
+
+void engine_close(struct engine *eng) {
+  if (!eng)
+    return;
+  pthread_mutex_lock(&eng->lock);
+  eng->stopping = 1;
+  pthread_cond_broadcast(&eng->ttl_cond);
+  pthread_mutex_unlock(&eng->lock);
+  pthread_join(eng->ttl_thread, NULL);
+  for (;;) {
+    pthread_mutex_lock(&eng->lock);
+    struct engine_session *s = eng->n_sessions ? eng->sessions[--eng->n_sessions] : NULL;
+    pthread_mutex_unlock(&eng->lock);
+    if (!s)
+      break;
+    session_kill(eng, s);
+  }
+  engine_run_bg_wait_threads(eng);
+  engine_sandbox_fini(eng);
+  free(eng->sessions);
+  pthread_cond_destroy(&eng->ttl_cond);
+  pthread_cond_destroy(&eng->bg_cond);
+  pthread_mutex_destroy(&eng->lock);
+  free(eng->state_dir);
+  free(eng);
+}
+
+/* ---- sessions ---- */
+
+int engine_session_create(struct engine *eng, const struct engine_kv *env, size_t n_env,
+                          char id_out[ENGINE_ID_LEN + 1]) {
+  if (!eng || !id_out || !env_valid(env, n_env))
+    return -EINVAL;
+  struct engine_session *s = calloc(1, sizeof *s);
+  if (!s)
+    return -ENOMEM;
+  atomic_init(&s->refs, 1);
+  s->eng = eng;
+  s->init_pid = -1;
+  s->init_pidfd = s->rootfd = s->cg_procs_fd = -1;
+  pthread_mutex_init(&s->lock, NULL);
+  buf_init(&s->log, ENGINE_BG_LOG_MAX);
+  s->created_ms = engine_now_ms();
+  touch(s);
+  /* The session cwd starts at "/", the HTTP run default of WIRE.md. */
+  s->cwd = strdup("/");
+  int rc = s->cwd ? make_uuid(s->id) : -ENOMEM;
+  if (rc == 0 && n_env)
+    rc = env_merge(&s->env, &s->n_env, env, n_env);
+  if (rc == 0)
+    rc = engine_sandbox_create(eng, s);
+  if (rc == 0) {
+    pthread_mutex_lock(&eng->lock);
+    if (eng->stopping) {
+      rc = -ESHUTDOWN;
+    } else if (eng->n_sessions == eng->cap_sessions) {
+      size_t ncap = eng->cap_sessions ? eng->cap_sessions * 2 : 16;
+      struct engine_session **v = realloc(eng->sessions, ncap * sizeof *v);
+      if (v) {
+        eng->sessions = v;
+        eng->cap_sessions = ncap;
+      } else {
+        rc = -ENOMEM;
+      }
+    }
+    if (rc == 0)
+      eng->sessions[eng->n_sessions++] = s;
+    pthread_mutex_unlock(&eng->lock);
+    if (rc < 0) {
+      session_kill(eng, s);
+      return rc;
+    }
+    memcpy(id_out, s->id, ENGINE_ID_LEN + 1);
+    return 0;
+  }
+  engine_session_put(s);
+  return rc;
+}
+
+int engine_session_destroy(struct engine *eng, const char *id) {
+  if (!eng || !id)
+    return -EINVAL;
+  struct engine_session *s = table_take(eng, id);
+  if (!s)
+    return -ESRCH;
+  session_kill(eng, s);
+  return 0;
+}
+
+static int info_fill(struct engine_session *s, struct engine_session_info *info) {
+  memset(info, 0, sizeof *info);
+  memcpy(info->id, s->id, sizeof info->id);
+  snprintf(info->status, sizeof info->status, "running");
+  int64_t now = engine_now_ms();
+  info->age_secs = (now - s->created_ms) / 1000;
+  info->idle_secs = (now - atomic_load(&s->used_ms)) / 1000;
+  pthread_mutex_lock(&s->lock);
+  int rc = 0;
+  info->cwd = strdup(s->cwd);
+  if (!info->cwd)
+    rc = -ENOMEM;
+  if (rc == 0 && s->n_env)
+    rc = env_merge(&info->env, &info->n_env, s->env, s->n_env);
+  if (rc == 0 && s->n_bg) {
+    info->ports = malloc(s->n_bg * sizeof *info->ports);
+    if (!info->ports)
+      rc = -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < s->n_bg; i++)
+      if (!s->bg[i]->reaped)
+        info->ports[info->n_ports++] = s->bg[i]->port;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (rc < 0)
+    engine_session_info_free(info);
+  return rc;
+}
+
+int engine_session_get(struct engine *eng, const char *id, struct engine_session_info *info) {
+  if (!eng || !info)
+    return -EINVAL;
+  struct engine_session *s = engine_session_get_ref(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = info_fill(s, info);
+  engine_session_put(s);
+  return rc;
+}
+
+int engine_session_list(struct engine *eng, struct engine_session_info **infos, size_t *n) {
+  if (!eng || !infos || !n)
+    return -EINVAL;
+  pthread_mutex_lock(&eng->lock);
+  size_t cnt = eng->n_sessions;
+  struct engine_session **refs = malloc((cnt ? cnt : 1) * sizeof *refs);
+  if (refs)
+    for (size_t i = 0; i < cnt; i++) {
+      refs[i] = eng->sessions[i];
+      atomic_fetch_add(&refs[i]->refs, 1);
+    }
+  pthread_mutex_unlock(&eng->lock);
+  if (!refs)
+    return -ENOMEM;
+  struct engine_session_info *v = calloc(cnt ? cnt : 1, sizeof *v);
+  int rc = v ? 0 : -ENOMEM;
+  size_t done = 0;
+  for (size_t i = 0; i < cnt; i++) {
+    if (rc == 0 && info_fill(refs[i], &v[done]) == 0)
+      done++;
+    else
+      rc = -ENOMEM;
+    engine_session_put(refs[i]);
+  }
+  free(refs);
+  if (rc < 0) {
+    engine_session_infos_free(v, done);
+    return rc;
+  }
+  *infos = v;
+  *n = done;
+  return 0;
+}
+
+void engine_session_info_free(struct engine_session_info *info) {
+  if (!info)
+    return;
+  kv_free(info->env, info->n_env);
+  free(info->cwd);
+  free(info->ports);
+  info->env = NULL;
+  info->cwd = NULL;
+  info->ports = NULL;
+  info->n_env = info->n_ports = 0;
+}
+
+void engine_session_infos_free(struct engine_session_info *infos, size_t n) {
+  if (!infos)
+    return;
+  for (size_t i = 0; i < n; i++)
+    engine_session_info_free(&infos[i]);
+  free(infos);
+}
+
+int engine_session_setenv(struct engine *eng, const char *id, const struct engine_kv *env,
+                          size_t n_env) {
+  if (!eng)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = env_valid(env, n_env) ? 0 : -EINVAL;
+  if (rc == 0) {
+    pthread_mutex_lock(&s->lock);
+    rc = env_merge(&s->env, &s->n_env, env, n_env);
+    pthread_mutex_unlock(&s->lock);
+  }
+  call_end(s);
+  return rc;
+}
+
+int engine_session_setcwd(struct engine *eng, const char *id, const char *cwd) {
+  if (!eng)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = 0;
+  if (!cwd || !cwd[0]) {
+    rc = -EINVAL;
+  } else {
+    pthread_mutex_lock(&s->lock);
+    char *n = engine_path_normalize(s->cwd, cwd);
+    if (n) {
+      free(s->cwd);
+      s->cwd = n;
+    } else {
+      rc = -ENOMEM;
+    }
+    pthread_mutex_unlock(&s->lock);
+  }
+  call_end(s);
+  return rc;
+}
+
+/* ---- runs ---- */
+
+int engine_run(struct engine *eng, const char *id, const struct engine_run_opts *opts,
+               struct engine_run_result *res) {
+  if (!eng || !opts || !res)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = 0;
+  if (opts->argc == 0 || !opts->argv || !env_valid(opts->env, opts->n_env))
+    rc = -EINVAL;
+  for (size_t i = 0; rc == 0 && i < opts->argc; i++)
+    if (!opts->argv[i])
+      rc = -EINVAL;
+  if (rc == 0 && !opts->argv[0][0])
+    rc = -EINVAL;
+  if (rc == 0)
+    rc = engine_run_exec(eng, s, opts, res);
+  else
+    memset(res, 0, sizeof *res);
+  call_end(s);
+  return rc;
+}
+
+/* ---- files ---- */
+
+/* The absolute normalised form of a user path in s; NULL (and *rc) when unusable. */
+static char *file_path(struct engine_session *s, const char *path, int *rc) {
+  if (!path || !path[0]) {
+    *rc = -EINVAL;
+    return NULL;
+  }
+  if (strlen(path) >= 4096) {
+    *rc = -ENAMETOOLONG;
+    return NULL;
+  }
+  pthread_mutex_lock(&s->lock);
+  char *abs = engine_path_normalize(s->cwd, path);
+  pthread_mutex_unlock(&s->lock);
+  *rc = abs ? 0 : -ENOMEM;
+  return abs;
+}
+
+int engine_file_write(struct engine *eng, const char *id, const char *path, const void *data,
+                      size_t len) {
+  if (!eng || (len && !data))
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc;
+  char *abs = file_path(s, path, &rc);
+  if (abs)
+    rc = engine_path_write(s->rootfd, abs, data ? data : "", len);
+  free(abs);
+  call_end(s);
+  return rc;
+}
+
+int engine_file_read(struct engine *eng, const char *id, const char *path, char **data,
+                     size_t *len) {
+  if (!eng || !data || !len)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc;
+  char *abs = file_path(s, path, &rc);
+  if (abs)
+    rc = engine_path_read(s->rootfd, abs, eng->max_file, data, len);
+  free(abs);
+  call_end(s);
+  return rc;
+}
+
+int engine_file_list(struct engine *eng, const char *id, const char *path,
+                     struct engine_dirent **entries, size_t *n) {
+  if (!eng || !entries || !n)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc;
+  char *abs = file_path(s, path, &rc);
+  if (abs)
+    rc = engine_path_list(s->rootfd, abs, entries, n);
+  free(abs);
+  call_end(s);
+  return rc;
+}
+
+/* ---- background processes ---- */
+
+int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_opts *opts,
+                    int *pid, int *port) {
+  if (!eng || !opts || !pid || !port)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = 0;
+  if (opts->argc == 0 || !opts->argv || !opts->argv[0] || !opts->argv[0][0] ||
+      !env_valid(opts->env, opts->n_env) || opts->port > 65535)
+    rc = -EINVAL;
+  for (size_t i = 0; rc == 0 && i < opts->argc; i++)
+    if (!opts->argv[i])
+      rc = -EINVAL;
+  if (rc == 0)
+    rc = engine_run_bg_start(eng, s, opts, pid, port);
+  call_end(s);
+  return rc;
+}
+
+int engine_bg_kill_all(struct engine *eng, const char *id, int **pids, size_t *n) {
+  if (!eng || !pids || !n)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = engine_run_bg_kill(s, pids, n);
+  call_end(s);
+  return rc;
+}
+
+int engine_bg_status(struct engine *eng, const char *id, struct engine_bg_status **procs,
+                     size_t *n, char **log) {
+  if (!eng || !procs || !n || !log)
+    return -EINVAL;
+  struct engine_session *s = call_begin(eng, id);
+  if (!s)
+    return -ESRCH;
+  int rc = engine_run_bg_status(s, procs, n, log);
+  call_end(s);
+  return rc;
+}
+
+/* ---- errors ---- */
+
+const char *engine_strerror(int code) {
+  switch (code) {
+  case 0:
+    return "success";
+  case -ESRCH:
+    return "no such session";
+  case -EINVAL:
+    return "invalid argument";
+  case -ECANCELED:
+    return "the run was cancelled";
+  case -EFBIG:
+    return "file too large";
+  case -EXDEV:
+    return "path leaves the sandbox root";
+  case -EPERM:
+    return "operation not permitted (isolation unavailable?)";
+  case -ESHUTDOWN:
+    return "the engine is closing";
+  default:
+    break;
+  }
+  const char *d = code < 0 ? strerrordesc_np(-code) : NULL;
+  return d ? d : "unknown error";
+}

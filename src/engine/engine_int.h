@@ -1,0 +1,158 @@
+/* engine_int.h - what the engine's files share: the engine and session structs and the
+ * engine_sandbox_ (isolation), engine_run_ (processes) and engine_path_ (safe paths)
+ * helpers. Internal to src/engine/; nothing outside includes it.
+ *
+ * Lifetimes: a session is reference counted. The session table holds one reference; every
+ * public call that works on a session takes one for its duration (engine_session_get_ref)
+ * so a concurrent destroy never frees memory under a running call. Fds of a session stay
+ * open until the last reference goes. */
+#ifndef OSB_ENGINE_ENGINE_INT_H
+#define OSB_ENGINE_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/buf.h"
+#include "engine/engine.h"
+
+#define ENGINE_BG_LOG_MAX (1u << 20) /* bytes of background output kept per session */
+#define ENGINE_DEFAULT_MAX_OUTPUT (16u << 20)
+#define ENGINE_DEFAULT_MAX_FILE (64u << 20)
+#define ENGINE_DEFAULT_TTL 300u
+#define ENGINE_DEFAULT_PORT 5173
+
+/* A process started by engine_bg_start. The pidfd is owned by the entry; `reaped` is set
+ * (under the session lock) by the thread that collected its exit status, after which the
+ * pid number must no longer be signalled. */
+struct engine_bg {
+  int pid;         /* host pid (a direct child of this process); what callers are told */
+  int pidfd;       /* owned by the entry, closed when it is freed */
+  int port;
+  int reaped;      /* exit status collected: the pid must not be signalled any more */
+  int thread_done; /* its output thread has ended and will not touch the entry again */
+};
+
+struct engine_session {
+  atomic_int refs;
+  struct engine *eng;
+  char id[ENGINE_ID_LEN + 1];
+  atomic_int dead;            /* set once by destroy; later calls answer -ESRCH */
+  atomic_int active;          /* calls in progress (the TTL reaper skips busy sessions) */
+  int64_t created_ms;
+  _Atomic int64_t used_ms;    /* monotonic ms of the last call */
+
+  pthread_mutex_t lock;       /* guards env, cwd, bg, log */
+  struct engine_kv *env;
+  size_t n_env;
+  char *cwd;                  /* absolute, normalised */
+  struct engine_bg **bg;      /* background processes, oldest first */
+  size_t n_bg;
+  pid_t *runs;                /* pids of runs in progress, not yet reaped (unsafe destroy) */
+  size_t n_runs, cap_runs;
+  struct buf log;             /* last ENGINE_BG_LOG_MAX bytes of background output */
+
+  /* isolation (sandbox.c); -1 / NULL when absent */
+  pid_t init_pid;             /* PID 1 of the session pid namespace, host pid */
+  int init_pidfd;
+  int rootfd;                 /* O_PATH on the session root */
+  int cg_procs_fd;            /* O_WRONLY cgroup.procs of the session's pids cgroup */
+  char *cg_dir;
+  char *dir;                  /* unsafe mode: the host directory used as root */
+};
+
+struct engine_spawn_req; /* sandbox.c */
+
+struct engine {
+  char *state_dir;
+  size_t max_output;
+  size_t max_file;
+  unsigned ttl_secs;
+  int isolated;               /* 1: namespaces + pivot_root; 0: unsafe directories */
+  pid_t self_pid;
+
+  /* pids cgroup (sandbox.c): cg_base is NULL when unavailable */
+  char *cg_base;
+  atomic_int cg_warned;
+
+  pthread_mutex_t lock;       /* guards the session table and bg_threads */
+  struct engine_session **sessions;
+  size_t n_sessions, cap_sessions;
+  int bg_threads;             /* live background output threads */
+  pthread_cond_t bg_cond;
+
+  pthread_t ttl_thread;
+  pthread_cond_t ttl_cond;
+  int stopping;
+
+  /* spawner thread: forks session init processes so PDEATHSIG is tied to a thread that
+   * lives as long as the engine */
+  pthread_t spawner;
+  pthread_mutex_t sp_lock;
+  pthread_cond_t sp_cond;
+  struct engine_spawn_req *sp_head;
+  int sp_stop;
+};
+
+/* ---- engine.c ---- */
+int64_t engine_now_ms(void);
+/* The session with this id with a reference taken, or NULL. */
+struct engine_session *engine_session_get_ref(struct engine *eng, const char *id);
+void engine_session_put(struct engine_session *s);
+
+/* ---- sandbox.c: isolation ---- */
+/* Decide the isolation mode, prepare state_dir and the pids cgroup, clean leftovers of
+ * dead engines, start the spawner thread. Returns 0 or -errno (-EPERM: no isolation and
+ * unsafe not allowed). */
+int engine_sandbox_init(struct engine *eng, int unsafe_ok);
+/* Stop the spawner thread (after every session is gone). */
+void engine_sandbox_fini(struct engine *eng);
+/* Build the session's root and processes; fills the isolation fields of s. On failure
+ * everything built is undone and -errno returned. */
+int engine_sandbox_create(struct engine *eng, struct engine_session *s);
+/* Kill every process of the session and wait for the init process; removes cgroup and
+ * unsafe directory. Background processes must be reaped concurrently (run.c threads do). */
+void engine_sandbox_destroy(struct engine *eng, struct engine_session *s);
+/* Close the session's fds (last reference). */
+void engine_sandbox_release(struct engine_session *s);
+
+/* clone3 without a new stack: returns like fork(). flags may include namespace flags and
+ * CLONE_PARENT; *pidfd receives a pidfd when pidfd is non-NULL. */
+pid_t engine_sandbox_clone(uint64_t flags, int *pidfd);
+
+/* ---- run.c ---- */
+int engine_run_exec(struct engine *eng, struct engine_session *s,
+                    const struct engine_run_opts *opts, struct engine_run_result *res);
+int engine_run_bg_start(struct engine *eng, struct engine_session *s,
+                        const struct engine_bg_opts *opts, int *pid, int *port);
+/* Kill every run and background process group of the session (used where there is no
+ * PID namespace to take them down). Never blocks. */
+void engine_run_kill_all(struct engine_session *s);
+/* Background processes: kill them all (pids and n as in engine_bg_kill_all), their status,
+ * and freeing the list when the session goes. */
+int engine_run_bg_kill(struct engine_session *s, int **pids, size_t *n);
+int engine_run_bg_status(struct engine_session *s, struct engine_bg_status **procs, size_t *n,
+                         char **log);
+void engine_run_bg_free(struct engine_session *s);
+/* Wait until every background output thread has ended. */
+void engine_run_bg_wait_threads(struct engine *eng);
+
+/* ---- path.c ---- */
+/* Lexically normalise path against the absolute normalised base: `.` and empty parts
+ * vanish, `..` drops a part and stays at "/" at the top. Returns a malloc'd absolute
+ * path or NULL when out of memory. */
+char *engine_path_normalize(const char *base, const char *path);
+/* openat2 under rootfd with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS. Returns an fd
+ * (O_CLOEXEC added) or -errno. */
+int engine_path_resolve(int rootfd, const char *abs, int flags, mode_t mode);
+/* The same for file calls: also -EACCES for anything on procfs or sysfs, which would
+ * show the engine's privileged view of the session's processes. */
+int engine_path_open(int rootfd, const char *abs, int flags, mode_t mode);
+int engine_path_write(int rootfd, const char *abs, const void *data, size_t len);
+int engine_path_read(int rootfd, const char *abs, size_t max, char **data, size_t *len);
+int engine_path_list(int rootfd, const char *abs, struct engine_dirent **entries, size_t *n);
+/* Remove a directory tree below dirfd/name without following symlinks. Best effort. */
+void engine_path_rmtree(int dirfd, const char *name);
+
+#endif

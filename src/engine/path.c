@@ -1,0 +1,397 @@
+/* path.c - the one resolver for user paths, and the file operations built on it.
+ * Layer: engine. Every path a caller gives is first normalised lexically against the
+ * session cwd (so it is absolute and free of `.`/`..`), then opened with openat2 under the
+ * session's root fd with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `..` and absolute
+ * symlinks planted by commands are resolved inside the root and can never reach the host.
+ * Invariant: no file operation here uses a path string outside openat2 except a single
+ * final component (never `.` or `..`) relative to a directory fd that openat2 returned. */
+#include "engine/engine_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ---- lexical normalisation ---- */
+
+/* Append component c (length n) to out, which holds an absolute normalised path of
+ * *len bytes; `..` removes the last component and stops at "/". */
+static void push_component(char *out, size_t *len, const char *c, size_t n) {
+  if (n == 0 || (n == 1 && c[0] == '.'))
+    return;
+  if (n == 2 && c[0] == '.' && c[1] == '.') {
+    while (*len > 1 && out[*len - 1] != '/')
+      (*len)--;
+    if (*len > 1)
+      (*len)--; /* the slash before the dropped component */
+    out[*len] = '\0';
+    return;
+  }
+  if (*len > 1)
+    out[(*len)++] = '/';
+  memcpy(out + *len, c, n);
+  *len += n;
+  out[*len] = '\0';
+}
+
+static void push_path(char *out, size_t *len, const char *p) {
+  while (*p) {
+    while (*p == '/')
+      p++;
+    const char *e = p;
+    while (*e && *e != '/')
+      e++;
+    push_component(out, len, p, (size_t)(e - p));
+    p = e;
+  }
+}
+
+char *engine_path_normalize(const char *base, const char *path) {
+  size_t cap = (base ? strlen(base) : 0) + strlen(path) + 2;
+  char *out = malloc(cap);
+  if (!out)
+    return NULL;
+  size_t len = 1;
+  out[0] = '/';
+  out[1] = '\0';
+  if (path[0] != '/' && base)
+    push_path(out, &len, base);
+  push_path(out, &len, path);
+  return out;
+}
+
+/* ---- the resolver ---- */
+
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
+#ifndef SYSFS_MAGIC
+#define SYSFS_MAGIC 0x62656572
+#endif
+
+/* The engine holds every privilege; the session's /proc would hand it other processes'
+ * memory and environment (init is a copy of the engine). File calls never serve it. */
+static int refuse_kernel_fs(int fd) {
+  struct statfs sf;
+  if (fstatfs(fd, &sf) < 0)
+    return -errno;
+  if (sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC)
+    return -EACCES;
+  return 0;
+}
+
+int engine_path_resolve(int rootfd, const char *abs, int flags, mode_t mode) {
+  struct open_how how = {
+      .flags = (uint64_t)(flags | O_CLOEXEC),
+      .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+      .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+  };
+  /* openat2 under RESOLVE_IN_ROOT answers EAGAIN when a concurrent rename could have
+   * raced with `..`; it is safe to retry. */
+  for (int tries = 0; tries < 64; tries++) {
+    long fd = syscall(SYS_openat2, rootfd, abs, &how, sizeof how);
+    if (fd >= 0)
+      return (int)fd;
+    if (errno != EINTR && errno != EAGAIN)
+      return -errno;
+  }
+  return -EAGAIN;
+}
+
+int engine_path_open(int rootfd, const char *abs, int flags, mode_t mode) {
+  int fd = engine_path_resolve(rootfd, abs, flags, mode);
+  if (fd < 0)
+    return fd;
+  int rc = refuse_kernel_fs(fd);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+/* Split the normalised absolute abs into its parent (malloc'd) and last component
+ * (a pointer into abs). -EISDIR for "/" which has no last component. */
+static int split_parent(const char *abs, char **parent, const char **base) {
+  const char *slash = strrchr(abs, '/');
+  if (!slash || slash[1] == '\0')
+    return -EISDIR;
+  size_t plen = slash == abs ? 1 : (size_t)(slash - abs);
+  *parent = strndup(abs, plen);
+  if (!*parent)
+    return -ENOMEM;
+  *base = slash + 1;
+  return 0;
+}
+
+/* Open directory dir (absolute, normalised) as O_PATH, creating missing components with
+ * mode 0755 (each mkdirat into the directory fd openat2 resolved for its parent).
+ * Returns the fd or -errno. */
+static int open_dir_creating(int rootfd, const char *dir) {
+  int fd = engine_path_open(rootfd, dir, O_PATH | O_DIRECTORY, 0);
+  if (fd != -ENOENT)
+    return fd;
+  size_t n = strlen(dir);
+  char *prefix = malloc(n + 1);
+  if (!prefix)
+    return -ENOMEM;
+  int parent = engine_path_open(rootfd, "/", O_PATH | O_DIRECTORY, 0);
+  size_t i = 1;
+  while (parent >= 0 && i < n) {
+    size_t j = i;
+    while (j < n && dir[j] != '/')
+      j++;
+    memcpy(prefix, dir, j);
+    prefix[j] = '\0';
+    int next = engine_path_open(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
+    if (next == -ENOENT) {
+      /* dir[i..j) is one plain component: normalisation removed `.`, `..` and slashes */
+      char name[NAME_MAX + 1];
+      if (j - i > NAME_MAX) {
+        next = -ENAMETOOLONG;
+      } else {
+        memcpy(name, dir + i, j - i);
+        name[j - i] = '\0';
+        if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST)
+          next = -errno;
+        else
+          next = engine_path_open(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
+      }
+    }
+    close(parent);
+    parent = next;
+    i = j + 1;
+  }
+  free(prefix);
+  return parent;
+}
+
+static int write_all(int fd, const char *p, size_t len) {
+  while (len > 0) {
+    ssize_t w = write(fd, p, len);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+int engine_path_write(int rootfd, const char *abs, const void *data, size_t len) {
+  char *parent = NULL;
+  const char *base = NULL;
+  int rc = split_parent(abs, &parent, &base);
+  if (rc < 0)
+    return rc;
+  int dirfd = open_dir_creating(rootfd, parent);
+  free(parent);
+  if (dirfd < 0)
+    return dirfd;
+  /* O_NOFOLLOW: a final symlink is refused (ELOOP), not written through. O_NONBLOCK: a
+   * FIFO without reader fails (ENXIO) instead of blocking; it is refused below anyway. */
+  int fd = openat(dirfd, base, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK |
+                                   O_NOCTTY | O_CLOEXEC, 0644);
+  rc = fd < 0 ? -errno : 0;
+  close(dirfd);
+  if (rc < 0)
+    return rc;
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    rc = -errno;
+  else if (S_ISDIR(st.st_mode))
+    rc = -EISDIR;
+  else if (!S_ISREG(st.st_mode))
+    rc = -EINVAL;
+  if (rc == 0 && fchmod(fd, 0644) < 0)
+    rc = -errno;
+  if (rc == 0)
+    rc = write_all(fd, data, len);
+  if (close(fd) < 0 && rc == 0 && errno != EINTR)
+    rc = -errno;
+  return rc;
+}
+
+int engine_path_read(int rootfd, const char *abs, size_t max, char **data, size_t *len) {
+  int fd = engine_path_open(rootfd, abs, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+  if (fd < 0)
+    return fd;
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) < 0)
+    rc = -errno;
+  else if (S_ISDIR(st.st_mode))
+    rc = -EISDIR;
+  else if (!S_ISREG(st.st_mode))
+    rc = -EINVAL;
+  else if ((uint64_t)st.st_size > max)
+    rc = -EFBIG;
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  /* the size may change under us (or be 0 for /proc files): read to EOF, bounded */
+  size_t cap = (size_t)st.st_size + 1 > 4096 ? (size_t)st.st_size + 1 : 4096;
+  if (cap > max + 1)
+    cap = max + 1;
+  char *p = malloc(cap + 1);
+  size_t n = 0;
+  while (p) {
+    if (n == cap) {
+      if (cap > max) {
+        rc = -EFBIG;
+        break;
+      }
+      size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+      char *q = realloc(p, ncap + 1);
+      if (!q) {
+        rc = -ENOMEM;
+        break;
+      }
+      p = q;
+      cap = ncap;
+    }
+    ssize_t r = read(fd, p + n, cap - n);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      rc = -errno;
+      break;
+    }
+    if (r == 0)
+      break;
+    n += (size_t)r;
+    if (n > max) {
+      rc = -EFBIG;
+      break;
+    }
+  }
+  close(fd);
+  if (!p)
+    return -ENOMEM;
+  if (rc < 0) {
+    free(p);
+    return rc;
+  }
+  p[n] = '\0';
+  *data = p;
+  *len = n;
+  return 0;
+}
+
+static int dirent_cmp(const void *a, const void *b) {
+  return strcmp(((const struct engine_dirent *)a)->name, ((const struct engine_dirent *)b)->name);
+}
+
+int engine_path_list(int rootfd, const char *abs, struct engine_dirent **entries, size_t *n) {
+  int fd = engine_path_open(rootfd, abs, O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0)
+    return fd;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    int rc = -errno;
+    close(fd);
+    return rc;
+  }
+  struct engine_dirent *v = NULL;
+  size_t cnt = 0, cap = 0;
+  int rc = 0;
+  size_t alen = strlen(abs);
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(d);
+    if (!de) {
+      if (errno)
+        rc = -errno;
+      break;
+    }
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    if (cnt == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      struct engine_dirent *nv = realloc(v, ncap * sizeof *nv);
+      if (!nv) {
+        rc = -ENOMEM;
+        break;
+      }
+      v = nv;
+      cap = ncap;
+    }
+    struct engine_dirent *e = &v[cnt];
+    struct stat st;
+    memset(e, 0, sizeof *e);
+    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      e->is_directory = S_ISDIR(st.st_mode);
+      e->size = (int64_t)st.st_size;
+    } else {
+      e->is_directory = de->d_type == DT_DIR;
+    }
+    size_t nlen = strlen(de->d_name);
+    e->name = strdup(de->d_name);
+    e->path = malloc(alen + nlen + 2);
+    if (!e->name || !e->path) {
+      free(e->name);
+      free(e->path);
+      rc = -ENOMEM;
+      break;
+    }
+    memcpy(e->path, abs, alen);
+    size_t off = alen;
+    if (alen > 1)
+      e->path[off++] = '/';
+    memcpy(e->path + off, de->d_name, nlen + 1);
+    cnt++;
+  }
+  closedir(d);
+  if (rc < 0) {
+    engine_dirents_free(v, cnt);
+    return rc;
+  }
+  if (cnt > 1)
+    qsort(v, cnt, sizeof *v, dirent_cmp);
+  *entries = v;
+  *n = cnt;
+  return 0;
+}
+
+void engine_dirents_free(struct engine_dirent *entries, size_t n) {
+  if (!entries)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    free(entries[i].name);
+    free(entries[i].path);
+  }
+  free(entries);
+}
+
+/* ---- removal (unsafe-mode session directories) ---- */
+
+void engine_path_rmtree(int parent, const char *name) {
+  if (unlinkat(parent, name, 0) == 0 || (errno != EISDIR && errno != EPERM))
+    return;
+  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return;
+  }
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    engine_path_rmtree(dirfd(d), de->d_name);
+  }
+  closedir(d);
+  unlinkat(parent, name, AT_REMOVEDIR);
+}

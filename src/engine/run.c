@@ -1,0 +1,1000 @@
+/* run.c - command runs and background processes inside a session.
+ * Layer: engine. Knows how to start, limit, watch and reap processes; the sandbox itself
+ * comes from sandbox.c, paths from path.c.
+ *
+ * Process shape of a run (isolated mode):
+ *   caller thread ── clone ──► intermediate: joins the session's pids cgroup, setns() into
+ *   init's mount + PID namespaces, clone(CLONE_PARENT) ──► command, then exits.
+ * CLONE_PARENT makes the command a direct child of the engine process (so the engine gets
+ * its exact wait status through a pidfd) while it lives in the session's PID namespace as
+ * an ordinary process (not PID 1: `kill -9 $$` ends it with signal 9; its orphans go to
+ * the session's init, which reaps them). The intermediate writes the command's pid to a
+ * pipe; the caller pidfd_open()s it (safe: an unreaped child's pid cannot be reused).
+ * The command: setsid, stdin /dev/null, stdout/stderr pipes, cwd, rlimits, no_new_privs,
+ * every capability dropped (uid stays 0), then an execve with a PATH lookup on its own env.
+ * Between clone and exec children use only syscalls on memory prepared before the clone.
+ *
+ * Invariant: the engine waits only for specific children (pid or pidfd), never
+ * waitpid(-1); SIGCHLD must not be SIG_IGN in the host process. */
+#include "engine/engine_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/utf8.h"
+
+#define READ_CHUNK 65536
+#define CANCEL_POLL_MS 50  /* how often a run looks at its cancel flag */
+#define DRAIN_GRACE_MS 100 /* after the command ends, how long leftovers may hold the pipes */
+#define DEFAULT_PATH "/usr/bin:/bin"
+#define DEFAULT_HOME "/home"
+
+/* Everything the children need, prepared before the clone. */
+struct child_spec {
+  int isolated;
+  int init_pidfd;   /* setns target (isolated) */
+  int cg_fd;        /* cgroup.procs to join, or -1 */
+  int cwdfd;        /* O_PATH directory to start in */
+  int out_w, err_w; /* become fds 1 and 2 */
+  int stat_w;       /* the intermediate writes the command's pid or -errno here */
+  char **argv;
+  char **envp;
+  const char *path; /* PATH used for the lookup */
+  struct rlimit lim_cpu, lim_as, lim_fsize, lim_nofile;
+  int limit_cpu;
+};
+
+/* ---- in the children ---- */
+
+static void child_write(int fd, const char *a, const char *b, const char *c) {
+  const char *parts[3] = {a, b, c};
+  for (int i = 0; i < 3; i++)
+    if (parts[i]) {
+      ssize_t w = write(fd, parts[i], strlen(parts[i]));
+      (void)w;
+    }
+}
+
+static void __attribute__((noreturn)) child_die(const char *what, int err, int code) {
+  child_write(2, what, ": ", strerrordesc_np(err));
+  child_write(2, "\n", NULL, NULL);
+  _exit(code);
+}
+
+static int drop_capabilities(void) {
+  for (int cap = 0; cap < 64; cap++)
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+      return -1;
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct d[2];
+  memset(d, 0, sizeof d);
+  if (syscall(SYS_capset, &h, d) < 0)
+    return -1;
+  return 0;
+}
+
+/* execvpe() looks PATH up in the caller's environ; this one uses the command's own. */
+static void __attribute__((noreturn)) exec_lookup(char **argv, char **envp, const char *path) {
+  const char *file = argv[0];
+  if (strchr(file, '/')) {
+    execve(file, argv, envp);
+    int err = errno;
+    child_die(file, err, err == ENOENT ? 127 : 126);
+  }
+  size_t flen = strlen(file);
+  int denied = 0;
+  char buf[PATH_MAX];
+  for (const char *p = path;; p++) {
+    const char *e = strchrnul(p, ':');
+    size_t dlen = (size_t)(e - p);
+    if (dlen == 0) {
+      p = ".";
+      dlen = 1;
+    }
+    if (dlen + 1 + flen < sizeof buf) {
+      memcpy(buf, p, dlen);
+      buf[dlen] = '/';
+      memcpy(buf + dlen + 1, file, flen + 1);
+      execve(buf, argv, envp);
+      switch (errno) {
+      case EACCES:
+        denied = 1;
+        break;
+      case ENOENT:
+      case ENOTDIR:
+      case ESTALE:
+      case ELOOP:
+      case ENAMETOOLONG:
+      case ENODEV:
+      case ETIMEDOUT:
+        break;
+      case ENOEXEC: { /* a script without #!: hand it to sh, as execvp does */
+        size_t argc = 0;
+        while (argv[argc])
+          argc++;
+        char *sh_argv[argc + 2];
+        sh_argv[0] = "sh";
+        sh_argv[1] = buf;
+        for (size_t i = 1; i <= argc; i++)
+          sh_argv[i + 1] = argv[i];
+        execve("/bin/sh", sh_argv, envp);
+        child_die(file, ENOEXEC, 126);
+      }
+      default:
+        child_die(file, errno, 126);
+      }
+    }
+    if (*e == '\0')
+      break;
+    p = e;
+  }
+  if (denied)
+    child_die(file, EACCES, 126);
+  child_write(2, file, ": not found\n", NULL);
+  _exit(127);
+}
+
+static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
+  /* until execve replaces it, this process holds a copy of the engine's memory: keep
+   * the session's other processes from reading it (execve makes it dumpable again) */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  setsid();
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP)
+      sigaction(sig, &sa, NULL);
+  if (fchdir(c->cwdfd) < 0)
+    child_die("cd", errno, 1);
+  /* move the pipes out of the way first: the engine's own 0-2 may be anything */
+  int out = fcntl(c->out_w, F_DUPFD, 10);
+  int err = fcntl(c->err_w, F_DUPFD, 10);
+  int nul = open("/dev/null", O_RDONLY);
+  if (out < 0 || err < 0 || nul < 0)
+    _exit(126);
+  if (dup2(nul, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+    _exit(126);
+  syscall(SYS_close_range, 3, ~0U, 0);
+
+  if (c->limit_cpu && setrlimit(RLIMIT_CPU, &c->lim_cpu) < 0)
+    child_die("setrlimit", errno, 126);
+  struct rlimit core = {0, 0};
+  struct rlimit nofile = c->lim_nofile;
+  if (setrlimit(RLIMIT_NOFILE, &nofile) < 0) {
+    struct rlimit cur;
+    getrlimit(RLIMIT_NOFILE, &cur); /* more than the host allows: the most it allows */
+    nofile.rlim_cur = nofile.rlim_max = cur.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  if (setrlimit(RLIMIT_AS, &c->lim_as) < 0 || setrlimit(RLIMIT_FSIZE, &c->lim_fsize) < 0 ||
+      setrlimit(RLIMIT_CORE, &core) < 0)
+    child_die("setrlimit", errno, 126);
+
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (drop_capabilities() < 0 && c->isolated)
+    child_die("capabilities", errno, 126); /* never run with root powers in a sandbox */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  exec_lookup(c->argv, c->envp, c->path);
+}
+
+static void report(int fd, int v) {
+  ssize_t w = write(fd, &v, sizeof v);
+  (void)w;
+}
+
+static void __attribute__((noreturn)) intermediate_main(const struct child_spec *c) {
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL); /* no handler of the host may run in here */
+  if (c->cg_fd >= 0) {
+    char num[16];
+    int n = 0;
+    char rev[16];
+    int pid = (int)getpid();
+    do {
+      rev[n++] = (char)('0' + pid % 10);
+      pid /= 10;
+    } while (pid);
+    for (int i = 0; i < n; i++)
+      num[i] = rev[n - 1 - i];
+    if (write(c->cg_fd, num, (size_t)n) < 0) {
+      report(c->stat_w, -errno);
+      _exit(1);
+    }
+  }
+  if (c->isolated && setns(c->init_pidfd, CLONE_NEWNS | CLONE_NEWPID) < 0) {
+    report(c->stat_w, errno == EINVAL || errno == ESRCH ? -ESRCH : -errno);
+    _exit(1);
+  }
+  pid_t pid = engine_sandbox_clone(CLONE_PARENT, NULL);
+  if (pid == 0)
+    command_main(c);
+  report(c->stat_w, pid < 0 ? -errno : (int)pid);
+  _exit(0);
+}
+
+/* ---- preparing a child in the engine ---- */
+
+static char *kv_join(const char *k, const char *v) {
+  size_t kl = strlen(k), vl = strlen(v);
+  char *s = malloc(kl + vl + 2);
+  if (s) {
+    memcpy(s, k, kl);
+    s[kl] = '=';
+    memcpy(s + kl + 1, v, vl + 1);
+  }
+  return s;
+}
+
+static void strv_free(char **v) {
+  if (!v)
+    return;
+  for (char **p = v; *p; p++)
+    free(*p);
+  free(v);
+}
+
+/* Find key in the "K=V" array; returns its index or -1. */
+static long envp_find(char **envp, size_t n, const char *key) {
+  size_t kl = strlen(key);
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(envp[i], key, kl) == 0 && envp[i][kl] == '=')
+      return (long)i;
+  return -1;
+}
+
+/* Set key=value in envp (capacity known to suffice). Returns 0 or -ENOMEM. */
+static int envp_set(char **envp, size_t *n, const char *key, const char *value, int overwrite) {
+  long i = envp_find(envp, *n, key);
+  if (i >= 0 && !overwrite)
+    return 0;
+  char *s = kv_join(key, value);
+  if (!s)
+    return -ENOMEM;
+  if (i >= 0) {
+    free(envp[i]);
+    envp[i] = s;
+  } else {
+    envp[(*n)++] = s;
+    envp[*n] = NULL;
+  }
+  return 0;
+}
+
+/* The command's environment: session env, overlaid with req, then PATH and HOME only when
+ * missing, then extra (always wins; the bg ports). NULL-terminated, malloc'd. */
+static int build_envp(struct engine_session *s, const struct engine_kv *req, size_t n_req,
+                      const struct engine_kv *extra, size_t n_extra, char ***out) {
+  pthread_mutex_lock(&s->lock);
+  size_t cap = s->n_env + n_req + n_extra + 3;
+  char **envp = calloc(cap, sizeof *envp);
+  size_t n = 0;
+  int rc = envp ? 0 : -ENOMEM;
+  for (size_t i = 0; rc == 0 && i < s->n_env; i++)
+    rc = envp_set(envp, &n, s->env[i].key, s->env[i].value, 1);
+  pthread_mutex_unlock(&s->lock);
+  for (size_t i = 0; rc == 0 && i < n_req; i++)
+    rc = envp_set(envp, &n, req[i].key, req[i].value, 1);
+  if (rc == 0)
+    rc = envp_set(envp, &n, "PATH", DEFAULT_PATH, 0);
+  if (rc == 0)
+    rc = envp_set(envp, &n, "HOME", DEFAULT_HOME, 0);
+  for (size_t i = 0; rc == 0 && i < n_extra; i++)
+    rc = envp_set(envp, &n, extra[i].key, extra[i].value, 1);
+  if (rc < 0) {
+    strv_free(envp);
+    return rc;
+  }
+  *out = envp;
+  return 0;
+}
+
+static char **build_argv(const char *const *argv, size_t argc) {
+  char **v = calloc(argc + 1, sizeof *v);
+  if (!v)
+    return NULL;
+  for (size_t i = 0; i < argc; i++) {
+    v[i] = strdup(argv[i]);
+    if (!v[i]) {
+      strv_free(v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
+/* The directory a run starts in: request cwd when given (relative to the session cwd),
+ * else the session cwd. Returns a malloc'd absolute normalised path or NULL. */
+static char *run_cwd(struct engine_session *s, const char *req) {
+  pthread_mutex_lock(&s->lock);
+  char *cwd = (req && req[0] && strcmp(req, "/") != 0) ? engine_path_normalize(s->cwd, req)
+                                                        : strdup(s->cwd);
+  pthread_mutex_unlock(&s->lock);
+  return cwd;
+}
+
+static void runs_add(struct engine_session *s, pid_t pid) {
+  pthread_mutex_lock(&s->lock);
+  if (s->n_runs == s->cap_runs) {
+    size_t ncap = s->cap_runs ? s->cap_runs * 2 : 8;
+    pid_t *v = realloc(s->runs, ncap * sizeof *v);
+    if (v) {
+      s->runs = v;
+      s->cap_runs = ncap;
+    }
+  }
+  if (s->n_runs < s->cap_runs)
+    s->runs[s->n_runs++] = pid;
+  if (atomic_load(&s->dead)) { /* destroy swept before we registered */
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Forget pid; from now on it may be reaped. */
+static void runs_remove(struct engine_session *s, pid_t pid) {
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->n_runs; i++)
+    if (s->runs[i] == pid) {
+      s->runs[i] = s->runs[--s->n_runs];
+      break;
+    }
+  pthread_mutex_unlock(&s->lock);
+}
+
+void engine_run_kill_all(struct engine_session *s) {
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->n_runs; i++) {
+    kill(-s->runs[i], SIGKILL);
+    kill(s->runs[i], SIGKILL);
+  }
+  for (size_t i = 0; i < s->n_bg; i++)
+    if (!s->bg[i]->reaped) {
+      kill(-s->bg[i]->pid, SIGKILL);
+      syscall(SYS_pidfd_send_signal, s->bg[i]->pidfd, SIGKILL, NULL, 0);
+    }
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Start the command described by c (stat_w is filled here). Returns 0 with the command's
+ * pid and a pidfd on it, or -errno; on failure nothing is left running. */
+static int spawn_command(struct engine_session *s, struct child_spec *c, pid_t *pid,
+                         int *pidfd) {
+  int sp[2];
+  if (pipe2(sp, O_CLOEXEC) < 0)
+    return -errno;
+  c->stat_w = sp[1];
+  pid_t ip = engine_sandbox_clone(0, NULL);
+  if (ip == 0)
+    intermediate_main(c);
+  int rc = ip < 0 ? -errno : 0;
+  close(sp[1]);
+  int v = 0;
+  if (rc == 0) {
+    ssize_t n;
+    do {
+      n = read(sp[0], &v, sizeof v);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof v)
+      rc = -EIO;
+    else if (v < 0)
+      rc = v;
+  }
+  close(sp[0]);
+  if (ip > 0)
+    while (waitpid(ip, NULL, 0) < 0 && errno == EINTR) {
+    }
+  if (rc < 0)
+    return atomic_load(&s->dead) ? -ESRCH : rc;
+  int fd = (int)syscall(SYS_pidfd_open, (pid_t)v, 0);
+  if (fd < 0) {
+    rc = -errno;
+    kill(v, SIGKILL);
+    while (waitpid(v, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return rc;
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  *pid = v;
+  *pidfd = fd;
+  return 0;
+}
+
+static int64_t now_ms(void) { return engine_now_ms(); }
+
+/* One output stream of a run: kept up to max, drained and discarded past it. */
+struct stream {
+  int fd;
+  struct buf b;
+  int cut;
+};
+
+/* Read what is there (a bounded number of chunks, so that one busy stream cannot starve
+ * the other or the exit check). Returns 0, or 1 at EOF (fd closed and set to -1). */
+static int stream_read(struct stream *st, char *chunk) {
+  for (int round = 0; round < 16; round++) {
+    ssize_t r = read(st->fd, chunk, READ_CHUNK);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN)
+        return 0;
+      r = 0; /* treat errors as EOF */
+    }
+    if (r == 0) {
+      close(st->fd);
+      st->fd = -1;
+      return 1;
+    }
+    size_t room = st->b.max - st->b.len;
+    size_t take = (size_t)r < room ? (size_t)r : room;
+    if (take < (size_t)r)
+      st->cut = 1;
+    if (take && buf_append(&st->b, chunk, take) != BUF_OK)
+      st->cut = 1; /* out of memory: keep what we have */
+    if (r < READ_CHUNK)
+      return 0;
+  }
+  return 0;
+}
+
+static void kill_run(pid_t pid, int pidfd) {
+  kill(-pid, SIGKILL); /* its process group (it may not have called setsid yet) */
+  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+}
+
+static int make_pipe(int p[2]) {
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return -errno;
+  fcntl(p[0], F_SETFL, O_NONBLOCK);
+  return 0;
+}
+
+/* utf8_sanitize sized for the worst case (3 bytes per input byte): give back the rest */
+static char *sanitize(const struct buf *b, size_t *len) {
+  char *s = utf8_sanitize(b->data ? b->data : "", b->len, len);
+  if (s && b->len > 4096) {
+    char *t = realloc(s, *len + 1);
+    if (t)
+      s = t;
+  }
+  return s;
+}
+
+static int fill_result(struct engine_run_result *res, struct stream *out, struct stream *err) {
+  res->out = sanitize(&out->b, &res->out_len);
+  res->err = sanitize(&err->b, &res->err_len);
+  res->truncated = out->cut || err->cut;
+  if (!res->out || !res->err) {
+    free(res->out);
+    free(res->err);
+    res->out = res->err = NULL;
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+int engine_run_exec(struct engine *eng, struct engine_session *s,
+                    const struct engine_run_opts *o, struct engine_run_result *res) {
+  uint64_t time_ms = o->time_ms ? o->time_ms : ENGINE_DEFAULT_TIME_MS;
+  uint64_t mem_kb = o->mem_kb ? o->mem_kb : ENGINE_DEFAULT_MEM_KB;
+  uint64_t fsize_kb = o->fsize_kb ? o->fsize_kb : ENGINE_DEFAULT_FSIZE_KB;
+  uint64_t nofile = o->nofile ? o->nofile : ENGINE_DEFAULT_NOFILE;
+  memset(res, 0, sizeof *res);
+
+  struct child_spec c;
+  memset(&c, 0, sizeof c);
+  c.isolated = eng->isolated;
+  c.init_pidfd = s->init_pidfd;
+  c.cg_fd = s->cg_procs_fd;
+  c.cwdfd = -1;
+  uint64_t cpu = time_ms / 1000 ? time_ms / 1000 : 1;
+  /* soft == hard: the kernel sends SIGKILL at the limit, as the public server reports */
+  c.lim_cpu.rlim_cur = c.lim_cpu.rlim_max = cpu;
+  c.limit_cpu = 1;
+  c.lim_as.rlim_cur = c.lim_as.rlim_max = mem_kb > RLIM_INFINITY / 1024 ? RLIM_INFINITY
+                                                                        : mem_kb * 1024;
+  c.lim_fsize.rlim_cur = c.lim_fsize.rlim_max =
+      fsize_kb > RLIM_INFINITY / 1024 ? RLIM_INFINITY : fsize_kb * 1024;
+  c.lim_nofile.rlim_cur = c.lim_nofile.rlim_max = nofile;
+
+  struct stream out = {.fd = -1}, err = {.fd = -1};
+  buf_init(&out.b, eng->max_output);
+  buf_init(&err.b, eng->max_output);
+  int po[2] = {-1, -1}, pe[2] = {-1, -1};
+  int pidfd = -1;
+  pid_t pid = -1;
+  int rc = 0;
+  char *chunk = NULL;
+  char *cwd = run_cwd(s, o->cwd);
+  c.argv = build_argv(o->argv, o->argc);
+  if (!cwd || !c.argv) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  rc = build_envp(s, o->env, o->n_env, NULL, 0, &c.envp);
+  if (rc < 0)
+    goto out;
+  c.path = DEFAULT_PATH;
+  for (char **e = c.envp; *e; e++)
+    if (strncmp(*e, "PATH=", 5) == 0)
+      c.path = *e + 5;
+
+  c.cwdfd = engine_path_resolve(s->rootfd, cwd, O_PATH | O_DIRECTORY, 0);
+  if (c.cwdfd < 0) {
+    /* like a shell whose cd fails: exit status 1 and a message, not an engine error
+     * (a missing cwd is not created) */
+    if (c.cwdfd == -ENOMEM) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    buf_printf(&err.b, "cd: %s: %s\n", cwd, strerrordesc_np(-c.cwdfd));
+    res->exit_code = 1;
+    rc = fill_result(res, &out, &err);
+    goto out;
+  }
+  chunk = malloc(READ_CHUNK);
+  if (!chunk) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  if ((rc = make_pipe(po)) < 0 || (rc = make_pipe(pe)) < 0)
+    goto out;
+  c.out_w = po[1];
+  c.err_w = pe[1];
+  rc = spawn_command(s, &c, &pid, &pidfd);
+  close(po[1]);
+  close(pe[1]);
+  po[1] = pe[1] = -1;
+  if (rc < 0)
+    goto out;
+  runs_add(s, pid);
+  out.fd = po[0];
+  err.fd = pe[0];
+  po[0] = pe[0] = -1;
+
+  int64_t deadline = now_ms() + (int64_t)(time_ms > INT64_MAX / 2 ? INT64_MAX / 4 : time_ms);
+  int64_t grace_end = 0;
+  int exited = 0, cancelled = 0, killed = 0;
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  for (;;) {
+    int64_t now = now_ms();
+    if (!exited) {
+      if (!killed && o->cancel && atomic_load(o->cancel)) {
+        cancelled = killed = 1;
+        kill_run(pid, pidfd);
+      } else if (!killed && now >= deadline) {
+        killed = 1;
+        kill_run(pid, pidfd);
+      }
+    } else if ((out.fd < 0 && err.fd < 0) || now >= grace_end) {
+      break;
+    }
+    struct pollfd pf[3];
+    int nf = 0, io = -1, ie = -1, ip = -1;
+    if (out.fd >= 0) {
+      io = nf;
+      pf[nf++] = (struct pollfd){.fd = out.fd, .events = POLLIN};
+    }
+    if (err.fd >= 0) {
+      ie = nf;
+      pf[nf++] = (struct pollfd){.fd = err.fd, .events = POLLIN};
+    }
+    if (!exited) {
+      ip = nf;
+      pf[nf++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+    }
+    int64_t wait = exited ? grace_end - now : CANCEL_POLL_MS;
+    if (!exited && !killed && deadline - now < wait)
+      wait = deadline - now;
+    if (wait < 0)
+      wait = 0;
+    int n = poll(pf, (nfds_t)nf, (int)wait);
+    if (n < 0 && errno != EINTR)
+      break;
+    if (n <= 0)
+      continue;
+    if (io >= 0 && (pf[io].revents & (POLLIN | POLLHUP | POLLERR)))
+      stream_read(&out, chunk);
+    if (ie >= 0 && (pf[ie].revents & (POLLIN | POLLHUP | POLLERR)))
+      stream_read(&err, chunk);
+    if (ip >= 0 && (pf[ip].revents & POLLIN)) {
+      /* the command ended: take down what it left in its group (while its pid, still
+       * unreaped, cannot name anyone else), then collect its status */
+      kill(-pid, SIGKILL);
+      runs_remove(s, pid);
+      while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+      }
+      exited = 1;
+      grace_end = now_ms() + DRAIN_GRACE_MS;
+    }
+  }
+  if (!exited) { /* poll failed: do not leave it behind */
+    kill_run(pid, pidfd);
+    runs_remove(s, pid);
+    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+    }
+  }
+  if (cancelled) {
+    rc = -ECANCELED;
+    goto out;
+  }
+  if (si.si_code == CLD_EXITED) {
+    res->exit_code = si.si_status;
+  } else {
+    res->signal = si.si_status;
+  }
+  rc = fill_result(res, &out, &err);
+
+out:
+  free(chunk);
+  if (pidfd >= 0)
+    close(pidfd);
+  int fds[] = {po[0], po[1], pe[0], pe[1], out.fd, err.fd, c.cwdfd};
+  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+  buf_free(&out.b);
+  buf_free(&err.b);
+  strv_free(c.argv);
+  strv_free(c.envp);
+  free(cwd);
+  if (rc < 0)
+    memset(res, 0, sizeof *res);
+  return rc;
+}
+
+void engine_run_result_free(struct engine_run_result *res) {
+  if (!res)
+    return;
+  free(res->out);
+  free(res->err);
+  res->out = res->err = NULL;
+}
+
+/* ---- background processes ---- */
+
+struct bg_arg {
+  struct engine *eng;
+  struct engine_session *s; /* a reference, dropped by the thread */
+  struct engine_bg *e;
+  int fd;                   /* read end of the output pipe, owned by the thread */
+};
+
+/* Append to the session's bounded log (caller holds s->lock). Drops the oldest bytes, a
+ * quarter of the log at a time, so that a chatty process costs few memmoves. */
+static void log_append(struct engine_session *s, const char *p, size_t n) {
+  if (n > ENGINE_BG_LOG_MAX) {
+    p += n - ENGINE_BG_LOG_MAX;
+    n = ENGINE_BG_LOG_MAX;
+  }
+  if (s->log.len + n > ENGINE_BG_LOG_MAX) {
+    size_t drop = s->log.len + n - ENGINE_BG_LOG_MAX + ENGINE_BG_LOG_MAX / 4;
+    buf_consume(&s->log, drop < s->log.len ? drop : s->log.len);
+  }
+  buf_append(&s->log, p, n);
+}
+
+static void *bg_thread(void *p) {
+  struct bg_arg *a = p;
+  struct engine_session *s = a->s;
+  struct engine_bg *e = a->e;
+  int fd = a->fd;
+  struct engine *eng = a->eng;
+  free(a);
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL);
+  char *chunk = malloc(READ_CHUNK);
+  int reaped = 0;
+  for (;;) {
+    if (reaped && (fd < 0 || atomic_load(&s->dead) || !chunk))
+      break;
+    struct pollfd pf[2];
+    int nf = 0, io = -1, ip = -1;
+    if (fd >= 0 && chunk) {
+      io = nf;
+      pf[nf++] = (struct pollfd){.fd = fd, .events = POLLIN};
+    }
+    if (!reaped) {
+      ip = nf;
+      pf[nf++] = (struct pollfd){.fd = e->pidfd, .events = POLLIN};
+    }
+    int n = poll(pf, (nfds_t)nf, 1000);
+    if (n < 0 && errno != EINTR)
+      break;
+    if (n <= 0)
+      continue;
+    if (io >= 0 && (pf[io].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t r = read(fd, chunk, READ_CHUNK);
+      if (r > 0) {
+        pthread_mutex_lock(&s->lock);
+        log_append(s, chunk, (size_t)r);
+        pthread_mutex_unlock(&s->lock);
+      } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(fd);
+        fd = -1;
+      }
+    }
+    if (ip >= 0 && (pf[ip].revents & POLLIN)) {
+      siginfo_t si;
+      pthread_mutex_lock(&s->lock);
+      kill(-e->pid, SIGKILL); /* its leftovers, while the pid still names the group */
+      while (waitid(P_PIDFD, (id_t)e->pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+      }
+      e->reaped = reaped = 1;
+      pthread_mutex_unlock(&s->lock);
+    }
+  }
+  if (!reaped) { /* only on a poll failure: never leave a zombie or a runaway */
+    siginfo_t si;
+    pthread_mutex_lock(&s->lock);
+    syscall(SYS_pidfd_send_signal, e->pidfd, SIGKILL, NULL, 0);
+    while (waitid(P_PIDFD, (id_t)e->pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+    }
+    e->reaped = 1;
+    pthread_mutex_unlock(&s->lock);
+  }
+  free(chunk);
+  if (fd >= 0)
+    close(fd);
+  pthread_mutex_lock(&s->lock);
+  e->thread_done = 1;
+  pthread_mutex_unlock(&s->lock);
+  engine_session_put(s);
+  pthread_mutex_lock(&eng->lock);
+  eng->bg_threads--;
+  pthread_cond_broadcast(&eng->bg_cond);
+  pthread_mutex_unlock(&eng->lock);
+  return NULL;
+}
+
+void engine_run_bg_wait_threads(struct engine *eng) {
+  pthread_mutex_lock(&eng->lock);
+  while (eng->bg_threads > 0)
+    pthread_cond_wait(&eng->bg_cond, &eng->lock);
+  pthread_mutex_unlock(&eng->lock);
+}
+
+static int pick_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof sa;
+  int rc = 0;
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+    rc = -errno;
+  close(fd);
+  return rc < 0 ? rc : ntohs(sa.sin_port);
+}
+
+/* Drop entries whose thread is done (caller holds s->lock). */
+static void bg_compact(struct engine_session *s) {
+  size_t k = 0;
+  for (size_t i = 0; i < s->n_bg; i++) {
+    if (s->bg[i]->thread_done) {
+      close(s->bg[i]->pidfd);
+      free(s->bg[i]);
+    } else {
+      s->bg[k++] = s->bg[i];
+    }
+  }
+  s->n_bg = k;
+}
+
+int engine_run_bg_start(struct engine *eng, struct engine_session *s,
+                        const struct engine_bg_opts *o, int *pid_out, int *port_out) {
+  int port = o->port < 0 ? ENGINE_DEFAULT_PORT : o->port;
+  if (port == 0)
+    port = pick_port();
+  if (port < 0)
+    return port;
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, "%d", port);
+  struct engine_kv extra[2] = {{"PORT", port_s}, {"VITE_PORT", port_s}};
+
+  struct child_spec c;
+  memset(&c, 0, sizeof c);
+  c.isolated = eng->isolated;
+  c.init_pidfd = s->init_pidfd;
+  c.cg_fd = s->cg_procs_fd;
+  c.cwdfd = -1;
+  c.limit_cpu = 0; /* a server runs until killed; memory, file size and fds are limited */
+  c.lim_as.rlim_cur = c.lim_as.rlim_max = (rlim_t)ENGINE_DEFAULT_MEM_KB * 1024;
+  c.lim_fsize.rlim_cur = c.lim_fsize.rlim_max = (rlim_t)ENGINE_DEFAULT_FSIZE_KB * 1024;
+  c.lim_nofile.rlim_cur = c.lim_nofile.rlim_max = ENGINE_DEFAULT_NOFILE;
+  int p[2] = {-1, -1};
+  int rc = 0, pidfd = -1;
+  pid_t pid = -1;
+  struct engine_bg *e = NULL;
+  struct bg_arg *a = NULL;
+  char *cwd = run_cwd(s, o->cwd);
+  c.argv = build_argv(o->argv, o->argc);
+  if (!cwd || !c.argv) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  rc = build_envp(s, o->env, o->n_env, extra, 2, &c.envp);
+  if (rc < 0)
+    goto out;
+  c.path = DEFAULT_PATH;
+  for (char **v = c.envp; *v; v++)
+    if (strncmp(*v, "PATH=", 5) == 0)
+      c.path = *v + 5;
+  c.cwdfd = engine_path_resolve(s->rootfd, cwd, O_PATH | O_DIRECTORY, 0);
+  if (c.cwdfd < 0) {
+    rc = c.cwdfd;
+    goto out;
+  }
+  e = calloc(1, sizeof *e);
+  a = calloc(1, sizeof *a);
+  if (!e || !a) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  if (pipe2(p, O_CLOEXEC) < 0) {
+    rc = -errno;
+    goto out;
+  }
+  c.out_w = c.err_w = p[1];
+  rc = spawn_command(s, &c, &pid, &pidfd);
+  close(p[1]);
+  p[1] = -1;
+  if (rc < 0)
+    goto out;
+  e->pid = pid;
+  e->pidfd = pidfd;
+  e->port = port;
+  pthread_mutex_lock(&s->lock);
+  bg_compact(s);
+  struct engine_bg **v = realloc(s->bg, (s->n_bg + 1) * sizeof *v);
+  if (v) {
+    s->bg = v;
+    s->bg[s->n_bg++] = e;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (!v) {
+    rc = -ENOMEM;
+    kill_run(pid, pidfd);
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+    }
+    close(pidfd);
+    goto out;
+  }
+  atomic_fetch_add(&s->refs, 1);
+  a->eng = eng;
+  a->s = s;
+  a->e = e;
+  a->fd = p[0];
+  pthread_mutex_lock(&eng->lock);
+  eng->bg_threads++;
+  pthread_mutex_unlock(&eng->lock);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  int err = pthread_create(&t, &attr, bg_thread, a);
+  pthread_attr_destroy(&attr);
+  if (err) {
+    /* no thread to read and reap: kill it, reap it here and let the entry be dropped */
+    pthread_mutex_lock(&s->lock);
+    kill_run(pid, pidfd);
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+    }
+    e->reaped = e->thread_done = 1;
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&eng->lock);
+    eng->bg_threads--;
+    pthread_mutex_unlock(&eng->lock);
+    engine_session_put(s);
+    rc = -err;
+    e = NULL; /* owned by the list now */
+    goto out;
+  }
+  p[0] = -1;
+  a = NULL;
+  e = NULL;
+  *pid_out = pid;
+  *port_out = port;
+out:
+  if (p[0] >= 0)
+    close(p[0]);
+  if (c.cwdfd >= 0)
+    close(c.cwdfd);
+  free(e);
+  free(a);
+  strv_free(c.argv);
+  strv_free(c.envp);
+  free(cwd);
+  return rc;
+}
+
+int engine_run_bg_kill(struct engine_session *s, int **pids, size_t *n) {
+  pthread_mutex_lock(&s->lock);
+  int *v = malloc((s->n_bg ? s->n_bg : 1) * sizeof *v);
+  size_t k = 0;
+  if (!v) {
+    pthread_mutex_unlock(&s->lock);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < s->n_bg; i++) {
+    struct engine_bg *e = s->bg[i];
+    if (e->reaped)
+      continue;
+    kill(-e->pid, SIGKILL);
+    syscall(SYS_pidfd_send_signal, e->pidfd, SIGKILL, NULL, 0);
+    v[k++] = e->pid;
+  }
+  bg_compact(s);
+  pthread_mutex_unlock(&s->lock);
+  *pids = v;
+  *n = k;
+  return 0;
+}
+
+int engine_run_bg_status(struct engine_session *s, struct engine_bg_status **procs, size_t *n,
+                         char **log) {
+  pthread_mutex_lock(&s->lock);
+  struct engine_bg_status *v = calloc(s->n_bg ? s->n_bg : 1, sizeof *v);
+  char *text = utf8_sanitize(s->log.data ? s->log.data : "", s->log.len, NULL);
+  size_t k = 0;
+  for (size_t i = 0; v && i < s->n_bg; i++) {
+    struct engine_bg *e = s->bg[i];
+    struct pollfd pf = {.fd = e->pidfd, .events = POLLIN};
+    v[k].pid = e->pid;
+    v[k].alive = !e->reaped && poll(&pf, 1, 0) == 0;
+    k++;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (!v || !text) {
+    free(v);
+    free(text);
+    return -ENOMEM;
+  }
+  *procs = v;
+  *n = k;
+  *log = text;
+  return 0;
+}
+
+void engine_run_bg_free(struct engine_session *s) {
+  for (size_t i = 0; i < s->n_bg; i++) {
+    if (s->bg[i]->pidfd >= 0)
+      close(s->bg[i]->pidfd);
+    free(s->bg[i]);
+  }
+  free(s->bg);
+  s->bg = NULL;
+  s->n_bg = 0;
+  free(s->runs);
+  s->runs = NULL;
+  buf_free(&s->log);
+}

@@ -1,0 +1,988 @@
+/* test_engine.c - the engine through its public header: sessions, runs, limits, isolation,
+ * files and background processes, each case in its own forked process (test.h).
+ * Needs root (namespaces, cgroups); without it only the refusal and unsafe cases run. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "engine/engine.h"
+#include "test.h"
+
+#define STATE_DIR "/tmp/osb-test-engine"
+
+static struct engine *open_engine_opts(size_t max_output, unsigned ttl) {
+  struct engine_opts o;
+  memset(&o, 0, sizeof o);
+  o.state_dir = STATE_DIR;
+  o.max_output = max_output;
+  o.ttl_secs = ttl;
+  struct engine *e = NULL;
+  int rc = engine_open(&o, &e);
+  ASSERT_EQ(rc, 0);
+  ASSERT(e != NULL);
+  return e;
+}
+
+static struct engine *open_engine(void) { return open_engine_opts(0, 0); }
+
+static void new_session(struct engine *e, char id[ENGINE_ID_LEN + 1]) {
+  ASSERT_EQ(engine_session_create(e, NULL, 0, id), 0);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run `sh -c script` with time_ms (0: 20 s). */
+static int run_sh_t(struct engine *e, const char *id, const char *script, uint64_t time_ms,
+                    struct engine_run_result *r) {
+  const char *argv[] = {"/bin/sh", "-c", script};
+  struct engine_run_opts o;
+  memset(&o, 0, sizeof o);
+  o.argv = argv;
+  o.argc = 3;
+  o.time_ms = time_ms ? time_ms : 20000;
+  return engine_run(e, id, &o, r);
+}
+
+static int run_sh(struct engine *e, const char *id, const char *script,
+                  struct engine_run_result *r) {
+  return run_sh_t(e, id, script, 0, r);
+}
+
+/* stdout of a script that must succeed */
+static char *sh_out(struct engine *e, const char *id, const char *script) {
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, script, &r), 0);
+  if (r.exit_code != 0)
+    fprintf(stderr, "  script %s: stderr: %s\n", script, r.err);
+  ASSERT_EQ(r.exit_code, 0);
+  free(r.err);
+  return r.out;
+}
+
+/* ---- sessions ---- */
+
+/* A created session is listed and found; destroyed, it is gone for every call. */
+TEST(session_create_list_get_destroy) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1], id2[ENGINE_ID_LEN + 1];
+  struct engine_kv env[] = {{"A", "1"}};
+  ASSERT_EQ(engine_session_create(e, env, 1, id), 0);
+  ASSERT_EQ(strlen(id), ENGINE_ID_LEN);
+  ASSERT_EQ(id[14], '4');
+  new_session(e, id2);
+  ASSERT(strcmp(id, id2) != 0);
+  struct engine_session_info info;
+  ASSERT_EQ(engine_session_get(e, id, &info), 0);
+  ASSERT_STR_EQ(info.id, id);
+  ASSERT_STR_EQ(info.cwd, "/");
+  ASSERT_EQ(info.n_env, 1);
+  ASSERT_STR_EQ(info.env[0].key, "A");
+  ASSERT_STR_EQ(info.status, "running");
+  engine_session_info_free(&info);
+  struct engine_session_info *infos;
+  size_t n;
+  ASSERT_EQ(engine_session_list(e, &infos, &n), 0);
+  ASSERT_EQ(n, 2);
+  engine_session_infos_free(infos, n);
+  ASSERT_EQ(engine_session_destroy(e, id), 0);
+  ASSERT_EQ(engine_session_destroy(e, id), -ESRCH);
+  ASSERT_EQ(engine_session_get(e, id, &info), -ESRCH);
+  ASSERT_EQ(engine_session_list(e, &infos, &n), 0);
+  ASSERT_EQ(n, 1);
+  engine_session_infos_free(infos, n);
+  engine_close(e);
+}
+
+/* Every call on an unknown session answers -ESRCH. */
+TEST(unknown_session_is_esrch_everywhere) {
+  struct engine *e = open_engine();
+  const char *id = "00000000-0000-4000-8000-000000000000";
+  struct engine_session_info info;
+  struct engine_run_result r;
+  struct engine_kv env[] = {{"A", "1"}};
+  char *data;
+  size_t len, n;
+  struct engine_dirent *ents;
+  int pid, port, *pids;
+  struct engine_bg_status *st;
+  char *log;
+  const char *argv[] = {"true"};
+  struct engine_run_opts ro = {.argv = argv, .argc = 1};
+  struct engine_bg_opts bo = {.argv = argv, .argc = 1, .port = 0};
+  ASSERT_EQ(engine_session_get(e, id, &info), -ESRCH);
+  ASSERT_EQ(engine_session_destroy(e, id), -ESRCH);
+  ASSERT_EQ(engine_session_setenv(e, id, env, 1), -ESRCH);
+  ASSERT_EQ(engine_session_setcwd(e, id, "/tmp"), -ESRCH);
+  ASSERT_EQ(engine_run(e, id, &ro, &r), -ESRCH);
+  ASSERT_EQ(engine_file_write(e, id, "/tmp/x", "x", 1), -ESRCH);
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/x", &data, &len), -ESRCH);
+  ASSERT_EQ(engine_file_list(e, id, "/", &ents, &n), -ESRCH);
+  ASSERT_EQ(engine_bg_start(e, id, &bo, &pid, &port), -ESRCH);
+  ASSERT_EQ(engine_bg_kill_all(e, id, &pids, &n), -ESRCH);
+  ASSERT_EQ(engine_bg_status(e, id, &st, &n, &log), -ESRCH);
+  engine_close(e);
+}
+
+/* An idle session is removed after ttl_secs. */
+TEST(idle_session_is_reaped_after_ttl) {
+  struct engine *e = open_engine_opts(0, 1);
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_session_info info;
+  ASSERT_EQ(engine_session_get(e, id, &info), 0);
+  engine_session_info_free(&info);
+  sleep(3);
+  ASSERT_EQ(engine_session_get(e, id, &info), -ESRCH);
+  engine_close(e);
+}
+
+/* ---- runs ---- */
+
+TEST(run_echo_prints_hello) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"echo", "hello"};
+  struct engine_run_opts o = {.argv = argv, .argc = 2};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "hello\n");
+  ASSERT_EQ(r.out_len, 6);
+  ASSERT_STR_EQ(r.err, "");
+  ASSERT_EQ(r.exit_code, 0);
+  ASSERT_EQ(r.signal, 0);
+  ASSERT_EQ(r.truncated, 0);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(run_argv_keeps_spaces) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"printf", "[%s]", "a b  c", "d"};
+  struct engine_run_opts o = {.argv = argv, .argc = 4};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "[a b  c][d]");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(run_reports_exit_code) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "echo oops >&2; exit 3", &r), 0);
+  ASSERT_EQ(r.exit_code, 3);
+  ASSERT_EQ(r.signal, 0);
+  ASSERT_STR_EQ(r.err, "oops\n");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+/* The command is not PID 1 of its namespace: a signal to itself ends it. */
+TEST(run_kill_self_reports_signal_9) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "kill -9 $$", &r), 0);
+  ASSERT_EQ(r.signal, 9);
+  ASSERT_EQ(r.exit_code, 0);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(run_missing_command_is_127) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"no-such-command-xyz"};
+  struct engine_run_opts o = {.argv = argv, .argc = 1};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_EQ(r.exit_code, 127);
+  ASSERT(strstr(r.err, "no-such-command-xyz") != NULL);
+  ASSERT(strstr(r.err, "not found") != NULL);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(run_empty_argv_is_einval) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_opts o = {.argv = NULL, .argc = 0};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), -EINVAL);
+  engine_close(e);
+}
+
+/* Session env overlaid by request env; PATH and HOME defaults only when not given. */
+TEST(run_env_overlay_and_defaults) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  struct engine_kv senv[] = {{"A", "session"}, {"B", "session"}};
+  ASSERT_EQ(engine_session_create(e, senv, 2, id), 0);
+  const char *argv[] = {"/bin/sh", "-c", "echo $A,$B,$C,$PATH,$HOME"};
+  struct engine_kv renv[] = {{"B", "request"}, {"C", "c"}};
+  struct engine_run_opts o = {.argv = argv, .argc = 3, .env = renv, .n_env = 2};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "session,request,c,/usr/bin:/bin,/home\n");
+  engine_run_result_free(&r);
+  struct engine_kv mine[] = {{"PATH", "/bin"}, {"HOME", "/tmp"}};
+  o.env = mine;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "session,session,,/bin,/tmp\n");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(setenv_merges_into_session_env) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  struct engine_kv senv[] = {{"A", "1"}, {"B", "2"}};
+  ASSERT_EQ(engine_session_create(e, senv, 2, id), 0);
+  struct engine_kv more[] = {{"B", "3"}, {"C", "4"}};
+  ASSERT_EQ(engine_session_setenv(e, id, more, 2), 0);
+  char *out = sh_out(e, id, "echo $A$B$C");
+  ASSERT_STR_EQ(out, "134\n");
+  free(out);
+  struct engine_kv bad[] = {{"X=Y", "1"}};
+  ASSERT_EQ(engine_session_setenv(e, id, bad, 1), -EINVAL);
+  engine_close(e);
+}
+
+TEST(setcwd_then_pwd) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  char *out = sh_out(e, id, "pwd");
+  ASSERT_STR_EQ(out, "/\n");
+  free(out);
+  ASSERT_EQ(engine_session_setcwd(e, id, "/tmp"), 0);
+  out = sh_out(e, id, "pwd");
+  ASSERT_STR_EQ(out, "/tmp\n");
+  free(out);
+  ASSERT_EQ(engine_session_setcwd(e, id, "../home/./"), 0);
+  out = sh_out(e, id, "pwd");
+  ASSERT_STR_EQ(out, "/home\n");
+  free(out);
+  struct engine_session_info info;
+  ASSERT_EQ(engine_session_get(e, id, &info), 0);
+  ASSERT_STR_EQ(info.cwd, "/home");
+  engine_session_info_free(&info);
+  /* per-run cwd, relative to the session's */
+  const char *argv[] = {"pwd"};
+  struct engine_run_opts o = {.argv = argv, .argc = 1, .cwd = "../usr"};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "/usr\n");
+  engine_run_result_free(&r);
+  o.cwd = "/";
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "/home\n");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(relative_cwd_cannot_climb_above_root) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  ASSERT_EQ(engine_session_setcwd(e, id, "/tmp"), 0);
+  ASSERT_EQ(engine_session_setcwd(e, id, "../../../.."), 0);
+  char *out = sh_out(e, id, "pwd; ls /");
+  ASSERT(strncmp(out, "/\n", 2) == 0);
+  ASSERT(strstr(out, "tmp\n") != NULL);
+  ASSERT(strstr(out, "work") == NULL); /* the host's root has /work */
+  free(out);
+  engine_close(e);
+}
+
+/* A missing cwd fails the run like a shell's cd: exit 1 and a message. */
+TEST(missing_cwd_fails_run_like_a_shell) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"pwd"};
+  struct engine_run_opts o = {.argv = argv, .argc = 1, .cwd = "/nope"};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_EQ(r.exit_code, 1);
+  ASSERT(strstr(r.err, "/nope") != NULL);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(invalid_utf8_output_becomes_replacement_char) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  char *out = sh_out(e, id, "printf 'a\\377b'");
+  ASSERT_STR_EQ(out, "a\xEF\xBF\xBD"
+                     "b");
+  free(out);
+  engine_close(e);
+}
+
+/* ---- limits ---- */
+
+TEST(wall_timeout_kills_with_signal_9) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  int64_t t0 = now_ms();
+  ASSERT_EQ(run_sh_t(e, id, "sleep 100", 1000, &r), 0);
+  int64_t dt = now_ms() - t0;
+  ASSERT_EQ(r.signal, 9);
+  ASSERT(dt >= 900 && dt < 2500);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(cpu_limit_ends_busy_loop) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  int64_t t0 = now_ms();
+  ASSERT_EQ(run_sh_t(e, id, "while :; do :; done", 1000, &r), 0);
+  ASSERT(r.signal == 9 || r.signal == SIGXCPU);
+  ASSERT(now_ms() - t0 < 3000);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(output_past_cap_is_truncated_and_bounded) {
+  struct engine *e = open_engine_opts(1 << 20, 0);
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "head -c 20971520 /dev/zero | tr '\\0' x; echo done >&2", &r), 0);
+  ASSERT_EQ(r.exit_code, 0);
+  ASSERT(r.truncated);
+  ASSERT_EQ(r.out_len, 1 << 20);
+  ASSERT_STR_EQ(r.err, "done\n");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(large_output_completes_without_deadlock) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "head -c 5000000 /dev/zero | tr '\\0' y; head -c 5000000 /dev/zero "
+                          "| tr '\\0' z >&2",
+                   &r),
+            0);
+  ASSERT_EQ(r.exit_code, 0);
+  ASSERT_EQ(r.truncated, 0);
+  ASSERT_EQ(r.out_len, 5000000);
+  ASSERT_EQ(r.err_len, 5000000);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+static atomic_int cancel_flag;
+static void *raise_cancel(void *p) {
+  (void)p;
+  usleep(200 * 1000);
+  atomic_store(&cancel_flag, 1);
+  return NULL;
+}
+
+TEST(cancel_flag_kills_run) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"sleep", "100"};
+  struct engine_run_opts o = {.argv = argv, .argc = 2, .cancel = &cancel_flag};
+  struct engine_run_result r;
+  pthread_t t;
+  pthread_create(&t, NULL, raise_cancel, NULL);
+  int64_t t0 = now_ms();
+  ASSERT_EQ(engine_run(e, id, &o, &r), -ECANCELED);
+  int64_t dt = now_ms() - t0;
+  ASSERT(dt < 200 + 300);
+  pthread_join(t, NULL);
+  engine_close(e);
+}
+
+/* At most ENGINE_MAX_PROCS processes: forks past it fail (counted with shell builtins
+ * only, since the session cannot fork any more at that point). */
+TEST(fork_bomb_is_bounded_by_pids_cgroup) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "sh -c 'for i in $(seq 100); do sleep 5 & done' 2>/dev/null; "
+                          "echo $?; set -- /proc/[0-9]*; echo $#",
+                   &r),
+            0);
+  ASSERT_EQ(r.exit_code, 0);
+  int rc = atoi(r.out);
+  int procs = atoi(strchr(r.out, '\n') + 1);
+  ASSERT(rc != 0);                             /* the inner shell could not fork them all */
+  ASSERT(procs > 10);                          /* many did start */
+  ASSERT(procs <= (int)ENGINE_MAX_PROCS + 1); /* the limit, plus the session's init */
+  engine_run_result_free(&r);
+  /* the run's leftovers died with it: the session can fork again */
+  char *out = sh_out(e, id, "echo again | cat");
+  ASSERT_STR_EQ(out, "again\n");
+  free(out);
+  engine_close(e);
+}
+
+TEST(file_size_limit_applies) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"/bin/sh", "-c", "head -c 100000 /dev/zero > /tmp/big; wc -c < /tmp/big"};
+  struct engine_run_opts o = {.argv = argv, .argc = 3, .fsize_kb = 10};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "10240\n");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+/* ---- isolation ---- */
+
+TEST(proc_shows_only_session_processes) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  char *out = sh_out(e, id, "ls /proc | grep -c '^[0-9]'");
+  ASSERT(atoi(out) <= 4); /* init, sh, ls, grep */
+  free(out);
+  /* its init shows nothing of the host process it was cloned from */
+  out = sh_out(e, id, "cat /proc/1/comm; tr -d '\\0' < /proc/1/cmdline; echo; "
+                      "cat /proc/1/environ 2>&1 | grep -c denied");
+  ASSERT_STR_EQ(out, "osb-init\nosb-init\n1\n");
+  free(out);
+  /* the file API does not serve the session's /proc (init is a copy of the engine) */
+  char *data;
+  size_t len;
+  struct engine_dirent *ents;
+  size_t n;
+  ASSERT_EQ(engine_file_read(e, id, "/proc/1/environ", &data, &len), -EACCES);
+  ASSERT_EQ(engine_file_read(e, id, "/proc/self/../1/mem", &data, &len), -EACCES);
+  ASSERT_EQ(engine_file_list(e, id, "/proc", &ents, &n), -EACCES);
+  ASSERT_EQ(engine_file_write(e, id, "/proc/sys/vm/drop_caches", "1", 1), -EACCES);
+  /* but a run may start there */
+  const char *argv[] = {"pwd"};
+  struct engine_run_opts o = {.argv = argv, .argc = 1, .cwd = "/proc"};
+  struct engine_run_result r;
+  ASSERT_EQ(engine_run(e, id, &o, &r), 0);
+  ASSERT_STR_EQ(r.out, "/proc\n");
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(sessions_do_not_share_tmp) {
+  struct engine *e = open_engine();
+  char a[ENGINE_ID_LEN + 1], b[ENGINE_ID_LEN + 1];
+  new_session(e, a);
+  new_session(e, b);
+  free(sh_out(e, a, "echo secret > /tmp/mine"));
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, b, "cat /tmp/mine", &r), 0);
+  ASSERT(r.exit_code != 0);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+TEST(usr_is_read_only_and_capabilities_are_gone) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "touch /usr/x", &r), 0);
+  ASSERT(r.exit_code != 0);
+  engine_run_result_free(&r);
+  ASSERT_EQ(run_sh(e, id, "mount -t tmpfs none /tmp", &r), 0);
+  ASSERT(r.exit_code != 0);
+  engine_run_result_free(&r);
+  ASSERT_EQ(run_sh(e, id, "echo 1 > /proc/sys/vm/drop_caches", &r), 0);
+  ASSERT(r.exit_code != 0);
+  engine_run_result_free(&r);
+  ASSERT_EQ(run_sh(e, id, "echo x >> /etc/hosts", &r), 0);
+  ASSERT(r.exit_code != 0);
+  engine_run_result_free(&r);
+  char *out = sh_out(e, id, "grep CapEff /proc/self/status; id -u");
+  ASSERT_STR_EQ(out, "CapEff:\t0000000000000000\n0\n");
+  free(out);
+  engine_close(e);
+}
+
+struct destroy_args {
+  struct engine *e;
+  const char *id;
+};
+
+static void *destroy_later(void *p) {
+  struct destroy_args *d = p;
+  usleep(300 * 1000);
+  engine_session_destroy(d->e, d->id);
+  return NULL;
+}
+
+/* A run in progress ends (its process dies with the namespace) when its session goes. */
+TEST(destroy_ends_running_command_promptly) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct destroy_args d = {e, id};
+  pthread_t t;
+  pthread_create(&t, NULL, destroy_later, &d);
+  struct engine_run_result r;
+  int64_t t0 = now_ms();
+  int rc = run_sh(e, id, "sleep 1000", &r);
+  ASSERT(rc == 0 || rc == -ESRCH);
+  if (rc == 0) {
+    ASSERT_EQ(r.signal, 9);
+    engine_run_result_free(&r);
+  }
+  ASSERT(now_ms() - t0 < 2000);
+  pthread_join(t, NULL);
+  engine_close(e);
+}
+
+/* ---- files ---- */
+
+TEST(file_written_is_read_by_cat_and_back) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  ASSERT_EQ(engine_file_write(e, id, "/tmp/a/b/c.txt", "hi\n", 3), 0);
+  char *out = sh_out(e, id, "cat /tmp/a/b/c.txt; stat -c %a /tmp/a/b/c.txt");
+  ASSERT_STR_EQ(out, "hi\n644\n");
+  free(out);
+  free(sh_out(e, id, "printf 'from sh' > /home/f"));
+  char *data;
+  size_t len;
+  ASSERT_EQ(engine_file_read(e, id, "/home/f", &data, &len), 0);
+  ASSERT_MEM_EQ(data, len, "from sh", 7);
+  free(data);
+  /* relative to the session cwd */
+  ASSERT_EQ(engine_session_setcwd(e, id, "/home"), 0);
+  ASSERT_EQ(engine_file_read(e, id, "f", &data, &len), 0);
+  ASSERT_MEM_EQ(data, len, "from sh", 7);
+  free(data);
+  ASSERT_EQ(engine_file_write(e, id, "rel.txt", "", 0), 0);
+  ASSERT_EQ(engine_file_read(e, id, "/home/rel.txt", &data, &len), 0);
+  ASSERT_EQ(len, 0);
+  free(data);
+  engine_close(e);
+}
+
+TEST(file_list_is_sorted_with_sizes) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  free(sh_out(e, id, "mkdir /tmp/d /tmp/d/sub; printf 12345 > /tmp/d/b; printf 1 > /tmp/d/a"));
+  struct engine_dirent *ents;
+  size_t n;
+  ASSERT_EQ(engine_file_list(e, id, "/tmp/d", &ents, &n), 0);
+  ASSERT_EQ(n, 3);
+  ASSERT_STR_EQ(ents[0].name, "a");
+  ASSERT_STR_EQ(ents[0].path, "/tmp/d/a");
+  ASSERT_EQ(ents[0].size, 1);
+  ASSERT_STR_EQ(ents[1].name, "b");
+  ASSERT_EQ(ents[1].size, 5);
+  ASSERT_EQ(ents[1].is_directory, 0);
+  ASSERT_STR_EQ(ents[2].name, "sub");
+  ASSERT_EQ(ents[2].is_directory, 1);
+  engine_dirents_free(ents, n);
+  ASSERT_EQ(engine_file_list(e, id, "/tmp/d/a", &ents, &n), -ENOTDIR);
+  ASSERT_EQ(engine_file_list(e, id, "/nope", &ents, &n), -ENOENT);
+  engine_close(e);
+}
+
+TEST(write_into_usr_is_erofs) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  ASSERT_EQ(engine_file_write(e, id, "/usr/evil", "x", 1), -EROFS);
+  ASSERT_EQ(engine_file_write(e, id, "/usr/newdir/evil", "x", 1), -EROFS);
+  ASSERT_EQ(engine_file_write(e, id, "/etc/passwd", "x", 1), -EROFS);
+  engine_close(e);
+}
+
+/* Neither `..` nor symlinks planted by a command reach a host file outside the root. */
+TEST(paths_and_symlinks_cannot_escape_root) {
+  char marker[] = "/tmp/engine-test-marker-XXXXXX";
+  int fd = mkstemp(marker);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(write(fd, "HOST", 4), 4);
+  close(fd);
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  char script[512];
+  snprintf(script, sizeof script, "ln -s %s /tmp/p; ln -s / /tmp/esc; ln -s ../../../../.. /tmp/up",
+           marker);
+  free(sh_out(e, id, script));
+  char *data;
+  size_t len;
+  char path[512];
+  snprintf(path, sizeof path, "../../../..%s", marker);
+  ASSERT_EQ(engine_file_read(e, id, path, &data, &len), -ENOENT);
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/p", &data, &len), -ENOENT);
+  snprintf(path, sizeof path, "/tmp/esc%s", marker);
+  ASSERT_EQ(engine_file_read(e, id, path, &data, &len), -ENOENT);
+  snprintf(path, sizeof path, "/tmp/up%s", marker);
+  ASSERT_EQ(engine_file_read(e, id, path, &data, &len), -ENOENT);
+  /* writing through a final symlink is refused; through a directory symlink it stays in */
+  ASSERT_EQ(engine_file_write(e, id, "/tmp/p", "x", 1), -ELOOP);
+  snprintf(path, sizeof path, "/tmp/esc%s", marker);
+  ASSERT_EQ(engine_file_write(e, id, path, "IN", 2), 0);
+  fd = open(marker, O_RDONLY);
+  char buf[8] = {0};
+  ASSERT_EQ(read(fd, buf, sizeof buf), 4);
+  ASSERT_STR_EQ(buf, "HOST");
+  close(fd);
+  /* and the command itself cannot see it either */
+  snprintf(script, sizeof script, "cat %s /tmp/p", marker);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, script, &r), 0);
+  ASSERT(strstr(r.out, "HOST") == NULL);
+  engine_run_result_free(&r);
+  unlink(marker);
+  engine_close(e);
+}
+
+TEST(reading_fifo_or_device_fails_promptly) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  free(sh_out(e, id, "mkfifo /tmp/fifo"));
+  char *data;
+  size_t len;
+  int64_t t0 = now_ms();
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/fifo", &data, &len), -EINVAL);
+  ASSERT_EQ(engine_file_read(e, id, "/dev/zero", &data, &len), -EINVAL);
+  ASSERT_EQ(engine_file_read(e, id, "/tmp", &data, &len), -EISDIR);
+  ASSERT_EQ(engine_file_write(e, id, "/tmp/fifo", "x", 1), -ENXIO);
+  ASSERT(now_ms() - t0 < 500);
+  engine_close(e);
+}
+
+TEST(read_larger_than_max_file_is_efbig) {
+  struct engine_opts o;
+  memset(&o, 0, sizeof o);
+  o.state_dir = STATE_DIR;
+  o.max_file = 1000;
+  struct engine *e;
+  ASSERT_EQ(engine_open(&o, &e), 0);
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  free(sh_out(e, id, "head -c 1001 /dev/zero > /tmp/big; head -c 1000 /dev/zero > /tmp/ok"));
+  char *data;
+  size_t len;
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/big", &data, &len), -EFBIG);
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/ok", &data, &len), 0);
+  ASSERT_EQ(len, 1000);
+  free(data);
+  engine_close(e);
+}
+
+/* ---- background processes ---- */
+
+TEST(background_process_gets_port_and_logs) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"/bin/sh", "-c", "echo port=$PORT vite=$VITE_PORT; exec sleep 100"};
+  struct engine_bg_opts o = {.argv = argv, .argc = 3, .port = -1};
+  int pid = 0, port = 0;
+  ASSERT_EQ(engine_bg_start(e, id, &o, &pid, &port), 0);
+  ASSERT_EQ(port, 5173);
+  ASSERT(pid > 0);
+  o.port = 0;
+  int pid2, port2;
+  ASSERT_EQ(engine_bg_start(e, id, &o, &pid2, &port2), 0);
+  ASSERT(port2 > 0 && port2 != 5173);
+  usleep(200 * 1000);
+  struct engine_bg_status *st;
+  size_t n;
+  char *log;
+  ASSERT_EQ(engine_bg_status(e, id, &st, &n, &log), 0);
+  ASSERT_EQ(n, 2);
+  ASSERT_EQ(st[0].pid, pid);
+  ASSERT_EQ(st[0].alive, 1);
+  ASSERT(strstr(log, "port=5173 vite=5173\n") != NULL);
+  free(st);
+  free(log);
+  struct engine_session_info info;
+  ASSERT_EQ(engine_session_get(e, id, &info), 0);
+  ASSERT_EQ(info.n_ports, 2);
+  engine_session_info_free(&info);
+  int *pids;
+  ASSERT_EQ(engine_bg_kill_all(e, id, &pids, &n), 0);
+  ASSERT_EQ(n, 2);
+  free(pids);
+  usleep(200 * 1000);
+  ASSERT_EQ(engine_bg_status(e, id, &st, &n, &log), 0);
+  for (size_t i = 0; i < n; i++)
+    ASSERT_EQ(st[i].alive, 0);
+  free(st);
+  free(log);
+  /* one left running is taken down by close */
+  ASSERT_EQ(engine_bg_start(e, id, &o, &pid, &port), 0);
+  engine_close(e);
+}
+
+
+/* ---- threads and lifetimes ---- */
+
+struct create_args {
+  struct engine *e;
+  char id[ENGINE_ID_LEN + 1];
+  int rc;
+};
+
+static void *create_in_thread(void *p) {
+  struct create_args *a = p;
+  a->rc = engine_session_create(a->e, NULL, 0, a->id);
+  return NULL;
+}
+
+/* Sessions outlive the (short-lived) thread that created them. */
+TEST(session_survives_its_creating_thread) {
+  struct engine *e = open_engine();
+  struct create_args a = {.e = e};
+  pthread_t t;
+  pthread_create(&t, NULL, create_in_thread, &a);
+  pthread_join(t, NULL);
+  ASSERT_EQ(a.rc, 0);
+  usleep(100 * 1000);
+  char *out = sh_out(e, a.id, "echo alive");
+  ASSERT_STR_EQ(out, "alive\n");
+  free(out);
+  engine_close(e);
+}
+
+struct stress_args {
+  struct engine *e;
+  char id[ENGINE_ID_LEN + 1];
+  int n;
+  int failures;
+};
+
+static void *stress_runs(void *p) {
+  struct stress_args *a = p;
+  for (int i = 0; i < a->n; i++) {
+    char script[64], want[64];
+    snprintf(script, sizeof script, "echo %d; echo %d >&2", i, i * 2);
+    snprintf(want, sizeof want, "%d\n", i);
+    struct engine_run_result r;
+    if (run_sh(a->e, a->id, script, &r) != 0) {
+      a->failures++;
+      continue;
+    }
+    if (strcmp(r.out, want) != 0 || r.exit_code != 0)
+      a->failures++;
+    engine_run_result_free(&r);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/f%p", (void *)a);
+    char *data;
+    size_t len;
+    if (engine_file_write(a->e, a->id, path, want, strlen(want)) != 0 ||
+        engine_file_read(a->e, a->id, path, &data, &len) != 0) {
+      a->failures++;
+      continue;
+    }
+    if (strcmp(data, want) != 0)
+      a->failures++;
+    free(data);
+  }
+  return NULL;
+}
+
+/* Runs and file calls from many threads, on shared and separate sessions, do not mix. */
+TEST(concurrent_runs_do_not_mix) {
+  struct engine *e = open_engine();
+  char shared[ENGINE_ID_LEN + 1];
+  new_session(e, shared);
+  struct stress_args a[8];
+  pthread_t t[8];
+  for (int i = 0; i < 8; i++) {
+    memset(&a[i], 0, sizeof a[i]);
+    a[i].e = e;
+    a[i].n = 25;
+    if (i % 2)
+      new_session(e, a[i].id);
+    else
+      memcpy(a[i].id, shared, sizeof shared);
+    pthread_create(&t[i], NULL, stress_runs, &a[i]);
+  }
+  for (int i = 0; i < 8; i++) {
+    pthread_join(t[i], NULL);
+    ASSERT_EQ(a[i].failures, 0);
+  }
+  engine_close(e);
+}
+
+/* The idle reaper leaves a session alone while a call on it is in progress. */
+TEST(busy_session_is_not_reaped) {
+  struct engine *e = open_engine_opts(0, 1);
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "sleep 2.5; echo done", &r), 0);
+  ASSERT_STR_EQ(r.out, "done\n");
+  engine_run_result_free(&r);
+  struct engine_session_info info;
+  ASSERT_EQ(engine_session_get(e, id, &info), 0);
+  engine_session_info_free(&info);
+  engine_close(e);
+}
+
+/* A command sees only stdin, stdout and stderr: no engine fd leaks into it. */
+TEST(command_inherits_only_stdio) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  char *out = sh_out(e, id, "ls /proc/self/fd | tr '\\n' ' '; readlink /proc/self/fd/0");
+  ASSERT_STR_EQ(out, "0 1 2 3 /dev/null\n");
+  free(out);
+  engine_close(e);
+}
+
+/* When the engine's process dies, every process of its sessions dies too. */
+TEST(engine_death_kills_sandboxes) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    struct engine *e = open_engine();
+    char id[ENGINE_ID_LEN + 1];
+    struct create_args a = {.e = e};
+    pthread_t t;
+    pthread_create(&t, NULL, create_in_thread, &a);
+    pthread_join(t, NULL);
+    memcpy(id, a.id, sizeof id);
+    const char *argv[] = {"sleep", "1000"};
+    struct engine_bg_opts o = {.argv = argv, .argc = 2, .port = 0};
+    int pid, port;
+    if (engine_bg_start(e, id, &o, &pid, &port) != 0)
+      _exit(1);
+    ASSERT_EQ(write(p[1], &pid, sizeof pid), (ssize_t)sizeof pid);
+    pause();
+    _exit(0);
+  }
+  int pid = 0;
+  ASSERT_EQ(read(p[0], &pid, sizeof pid), (ssize_t)sizeof pid);
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int gone = 0;
+  for (int i = 0; i < 100 && !gone; i++) {
+    FILE *f = fopen(path, "r");
+    char state = 'Z';
+    if (f) {
+      if (fscanf(f, "%*d %*s %c", &state) != 1)
+        state = 'Z';
+      fclose(f);
+    }
+    gone = !f || state == 'Z' || state == 'X';
+    if (!gone)
+      usleep(10 * 1000);
+  }
+  ASSERT(gone);
+}
+
+/* ---- unsafe mode ---- */
+
+TEST(non_root_without_unsafe_is_refused_then_unsafe_works) {
+  if (geteuid() == 0) {
+    mkdir("/tmp/osb-test-engine-nobody", 0777);
+    chmod("/tmp/osb-test-engine-nobody", 0777);
+    ASSERT_EQ(setgid(65534), 0);
+    ASSERT_EQ(setuid(65534), 0);
+  }
+  struct engine_opts o;
+  memset(&o, 0, sizeof o);
+  o.state_dir = "/tmp/osb-test-engine-nobody/state";
+  struct engine *e = NULL;
+  ASSERT_EQ(engine_open(&o, &e), -EPERM);
+  o.unsafe_no_isolation = 1;
+  ASSERT_EQ(engine_open(&o, &e), 0);
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  ASSERT_EQ(engine_file_write(e, id, "/tmp/x", "data", 4), 0);
+  ASSERT_EQ(engine_session_setcwd(e, id, "/tmp"), 0);
+  char *out = sh_out(e, id, "cat x");
+  ASSERT_STR_EQ(out, "data");
+  free(out);
+  char *data;
+  size_t len;
+  ASSERT_EQ(engine_file_read(e, id, "../../../../etc/hostname/../passwd", &data, &len), -ENOENT);
+  struct engine_run_result r;
+  int64_t t0 = now_ms();
+  ASSERT_EQ(run_sh_t(e, id, "sleep 100", 500, &r), 0);
+  ASSERT_EQ(r.signal, 9);
+  ASSERT(now_ms() - t0 < 1500);
+  engine_run_result_free(&r);
+  engine_close(e);
+}
+
+int main(void) {
+  if (geteuid() == 0) {
+    RUN(session_create_list_get_destroy);
+    RUN(unknown_session_is_esrch_everywhere);
+    RUN(idle_session_is_reaped_after_ttl);
+    RUN(run_echo_prints_hello);
+    RUN(run_argv_keeps_spaces);
+    RUN(run_reports_exit_code);
+    RUN(run_kill_self_reports_signal_9);
+    RUN(run_missing_command_is_127);
+    RUN(run_empty_argv_is_einval);
+    RUN(run_env_overlay_and_defaults);
+    RUN(setenv_merges_into_session_env);
+    RUN(setcwd_then_pwd);
+    RUN(relative_cwd_cannot_climb_above_root);
+    RUN(missing_cwd_fails_run_like_a_shell);
+    RUN(invalid_utf8_output_becomes_replacement_char);
+    RUN(wall_timeout_kills_with_signal_9);
+    RUN(cpu_limit_ends_busy_loop);
+    RUN(output_past_cap_is_truncated_and_bounded);
+    RUN(large_output_completes_without_deadlock);
+    RUN(cancel_flag_kills_run);
+    RUN(fork_bomb_is_bounded_by_pids_cgroup);
+    RUN(file_size_limit_applies);
+    RUN(proc_shows_only_session_processes);
+    RUN(sessions_do_not_share_tmp);
+    RUN(usr_is_read_only_and_capabilities_are_gone);
+    RUN(destroy_ends_running_command_promptly);
+    RUN(file_written_is_read_by_cat_and_back);
+    RUN(file_list_is_sorted_with_sizes);
+    RUN(write_into_usr_is_erofs);
+    RUN(paths_and_symlinks_cannot_escape_root);
+    RUN(reading_fifo_or_device_fails_promptly);
+    RUN(read_larger_than_max_file_is_efbig);
+    RUN(background_process_gets_port_and_logs);
+    RUN(session_survives_its_creating_thread);
+    RUN(concurrent_runs_do_not_mix);
+    RUN(busy_session_is_not_reaped);
+    RUN(command_inherits_only_stdio);
+    RUN(engine_death_kills_sandboxes);
+  }
+  RUN(non_root_without_unsafe_is_refused_then_unsafe_works);
+  TEST_MAIN_END();
+}
