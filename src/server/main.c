@@ -1,0 +1,371 @@
+/* main.c - opensandboxd: a single-machine OpenSandbox server (WIRE.md) over the engine.
+ * Layer: server. Parses flags, opens the engine, starts the HTTP and gRPC front ends,
+ * prints one "ready" line on stdout, then waits for SIGTERM/SIGINT and shuts down in order:
+ * front ends first (their runs in flight are cancelled), then the engine (every session
+ * process killed, every root removed). Logs go to stderr; stdout carries the ready line only. */
+#include <errno.h>
+#include <getopt.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "engine/engine.h"
+#include "server/grpc.h"
+#include "server/http.h"
+
+#define VERSION "0.1.0"
+
+struct config {
+  int port;
+  int grpc_port;
+  const char *bind;
+  unsigned ttl;
+  size_t max_output;
+  size_t max_file;
+  size_t max_body;
+  const char *state_dir;
+  const char *api_key;
+  int unsafe_no_isolation;
+};
+
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+  int saved = errno;
+  unsigned char b = (unsigned char)sig;
+  if (write(sig_pipe[1], &b, 1) < 0) {
+    /* the pipe is full: a shutdown is already pending */
+  }
+  errno = saved;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: opensandboxd [options]\n"
+          "  --port N              HTTP port (default 8080; 0 picks a free one)\n"
+          "  --grpc-port N         gRPC port (default 50051; 0 picks a free one)\n"
+          "  --bind ADDR           address to listen on (default 127.0.0.1)\n"
+          "  --ttl SECS            remove sessions idle this long (default 300)\n"
+          "  --max-output BYTES    output kept per stream per run (default 16M)\n"
+          "  --max-file BYTES      largest file read (default 64M)\n"
+          "  --max-body BYTES      largest HTTP request body (default 2M; 413 beyond)\n"
+          "  --state-dir DIR       where session roots live (default under /tmp)\n"
+          "  --api-key KEY         require 'Authorization: Bearer KEY' (also\n"
+          "                        OPENSANDBOXD_API_KEY); /health stays open\n"
+          "  --unsafe-no-isolation run commands without namespaces (testing only)\n"
+          "  --log-level LEVEL     error|warn|info|debug|trace (default warn)\n"
+          "  --help, --version\n"
+          "gRPC messages are limited to max(64 MiB, max-file + 1 MiB, 2 x max-output + 1 MiB).\n"
+          "Once both listeners are up, one line goes to stdout:\n"
+          "  opensandboxd ready http=ADDR:PORT grpc=ADDR:PORT\n");
+}
+
+/* Parse a byte count: digits with an optional K, M or G suffix (powers of 1024). */
+static int parse_size(const char *s, size_t *out) {
+  char *end;
+  unsigned long long v;
+  unsigned shift = 0;
+  errno = 0;
+  if (*s < '0' || *s > '9')
+    return -1;
+  v = strtoull(s, &end, 10);
+  if (errno)
+    return -1;
+  if (*end == 'k' || *end == 'K')
+    shift = 10;
+  else if (*end == 'm' || *end == 'M')
+    shift = 20;
+  else if (*end == 'g' || *end == 'G')
+    shift = 30;
+  if (shift)
+    end++;
+  if (*end || v > (SIZE_MAX >> shift))
+    return -1;
+  *out = (size_t)(v << shift);
+  return 0;
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out) {
+  char *end;
+  unsigned long v;
+  errno = 0;
+  if (*s < '0' || *s > '9')
+    return -1;
+  v = strtoul(s, &end, 10);
+  if (errno || *end || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Resolve --bind to a numeric address (so both listeners bind the very same one). */
+static int resolve_bind(const char *bind, char *out, size_t n) {
+  struct addrinfo hints, *ai = NULL;
+  int rc;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  rc = getaddrinfo(bind, NULL, &hints, &ai);
+  if (rc != 0) {
+    fprintf(stderr, "opensandboxd: --bind %s: %s\n", bind, gai_strerror(rc));
+    return -1;
+  }
+  rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, out, (socklen_t)n, NULL, 0, NI_NUMERICHOST);
+  freeaddrinfo(ai);
+  if (rc != 0) {
+    fprintf(stderr, "opensandboxd: --bind %s: %s\n", bind, gai_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+enum {
+  OPT_PORT = 256,
+  OPT_GRPC_PORT,
+  OPT_BIND,
+  OPT_TTL,
+  OPT_MAX_OUTPUT,
+  OPT_MAX_FILE,
+  OPT_MAX_BODY,
+  OPT_STATE_DIR,
+  OPT_API_KEY,
+  OPT_UNSAFE,
+  OPT_LOG_LEVEL,
+  OPT_HELP,
+  OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+    {"port", required_argument, NULL, OPT_PORT},
+    {"grpc-port", required_argument, NULL, OPT_GRPC_PORT},
+    {"bind", required_argument, NULL, OPT_BIND},
+    {"ttl", required_argument, NULL, OPT_TTL},
+    {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+    {"max-file", required_argument, NULL, OPT_MAX_FILE},
+    {"max-body", required_argument, NULL, OPT_MAX_BODY},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"api-key", required_argument, NULL, OPT_API_KEY},
+    {"unsafe-no-isolation", no_argument, NULL, OPT_UNSAFE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* Fill cfg from argv. Returns -1 (after a message) on a bad flag, 1 when the program is
+ * done (--help, --version), 0 to go on. */
+static int parse_flags(int argc, char **argv, struct config *cfg) {
+  unsigned long v;
+  enum log_level level;
+  int o;
+
+  while ((o = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+    switch (o) {
+    case OPT_PORT:
+    case OPT_GRPC_PORT:
+      if (parse_uint(optarg, 65535, &v) < 0) {
+        fprintf(stderr, "opensandboxd: bad port '%s'\n", optarg);
+        return -1;
+      }
+      *(o == OPT_PORT ? &cfg->port : &cfg->grpc_port) = (int)v;
+      break;
+    case OPT_BIND:
+      cfg->bind = optarg;
+      break;
+    case OPT_TTL:
+      if (parse_uint(optarg, UINT32_MAX, &v) < 0 || v == 0) {
+        fprintf(stderr, "opensandboxd: bad --ttl '%s'\n", optarg);
+        return -1;
+      }
+      cfg->ttl = (unsigned)v;
+      break;
+    case OPT_MAX_OUTPUT:
+    case OPT_MAX_FILE:
+    case OPT_MAX_BODY: {
+      size_t *dst = o == OPT_MAX_OUTPUT ? &cfg->max_output
+                    : o == OPT_MAX_FILE ? &cfg->max_file
+                                        : &cfg->max_body;
+      if (parse_size(optarg, dst) < 0 || *dst == 0 || *dst > ((size_t)1 << 30)) {
+        fprintf(stderr, "opensandboxd: bad size '%s' (1 byte to 1G)\n", optarg);
+        return -1;
+      }
+      break;
+    }
+    case OPT_STATE_DIR:
+      cfg->state_dir = optarg;
+      break;
+    case OPT_API_KEY:
+      cfg->api_key = optarg;
+      break;
+    case OPT_UNSAFE:
+      cfg->unsafe_no_isolation = 1;
+      break;
+    case OPT_LOG_LEVEL:
+      if (log_parse_level(optarg, &level) < 0) {
+        fprintf(stderr, "opensandboxd: bad --log-level '%s'\n", optarg);
+        return -1;
+      }
+      log_set_level(level);
+      break;
+    case OPT_HELP:
+      usage(stdout);
+      return 1;
+    case OPT_VERSION:
+      printf("opensandboxd " VERSION "\n");
+      return 1;
+    default:
+      usage(stderr);
+      return -1;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "opensandboxd: unexpected argument '%s'\n", argv[optind]);
+    return -1;
+  }
+  return 0;
+}
+
+static int install_signals(void) {
+  struct sigaction sa;
+  if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+    return -1;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, NULL);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+    return -1;
+  return 0;
+}
+
+/* Block until SIGTERM or SIGINT. */
+static int wait_for_signal(void) {
+  struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
+  unsigned char b = 0;
+  for (;;) {
+    if (poll(&p, 1, -1) < 0 && errno != EINTR)
+      return 0;
+    if (read(sig_pipe[0], &b, 1) == 1)
+      return b;
+  }
+}
+
+static size_t max_size(size_t a, size_t b) {
+  return a > b ? a : b;
+}
+
+int main(int argc, char **argv) {
+  struct config cfg = {
+      .port = 8080,
+      .grpc_port = 50051,
+      .bind = "127.0.0.1",
+      .ttl = 300,
+      .max_output = 16u << 20,
+      .max_file = 64u << 20,
+      .max_body = 2u << 20,
+  };
+  struct engine_opts eopts;
+  struct engine *eng = NULL;
+  struct srv_grpc *grpc = NULL;
+  struct srv_http *http = NULL;
+  char bind[NI_MAXHOST];
+  const char *env_key = getenv("OPENSANDBOXD_API_KEY");
+  int rc, sig;
+
+  log_set_prog("opensandboxd");
+  if (env_key && *env_key)
+    cfg.api_key = env_key;
+  rc = parse_flags(argc, argv, &cfg);
+  if (rc != 0)
+    return rc < 0 ? 2 : 0;
+  if (resolve_bind(cfg.bind, bind, sizeof bind) < 0)
+    return 2;
+  if (install_signals() < 0) {
+    fprintf(stderr, "opensandboxd: cannot install signal handlers: %s\n", strerror(errno));
+    return 1;
+  }
+
+  memset(&eopts, 0, sizeof eopts);
+  eopts.state_dir = cfg.state_dir;
+  eopts.max_output = cfg.max_output;
+  eopts.max_file = cfg.max_file;
+  eopts.ttl_secs = cfg.ttl;
+  eopts.unsafe_no_isolation = cfg.unsafe_no_isolation;
+  rc = engine_open(&eopts, &eng);
+  if (rc < 0) {
+    fprintf(stderr, "opensandboxd: cannot open the engine: %s%s\n", engine_strerror(rc),
+            rc == -EPERM ? " (isolation is unavailable here; --unsafe-no-isolation runs "
+                           "commands without it)"
+                         : "");
+    return 1;
+  }
+
+  {
+    struct srv_grpc_opts go = {
+        .eng = eng,
+        .bind = bind,
+        .port = cfg.grpc_port,
+        .api_key = cfg.api_key,
+        .max_message = max_size(64u << 20, max_size(cfg.max_file + (1u << 20),
+                                                    2 * cfg.max_output + (1u << 20))),
+    };
+    rc = srv_grpc_start(&go, &grpc);
+    if (rc < 0) {
+      fprintf(stderr, "opensandboxd: cannot start gRPC on %s port %d: %s\n", bind,
+              cfg.grpc_port, strerror(-rc));
+      goto fail;
+    }
+  }
+  {
+    struct srv_http_opts ho = {
+        .eng = eng,
+        .bind = bind,
+        .port = cfg.port,
+        .api_key = cfg.api_key,
+        .max_body = cfg.max_body,
+    };
+    rc = srv_http_start(&ho, &http);
+    if (rc < 0) {
+      fprintf(stderr, "opensandboxd: cannot start HTTP on %s port %d: %s\n", bind, cfg.port,
+              strerror(-rc));
+      goto fail;
+    }
+  }
+
+  {
+    const char *fmt = strchr(bind, ':') ? "opensandboxd ready http=[%s]:%d grpc=[%s]:%d\n"
+                                        : "opensandboxd ready http=%s:%d grpc=%s:%d\n";
+    printf(fmt, bind, srv_http_port(http), bind, srv_grpc_port(grpc));
+    fflush(stdout);
+  }
+  log_info("ready%s", cfg.api_key ? " (API key required)" : "");
+
+  sig = wait_for_signal();
+  log_info("signal %d: shutting down", sig);
+  srv_http_stop(http);
+  log_debug("HTTP front end stopped");
+  srv_grpc_stop(grpc);
+  log_debug("gRPC front end stopped");
+  engine_close(eng);
+  log_debug("engine closed; bye");
+  close(sig_pipe[0]);
+  close(sig_pipe[1]);
+  return 0;
+
+fail:
+  srv_http_stop(http);
+  srv_grpc_stop(grpc);
+  engine_close(eng);
+  return 1;
+}
