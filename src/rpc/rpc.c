@@ -72,6 +72,7 @@ struct rpc_core {
   unsigned n_inflight;
   struct request *queue_head, *queue_tail;
   unsigned workers, idle_workers;
+  unsigned queued;          /* requests waiting in the queue */
   int stopping;             /* workers exit once the queue is empty */
   int shutdown;             /* `shutdown` was received */
 };
@@ -254,6 +255,7 @@ static void *worker_main(void *arg) {
     if (!core->queue_head)
       break;
     struct request *req = core->queue_head;
+    core->queued--;
     core->queue_head = req->queue_next;
     if (!core->queue_head)
       core->queue_tail = NULL;
@@ -276,7 +278,11 @@ static void dispatch_locked(struct rpc_core *core, struct request *req) {
   else
     core->queue_head = req;
   core->queue_tail = req;
-  if (core->idle_workers == 0) {
+  core->queued++;
+  /* An idle worker that was just woken still counts as idle until it takes the lock:
+   * start a new one whenever the queue outgrows the idle workers, or requests would
+   * quietly run one after another. */
+  if (core->queued > core->idle_workers) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -659,6 +665,13 @@ static void handle_message(struct rpc_core *core, struct serve_state *st, const 
         break;
       }
     }
+  }
+  if (!obj && jerr == json_tokener_success && !trailing) {
+    /* The message was the JSON value null (json-c's NULL object). */
+    json_tokener_free(tok);
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+                                            "Invalid Request: a request must be a JSON object"));
+    return;
   }
   if (!obj || jerr != json_tokener_success || trailing) {
     char why[200];

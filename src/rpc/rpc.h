@@ -35,8 +35,10 @@ struct rpc_opts {
   unsigned max_inflight;  /* requests worked on at once; default 1024 */
 };
 
-/* Serve requests from in_fd, writing replies to out_fd, until EOF or `exit`.
- * On EOF every request in flight is cancelled and still answered once.
+/* Serve requests from in_fd, writing replies to out_fd, until EOF, `exit` or
+ * rpc_request_stop(). On EOF requests in flight may finish (for up to 10 s, then they are
+ * cancelled); on `exit` or a stop they are cancelled at once. Either way each is answered
+ * exactly once before this returns.
  * Returns the process exit status: 0 after EOF or `exit` following `shutdown`, 1 for
  * `exit` without `shutdown`. */
 int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_methods,

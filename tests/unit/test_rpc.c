@@ -148,6 +148,8 @@ TEST(invalid_requests_get_32600_with_id_when_valid) {
   expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32600,\"message\":\"Invalid Request: params must be an object or an array\"}}");
   send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"echo\",\"params\":[1]}\n");
   expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32602,\"message\":\"Invalid params: params must be an object (by name)\"}}");
+  send_text(&s, "null\n");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"Invalid Request: a request must be a JSON object\"}}");
   send_text(&s, "42\n");
   expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"Invalid Request: a request must be a JSON object\"}}");
   ASSERT_EQ(finish(&s), 0);
