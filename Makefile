@@ -108,8 +108,19 @@ $(BUILD)/tools/%: $(BUILD)/obj/bench/%.o $(LIB)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
+# Keep objects of test and tool programs (make would delete them as intermediates).
+.SECONDARY:
+
 sanitize:
 	$(MAKE) SAN=1 all
+
+# Fuzzing (libFuzzer, clang) and benchmarks: see tests/fuzz/ and bench/README.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: all
+	bench/run.sh
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -111,6 +111,12 @@ struct backend_bg_proc {
 
 struct backend;
 
+/* Completion of an asynchronous run: called exactly once, from any thread (never from
+ * inside run_async itself). rc 0: *res is filled (the callee takes it: free it with
+ * backend_run_res_free when done); rc -1: *err is filled (the callee clears it). */
+typedef void (*backend_run_done)(void *arg, int rc, struct backend_run_res *res,
+                                 struct osb_err *err);
+
 struct backend_ops {
   const char *name; /* "remote" or "local" */
 
@@ -128,6 +134,14 @@ struct backend_ops {
   /* RunCommand */
   int (*run)(struct backend *be, struct call *c, const char *id, const struct backend_run_req *req,
              struct backend_run_res *out, struct osb_err *err);
+  /* RunCommand without holding the caller's thread while the command runs. Returns 0 once
+   * the run is started (done is then called exactly once, later, from another thread), or
+   * -1 with *err filled (done is never called). Must notice call->cancelled and
+   * call->deadline_ms within about 50 ms on its own, since nobody waits on it.
+   * NULL: the method calls `run` on a worker thread instead. */
+  int (*run_async)(struct backend *be, struct call *c, const char *id,
+                   const struct backend_run_req *req, backend_run_done done, void *arg,
+                   struct osb_err *err);
   /* SetEnv */
   int (*set_env)(struct backend *be, struct call *c, const char *id, const struct backend_kv *env,
                  size_t n_env, struct osb_err *err);

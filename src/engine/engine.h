@@ -124,6 +124,19 @@ int engine_run(struct engine *eng, const char *id, const struct engine_run_opts 
 
 void engine_run_result_free(struct engine_run_result *res);
 
+/* Completion of engine_run_async: rc and *res as engine_run would have returned them.
+ * The callback takes *res (free it with engine_run_result_free); it runs on the engine's
+ * I/O thread, so it must not block. */
+typedef void (*engine_run_cb)(void *arg, int rc, struct engine_run_result *res);
+
+/* Start a run like engine_run but return at once: 0 when the command was started (cb is
+ * then called exactly once, later, from the engine's I/O thread), or a negative error
+ * (cb is never called). opts is only read during the call, except opts->cancel, which must
+ * stay valid until cb runs. A single engine thread watches every async run, so thousands
+ * of runs in flight cost no thread each. */
+int engine_run_async(struct engine *eng, const char *id, const struct engine_run_opts *opts,
+                     engine_run_cb cb, void *arg);
+
 /* ---- files (paths are inside the session root; `..` and symlinks cannot escape) ---- */
 
 /* Create or replace path with data[0..len), creating missing parent directories; mode 0644. */

@@ -21,10 +21,29 @@
 typedef int (*rpc_handler)(void *ctx, struct call *c, json_object *params, json_object **result,
                            struct osb_err *err);
 
+/* One request whose handler finishes later, from any thread (see rpc_async_handler). */
+struct rpc_async;
+
+/* An asynchronous handler: like rpc_handler, but it may start work and return
+ * RPC_PENDING instead of finishing; it must then call rpc_async_complete(pending, ...)
+ * exactly once, from any thread. Returning 0 or -1 finishes at once as rpc_handler does
+ * (and pending must not be used). Runs on a worker thread, which is freed for other
+ * requests as soon as it returns. */
+#define RPC_PENDING 1
+typedef int (*rpc_async_handler)(void *ctx, struct call *c, json_object *params,
+                                 struct rpc_async *pending, json_object **result,
+                                 struct osb_err *err);
+
+/* Finish a pending request: rc 0 with result (taken; NULL means JSON null) or -1 with
+ * *err (cleared here). c (the request's struct call) is invalid afterwards. */
+void rpc_async_complete(struct rpc_async *pending, int rc, json_object *result,
+                        struct osb_err *err);
+
 struct rpc_method {
   const char *name;
-  rpc_handler fn;
-  int inline_call; /* nonzero: run on the reader thread, in order (cheap methods only) */
+  rpc_handler fn;            /* used when fn_async is NULL */
+  int inline_call;           /* nonzero: run on the reader thread, in order (cheap methods only) */
+  rpc_async_handler fn_async;/* optional */
 };
 
 enum rpc_framing { RPC_FRAMING_AUTO, RPC_FRAMING_LSP, RPC_FRAMING_NDJSON };

@@ -37,7 +37,7 @@ static int m_fail(void *ctx, struct call *c, json_object *params, json_object **
 }
 
 static const struct rpc_method methods[] = {
-    {"echo", m_echo, 0}, {"slow", m_slow, 0}, {"fail", m_fail, 0}};
+    {"echo", m_echo, 0, NULL}, {"slow", m_slow, 0, NULL}, {"fail", m_fail, 0, NULL}};
 
 struct server {
   int in_w;   /* we write requests here */
