@@ -6,6 +6,9 @@
 #include "bridge/methods/methods.h"
 
 #include <stdlib.h>
+#include <pthread.h>
+
+#include "common/log.h"
 #include <string.h>
 
 struct bridge_retired {
@@ -53,9 +56,8 @@ struct backend *bridge_backend(struct bridge *br, struct osb_err *err) {
   return be;
 }
 
-void bridge_backend_put(struct bridge *br, struct backend *be) {
-  if (!be)
-    return;
+/* Drop one hold on be; returns the backend that must now be closed, or NULL. */
+static struct backend *backend_release(struct bridge *br, struct backend *be) {
   struct backend *to_close = NULL;
   pthread_mutex_lock(&br->lock);
   if (be == br->backend) {
@@ -75,7 +77,33 @@ void bridge_backend_put(struct bridge *br, struct backend *be) {
     }
   }
   pthread_mutex_unlock(&br->lock);
-  backend_close(to_close); /* outside the lock: closing may kill processes */
+  return to_close;
+}
+
+void bridge_backend_put(struct bridge *br, struct backend *be) {
+  if (!be)
+    return;
+  backend_close(backend_release(br, be)); /* outside the lock: closing may kill processes */
+}
+
+static void *close_thread(void *arg) {
+  backend_close(arg);
+  return NULL;
+}
+
+void bridge_backend_put_deferred(struct bridge *br, struct backend *be) {
+  if (!be)
+    return;
+  struct backend *to_close = backend_release(br, be);
+  if (!to_close)
+    return;
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, close_thread, to_close) != 0)
+    log_warn("cannot close a retired backend (no thread); leaking it");
+  pthread_attr_destroy(&attr);
 }
 
 int bridge_reconfigure(struct bridge *br, struct backend_config *config) {

@@ -2,8 +2,10 @@
  * Knows nothing of sandboxes: it serves whatever method table it is given.
  *
  * Threads: the caller's thread reads (transport) and dispatches; handlers run on a pool
- * of worker threads that grows on demand up to max_inflight and shrinks when idle; the
- * writer thread puts replies on stdout. A request is "in flight" from dispatch until its
+ * of worker threads that grows on demand up to WORKER_MAX and shrinks when idle; an
+ * asynchronous handler (fn_async) gives its worker back while its work is under way, so
+ * requests in flight are bounded by max_inflight, not by threads. The writer thread puts
+ * replies on stdout. A request is "in flight" from dispatch until its
  * handler has returned AND its reply has been written, so replies a slow client has not
  * read yet still count toward --max-inflight.
  *
@@ -30,6 +32,7 @@
 #define DEFAULT_MAX_INFLIGHT 1024u
 #define PARSE_DEPTH 1024
 #define WORKER_IDLE_SECS 10
+#define WORKER_MAX 64 /* runs wait without a thread (fn_async); the rest is short work */
 #define WORKER_STACK ((size_t)2 << 20)
 #define STOP_GRACE_MS 10000
 
@@ -212,30 +215,49 @@ static void batch_send_locked(struct rpc_core *core, struct batch *b) {
 
 /* ---- workers ---- */
 
-static void request_execute(struct request *req) {
+/* Turn a handler's outcome into the reply and let go of the handler's reference. */
+static void request_finish(struct request *req, int rc, json_object *result,
+                           struct osb_err *err) {
   struct rpc_core *core = req->core;
-  struct osb_err err = OSB_ERR_INIT;
-  json_object *result = NULL;
-  int rc = -1;
-  if (call_is_cancelled(&req->call))
-    osb_err_set(&err, OSB_ERR_CANCELLED, NULL, "request cancelled");
-  else
-    rc = req->method->fn(core->ctx, &req->call, req->params, &result, &err);
   json_object *reply;
   if (rc == 0) {
     reply = reply_new(req->id);
     json_object_object_add(reply, "result", result);
   } else {
     json_object_put(result);
-    if (err.kind == OSB_ERR_NONE)
-      osb_err_set(&err, OSB_ERR_INTERNAL, NULL, "internal error in %s", req->method->name);
-    reply = reply_error(req->id, &err);
-    osb_err_clear(&err);
+    if (err->kind == OSB_ERR_NONE)
+      osb_err_set(err, OSB_ERR_INTERNAL, NULL, "internal error in %s", req->method->name);
+    reply = reply_error(req->id, err);
   }
+  osb_err_clear(err);
   pthread_mutex_lock(&core->lock);
   request_answer_locked(req, reply);
   request_unref_locked(req); /* the handler's reference */
   pthread_mutex_unlock(&core->lock);
+}
+
+void rpc_async_complete(struct rpc_async *pending, int rc, json_object *result,
+                        struct osb_err *err) {
+  struct osb_err none = OSB_ERR_INIT;
+  request_finish((struct request *)pending, rc, result, err ? err : &none);
+}
+
+static void request_execute(struct request *req) {
+  struct rpc_core *core = req->core;
+  struct osb_err err = OSB_ERR_INIT;
+  json_object *result = NULL;
+  int rc = -1;
+  if (call_is_cancelled(&req->call)) {
+    osb_err_set(&err, OSB_ERR_CANCELLED, NULL, "request cancelled");
+  } else if (req->method->fn_async) {
+    rc = req->method->fn_async(core->ctx, &req->call, req->params, (struct rpc_async *)req,
+                               &result, &err);
+    if (rc == RPC_PENDING)
+      return; /* rpc_async_complete finishes it */
+  } else {
+    rc = req->method->fn(core->ctx, &req->call, req->params, &result, &err);
+  }
+  request_finish(req, rc, result, &err);
 }
 
 static void *worker_main(void *arg) {
@@ -282,7 +304,7 @@ static void dispatch_locked(struct rpc_core *core, struct request *req) {
   /* An idle worker that was just woken still counts as idle until it takes the lock:
    * start a new one whenever the queue outgrows the idle workers, or requests would
    * quietly run one after another. */
-  if (core->queued > core->idle_workers) {
+  if (core->queued > core->idle_workers && core->workers < WORKER_MAX) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -36,8 +36,51 @@ static int m_fail(void *ctx, struct call *c, json_object *params, json_object **
   return osb_err_set(err, OSB_ERR_NOT_FOUND, data, "sandbox x not found");
 }
 
-static const struct rpc_method methods[] = {
-    {"echo", m_echo, 0, NULL}, {"slow", m_slow, 0, NULL}, {"fail", m_fail, 0, NULL}};
+/* Asynchronous "later": requests wait in a list that one completer thread finishes when
+ * told to, so hundreds can be pending with no thread each. */
+static pthread_mutex_t later_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rpc_async *later_list[2048];
+static size_t later_count;
+
+static int m_later(void *ctx, struct call *c, json_object *params, struct rpc_async *pending,
+                   json_object **result, struct osb_err *err) {
+  pthread_mutex_lock(&later_lock);
+  later_list[later_count++] = pending;
+  pthread_mutex_unlock(&later_lock);
+  return RPC_PENDING;
+}
+
+static size_t later_pending(void) {
+  pthread_mutex_lock(&later_lock);
+  size_t n = later_count;
+  pthread_mutex_unlock(&later_lock);
+  return n;
+}
+
+static void later_complete_all(void) {
+  pthread_mutex_lock(&later_lock);
+  for (size_t i = 0; i < later_count; i++)
+    rpc_async_complete(later_list[i], 0, json_object_new_string("later"), NULL);
+  later_count = 0;
+  pthread_mutex_unlock(&later_lock);
+}
+
+static int thread_count(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  int n = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "Threads: %d", &n) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return n;
+}
+
+static const struct rpc_method methods[] = {{"echo", m_echo, 0, NULL},
+                                            {"slow", m_slow, 0, NULL},
+                                            {"fail", m_fail, 0, NULL},
+                                            {"later", NULL, 0, m_later}};
 
 struct server {
   int in_w;   /* we write requests here */
@@ -51,7 +94,7 @@ struct server {
 
 static void *serve(void *arg) {
   struct server *s = arg;
-  s->code = rpc_serve(s->in_r, s->out_w, methods, 3, NULL, &s->opts);
+  s->code = rpc_serve(s->in_r, s->out_w, methods, 4, NULL, &s->opts);
   close(s->out_w);
   return NULL;
 }
@@ -345,6 +388,47 @@ TEST(lsp_replies_use_exact_headers) {
   ASSERT_EQ(finish(&s), 0);
 }
 
+TEST(async_requests_in_flight_hold_no_thread) {
+  struct server s;
+  start(&s, 1024, 1 << 20);
+  char line[128];
+  for (int i = 0; i < 500; i++) {
+    snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"later\"}\n", i);
+    send_text(&s, line);
+  }
+  int64_t until = call_now_ms() + 5000;
+  while (later_pending() < 500 && call_now_ms() < until)
+    usleep(1000);
+  ASSERT_EQ(later_pending(), 500);
+  int threads = thread_count();
+  if (threads > 80)
+    fprintf(stderr, "  %d threads for 500 pending requests\n", threads);
+  ASSERT(threads <= 80);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":\"e\",\"method\":\"echo\"}\n");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":\"e\",\"result\":{}}");
+  later_complete_all();
+  for (int i = 0; i < 500; i++) {
+    char *got = recv_line(&s, 3000);
+    ASSERT(got && strstr(got, "\"result\":\"later\""));
+    free(got);
+  }
+  ASSERT_EQ(finish(&s), 0);
+}
+
+TEST(cancelled_async_request_is_answered_once) {
+  struct server s;
+  start(&s, 16, 1 << 20);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"later\"}\n");
+  int64_t until = call_now_ms() + 3000;
+  while (later_pending() < 1 && call_now_ms() < until)
+    usleep(1000);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":7}}\n");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-32800,\"message\":\"request cancelled\"}}");
+  later_complete_all(); /* the late result is dropped */
+  expect_nothing(&s, 200);
+  ASSERT_EQ(finish(&s), 0);
+}
+
 int main(void) {
   RUN(ids_are_echoed_exactly);
   RUN(invalid_requests_get_32600_with_id_when_valid);
@@ -361,5 +445,7 @@ int main(void) {
   RUN(exit_without_shutdown_is_1_and_cancels_in_flight);
   RUN(eof_lets_in_flight_requests_finish);
   RUN(lsp_replies_use_exact_headers);
+  RUN(async_requests_in_flight_hold_no_thread);
+  RUN(cancelled_async_request_is_answered_once);
   TEST_MAIN_END();
 }

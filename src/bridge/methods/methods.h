@@ -39,6 +39,10 @@ struct backend *bridge_backend(struct bridge *br, struct osb_err *err);
  * was its last call. Accepts NULL. */
 void bridge_backend_put(struct bridge *br, struct backend *be);
 
+/* As bridge_backend_put, for completion callbacks that run on a backend's own thread: a
+ * backend that must be closed is closed on a new thread instead of this one. */
+void bridge_backend_put_deferred(struct bridge *br, struct backend *be);
+
 /* Make *config the effective configuration. Takes ownership of its strings (base_url,
  * api_key, cacert: malloc'd or NULL) whatever happens. When it differs from the current
  * one, the old strings are freed and the current backend is retired (closed now, or when
@@ -61,6 +65,9 @@ int method_sandbox_destroy(void *ctx, struct call *c, json_object *params, json_
 int method_sandbox_list(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 int method_sandbox_get(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
+int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
+                             struct rpc_async *pending, json_object **result,
+                             struct osb_err *err);
 int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 

@@ -205,75 +205,92 @@ static json_object *run_stream(const char *s, size_t n, size_t max, int *truncat
   return j;
 }
 
-int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_object **result,
-                       struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL;
-  const char **argv = NULL;
-  size_t argc = 0;
-  int64_t time_ms = RUN_DEFAULT_TIME_MS, mem_kb = RUN_DEFAULT_MEM_KB;
-  int64_t fsize_kb = RUN_DEFAULT_FSIZE_KB, nofile = RUN_DEFAULT_NOFILE;
-  struct backend_kv *env = NULL;
-  size_t n_env = 0;
-  const char *cwd = "";
-  int check = 0;
-  struct backend_run_res res = {0};
-  struct backend *be = NULL;
+/* The validated params of sandbox/run. Strings are borrowed from the params object. */
+struct run_params {
+  const char *id;
+  const char **argv; /* owned array, borrowed strings */
+  size_t argc;
+  int64_t time_ms, mem_kb, fsize_kb, nofile;
+  struct backend_kv *env; /* owned */
+  size_t n_env;
+  const char *cwd;
+  int check;
+};
+
+static void run_params_free(struct run_params *rp) {
+  backend_kvs_free(rp->env, rp->n_env);
+  free(rp->argv);
+}
+
+/* Validate sandbox/run's params into *rp. Returns 0, or -1 with *err filled (and *rp
+ * freed). */
+static int run_params_parse(json_object *params, struct run_params *rp, struct osb_err *err) {
+  memset(rp, 0, sizeof *rp);
+  rp->time_ms = RUN_DEFAULT_TIME_MS;
+  rp->mem_kb = RUN_DEFAULT_MEM_KB;
+  rp->fsize_kb = RUN_DEFAULT_FSIZE_KB;
+  rp->nofile = RUN_DEFAULT_NOFILE;
+  rp->cwd = "";
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &rp->id, err) < 0 ||
+      params_command(params, &rp->argv, &rp->argc, err) < 0 ||
+      params_int(params, "timeoutMs", 1, INT64_MAX, &rp->time_ms, err) < 0 ||
+      params_int(params, "memKb", 0, INT64_MAX, &rp->mem_kb, err) < 0 ||
+      params_int(params, "fsizeKb", 0, INT64_MAX, &rp->fsize_kb, err) < 0 ||
+      params_int(params, "nofile", 0, INT64_MAX, &rp->nofile, err) < 0 ||
+      params_env(params, "env", 0, &rp->env, &rp->n_env, err) < 0 ||
+      params_string(params, "cwd", NULL, PARAM_OPTIONAL, &rp->cwd, err) < 0 ||
+      params_bool(params, "check", &rp->check, err) < 0) {
+    run_params_free(rp);
+    return -1;
+  }
+  return 0;
+}
+
+static struct backend_run_req run_request(const struct run_params *rp) {
+  struct backend_run_req req = {
+      .argv = rp->argv,
+      .argc = rp->argc,
+      .time_ms = (uint64_t)rp->time_ms,
+      .mem_kb = (uint64_t)rp->mem_kb,
+      .fsize_kb = (uint64_t)rp->fsize_kb,
+      .nofile = (uint64_t)rp->nofile,
+      .env = rp->env,
+      .n_env = rp->n_env,
+      .cwd = rp->cwd,
+  };
+  return req;
+}
+
+/* The call's deadline: the run's own limit plus slack for the server to answer. */
+static int64_t run_span_ms(const struct run_params *rp) {
+  return rp->time_ms > INT64_MAX - RUN_DEADLINE_SLACK_MS ? INT64_MAX
+                                                         : rp->time_ms + RUN_DEADLINE_SLACK_MS;
+}
+
+/* Shape a finished run as the sandbox/run result (or CommandExecutionError with check).
+ * Does not free res. Returns 0 with *result, or -1 with *err. */
+static int run_result(struct bridge *br, int check, const struct backend_run_res *res,
+                      json_object **result, struct osb_err *err) {
   json_object *out_j = NULL, *err_j = NULL;
   int rc = -1;
-
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_command(params, &argv, &argc, err) < 0 ||
-      params_int(params, "timeoutMs", 1, INT64_MAX, &time_ms, err) < 0 ||
-      params_int(params, "memKb", 0, INT64_MAX, &mem_kb, err) < 0 ||
-      params_int(params, "fsizeKb", 0, INT64_MAX, &fsize_kb, err) < 0 ||
-      params_int(params, "nofile", 0, INT64_MAX, &nofile, err) < 0 ||
-      params_env(params, "env", 0, &env, &n_env, err) < 0 ||
-      params_string(params, "cwd", NULL, PARAM_OPTIONAL, &cwd, err) < 0 ||
-      params_bool(params, "check", &check, err) < 0)
-    goto out;
-
-  int64_t span = time_ms > INT64_MAX - RUN_DEADLINE_SLACK_MS ? INT64_MAX
-                                                             : time_ms + RUN_DEADLINE_SLACK_MS;
-  be = methods_begin(br, c, span, err);
-  if (!be)
-    goto out;
-  if (!be->ops->run) {
-    methods_unsupported("sandbox/run", err);
-    goto out;
-  }
-  struct backend_run_req req = {
-      .argv = argv,
-      .argc = argc,
-      .time_ms = (uint64_t)time_ms,
-      .mem_kb = (uint64_t)mem_kb,
-      .fsize_kb = (uint64_t)fsize_kb,
-      .nofile = (uint64_t)nofile,
-      .env = env,
-      .n_env = n_env,
-      .cwd = cwd,
-  };
-  if (be->ops->run(be, c, id, &req, &res, err) < 0)
-    goto out;
-
   size_t max = br->max_output ? br->max_output : DEFAULT_MAX_OUTPUT;
-  int truncated = res.truncated ? 1 : 0;
-  out_j = run_stream(res.out, res.out_len, max, &truncated, err);
+  int truncated = res->truncated ? 1 : 0;
+  out_j = run_stream(res->out, res->out_len, max, &truncated, err);
   if (!out_j)
     goto out;
-  err_j = run_stream(res.err, res.err_len, max, &truncated, err);
+  err_j = run_stream(res->err, res->err_len, max, &truncated, err);
   if (!err_j)
     goto out;
-  int exit_code = res.signal ? 0 : res.exit_code;
-  int success = exit_code == 0 && res.signal == 0;
+  int exit_code = res->signal ? 0 : res->exit_code;
+  int success = exit_code == 0 && res->signal == 0;
 
   if (check && !success) {
-    if (res.signal)
-      osb_err_set(err, OSB_ERR_COMMAND, NULL, "command was killed by signal %d", res.signal);
+    if (res->signal)
+      osb_err_set(err, OSB_ERR_COMMAND, NULL, "command was killed by signal %d", res->signal);
     else
       osb_err_set(err, OSB_ERR_COMMAND, NULL, "command exited with code %d", exit_code);
     osb_err_add(err, "exitCode", json_object_new_int(exit_code));
-    osb_err_add(err, "signal", json_object_new_int(res.signal));
+    osb_err_add(err, "signal", json_object_new_int(res->signal));
     osb_err_add(err, "stdout", out_j);
     osb_err_add(err, "stderr", err_j);
     out_j = err_j = NULL;
@@ -289,7 +306,7 @@ int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_obje
   methods_set(r, "stderr", err_j);
   out_j = err_j = NULL;
   methods_set(r, "exitCode", json_object_new_int(exit_code));
-  methods_set(r, "signal", json_object_new_int(res.signal));
+  methods_set(r, "signal", json_object_new_int(res->signal));
   methods_set(r, "success", json_object_new_boolean(success));
   methods_set(r, "truncated", json_object_new_boolean(truncated));
   *result = r;
@@ -297,9 +314,97 @@ int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_obje
 out:
   json_object_put(out_j);
   json_object_put(err_j);
+  return rc;
+}
+
+int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_object **result,
+                       struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct run_params rp;
+  struct backend_run_res res = {0};
+  int rc = -1;
+  if (run_params_parse(params, &rp, err) < 0)
+    return -1;
+  struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
+  if (!be)
+    goto out;
+  if (!be->ops->run) {
+    methods_unsupported("sandbox/run", err);
+    goto out;
+  }
+  struct backend_run_req req = run_request(&rp);
+  if (be->ops->run(be, c, rp.id, &req, &res, err) < 0)
+    goto out;
+  rc = run_result(br, rp.check, &res, result, err);
+out:
   backend_run_res_free(&res);
-  backend_kvs_free(env, n_env);
-  free(argv);
+  run_params_free(&rp);
+  methods_end(br, be);
+  return rc;
+}
+
+/* One sandbox/run waiting for its backend (see method_sandbox_run_async). */
+struct run_pending {
+  struct bridge *br;
+  struct backend *be; /* held until the run ends */
+  int check;
+  struct rpc_async *pending;
+};
+
+static void run_done(void *arg, int rc, struct backend_run_res *res, struct osb_err *err) {
+  struct run_pending *p = arg;
+  json_object *result = NULL;
+  struct osb_err out_err = OSB_ERR_INIT;
+  int out_rc = -1;
+  if (rc == 0) {
+    out_rc = run_result(p->br, p->check, res, &result, &out_err);
+    backend_run_res_free(res);
+  } else {
+    out_err = *err; /* take it over */
+    err->kind = OSB_ERR_NONE;
+    err->message = NULL;
+    err->data = NULL;
+  }
+  /* We may be on the backend's own thread: never close a backend from here. */
+  bridge_backend_put_deferred(p->br, p->be);
+  rpc_async_complete(p->pending, out_rc, result, &out_err);
+  free(p);
+}
+
+int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
+                             struct rpc_async *pending, json_object **result,
+                             struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct run_params rp;
+  if (run_params_parse(params, &rp, err) < 0)
+    return -1;
+  struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
+  int rc = -1;
+  if (!be)
+    goto out;
+  if (!be->ops->run_async) { /* this backend can only run on our thread */
+    run_params_free(&rp);
+    methods_end(br, be);
+    return method_sandbox_run(ctx, c, params, result, err);
+  }
+  struct run_pending *p = calloc(1, sizeof *p);
+  if (!p) {
+    methods_oom(err);
+    goto out;
+  }
+  p->br = br;
+  p->be = be;
+  p->check = rp.check;
+  p->pending = pending;
+  struct backend_run_req req = run_request(&rp);
+  if (be->ops->run_async(be, c, rp.id, &req, run_done, p, err) < 0) {
+    free(p);
+    goto out;
+  }
+  run_params_free(&rp);
+  return RPC_PENDING;
+out:
+  run_params_free(&rp);
   methods_end(br, be);
   return rc;
 }

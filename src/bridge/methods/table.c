@@ -18,7 +18,7 @@ const struct rpc_method methods_table[] = {
     {"sandbox/destroy", method_sandbox_destroy, 0, NULL},
     {"sandbox/list", method_sandbox_list, 0, NULL},
     {"sandbox/get", method_sandbox_get, 0, NULL},
-    {"sandbox/run", method_sandbox_run, 0, NULL},
+    {"sandbox/run", method_sandbox_run, 0, method_sandbox_run_async},
     {"sandbox/setEnv", method_sandbox_set_env, 0, NULL},
     {"sandbox/setCwd", method_sandbox_set_cwd, 0, NULL},
     {"fs/write", method_fs_write, 0, NULL},
