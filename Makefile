@@ -2,7 +2,8 @@
 #   make            build/opensandbox-bridge, build/opensandboxd
 #   make SAN=1      the same with ASan + UBSan, into build/asan/
 #   make deps       install the Debian packages (idempotent)
-#   make demo       the seed's quick start through the bridge (URL=http://host:8080 for a server)
+#   make demo       the seed's quick start through the bridge
+#                   (URL=http://host:8080 [GRPC_PORT=50051] for a server)
 #   make test       unit + end-to-end tests, normal and sanitizer builds
 #   make install    PREFIX=/usr/local DESTDIR=
 
@@ -130,8 +131,10 @@ deps:
 	else echo "all dependencies present"; fi
 
 URL ?=
+GRPC_PORT ?=
 demo: all
-	/usr/bin/python3 tests/demo.py --bridge $(BRIDGE_BIN) $(if $(URL),--url $(URL))
+	/usr/bin/python3 tests/demo.py --bridge $(BRIDGE_BIN) $(if $(URL),--url $(URL)) \
+		$(if $(GRPC_PORT),--grpc-port $(GRPC_PORT))
 
 test: all
 	$(MAKE) SAN=1 all
