@@ -125,19 +125,23 @@ bench: all
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	else echo "all dependencies present"; fi
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'sudo make deps')"; exit 1; fi; \
+	echo "installing:$$missing"; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
 
 URL ?=
 GRPC_PORT ?=
-demo: all
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	/usr/bin/python3 tests/demo.py --bridge $(BRIDGE_BIN) $(if $(URL),--url $(URL)) \
 		$(if $(GRPC_PORT),--grpc-port $(GRPC_PORT))
 
-test: all
-	$(MAKE) SAN=1 all
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory SAN=1 all
 	tests/run --build $(BUILD) --san-build build/asan
 
 test-unit: all
