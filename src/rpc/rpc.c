@@ -91,10 +91,16 @@ void rpc_request_stop(void) {
 
 /* ---- building and sending replies ---- */
 
+/* A reply envelope for id. The id is copied, never shared: json-c's reference counts are
+ * not atomic, and a request's id may be read by two threads at once (a worker finishing
+ * it and the reader cancelling it). */
 static json_object *reply_new(json_object *id) {
   json_object *r = json_object_new_object();
+  json_object *id_copy = NULL;
+  if (id && json_object_deep_copy(id, &id_copy, NULL) != 0)
+    id_copy = NULL;
   json_object_object_add(r, "jsonrpc", json_object_new_string("2.0"));
-  json_object_object_add(r, "id", id ? json_object_get(id) : NULL);
+  json_object_object_add(r, "id", id_copy);
   return r;
 }
 
@@ -374,16 +380,25 @@ static char *id_key_of(json_object *id) {
   return strdup(s ? s : "null");
 }
 
-/* A numeric id echoed with its original text (json-c would normalise it). */
-static json_object *exact_number_id(json_object *id, const char *raw, size_t raw_len) {
-  if (!raw || !raw_len)
-    return json_object_get(id);
-  char *text = strndup(raw, raw_len);
-  if (!text)
-    return json_object_get(id);
-  json_object *exact = json_object_new_double_s(json_object_get_double(id), text);
-  free(text);
-  return exact ? exact : json_object_get(id);
+/* An id of our own for the reply, never shared with the parsed message: json-c's
+ * reference counts are not atomic, and the message is freed on the reader thread while
+ * workers still use the request. A numeric id keeps its original text (json-c would
+ * normalise it). */
+static json_object *own_id(json_object *id, const char *raw, size_t raw_len) {
+  switch (json_object_get_type(id)) {
+  case json_type_string:
+    return json_object_new_string_len(json_object_get_string(id), json_object_get_string_len(id));
+  case json_type_int:
+  case json_type_double: {
+    char *text = raw && raw_len ? strndup(raw, raw_len)
+                                : strdup(json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN));
+    json_object *exact = text ? json_object_new_double_s(json_object_get_double(id), text) : NULL;
+    free(text);
+    return exact;
+  }
+  default:
+    return NULL;
+  }
 }
 
 static const struct rpc_method *find_method(struct rpc_core *core, const char *name) {
@@ -434,11 +449,11 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
     if (t == json_type_int || t == json_type_double) {
       size_t off = 0, len = 0;
       if (raw && jsonscan_member(raw, raw_len, "id", &off, &len))
-        id_exact = exact_number_id(id, raw + off, len);
+        id_exact = own_id(id, raw + off, len);
       else
-        id_exact = json_object_get(id);
+        id_exact = own_id(id, NULL, 0);
     } else if (t == json_type_string || t == json_type_null) {
-      id_exact = json_object_get(id);
+      id_exact = own_id(id, NULL, 0);
     } else {
       id_valid = 0;
     }
@@ -469,7 +484,9 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
   json_object *p = NULL;
   if (json_object_object_get_ex(msg, "params", &p) && p) {
     if (json_object_is_type(p, json_type_object)) {
+      /* Detach params from the message so the request owns them alone (see own_id). */
       params = json_object_get(p);
+      json_object_object_del(msg, "params");
     } else if (json_object_is_type(p, json_type_array)) {
       if (json_object_array_length(p) != 0) {
         if (has_id)
@@ -565,7 +582,9 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
   }
   req->core = core;
   req->has_id = has_id;
-  req->id = has_id ? json_object_get(reply_id) : NULL;
+  req->id = has_id ? reply_id : NULL; /* the request takes our own id */
+  if (has_id)
+    id_exact = NULL;
   if (has_id && !json_object_is_type(reply_id, json_type_null))
     req->id_key = id_key_of(id);
   req->method = method;
