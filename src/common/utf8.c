@@ -1,6 +1,7 @@
 /* utf8.c - UTF-8 validation and repair (see utf8.h). */
 #include "utf8.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,16 @@ bool utf8_valid(const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
   while (i < n) {
+    /* ASCII fast path: eight bytes at a time while none has its high bit set. */
+    while (i + 8 <= n) {
+      uint64_t w;
+      memcpy(&w, p + i, 8);
+      if (w & 0x8080808080808080ull)
+        break;
+      i += 8;
+    }
+    if (i >= n)
+      break;
     if (p[i] < 0x80) {
       i++;
       continue;

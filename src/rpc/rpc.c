@@ -70,7 +70,8 @@ struct rpc_core {
   enum rpc_framing framing; /* of replies */
 
   pthread_mutex_t lock;
-  pthread_cond_t changed;   /* in-flight count fell, or the queue changed */
+  pthread_cond_t changed;   /* in-flight count fell, or a worker exited (drain, stop) */
+  pthread_cond_t work;      /* a request was queued, or the workers must stop */
   struct request *inflight; /* requests not yet released */
   unsigned n_inflight;
   struct request *queue_head, *queue_tail;
@@ -275,7 +276,7 @@ static void *worker_main(void *arg) {
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_sec += WORKER_IDLE_SECS;
-      int rc = pthread_cond_timedwait(&core->changed, &core->lock, &ts);
+      int rc = pthread_cond_timedwait(&core->work, &core->lock, &ts);
       core->idle_workers--;
       if (rc == ETIMEDOUT && !core->queue_head)
         goto out;
@@ -322,7 +323,7 @@ static void dispatch_locked(struct rpc_core *core, struct request *req) {
       log_error("cannot start a worker thread: %s", strerror(errno));
     pthread_attr_destroy(&attr);
   }
-  pthread_cond_broadcast(&core->changed);
+  pthread_cond_signal(&core->work); /* one request: wake one worker, not all */
 }
 
 /* ---- cancellation ---- */
@@ -761,7 +762,7 @@ static void drain(struct rpc_core *core, int64_t grace_ms) {
 static void stop_workers(struct rpc_core *core) {
   pthread_mutex_lock(&core->lock);
   core->stopping = 1;
-  pthread_cond_broadcast(&core->changed);
+  pthread_cond_broadcast(&core->work);
   int64_t until = call_now_ms() + 2000;
   while (core->workers > 0 && call_now_ms() < until) {
     struct timespec ts;
@@ -791,6 +792,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
     core->opts.max_inflight = DEFAULT_MAX_INFLIGHT;
   pthread_mutex_init(&core->lock, NULL);
   pthread_cond_init(&core->changed, NULL);
+  pthread_cond_init(&core->work, NULL);
   if (pipe2(wake_pipe, O_CLOEXEC) < 0)
     wake_pipe[0] = wake_pipe[1] = -1;
   core->writer = writer_new(out_fd);
@@ -852,6 +854,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   if (!leftover) { /* with stuck workers the core must outlive us: the process exits */
     pthread_mutex_destroy(&core->lock);
     pthread_cond_destroy(&core->changed);
+    pthread_cond_destroy(&core->work);
     free(core);
   }
   close(wake_pipe[0]);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -30,16 +31,26 @@ struct writer {
   int broken;
 };
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
+#define BATCH_MAX 64 /* replies written with one writev */
+
+/* Write every byte of iov[0..n), resuming after partial writes. Returns 0 or -1. */
+static int writev_all(int fd, struct iovec *iov, int n) {
+  while (n > 0) {
+    ssize_t w = writev(fd, iov, n);
     if (w < 0) {
       if (errno == EINTR)
         continue;
       return -1;
     }
-    p += w;
-    n -= (size_t)w;
+    while (n > 0 && (size_t)w >= iov->iov_len) {
+      w -= (ssize_t)iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (char *)iov->iov_base + w;
+      iov->iov_len -= (size_t)w;
+    }
   }
   return 0;
 }
@@ -52,24 +63,45 @@ static void *writer_main(void *arg) {
       pthread_cond_wait(&w->more, &w->lock);
     if (!w->head)
       break;
-    struct item *it = w->head;
-    w->head = it->next;
+    /* Take everything queued (up to BATCH_MAX) and write it in one system call. */
+    struct item *batch = w->head;
+    struct item *last = batch;
+    int count = 1;
+    while (last->next && count < BATCH_MAX) {
+      last = last->next;
+      count++;
+    }
+    w->head = last->next;
     if (!w->head)
       w->tail = NULL;
+    last->next = NULL;
     int broken = w->broken;
     pthread_mutex_unlock(&w->lock);
-    if (!broken && write_all(w->fd, it->bytes, it->len) < 0) {
-      log_warn("stdout write failed (%s); dropping further replies", strerror(errno));
-      broken = 1;
+    if (!broken) {
+      struct iovec iov[BATCH_MAX];
+      int k = 0;
+      for (struct item *it = batch; it; it = it->next) {
+        iov[k].iov_base = it->bytes;
+        iov[k].iov_len = it->len;
+        k++;
+      }
+      if (writev_all(w->fd, iov, k) < 0) {
+        log_warn("stdout write failed (%s); dropping further replies", strerror(errno));
+        broken = 1;
+      }
     }
-    free(it->bytes);
-    if (it->done)
-      it->done(it->arg);
-    free(it);
+    while (batch) {
+      struct item *it = batch;
+      batch = it->next;
+      free(it->bytes);
+      if (it->done)
+        it->done(it->arg);
+      free(it);
+    }
     pthread_mutex_lock(&w->lock);
     if (broken)
       w->broken = 1;
-    w->pending--;
+    w->pending -= (size_t)count;
     pthread_cond_broadcast(&w->less);
   }
   pthread_mutex_unlock(&w->lock);
