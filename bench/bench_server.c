@@ -91,7 +91,7 @@ static void print_header(void) {
 
 /* One row; goal_ns 0 means no goal. The goal is on p50. */
 static void print_row(const char *name, struct bench_samples *s, int64_t goal_ns) {
-  char p50[32], p99[32], mean[32], goal[32];
+  char p50[32], p99[32], mean[32], goal[48];
   int64_t sum = 0;
   for (size_t i = 0; i < s->n; i++)
     sum += s->ns[i];
