@@ -32,6 +32,14 @@ struct backend_config {
   const char *cacert;        /* NULL: system CAs */
   size_t max_message;        /* largest gRPC reply accepted */
   size_t max_output;         /* bytes kept per run stream */
+  int transport;             /* 0 auto, 1 grpc, 2 http (BACKEND_TRANSPORT_*) */
+};
+
+/* struct backend_config.transport: which channel carries the operations that both have. */
+enum {
+  BACKEND_TRANSPORT_AUTO = 0, /* gRPC; HTTP while the gRPC port cannot be reached */
+  BACKEND_TRANSPORT_GRPC = 1, /* gRPC only */
+  BACKEND_TRANSPORT_HTTP = 2, /* HTTP routes for everything that has one */
 };
 
 struct backend_session {
@@ -134,7 +142,8 @@ struct backend_ops {
   /* RunCommand */
   int (*run)(struct backend *be, struct call *c, const char *id, const struct backend_run_req *req,
              struct backend_run_res *out, struct osb_err *err);
-  /* RunCommand without holding the caller's thread while the command runs. Returns 0 once
+  /* RunCommand without holding the caller's thread while the command runs. req is read only
+   * during the call; c must stay valid until done runs. Returns 0 once
    * the run is started (done is then called exactly once, later, from another thread), or
    * -1 with *err filled (done is never called). Must notice call->cancelled and
    * call->deadline_ms within about 50 ms on its own, since nobody waits on it.

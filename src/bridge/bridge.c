@@ -115,7 +115,7 @@ int bridge_reconfigure(struct bridge *br, struct backend_config *config) {
              str_eq(cur->api_key, config->api_key) &&
              cur->request_timeout_ms == config->request_timeout_ms &&
              str_eq(cur->cacert, config->cacert) && cur->max_message == config->max_message &&
-             cur->max_output == config->max_output;
+             cur->max_output == config->max_output && cur->transport == config->transport;
   if (same) {
     pthread_mutex_unlock(&br->lock);
     config_free_strings(config);

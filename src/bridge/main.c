@@ -3,6 +3,7 @@
  * stdout carries protocol bytes only; everything else goes to stderr. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@ static void usage(FILE *out) {
           "  --request-timeout-ms N  bound on each HTTP request and non-run gRPC call\n"
           "                          (env OPENSANDBOX_REQUEST_TIMEOUT_MS; 30000)\n"
           "  --cacert FILE           CA certificates for TLS (default: the system's)\n"
+          "  --transport MODE        auto|grpc|http: channel for runs, env, cwd and files\n"
+          "                          (env OPENSANDBOX_TRANSPORT; auto: gRPC, HTTP while the\n"
+          "                          gRPC port cannot be reached)\n"
           "  --framing lsp|ndjson    force a framing (default: detected from the first byte)\n"
           "  --max-message BYTES     largest message accepted (default 67108864)\n"
           "  --max-inflight N        requests worked on at once (default 1024)\n"
@@ -50,6 +54,18 @@ static long long parse_num(const char *flag, const char *value, long long min, l
   return v;
 }
 
+/* --transport / OPENSANDBOX_TRANSPORT; exits with a message on anything else. */
+static int parse_transport(const char *flag, const char *value) {
+  if (strcmp(value, "auto") == 0)
+    return BACKEND_TRANSPORT_AUTO;
+  if (strcmp(value, "grpc") == 0)
+    return BACKEND_TRANSPORT_GRPC;
+  if (strcmp(value, "http") == 0)
+    return BACKEND_TRANSPORT_HTTP;
+  fprintf(stderr, "opensandbox-bridge: %s: expected auto, grpc or http, got '%s'\n", flag, value);
+  exit(2);
+}
+
 static void set_str(char **slot, const char *value) {
   free(*slot);
   *slot = value && *value ? strdup(value) : NULL;
@@ -67,22 +83,16 @@ static void *signal_thread(void *arg) {
   return NULL;
 }
 
-/* Close the backend (ending every local session) and free the configuration. */
-static void bridge_teardown(struct bridge *br) {
-  if (br->backend)
-    br->backend->ops->close(br->backend);
-  br->backend = NULL;
-  free((char *)br->config.base_url);
-  free((char *)br->config.api_key);
-  free((char *)br->config.cacert);
-  pthread_mutex_destroy(&br->lock);
-}
-
 int main(int argc, char **argv) {
   log_set_prog("opensandbox-bridge");
+  /* Megabyte payloads come and go: serve them from mmap so they go back to the system,
+   * and keep few arenas, so that idle RSS stays small after a burst (bench/README.md). */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  mallopt(M_ARENA_MAX, 2);
   char *url = NULL, *api_key = NULL, *cacert = NULL;
   int grpc_port = 50051;
   int grpc_insecure = 0;
+  int transport = BACKEND_TRANSPORT_AUTO;
   long long request_timeout_ms = 30000;
   struct rpc_opts opts = {RPC_FRAMING_AUTO, (size_t)64 << 20, 1024};
   size_t max_output = (size_t)16 << 20;
@@ -99,11 +109,13 @@ int main(int argc, char **argv) {
     set_str(&api_key, env);
   if ((env = getenv("OPENSANDBOX_REQUEST_TIMEOUT_MS")) && *env)
     request_timeout_ms = parse_num("OPENSANDBOX_REQUEST_TIMEOUT_MS", env, 1, 86400000);
+  if ((env = getenv("OPENSANDBOX_TRANSPORT")) && *env)
+    transport = parse_transport("OPENSANDBOX_TRANSPORT", env);
 
   enum {
     OPT_URL = 256, OPT_GRPC_PORT, OPT_GRPC_INSECURE, OPT_API_KEY, OPT_TIMEOUT, OPT_CACERT,
     OPT_FRAMING, OPT_MAX_MESSAGE, OPT_MAX_INFLIGHT, OPT_MAX_OUTPUT, OPT_LOG_LEVEL, OPT_HELP,
-    OPT_VERSION
+    OPT_VERSION, OPT_TRANSPORT
   };
   static const struct option longopts[] = {
       {"url", required_argument, NULL, OPT_URL},
@@ -112,6 +124,7 @@ int main(int argc, char **argv) {
       {"api-key", required_argument, NULL, OPT_API_KEY},
       {"request-timeout-ms", required_argument, NULL, OPT_TIMEOUT},
       {"cacert", required_argument, NULL, OPT_CACERT},
+      {"transport", required_argument, NULL, OPT_TRANSPORT},
       {"framing", required_argument, NULL, OPT_FRAMING},
       {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
       {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
@@ -141,6 +154,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_CACERT:
       set_str(&cacert, optarg);
+      break;
+    case OPT_TRANSPORT:
+      transport = parse_transport("--transport", optarg);
       break;
     case OPT_FRAMING:
       if (strcmp(optarg, "lsp") == 0) {
@@ -211,6 +227,7 @@ int main(int argc, char **argv) {
   br.config.api_key = api_key;
   br.config.request_timeout_ms = request_timeout_ms;
   br.config.cacert = cacert;
+  br.config.transport = transport;
   br.config.max_message = opts.max_message;
   br.config.max_output = max_output;
   br.max_output = max_output;
@@ -218,7 +235,8 @@ int main(int argc, char **argv) {
 
   log_info("starting (%s backend)", url ? "remote" : "local");
   int code = rpc_serve(STDIN_FILENO, STDOUT_FILENO, methods_table, methods_count, &br, &opts);
-  bridge_teardown(&br);
+  bridge_close(&br); /* ends every local session */
+  pthread_mutex_destroy(&br.lock);
   log_info("exiting with status %d", code);
   return code;
 }

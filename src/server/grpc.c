@@ -105,10 +105,8 @@ static void reply_engine_error(struct greply *r, int code) {
     reply_status(r, GRPC_STATUS_CANCELLED, "%s", engine_strerror(code));
     break;
   case -ENOMEM:
+  case -EAGAIN: /* the session is at its process limit: not a server that is down */
     reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", engine_strerror(code));
-    break;
-  case -EAGAIN:
-    reply_status(r, GRPC_STATUS_UNAVAILABLE, "%s", engine_strerror(code));
     break;
   default:
     reply_status(r, GRPC_STATUS_INTERNAL, "%s", engine_strerror(code));
@@ -708,7 +706,13 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
 
   snprintf(addr, sizeof addr, strchr(opts->bind, ':') ? "[%s]:%d" : "%s:%d", opts->bind,
            opts->port);
-  creds = grpc_insecure_server_credentials_create();
+  if (opts->tls_cert) {
+    grpc_ssl_pem_key_cert_pair pair = {opts->tls_key, opts->tls_cert};
+    creds = grpc_ssl_server_credentials_create_ex(NULL, &pair, 1,
+                                                  GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE, NULL);
+  } else {
+    creds = grpc_insecure_server_credentials_create();
+  }
   s->port = grpc_server_add_http2_port(s->server, addr, creds);
   grpc_server_credentials_release(creds);
   if (s->port <= 0) {
@@ -722,7 +726,7 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
     grpc_completion_queue_next(s->ncq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     goto fail;
   }
-  log_info("grpc: listening on %s:%d", opts->bind, s->port);
+  log_info("grpc: listening on %s:%d%s", opts->bind, s->port, opts->tls_cert ? " (TLS)" : "");
   *out = s;
   return 0;
 

@@ -1,4 +1,4 @@
-/* grpc.h - opensandboxd's gRPC front end (gRPC C core, plaintext): service
+/* grpc.h - opensandboxd's gRPC front end (gRPC C core, plaintext or TLS): service
  * sandbox.SandboxService of WIRE.md. Layer: server. Decodes protobuf requests, calls the
  * engine, encodes replies; knows nothing of HTTP routes or JSON.
  * Every call is served on a thread of its own, so a slow RunCommand holds up nothing. */
@@ -17,10 +17,13 @@ struct srv_grpc_opts {
   const char *api_key;  /* NULL or "": no authentication; copied */
   size_t max_message;   /* largest message received or sent; 0: 64 MiB */
   unsigned max_calls;   /* calls served at once; more get RESOURCE_EXHAUSTED. 0: 1024 */
+  const char *tls_cert; /* PEM certificate chain: serve TLS only; NULL: plaintext. Borrowed */
+  const char *tls_key;  /* PEM private key of tls_cert (required with it). Borrowed */
 };
 
 /* Start listening and serving. Returns 0 and *out, or a negative errno (-EADDRINUSE when
- * the port cannot be bound, -ENOMEM, ...), leaving nothing behind. Calls grpc_init(). */
+ * the port cannot be bound or the TLS certificate and key are refused, -ENOMEM, ...),
+ * leaving nothing behind. Calls grpc_init(). */
 int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out);
 
 /* The port actually bound (useful after port 0). Cannot fail. */

@@ -55,6 +55,8 @@ struct srv_http {
   struct MHD_Daemon *d;
   struct engine *eng;
   char *api_key; /* owned; NULL when no authentication */
+  char *tls_cert; /* owned PEM, kept while the daemon runs; NULL: plain HTTP */
+  char *tls_key;  /* owned PEM; wiped when freed */
   size_t max_body;
   int port;
   pthread_mutex_t lock; /* guards runs and stopping */
@@ -1119,6 +1121,16 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* ---- lifecycle ---- */
 
+/* Free the TLS material (the key wiped first). */
+static void free_tls(struct srv_http *s) {
+  if (s->tls_key) {
+    explicit_bzero(s->tls_key, strlen(s->tls_key));
+    free(s->tls_key);
+  }
+  free(s->tls_cert);
+  s->tls_key = s->tls_cert = NULL;
+}
+
 int srv_http_start(const struct srv_http_opts *opts, struct srv_http **out) {
   struct srv_http *s;
   struct sockaddr_storage ss;
@@ -1154,24 +1166,47 @@ int srv_http_start(const struct srv_http_opts *opts, struct srv_http **out) {
       return -ENOMEM;
     }
   }
+  struct MHD_OptionItem tls[3] = {
+      {MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
+  if (opts->tls_cert) {
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+      log_error("http: this libmicrohttpd was built without TLS support");
+      free(s->api_key);
+      free(s);
+      return -ENOTSUP;
+    }
+    s->tls_cert = strdup(opts->tls_cert);
+    s->tls_key = opts->tls_key ? strdup(opts->tls_key) : NULL;
+    if (!s->tls_cert || !s->tls_key) {
+      free_tls(s);
+      free(s->api_key);
+      free(s);
+      return -ENOMEM;
+    }
+    tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
+    tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
+    flags |= MHD_USE_TLS;
+  }
   pthread_mutex_init(&s->lock, NULL);
 
+  errno = 0;
   s->d = MHD_start_daemon(
       flags, (uint16_t)opts->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
       on_mhd_log, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
       on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
       opts->max_conns ? opts->max_conns : DEFAULT_MAX_CONNS, MHD_OPTION_CONNECTION_TIMEOUT,
-      IDLE_TIMEOUT_SECS, MHD_OPTION_END);
+      IDLE_TIMEOUT_SECS, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
   if (!s->d) {
-    int err = errno ? errno : EADDRINUSE;
+    int err = errno ? errno : s->tls_cert ? EINVAL : EADDRINUSE;
     pthread_mutex_destroy(&s->lock);
+    free_tls(s);
     free(s->api_key);
     free(s);
     return -err;
   }
   info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
   s->port = info ? info->port : opts->port;
-  log_info("http: listening on %s port %d", opts->bind, s->port);
+  log_info("http: listening on %s port %d%s", opts->bind, s->port, s->tls_cert ? " (TLS)" : "");
   *out = s;
   return 0;
 }
@@ -1194,6 +1229,7 @@ void srv_http_stop(struct srv_http *s) {
   if (lsock != MHD_INVALID_SOCKET)
     close(lsock);
   pthread_mutex_destroy(&s->lock);
+  free_tls(s);
   free(s->api_key);
   free(s);
 }

@@ -16,10 +16,13 @@ struct srv_http_opts {
   const char *api_key;    /* NULL or "": no authentication; copied */
   size_t max_body;        /* largest request body; larger ones get 413. 0: 2 MiB */
   unsigned max_conns;     /* simultaneous connections; 0: 512 */
+  const char *tls_cert;   /* PEM certificate chain: serve HTTPS only; NULL: HTTP. Copied */
+  const char *tls_key;    /* PEM private key of tls_cert (required with it). Copied */
 };
 
 /* Start listening and serving. Returns 0 and *out, or a negative errno (-EADDRINUSE,
- * -EINVAL for a bad address, ...), leaving nothing behind. */
+ * -EINVAL for a bad address or a certificate/key libmicrohttpd refuses, -ENOTSUP when
+ * libmicrohttpd was built without TLS, ...), leaving nothing behind. */
 int srv_http_start(const struct srv_http_opts *opts, struct srv_http **out);
 
 /* The port actually bound (useful after port 0). Cannot fail. */

@@ -34,6 +34,8 @@ struct config {
   const char *state_dir;
   const char *api_key;
   int unsafe_no_isolation;
+  const char *tls_cert; /* files given by --tls-cert / --tls-key, or NULL */
+  const char *tls_key;
 };
 
 static int sig_pipe[2] = {-1, -1};
@@ -61,6 +63,8 @@ static void usage(FILE *f) {
           "  --api-key KEY         require 'Authorization: Bearer KEY' (also\n"
           "                        OPENSANDBOXD_API_KEY); /health stays open\n"
           "  --unsafe-no-isolation run commands without namespaces (testing only)\n"
+          "  --tls-cert FILE       PEM certificate (chain): serve HTTPS and gRPC over TLS\n"
+          "  --tls-key FILE        PEM private key of --tls-cert (both or neither)\n"
           "  --log-level LEVEL     error|warn|info|debug|trace (default warn)\n"
           "  --help, --version\n"
           "gRPC messages are limited to max(64 MiB, max-file + 1 MiB, 2 x max-output + 1 MiB).\n"
@@ -139,6 +143,8 @@ enum {
   OPT_STATE_DIR,
   OPT_API_KEY,
   OPT_UNSAFE,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY,
   OPT_LOG_LEVEL,
   OPT_HELP,
   OPT_VERSION,
@@ -155,6 +161,8 @@ static const struct option long_opts[] = {
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"api-key", required_argument, NULL, OPT_API_KEY},
     {"unsafe-no-isolation", no_argument, NULL, OPT_UNSAFE},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -209,6 +217,12 @@ static int parse_flags(int argc, char **argv, struct config *cfg) {
     case OPT_UNSAFE:
       cfg->unsafe_no_isolation = 1;
       break;
+    case OPT_TLS_CERT:
+      cfg->tls_cert = optarg;
+      break;
+    case OPT_TLS_KEY:
+      cfg->tls_key = optarg;
+      break;
     case OPT_LOG_LEVEL:
       if (log_parse_level(optarg, &level) < 0) {
         fprintf(stderr, "opensandboxd: bad --log-level '%s'\n", optarg);
@@ -231,7 +245,49 @@ static int parse_flags(int argc, char **argv, struct config *cfg) {
     fprintf(stderr, "opensandboxd: unexpected argument '%s'\n", argv[optind]);
     return -1;
   }
+  if (!cfg->tls_cert != !cfg->tls_key) {
+    fprintf(stderr, "opensandboxd: --tls-cert and --tls-key go together\n");
+    return -1;
+  }
   return 0;
+}
+
+/* The whole of a PEM file, malloc'd and NUL-terminated; NULL after a message. */
+static char *read_pem(const char *flag, const char *path) {
+  enum { PEM_MAX = 1 << 20 };
+  FILE *f = fopen(path, "rb");
+  char *text = NULL;
+  size_t n = 0;
+  if (!f) {
+    fprintf(stderr, "opensandboxd: %s %s: %s\n", flag, path, strerror(errno));
+    return NULL;
+  }
+  text = malloc(PEM_MAX + 1);
+  if (text)
+    n = fread(text, 1, PEM_MAX + 1, f);
+  if (!text || ferror(f) || n == 0 || n > PEM_MAX) {
+    fprintf(stderr, "opensandboxd: %s %s: cannot read it (empty, unreadable or over 1 MiB)\n",
+            flag, path);
+    free(text);
+    fclose(f);
+    return NULL;
+  }
+  fclose(f);
+  text[n] = '\0';
+  if (!strstr(text, "-----BEGIN ")) {
+    fprintf(stderr, "opensandboxd: %s %s: not a PEM file\n", flag, path);
+    free(text);
+    return NULL;
+  }
+  return text;
+}
+
+/* Wipe and free the key material. Accepts NULL. */
+static void free_pem(char *pem) {
+  if (!pem)
+    return;
+  explicit_bzero(pem, strlen(pem));
+  free(pem);
 }
 
 static int install_signals(void) {
@@ -280,6 +336,7 @@ int main(int argc, char **argv) {
   struct srv_grpc *grpc = NULL;
   struct srv_http *http = NULL;
   char bind[NI_MAXHOST];
+  char *tls_cert = NULL, *tls_key = NULL;
   const char *env_key = getenv("OPENSANDBOXD_API_KEY");
   int rc, sig;
 
@@ -291,9 +348,17 @@ int main(int argc, char **argv) {
     return rc < 0 ? 2 : 0;
   if (resolve_bind(cfg.bind, bind, sizeof bind) < 0)
     return 2;
+  if (cfg.tls_cert) {
+    tls_cert = read_pem("--tls-cert", cfg.tls_cert);
+    tls_key = tls_cert ? read_pem("--tls-key", cfg.tls_key) : NULL;
+    if (!tls_key) {
+      free_pem(tls_cert);
+      return 2;
+    }
+  }
   if (install_signals() < 0) {
     fprintf(stderr, "opensandboxd: cannot install signal handlers: %s\n", strerror(errno));
-    return 1;
+    goto fail;
   }
 
   memset(&eopts, 0, sizeof eopts);
@@ -308,7 +373,7 @@ int main(int argc, char **argv) {
             rc == -EPERM ? " (isolation is unavailable here; --unsafe-no-isolation runs "
                            "commands without it)"
                          : "");
-    return 1;
+    goto fail;
   }
 
   {
@@ -319,11 +384,14 @@ int main(int argc, char **argv) {
         .api_key = cfg.api_key,
         .max_message = max_size(64u << 20, max_size(cfg.max_file + (1u << 20),
                                                     2 * cfg.max_output + (1u << 20))),
+        .tls_cert = tls_cert,
+        .tls_key = tls_key,
     };
     rc = srv_grpc_start(&go, &grpc);
     if (rc < 0) {
-      fprintf(stderr, "opensandboxd: cannot start gRPC on %s port %d: %s\n", bind,
-              cfg.grpc_port, strerror(-rc));
+      fprintf(stderr, "opensandboxd: cannot start gRPC on %s port %d: %s%s\n", bind,
+              cfg.grpc_port, strerror(-rc),
+              tls_cert ? " (or the TLS certificate and key were refused)" : "");
       goto fail;
     }
   }
@@ -334,11 +402,13 @@ int main(int argc, char **argv) {
         .port = cfg.port,
         .api_key = cfg.api_key,
         .max_body = cfg.max_body,
+        .tls_cert = tls_cert,
+        .tls_key = tls_key,
     };
     rc = srv_http_start(&ho, &http);
     if (rc < 0) {
-      fprintf(stderr, "opensandboxd: cannot start HTTP on %s port %d: %s\n", bind, cfg.port,
-              strerror(-rc));
+      fprintf(stderr, "opensandboxd: cannot start HTTP on %s port %d: %s%s\n", bind, cfg.port,
+              strerror(-rc), tls_cert ? " (or the TLS certificate and key were refused)" : "");
       goto fail;
     }
   }
@@ -349,7 +419,7 @@ int main(int argc, char **argv) {
     printf(fmt, bind, srv_http_port(http), bind, srv_grpc_port(grpc));
     fflush(stdout);
   }
-  log_info("ready%s", cfg.api_key ? " (API key required)" : "");
+  log_info("ready%s%s", cfg.api_key ? " (API key required)" : "", tls_cert ? " (TLS)" : "");
 
   sig = wait_for_signal();
   log_info("signal %d: shutting down", sig);
@@ -361,11 +431,15 @@ int main(int argc, char **argv) {
   log_debug("engine closed; bye");
   close(sig_pipe[0]);
   close(sig_pipe[1]);
+  free_pem(tls_cert);
+  free_pem(tls_key);
   return 0;
 
 fail:
   srv_http_stop(http);
   srv_grpc_stop(grpc);
   engine_close(eng);
+  free_pem(tls_cert);
+  free_pem(tls_key);
   return 1;
 }

@@ -81,7 +81,9 @@ def test_unreachable_server_fails_with_connection_error_naming_the_url(spawn):
 
 def test_unreachable_grpc_port_fails_runs_with_connection_error(spawn, server):
     gport = closed_port()
-    b = spawn(["--url", server.url, "--grpc-port", str(gport), "--request-timeout-ms", "5000"])
+    # --transport grpc: with the default (auto) the run would succeed over HTTP instead.
+    b = spawn(["--url", server.url, "--grpc-port", str(gport), "--request-timeout-ms", "5000",
+               "--transport", "grpc"])
     sid = b.create()
     e = b.error("sandbox/run", {"sandboxId": sid, "command": "true"}, code=-32003, timeout=scaled(40))
     assert str(gport) in e["data"]["url"]

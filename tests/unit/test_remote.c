@@ -1,9 +1,15 @@
-/* test_remote.c - the remote backend without a server: config checks, and what a client sees
- * when the server is unreachable or silent (real sockets: a closed port, and a listening
- * socket that never answers). Talking to a real server is the e2e suite's job. */
+/* test_remote.c - the remote backend: config checks, what a client sees when the server is
+ * unreachable or silent (real sockets: a closed port, and a listening socket that never
+ * answers), and run_async and the transports against a real opensandboxd that the test
+ * starts (OSB_SERVER, or opensandboxd next to this binary's directory). */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #include "bridge/backend.h"
@@ -42,6 +48,8 @@ static struct backend *open_at(int http_port, int grpc_port, int64_t timeout_ms)
   ASSERT_STR_EQ(be->ops->name, "remote");
   return be;
 }
+
+static struct backend *open_transport(int http_port, int grpc_port, int transport);
 
 static const char *data_str(const struct osb_err *err, const char *key) {
   json_object *v;
@@ -110,10 +118,10 @@ TEST(missing_cacert_is_invalid_params) {
 }
 
 /* Nothing listening: HTTP routes fail with CONNECTION naming the base URL, gRPC methods with
- * CONNECTION naming host:port. */
+ * CONNECTION naming host:port (transport grpc; auto would go on to try HTTP). */
 TEST(refused_connection_is_connection_error) {
   int hp = closed_port(), gp = closed_port();
-  struct backend *be = open_at(hp, gp, 5000);
+  struct backend *be = open_transport(hp, gp, BACKEND_TRANSPORT_GRPC);
   struct call c = {0};
   struct osb_err err = OSB_ERR_INIT;
   char url[64], target[64];
@@ -140,6 +148,14 @@ TEST(refused_connection_is_connection_error) {
   size_t len;
   ASSERT_EQ(be->ops->read_file(be, &c, "sid", "/tmp/x", &data, &len, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
+  osb_err_clear(&err);
+  be->ops->close(be);
+
+  /* auto: gRPC cannot connect, so the run is tried over HTTP, which names the base URL */
+  be = open_transport(hp, gp, BACKEND_TRANSPORT_AUTO);
+  ASSERT_EQ(be->ops->run(be, &c, "sid", &echo_req, &rr, &err), -1);
+  ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
+  ASSERT_STR_EQ(data_str(&err, "url"), url);
   osb_err_clear(&err);
   be->ops->close(be);
 }
@@ -250,6 +266,430 @@ TEST(cancelled_or_expired_call_fails_at_once) {
   be->ops->close(be);
 }
 
+/* ======================================================================================
+ * Against a real opensandboxd
+ * ====================================================================================== */
+
+struct server {
+  pid_t pid;
+  int http_port, grpc_port;
+  char state[64];
+};
+
+/* Start opensandboxd on free ports and wait for its ready line. It gets SIGTERM when this
+ * test process dies, so a failing assertion leaves nothing behind. */
+static void server_start(struct server *s) {
+  char exe[PATH_MAX], path[PATH_MAX + 32];
+  const char *env = getenv("OSB_SERVER");
+  if (env && *env) {
+    snprintf(path, sizeof path, "%s", env);
+  } else {
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ASSERT(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(path, sizeof path, "%s/../opensandboxd", exe);
+  }
+  ASSERT(access(path, X_OK) == 0);
+  snprintf(s->state, sizeof s->state, "/tmp/osb-test-remote-XXXXXX");
+  ASSERT(mkdtemp(s->state));
+  int out[2];
+  ASSERT(pipe(out) == 0);
+  pid_t parent = getpid();
+  s->pid = fork();
+  ASSERT(s->pid >= 0);
+  if (s->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+      _exit(1);
+    dup2(out[1], 1);
+    close(out[0]);
+    close(out[1]);
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    if (!getenv("OSB_TEST_SERVER_LOG"))
+      dup2(null, 2);
+    execl(path, path, "--port", "0", "--grpc-port", "0", "--bind", "127.0.0.1", "--state-dir",
+          s->state, (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  char line[256];
+  size_t n = 0;
+  int64_t end = call_now_ms() + 20000;
+  while (n < sizeof line - 1 && (n == 0 || line[n - 1] != '\n')) {
+    struct pollfd p = {.fd = out[0], .events = POLLIN};
+    ASSERT(call_now_ms() < end);
+    if (poll(&p, 1, 200) <= 0)
+      continue;
+    ssize_t got = read(out[0], line + n, 1);
+    ASSERT(got == 1);
+    n++;
+  }
+  line[n] = '\0';
+  close(out[0]);
+  ASSERT(sscanf(line, "opensandboxd ready http=127.0.0.1:%d grpc=127.0.0.1:%d", &s->http_port,
+                &s->grpc_port) == 2);
+}
+
+static void server_stop(struct server *s) {
+  int status = 0;
+  kill(s->pid, SIGTERM);
+  ASSERT(waitpid(s->pid, &status, 0) == s->pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  rmdir(s->state);
+}
+
+static struct backend *open_transport(int http_port, int grpc_port, int transport) {
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", http_port);
+  struct backend_config cfg = {.base_url = url, .grpc_port = grpc_port,
+                               .request_timeout_ms = 10000, .max_message = 64 << 20,
+                               .transport = transport};
+  struct osb_err err = OSB_ERR_INIT;
+  struct backend *be = backend_remote_open(&cfg, &err);
+  ASSERT(be);
+  return be;
+}
+
+static char *new_session(struct backend *be) {
+  struct call c = {0};
+  struct backend_session s;
+  struct osb_err err = OSB_ERR_INIT;
+  if (be->ops->create(be, &c, NULL, 0, &s, &err) != 0)
+    fprintf(stderr, "  create: %s\n", err.message);
+  ASSERT(err.kind == OSB_ERR_NONE);
+  free(s.preview_url);
+  return s.id;
+}
+
+/* What async runs came to, collected by on_done. */
+struct outcome {
+  int finished;
+  int rc;
+  enum osb_err_kind kind;
+  char *url;                 /* data.url of a CONNECTION error */
+  struct backend_run_res res;
+  int64_t at;                /* when done was called */
+};
+
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
+static int n_done;
+static __thread int inside_run_async; /* done must never run inside run_async */
+static int done_inside;
+
+static void on_done(void *arg, int rc, struct backend_run_res *res, struct osb_err *err) {
+  struct outcome *o = arg;
+  if (inside_run_async)
+    done_inside = 1;
+  pthread_mutex_lock(&done_lock);
+  o->rc = rc;
+  o->at = call_now_ms();
+  if (rc == 0) {
+    o->res = *res;
+  } else {
+    o->kind = err->kind;
+    if (getenv("OSB_TEST_VERBOSE"))
+      fprintf(stderr, "  done: %s\n", err->message);
+    const char *url = data_str(err, "url");
+    o->url = url ? strdup(url) : NULL;
+    osb_err_clear(err);
+  }
+  o->finished++;
+  n_done++;
+  pthread_cond_broadcast(&done_cond);
+  pthread_mutex_unlock(&done_lock);
+}
+
+static int start_async(struct backend *be, struct call *c, const char *id,
+                       const struct backend_run_req *req, struct outcome *o,
+                       struct osb_err *err) {
+  inside_run_async = 1;
+  int rc = be->ops->run_async(be, c, id, req, on_done, o, err);
+  inside_run_async = 0;
+  return rc;
+}
+
+/* Wait until n_done reaches want (or ms pass). Returns n_done. */
+static int wait_done(int want, int ms) {
+  int64_t end = call_now_ms() + ms;
+  pthread_mutex_lock(&done_lock);
+  while (n_done < want && call_now_ms() < end) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20 * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&done_cond, &done_lock, &ts);
+  }
+  int got = n_done;
+  pthread_mutex_unlock(&done_lock);
+  return got;
+}
+
+static int thread_count(void) {
+  DIR *d = opendir("/proc/self/task");
+  int n = 0;
+  ASSERT(d);
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+enum { N_ASYNC = 200 };
+
+/* 200 runs in flight at once over gRPC: each gets its own output back, none holds a thread
+ * while it runs, and done is never called from inside run_async. */
+TEST(async_runs_in_flight_hold_no_thread_each) {
+  struct server srv;
+  server_start(&srv);
+  struct backend *be = open_transport(srv.http_port, srv.grpc_port, BACKEND_TRANSPORT_GRPC);
+  /* spread over sessions: each session allows 64 processes at once */
+  char *ids[N_ASYNC / 8];
+  for (int i = 0; i < N_ASYNC / 8; i++)
+    ids[i] = new_session(be);
+  static struct outcome outs[N_ASYNC];
+  static struct call calls[N_ASYNC];
+  static char vals[N_ASYNC][16];
+  static struct backend_kv kvs[N_ASYNC];
+  const char *argv[] = {"/bin/sh", "-c", "sleep 1; printf '%s' \"$N\""};
+  int base = thread_count();
+  int64_t t0 = call_now_ms();
+  for (int i = 0; i < N_ASYNC; i++) {
+    snprintf(vals[i], sizeof vals[i], "run-%d", i);
+    kvs[i].key = (char *)"N";
+    kvs[i].value = vals[i];
+    struct backend_run_req req = {.argv = argv, .argc = 3, .time_ms = 60000, .mem_kb = 1 << 20,
+                                  .fsize_kb = 1 << 20, .nofile = 64, .env = &kvs[i],
+                                  .n_env = 1, .cwd = ""};
+    calls[i].deadline_ms = call_now_ms() + 60000;
+    struct osb_err err = OSB_ERR_INIT;
+    ASSERT_EQ(start_async(be, &calls[i], ids[i / 8], &req, &outs[i], &err), 0);
+  }
+  int during = thread_count();
+  ASSERT(wait_done(N_ASYNC, 50000) == N_ASYNC);
+  int64_t took = call_now_ms() - t0;
+  ASSERT_EQ(done_inside, 0);
+  for (int i = 0; i < N_ASYNC; i++) {
+    ASSERT_EQ(outs[i].finished, 1);
+    if (outs[i].rc != 0)
+      fprintf(stderr, "  run %d: kind %d\n", i, (int)outs[i].kind);
+    ASSERT_EQ(outs[i].rc, 0);
+    ASSERT_STR_EQ(outs[i].res.out, vals[i]);
+    ASSERT_EQ(outs[i].res.exit_code, 0);
+    backend_run_res_free(&outs[i].res);
+  }
+  fprintf(stderr, "  %d runs in %lld ms; threads %d before, %d with all in flight\n", N_ASYNC,
+          (long long)took, base, during);
+  ASSERT(during - base < 16);
+  for (int i = 0; i < N_ASYNC / 8; i++)
+    free(ids[i]);
+  be->ops->close(be);
+  server_stop(&srv);
+}
+
+/* A raised cancel flag ends an async run within ~50 ms of polling (CANCELLED), and the
+ * server kills the command; a run past its deadline ends TIMEOUT. */
+TEST(async_run_cancel_and_deadline) {
+  struct server srv;
+  server_start(&srv);
+  struct backend *be = open_transport(srv.http_port, srv.grpc_port, BACKEND_TRANSPORT_GRPC);
+  char *id = new_session(be);
+  const char *argv[] = {"/bin/sh", "-c", "sleep 3; echo late > /tmp/after"};
+  struct backend_run_req req = {.argv = argv, .argc = 3, .time_ms = 60000, .mem_kb = 1 << 20,
+                                .fsize_kb = 1 << 20, .nofile = 64, .cwd = ""};
+  struct osb_err err = OSB_ERR_INIT;
+  static struct outcome cancelled, late;
+  struct call c1 = {0};
+  ASSERT_EQ(start_async(be, &c1, id, &req, &cancelled, &err), 0);
+  usleep(300 * 1000);
+  int64_t raised = call_now_ms();
+  atomic_store(&c1.cancelled, 1);
+  ASSERT(wait_done(1, 3000) == 1);
+  ASSERT_EQ(cancelled.rc, -1);
+  ASSERT_EQ(cancelled.kind, OSB_ERR_CANCELLED);
+  ASSERT(cancelled.at - raised < 250);
+
+  struct call c2 = {0};
+  c2.deadline_ms = call_now_ms() + 400;
+  int64_t t0 = call_now_ms();
+  ASSERT_EQ(start_async(be, &c2, id, &req, &late, &err), 0);
+  ASSERT(wait_done(2, 5000) == 2);
+  ASSERT_EQ(late.rc, -1);
+  ASSERT_EQ(late.kind, OSB_ERR_TIMEOUT);
+  ASSERT(late.at - t0 >= 350 && late.at - t0 < 1500);
+  ASSERT_EQ(done_inside, 0);
+
+  /* neither command got to its end: the server killed both */
+  usleep(3500 * 1000);
+  struct call c = {0};
+  char *data = NULL;
+  size_t len;
+  ASSERT_EQ(be->ops->read_file(be, &c, id, "/tmp/after", &data, &len, &err), -1);
+  ASSERT_EQ(err.kind, OSB_ERR_FILE);
+  osb_err_clear(&err);
+  free(id);
+  be->ops->close(be);
+  server_stop(&srv);
+}
+
+/* A call already cancelled or past its deadline fails inside run_async (done never called);
+ * a server that is down ends the run CONNECTION naming host:port; output keeps NUL bytes. */
+TEST(async_run_refusals_and_server_down) {
+  struct backend *down = open_transport(closed_port(), closed_port(), BACKEND_TRANSPORT_GRPC);
+  struct osb_err err = OSB_ERR_INIT;
+  static struct outcome o1, o2;
+  struct call dead = {0};
+  atomic_store(&dead.cancelled, 1);
+  ASSERT_EQ(start_async(down, &dead, "sid", &echo_req, &o1, &err), -1);
+  ASSERT_EQ(err.kind, OSB_ERR_CANCELLED);
+  osb_err_clear(&err);
+  struct call expired = {0};
+  expired.deadline_ms = call_now_ms() - 1;
+  ASSERT_EQ(start_async(down, &expired, "sid", &echo_req, &o1, &err), -1);
+  ASSERT_EQ(err.kind, OSB_ERR_TIMEOUT);
+  osb_err_clear(&err);
+  ASSERT_EQ(o1.finished, 0);
+
+  struct call c = {0};
+  c.deadline_ms = call_now_ms() + 10000;
+  ASSERT_EQ(start_async(down, &c, "sid", &echo_req, &o2, &err), 0);
+  ASSERT(wait_done(1, 5000) == 1);
+  ASSERT_EQ(o2.rc, -1);
+  ASSERT_EQ(o2.kind, OSB_ERR_CONNECTION);
+  ASSERT(o2.url && strncmp(o2.url, "127.0.0.1:", 10) == 0);
+  ASSERT(o2.at - c.deadline_ms < -8000); /* failed fast, not at the deadline */
+  down->ops->close(down);
+
+  struct server srv;
+  server_start(&srv);
+  struct backend *be = open_transport(srv.http_port, srv.grpc_port, BACKEND_TRANSPORT_GRPC);
+  char *id = new_session(be);
+  const char *argv[] = {"/usr/bin/printf", "a\\0b"};
+  struct backend_run_req req = {.argv = argv, .argc = 2, .time_ms = 5000, .mem_kb = 1 << 20,
+                                .fsize_kb = 1 << 20, .nofile = 64, .cwd = ""};
+  static struct outcome o3;
+  struct call c3 = {0};
+  ASSERT_EQ(start_async(be, &c3, id, &req, &o3, &err), 0);
+  ASSERT(wait_done(2, 5000) == 2);
+  ASSERT_EQ(o3.rc, 0);
+  ASSERT_MEM_EQ(o3.res.out, o3.res.out_len, "a\0b", 3);
+  backend_run_res_free(&o3.res);
+  /* an unknown session: NOT_FOUND, as the blocking run says */
+  static struct outcome o4;
+  ASSERT_EQ(start_async(be, &c3, "no-such-session", &req, &o4, &err), 0);
+  ASSERT(wait_done(3, 5000) == 3);
+  ASSERT_EQ(o4.kind, OSB_ERR_NOT_FOUND);
+  ASSERT_EQ(done_inside, 0);
+  free(id);
+  be->ops->close(be);
+  server_stop(&srv);
+}
+
+/* Closing the backend with async runs in flight ends each of them CANCELLED. */
+TEST(close_cancels_async_runs_in_flight) {
+  struct server srv;
+  server_start(&srv);
+  struct backend *be = open_transport(srv.http_port, srv.grpc_port, BACKEND_TRANSPORT_AUTO);
+  char *id = new_session(be);
+  const char *argv[] = {"/bin/sleep", "30"};
+  struct backend_run_req req = {.argv = argv, .argc = 2, .time_ms = 60000, .mem_kb = 1 << 20,
+                                .fsize_kb = 1 << 20, .nofile = 64, .cwd = ""};
+  static struct outcome o[4];
+  static struct call c[4];
+  struct osb_err err = OSB_ERR_INIT;
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(start_async(be, &c[i], id, &req, &o[i], &err), 0);
+  usleep(200 * 1000);
+  int64_t t0 = call_now_ms();
+  be->ops->close(be);
+  ASSERT(call_now_ms() - t0 < 2000);
+  ASSERT_EQ(wait_done(4, 0), 4);
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(o[i].kind, OSB_ERR_CANCELLED);
+  free(id);
+  server_stop(&srv);
+}
+
+/* --transport: http carries runs and file I/O over HTTP (a dead gRPC port does not matter);
+ * auto finds the gRPC port unreachable and does the same; grpc fails CONNECTION naming
+ * host:port. */
+TEST(transports_with_an_unreachable_grpc_port) {
+  struct server srv;
+  server_start(&srv);
+  int nowhere = closed_port();
+  for (int t = BACKEND_TRANSPORT_AUTO; t <= BACKEND_TRANSPORT_HTTP; t++) {
+    struct backend *be = open_transport(srv.http_port, nowhere, t);
+    char *id = new_session(be);
+    struct call c = {0};
+    struct osb_err err = OSB_ERR_INIT;
+    int rc = be->ops->write_file(be, &c, id, "/tmp/t.txt", "a\0b", 3, &err);
+    if (t == BACKEND_TRANSPORT_GRPC) {
+      ASSERT_EQ(rc, -1);
+      ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
+      char target[64];
+      snprintf(target, sizeof target, "127.0.0.1:%d", nowhere);
+      ASSERT_STR_EQ(data_str(&err, "url"), target);
+      osb_err_clear(&err);
+      static struct outcome og;
+      int before = wait_done(0, 0);
+      ASSERT_EQ(start_async(be, &c, id, &echo_req, &og, &err), 0);
+      ASSERT(wait_done(before + 1, 5000) == before + 1);
+      ASSERT_EQ(og.kind, OSB_ERR_CONNECTION);
+    } else {
+      ASSERT_EQ(rc, 0);
+      char *data = NULL;
+      size_t len = 0;
+      ASSERT_EQ(be->ops->read_file(be, &c, id, "/tmp/t.txt", &data, &len, &err), 0);
+      ASSERT_MEM_EQ(data, len, "a\0b", 3);
+      free(data);
+      ASSERT_EQ(be->ops->set_cwd(be, &c, id, "/tmp", &err), 0);
+      struct backend_kv kv = {(char *)"X", (char *)"from-env"};
+      ASSERT_EQ(be->ops->set_env(be, &c, id, &kv, 1, &err), 0);
+      const char *argv[] = {"/bin/sh", "-c", "printf '%s:' \"$X\"; pwd"};
+      struct backend_run_req req = {.argv = argv, .argc = 3, .time_ms = 5000, .mem_kb = 1 << 20,
+                                    .fsize_kb = 1 << 20, .nofile = 64, .cwd = ""};
+      struct backend_run_res rr;
+      ASSERT_EQ(be->ops->run(be, &c, id, &req, &rr, &err), 0);
+      ASSERT_STR_EQ(rr.out, "from-env:/tmp\n");
+      backend_run_res_free(&rr);
+      struct backend_file files[] = {{"/tmp/m1", "one", 3}, {"/tmp/m2", "two", 3}};
+      struct backend_file_error *fe = NULL;
+      size_t nfe = 9;
+      ASSERT_EQ(be->ops->write_files(be, &c, id, files, 2, &fe, &nfe, &err), 0);
+      ASSERT_EQ(nfe, 0);
+      /* async over HTTP, and its cancellation aborts the transfer */
+      static struct outcome oa, ob;
+      int before = wait_done(0, 0);
+      ASSERT_EQ(start_async(be, &c, id, &req, &oa, &err), 0);
+      ASSERT(wait_done(before + 1, 5000) == before + 1);
+      ASSERT_EQ(oa.rc, 0);
+      ASSERT_STR_EQ(oa.res.out, "from-env:/tmp\n");
+      backend_run_res_free(&oa.res);
+      const char *slow[] = {"/bin/sleep", "30"};
+      struct backend_run_req sreq = req;
+      sreq.argv = slow;
+      sreq.argc = 2;
+      struct call cc = {0};
+      ASSERT_EQ(start_async(be, &cc, id, &sreq, &ob, &err), 0);
+      usleep(200 * 1000);
+      int64_t raised = call_now_ms();
+      atomic_store(&cc.cancelled, 1);
+      ASSERT(wait_done(before + 2, 3000) == before + 2);
+      ASSERT_EQ(ob.kind, OSB_ERR_CANCELLED);
+      ASSERT(ob.at - raised < 250);
+    }
+    ASSERT_EQ(done_inside, 0);
+    free(id);
+    be->ops->close(be);
+  }
+  server_stop(&srv);
+}
+
 int main(void) {
   RUN(non_http_url_is_invalid_params);
   RUN(http_and_https_urls_open_without_connecting);
@@ -259,5 +699,10 @@ int main(void) {
   RUN(run_is_bounded_by_the_call_deadline);
   RUN(cancel_ends_waiting_requests_promptly);
   RUN(cancelled_or_expired_call_fails_at_once);
+  RUN(async_runs_in_flight_hold_no_thread_each);
+  RUN(async_run_cancel_and_deadline);
+  RUN(async_run_refusals_and_server_down);
+  RUN(close_cancels_async_runs_in_flight);
+  RUN(transports_with_an_unreachable_grpc_port);
   TEST_MAIN_END();
 }

@@ -48,15 +48,26 @@ static int config_set_str(const char **slot, const char *s, struct osb_err *err)
 /* Apply initializationOptions (Config of API.md) over *cfg. Members absent, null or (for
  * strings) empty change nothing; unknown members are ignored. */
 static int apply_options(json_object *opts, struct backend_config *cfg, struct osb_err *err) {
-  const char *base_url = NULL, *api_key = NULL;
+  const char *base_url = NULL, *api_key = NULL, *transport = NULL;
   int64_t grpc_port = -1, timeout_ms = -1;
   int insecure = -1;
   if (params_string(opts, "baseUrl", NULL, PARAM_OPTIONAL, &base_url, err) < 0 ||
       params_int(opts, "grpcPort", 1, 65535, &grpc_port, err) < 0 ||
       params_bool(opts, "grpcInsecure", &insecure, err) < 0 ||
       params_string(opts, "apiKey", NULL, PARAM_OPTIONAL, &api_key, err) < 0 ||
-      params_int(opts, "requestTimeoutMs", 1, INT64_MAX, &timeout_ms, err) < 0)
+      params_int(opts, "requestTimeoutMs", 1, INT64_MAX, &timeout_ms, err) < 0 ||
+      params_string(opts, "transport", NULL, PARAM_OPTIONAL, &transport, err) < 0)
     return -1;
+  if (transport && transport[0]) {
+    if (strcmp(transport, "auto") == 0)
+      cfg->transport = BACKEND_TRANSPORT_AUTO;
+    else if (strcmp(transport, "grpc") == 0)
+      cfg->transport = BACKEND_TRANSPORT_GRPC;
+    else if (strcmp(transport, "http") == 0)
+      cfg->transport = BACKEND_TRANSPORT_HTTP;
+    else
+      return params_fail(err, "transport", "must be \"auto\", \"grpc\" or \"http\"");
+  }
   if (base_url && base_url[0]) {
     const char *host = NULL;
     if (strncasecmp(base_url, "http://", 7) == 0)

@@ -1,7 +1,8 @@
 /* grpc.c - the remote backend's gRPC side: unary calls of /sandbox.SandboxService over the
  * gRPC C core, messages packed and unpacked with protobuf-c (see grpc.h).
- * One lazily created channel, shared; per call a pluck completion queue, polled in 50 ms steps
- * so that a raised cancel flag cancels the call promptly. Status codes go to remote_int.h's
+ * One lazily created channel, shared; per blocking call a pluck completion queue, polled in
+ * 50 ms steps so that a raised cancel flag cancels the call promptly; async runs all share the
+ * poller thread's queue, which finishes them and scans their cancel flags every 50 ms. Status codes go to remote_int.h's
  * remote_fail_grpc, which owns their mapping. Layer: backend (remote). The api key lives only
  * in the authorization metadata and is never logged. */
 #include "bridge/remote/grpc.h"
@@ -30,6 +31,7 @@ enum {
   RECONNECT_MIN_MS = 100,
   RECONNECT_MAX_MS = 2000, /* a restarted server is found again within this */
   CONNECT_TIMEOUT_MS = 20000, /* one connection attempt (TCP + TLS + HTTP/2 settings) */
+  BOUND_SLACK_MS = 100,       /* a deadline this close to the request timeout is that one */
 };
 
 enum method { M_RUN, M_WRITE_FILE, M_WRITE_FILES, M_READ_FILE, M_SET_ENV, M_SET_CWD, M_COUNT };
@@ -57,6 +59,9 @@ struct remote_grpc {
   pthread_t poller;
   int has_poller;
   atomic_int no_write_files; /* the server answered WriteFiles with UNIMPLEMENTED */
+  atomic_llong unreached_ms; /* when a call last failed to connect (call_now_ms); 0: never */
+  pthread_mutex_t runs_lock; /* guards runs */
+  struct arun *runs;         /* async runs in flight on poll_cq */
 };
 
 /* ======================================================================================
@@ -111,23 +116,75 @@ static const ProtobufCMessageDescriptor run_reply_descriptor = {
     NULL};
 
 /* ======================================================================================
- * Channel and calls
+ * Channel, the poller and async runs
  * ====================================================================================== */
+
+/* One unary call from start to end: what it sends, what it receives, and the facts its
+ * failure is reported with. Shared by the blocking calls and the async runs, so that both
+ * map statuses and decode replies through the very same code (op_result). */
+struct op {
+  struct remote_where w;      /* op, url and timeout_ms filled by op_prepare */
+  grpc_completion_queue *cq;  /* the queue the call reports to */
+  int own_cq;                 /* cq is this op's pluck queue (blocking call) */
+  grpc_call *call;
+  grpc_byte_buffer *send;
+  grpc_metadata md;           /* authorization, when g->auth */
+  grpc_metadata_array initial_md, trailing_md;
+  grpc_byte_buffer *recv;
+  grpc_status_code status;
+  grpc_slice details;
+  int cancelled;              /* we cancelled the call because its cancel flag was raised */
+};
+
+/* An asynchronous RunCommand in flight on the poller's queue (see remote_grpc_run_async). */
+struct arun {
+  struct op op;               /* op.w.sandbox_id points into sandbox_id */
+  struct call *c;             /* borrowed until done is called */
+  char *sandbox_id;           /* owned */
+  backend_run_done done;
+  void *arg;
+  struct arun *prev, *next;   /* in g->runs, under g->runs_lock */
+};
+
+static gpr_timespec after_ms(int64_t ms) {
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+static void arun_complete(struct remote_grpc *g, struct arun *a);
+
+/* Cancel the async runs whose cancel flag was raised (all of them when everything is). */
+static void arun_scan(struct remote_grpc *g, int everything) {
+  pthread_mutex_lock(&g->runs_lock);
+  for (struct arun *a = g->runs; a; a = a->next) {
+    if (!a->op.cancelled && (everything || call_is_cancelled(a->c))) {
+      grpc_call_cancel(a->op.call, NULL);
+      a->op.cancelled = 1;
+    }
+  }
+  pthread_mutex_unlock(&g->runs_lock);
+}
 
 /* The poller: gRPC's C core reads sockets only while some thread waits on a completion
  * queue, so between calls nobody would notice that the server closed the connection (until
  * its 5 s backup poll), and the first call after a server restart would fail UNAVAILABLE on
- * the dead connection. This thread keeps waiting on an empty queue, which polls the sockets:
- * a closed connection is seen at once and the next call reconnects. */
+ * the dead connection. This thread keeps waiting on its queue, which polls the sockets: a
+ * closed connection is seen at once and the next call reconnects. The same queue carries the
+ * async runs: the poller finishes each (calling its done) and, every POLL_MS, cancels those
+ * whose cancel flag was raised. It ends when the queue is shut down and drained. */
 static void *poll_main(void *arg) {
   struct remote_grpc *g = arg;
+  int64_t last_scan = call_now_ms();
   for (;;) {
-    grpc_event ev = grpc_completion_queue_next(
-        g->poll_cq,
-        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(1000, GPR_TIMESPAN)),
-        NULL);
+    grpc_event ev = grpc_completion_queue_next(g->poll_cq, after_ms(POLL_MS), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
       break;
+    if (ev.type == GRPC_OP_COMPLETE && ev.tag)
+      arun_complete(g, ev.tag);
+    int64_t now = call_now_ms();
+    if (now - last_scan >= POLL_MS) {
+      arun_scan(g, 0);
+      last_scan = now;
+    }
   }
   return NULL;
 }
@@ -188,25 +245,62 @@ static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enu
   return left;
 }
 
-static gpr_timespec after_ms(int64_t ms) {
-  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+/* data.timeoutMs for a call bounded by bound ms: the request timeout when that is what
+ * bounds it (the call's deadline may be that same timeout, started a moment earlier upstream),
+ * else the time that was left. */
+static int64_t reported_bound(int64_t timeout_ms, int64_t bound, int is_run) {
+  if (bound <= 0)
+    return 0;
+  if (!is_run && timeout_ms > 0 && bound >= timeout_ms - BOUND_SLACK_MS)
+    return timeout_ms;
+  return bound;
 }
 
-/* Make one unary call of method m: send req, decode the reply with rdesc into *resp (free
- * with protobuf_c_message_free_unpacked). Returns 0; 1 (nothing allocated, err untouched)
- * when allow_unimpl and the server answered UNIMPLEMENTED; or -1 with *err filled. */
-static int unary(struct remote_grpc *g, struct call *c, enum method m, const ProtobufCMessage *req,
-                 const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **resp,
-                 const struct remote_where *where, int allow_unimpl, struct osb_err *err) {
-  struct remote_where w = *where;
+/* Release what op holds (the call first, then its own queue). Accepts a zeroed op. */
+static void op_release(struct op *op) {
+  if (op->call)
+    grpc_call_unref(op->call);
+  op->call = NULL;
+  if (op->own_cq && op->cq) {
+    grpc_completion_queue_shutdown(op->cq);
+    while (grpc_completion_queue_pluck(op->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(op->cq);
+  }
+  op->cq = NULL;
+  if (op->send)
+    grpc_byte_buffer_destroy(op->send);
+  op->send = NULL;
+  grpc_metadata_array_destroy(&op->initial_md);
+  grpc_metadata_array_destroy(&op->trailing_md);
+  grpc_slice_unref(op->details);
+  op->details = grpc_empty_slice();
+  if (op->recv)
+    grpc_byte_buffer_destroy(op->recv);
+  op->recv = NULL;
+}
+
+/* Make the call of method m carrying req (packed now: req may go once this returns), on a
+ * fresh pluck queue of its own, or on the poller's queue when async. Fails at once (-1, *err
+ * filled, nothing to release) when c is already cancelled or past its deadline. */
+static int op_prepare(struct remote_grpc *g, struct call *c, enum method m,
+                      const ProtobufCMessage *req, const struct remote_where *where, int async,
+                      struct op *op, struct osb_err *err) {
+  memset(op, 0, sizeof *op);
+  op->details = grpc_empty_slice();
+  grpc_metadata_array_init(&op->initial_md);
+  grpc_metadata_array_init(&op->trailing_md);
+  op->status = GRPC_STATUS_UNKNOWN;
+  op->w = *where;
   int64_t bound = call_bound(g, c, m);
-  w.op = method_paths[m];
-  w.url = g->target;
-  w.timeout_ms = bound > 0 ? bound : 0;
+  op->w.op = method_paths[m];
+  op->w.url = g->target;
+  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == M_RUN);
   if (call_is_cancelled(c))
-    return remote_fail_cancelled(&w, err);
+    return remote_fail_cancelled(&op->w, err);
   if (bound == 0)
-    return remote_fail_timeout(&w, err);
+    return remote_fail_timeout(&op->w, err);
 
   size_t len = protobuf_c_message_get_packed_size(req);
   uint8_t *bytes = malloc(len ? len : 1);
@@ -214,108 +308,133 @@ static int unary(struct remote_grpc *g, struct call *c, enum method m, const Pro
     return remote_fail_internal("out of memory", err);
   protobuf_c_message_pack(req, bytes);
   grpc_slice slice = grpc_slice_new(bytes, len, free); /* takes bytes */
-  grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&slice, 1);
+  op->send = grpc_raw_byte_buffer_create(&slice, 1);
   grpc_slice_unref(slice);
 
   void *handle;
   grpc_channel *ch = channel_get(g, m, &handle);
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec deadline = bound < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : after_ms(bound);
-  grpc_call *call =
-      grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, handle,
-                                          deadline, NULL);
-
-  grpc_metadata md;
-  memset(&md, 0, sizeof md);
-  if (g->auth) {
-    md.key = grpc_slice_from_static_string("authorization");
-    md.value = grpc_slice_from_static_string(g->auth);
+  if (async) {
+    if (!g->has_poller) {
+      op_release(op);
+      return remote_fail_internal("no gRPC poller thread for asynchronous runs", err);
+    }
+    op->cq = g->poll_cq;
+  } else {
+    op->cq = grpc_completion_queue_create_for_pluck(NULL);
+    op->own_cq = 1;
   }
-  grpc_metadata_array initial_md, trailing_md;
-  grpc_metadata_array_init(&initial_md);
-  grpc_metadata_array_init(&trailing_md);
-  grpc_byte_buffer *recv = NULL;
-  grpc_status_code status = GRPC_STATUS_UNKNOWN;
-  grpc_slice details = grpc_empty_slice();
+  gpr_timespec deadline = bound < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : after_ms(bound);
+  op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, op->cq,
+                                                 handle, deadline, NULL);
+  if (g->auth) {
+    op->md.key = grpc_slice_from_static_string("authorization");
+    op->md.value = grpc_slice_from_static_string(g->auth);
+  }
+  return 0;
+}
 
+/* Start the prepared call's one batch; tag comes back on op->cq when it ends. Returns 0, or
+ * -1 with *err filled (the caller releases op). */
+static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb_err *err) {
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   ops[0].data.send_initial_metadata.count = g->auth ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = g->auth ? &md : NULL;
+  ops[0].data.send_initial_metadata.metadata = g->auth ? &op->md : NULL;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = send;
+  ops[1].data.send_message.send_message = op->send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &op->initial_md;
   ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &recv;
+  ops[4].data.recv_message.recv_message = &op->recv;
   ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
-  ops[5].data.recv_status_on_client.status = &status;
-  ops[5].data.recv_status_on_client.status_details = &details;
-
-  void *tag = (void *)call;
-  int cancelled = 0, started = 0;
-  grpc_call_error ce = grpc_call_start_batch(call, ops, sizeof ops / sizeof *ops, tag, NULL);
-  if (ce == GRPC_CALL_OK) {
-    started = 1;
-    for (;;) {
-      grpc_event ev = grpc_completion_queue_pluck(cq, tag, after_ms(POLL_MS), NULL);
-      if (ev.type == GRPC_OP_COMPLETE || ev.type == GRPC_QUEUE_SHUTDOWN)
-        break;
-      if (!cancelled && call_is_cancelled(c)) {
-        grpc_call_cancel(call, NULL);
-        cancelled = 1;
-      }
-    }
-  }
-  grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  grpc_byte_buffer_destroy(send);
-  grpc_metadata_array_destroy(&initial_md);
-  grpc_metadata_array_destroy(&trailing_md);
-
-  int rc = 0;
-  if (!started) {
+  ops[5].data.recv_status_on_client.trailing_metadata = &op->trailing_md;
+  ops[5].data.recv_status_on_client.status = &op->status;
+  ops[5].data.recv_status_on_client.status_details = &op->details;
+  grpc_call_error ce = grpc_call_start_batch(op->call, ops, sizeof ops / sizeof *ops, tag, NULL);
+  if (ce != GRPC_CALL_OK) {
     char what[64];
     snprintf(what, sizeof what, "gRPC refused the call (error %d)", (int)ce);
-    rc = remote_fail_internal(what, err);
-  } else if (cancelled) {
-    rc = remote_fail_cancelled(&w, err);
-  } else if (status != GRPC_STATUS_OK) {
-    if (status == GRPC_STATUS_UNIMPLEMENTED && allow_unimpl) {
-      rc = 1;
-    } else {
-      char *text = grpc_slice_to_c_string(details);
-      log_debug("remote: %s on %s: status %d (%s)", w.op, g->target, (int)status,
-                text ? text : "");
-      rc = remote_fail_grpc(&w, (int)status, text, err);
-      gpr_free(text);
-    }
-  } else if (!recv) {
-    rc = remote_fail_reply(&w, 0, "the server sent no reply message", err);
-  } else {
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, recv)) {
-      rc = remote_fail_reply(&w, 0, "the reply message cannot be read", err);
-    } else {
-      grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-      grpc_byte_buffer_reader_destroy(&reader);
-      *resp = protobuf_c_message_unpack(rdesc, NULL, GRPC_SLICE_LENGTH(all),
-                                        GRPC_SLICE_START_PTR(all));
-      grpc_slice_unref(all);
-      if (!*resp)
-        rc = remote_fail_reply(&w, 0, "the reply message cannot be decoded", err);
-    }
+    return remote_fail_internal(what, err);
   }
-  grpc_slice_unref(details);
-  if (recv)
-    grpc_byte_buffer_destroy(recv);
+  return 0;
+}
+
+/* Whether an UNAVAILABLE status says that no connection could be made (so the request never
+ * left: the gRPC port is unreachable), rather than that an open connection broke. */
+static int never_connected(const char *detail) {
+  static const char *const marks[] = {"failed to connect", "Connection refused",
+                                      "No route to host", "Name or service not known",
+                                      "DNS resolution failed", "Network is unreachable"};
+  for (size_t i = 0; detail && i < sizeof marks / sizeof *marks; i++)
+    if (strcasestr(detail, marks[i]))
+      return 1;
+  return 0;
+}
+
+/* What an ended call came to: 0 with *resp decoded with rdesc (free it with
+ * protobuf_c_message_free_unpacked); 1 (nothing allocated, err untouched) when allow_unimpl
+ * and the server answered UNIMPLEMENTED; or -1 with *err filled. The one place where a
+ * call's status and reply are interpreted. */
+static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessageDescriptor *rdesc,
+                     ProtobufCMessage **resp, int allow_unimpl, struct osb_err *err) {
+  const struct remote_where *w = &op->w;
+  if (op->cancelled)
+    return remote_fail_cancelled(w, err);
+  if (op->status != GRPC_STATUS_OK) {
+    if (op->status == GRPC_STATUS_UNIMPLEMENTED && allow_unimpl)
+      return 1;
+    char *text = grpc_slice_to_c_string(op->details);
+    log_debug("remote: %s on %s: status %d (%s)", w->op, g->target, (int)op->status,
+              text ? text : "");
+    if (op->status == GRPC_STATUS_UNAVAILABLE && never_connected(text))
+      atomic_store(&g->unreached_ms, call_now_ms());
+    int rc = remote_fail_grpc(w, (int)op->status, text, err);
+    gpr_free(text);
+    return rc;
+  }
+  if (!op->recv)
+    return remote_fail_reply(w, 0, "the server sent no reply message", err);
+  grpc_byte_buffer_reader reader;
+  if (!grpc_byte_buffer_reader_init(&reader, op->recv))
+    return remote_fail_reply(w, 0, "the reply message cannot be read", err);
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  *resp = protobuf_c_message_unpack(rdesc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+  grpc_slice_unref(all);
+  if (!*resp)
+    return remote_fail_reply(w, 0, "the reply message cannot be decoded", err);
+  return 0;
+}
+
+/* Make one blocking unary call of method m: send req, decode the reply with rdesc into *resp
+ * (free with protobuf_c_message_free_unpacked). Returns 0; 1 (nothing allocated, err
+ * untouched) when allow_unimpl and the server answered UNIMPLEMENTED; or -1 with *err
+ * filled. Waits in POLL_MS steps, cancelling the call once c's cancel flag is raised. */
+static int unary(struct remote_grpc *g, struct call *c, enum method m, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **resp,
+                 const struct remote_where *where, int allow_unimpl, struct osb_err *err) {
+  struct op op;
+  if (op_prepare(g, c, m, req, where, 0, &op, err) < 0)
+    return -1;
+  int rc;
+  void *tag = &op;
+  if (op_launch(g, &op, tag, err) < 0) {
+    rc = -1;
+  } else {
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_pluck(op.cq, tag, after_ms(POLL_MS), NULL);
+      if (ev.type == GRPC_OP_COMPLETE || ev.type == GRPC_QUEUE_SHUTDOWN)
+        break;
+      if (!op.cancelled && call_is_cancelled(c)) {
+        grpc_call_cancel(op.call, NULL);
+        op.cancelled = 1;
+      }
+    }
+    rc = op_result(g, &op, rdesc, resp, allow_unimpl, err);
+  }
+  op_release(&op);
   return rc;
 }
 
@@ -364,11 +483,14 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
   size_t max = cfg->max_message ? cfg->max_message : (size_t)64 << 20;
   g->max_recv = max >= (size_t)INT_MAX ? -1 : (int)max;
   atomic_init(&g->no_write_files, 0);
+  atomic_init(&g->unreached_ms, 0);
+  pthread_mutex_init(&g->runs_lock, NULL);
   if (!g->target || (cfg->root_certs && !g->root_certs) || (cfg->api_key && !g->auth)) {
     free(g->target);
     free(g->root_certs);
     free(g->auth);
     pthread_mutex_destroy(&g->lock);
+    pthread_mutex_destroy(&g->runs_lock);
     free(g);
     remote_fail_internal("out of memory", err);
     return NULL;
@@ -382,6 +504,9 @@ void remote_grpc_close(struct remote_grpc *g) {
   if (!g)
     return;
   if (g->poll_cq) {
+    /* async runs still in flight end CANCELLED (their done is called by the poller, which
+     * drains the queue before it sees the shutdown) */
+    arun_scan(g, 1);
     grpc_completion_queue_shutdown(g->poll_cq);
     if (g->has_poller)
       pthread_join(g->poller, NULL);
@@ -391,6 +516,7 @@ void remote_grpc_close(struct remote_grpc *g) {
     grpc_channel_destroy(g->channel);
   grpc_shutdown_blocking();
   pthread_mutex_destroy(&g->lock);
+  pthread_mutex_destroy(&g->runs_lock);
   free(g->target);
   free(g->root_certs);
   if (g->auth) {
@@ -404,48 +530,63 @@ const char *remote_grpc_target(const struct remote_grpc *g) {
   return g->target;
 }
 
+int64_t remote_grpc_unreached_ms(struct remote_grpc *g) {
+  return atomic_load(&g->unreached_ms);
+}
+
 /* ======================================================================================
  * Methods
  * ====================================================================================== */
 
-int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
-                    const struct backend_run_req *req, struct backend_run_res *out,
-                    struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id};
-  Sandbox__RunCommandRequest rq = SANDBOX__RUN_COMMAND_REQUEST__INIT;
-  Sandbox__RunCommandRequest__EnvEntry *entries = NULL, **env = NULL;
+/* A RunCommandRequest over borrowed strings, and the env entries it points to. */
+struct run_msg {
+  Sandbox__RunCommandRequest rq;
+  Sandbox__RunCommandRequest__EnvEntry *entries;
+  Sandbox__RunCommandRequest__EnvEntry **env;
+};
+
+/* Fill m from req (borrowing its strings). Returns 0, or -1 with *err filled. */
+static int run_msg_build(struct run_msg *m, const char *id, const struct backend_run_req *req,
+                         struct osb_err *err) {
+  Sandbox__RunCommandRequest init = SANDBOX__RUN_COMMAND_REQUEST__INIT;
+  memset(m, 0, sizeof *m);
+  m->rq = init;
   if (req->n_env > 0) {
-    entries = calloc(req->n_env, sizeof *entries);
-    env = calloc(req->n_env, sizeof *env);
-    if (!entries || !env) {
-      free(entries);
-      free(env);
+    m->entries = calloc(req->n_env, sizeof *m->entries);
+    m->env = calloc(req->n_env, sizeof *m->env);
+    if (!m->entries || !m->env) {
+      free(m->entries);
+      free(m->env);
       return remote_fail_internal("out of memory", err);
     }
     for (size_t i = 0; i < req->n_env; i++) {
-      sandbox__run_command_request__env_entry__init(&entries[i]);
-      entries[i].key = req->env[i].key;
-      entries[i].value = req->env[i].value ? req->env[i].value : (char *)"";
-      env[i] = &entries[i];
+      sandbox__run_command_request__env_entry__init(&m->entries[i]);
+      m->entries[i].key = req->env[i].key;
+      m->entries[i].value = req->env[i].value ? req->env[i].value : (char *)"";
+      m->env[i] = &m->entries[i];
     }
   }
-  rq.session_id = (char *)id;
-  rq.n_command = req->argc;
-  rq.command = (char **)req->argv;
-  rq.time_ms = req->time_ms;
-  rq.mem_kb = req->mem_kb;
-  rq.fsize_kb = req->fsize_kb;
-  rq.nofile = req->nofile;
-  rq.n_env = req->n_env;
-  rq.env = env;
-  rq.cwd = (char *)(req->cwd ? req->cwd : "");
+  m->rq.session_id = (char *)id;
+  m->rq.n_command = req->argc;
+  m->rq.command = (char **)req->argv;
+  m->rq.time_ms = req->time_ms;
+  m->rq.mem_kb = req->mem_kb;
+  m->rq.fsize_kb = req->fsize_kb;
+  m->rq.nofile = req->nofile;
+  m->rq.n_env = req->n_env;
+  m->rq.env = m->env;
+  m->rq.cwd = (char *)(req->cwd ? req->cwd : "");
+  return 0;
+}
 
-  ProtobufCMessage *msg = NULL;
-  int rc = unary(g, c, M_RUN, &rq.base, &run_reply_descriptor, &msg, &w, 0, err);
-  free(entries);
-  free(env);
-  if (rc != 0)
-    return -1;
+static void run_msg_free(struct run_msg *m) {
+  free(m->entries);
+  free(m->env);
+}
+
+/* Turn a decoded RunCommandResponse (msg, freed here) into *out. Returns 0, or -1 with *err
+ * filled (out zeroed). */
+static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct osb_err *err) {
   struct run_reply *r = (struct run_reply *)msg;
   memset(out, 0, sizeof *out);
   out->out = copy_bytes(r->out.data, r->out.len);
@@ -459,6 +600,93 @@ int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
     backend_run_res_free(out);
     memset(out, 0, sizeof *out);
     return remote_fail_internal("out of memory", err);
+  }
+  return 0;
+}
+
+int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
+                    const struct backend_run_req *req, struct backend_run_res *out,
+                    struct osb_err *err) {
+  struct remote_where w = {.sandbox_id = id};
+  struct run_msg m;
+  if (run_msg_build(&m, id, req, err) < 0)
+    return -1;
+  ProtobufCMessage *msg = NULL;
+  int rc = unary(g, c, M_RUN, &m.rq.base, &run_reply_descriptor, &msg, &w, 0, err);
+  run_msg_free(&m);
+  if (rc != 0)
+    return -1;
+  return run_decode(msg, out, err);
+}
+
+static void arun_unlink(struct remote_grpc *g, struct arun *a) {
+  pthread_mutex_lock(&g->runs_lock);
+  if (a->prev)
+    a->prev->next = a->next;
+  else
+    g->runs = a->next;
+  if (a->next)
+    a->next->prev = a->prev;
+  pthread_mutex_unlock(&g->runs_lock);
+}
+
+/* Called by the poller when an async run's batch ended: unlink it, interpret it exactly as a
+ * blocking run would be, hand the outcome to done, free it. */
+static void arun_complete(struct remote_grpc *g, struct arun *a) {
+  arun_unlink(g, a);
+
+  struct osb_err err = OSB_ERR_INIT;
+  struct backend_run_res res;
+  memset(&res, 0, sizeof res);
+  ProtobufCMessage *msg = NULL;
+  int rc = op_result(g, &a->op, &run_reply_descriptor, &msg, 0, &err);
+  op_release(&a->op);
+  if (rc == 0)
+    rc = run_decode(msg, &res, &err);
+  a->done(a->arg, rc == 0 ? 0 : -1, &res, &err);
+  free(a->sandbox_id);
+  free(a);
+}
+
+int remote_grpc_run_async(struct remote_grpc *g, struct call *c, const char *id,
+                          const struct backend_run_req *req, backend_run_done done, void *arg,
+                          struct osb_err *err) {
+  struct arun *a = calloc(1, sizeof *a);
+  char *sid = strdup(id);
+  if (!a || !sid) {
+    free(a);
+    free(sid);
+    return remote_fail_internal("out of memory", err);
+  }
+  a->c = c;
+  a->sandbox_id = sid;
+  a->done = done;
+  a->arg = arg;
+  struct remote_where w = {.sandbox_id = sid};
+  struct run_msg m;
+  int rc = run_msg_build(&m, sid, req, err);
+  if (rc == 0) {
+    rc = op_prepare(g, c, M_RUN, &m.rq.base, &w, 1, &a->op, err);
+    run_msg_free(&m);
+  }
+  if (rc < 0) {
+    free(sid);
+    free(a);
+    return -1;
+  }
+  /* listed before the batch starts: the poller may finish it at once */
+  pthread_mutex_lock(&g->runs_lock);
+  a->next = g->runs;
+  if (g->runs)
+    g->runs->prev = a;
+  g->runs = a;
+  pthread_mutex_unlock(&g->runs_lock);
+  if (op_launch(g, &a->op, a, err) < 0) {
+    arun_unlink(g, a);
+    op_release(&a->op);
+    free(sid);
+    free(a);
+    return -1;
   }
   return 0;
 }

@@ -31,7 +31,8 @@ struct remote_grpc_config {
  * Returns NULL with *err filled (INTERNAL) only when memory runs out. */
 struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struct osb_err *err);
 
-/* Destroy the channel and release the gRPC library. Accepts NULL. No call may be running. */
+/* Destroy the channel and release the gRPC library. Accepts NULL. No blocking call may be
+ * running; async runs still in flight are cancelled and their done called (CANCELLED) first. */
 void remote_grpc_close(struct remote_grpc *g);
 
 /* "host:port", the target (owned by g). */
@@ -41,6 +42,19 @@ const char *remote_grpc_target(const struct remote_grpc *g);
 int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
                     const struct backend_run_req *req, struct backend_run_res *out,
                     struct osb_err *err);
+/* RunCommand without holding the calling thread (the backend's run_async contract): returns
+ * 0 once the call is started, done then being called exactly once from the poller thread
+ * (never from inside this function) with the outcome a blocking run would have had; or -1
+ * with *err filled and done never called (c already cancelled or past its deadline, out of
+ * memory). c must stay valid until done; id and req are copied. The poller cancels the call
+ * within ~50 ms of c->cancelled being raised (done gets CANCELLED); the call's deadline is
+ * c->deadline_ms (DEADLINE_EXCEEDED -> TIMEOUT). remote_grpc_close cancels runs in flight. */
+int remote_grpc_run_async(struct remote_grpc *g, struct call *c, const char *id,
+                          const struct backend_run_req *req, backend_run_done done, void *arg,
+                          struct osb_err *err);
+/* When a call last failed because no connection could be made to the target (the request
+ * never left), in call_now_ms() time; 0 when never. */
+int64_t remote_grpc_unreached_ms(struct remote_grpc *g);
 /* SetEnv. */
 int remote_grpc_set_env(struct remote_grpc *g, struct call *c, const char *id,
                         const struct backend_kv *env, size_t n_env, struct osb_err *err);

@@ -25,6 +25,7 @@ enum {
   POLL_MS = 50,               /* how often a transfer looks at the cancel flag */
   CONNECT_TIMEOUT_MS = 10000, /* connecting longer than this is "unreachable" */
   BODY_TEXT_MAX = 300,        /* bytes of a plain-text error body quoted in a message */
+  BOUND_SLACK_MS = 100,       /* a deadline this close to the request timeout is that one */
 };
 
 /* One reusable transfer context: the easy handle keeps its connection in the multi's pool. */
@@ -61,6 +62,14 @@ static CURLcode global_rc = CURLE_FAILED_INIT;
 
 static void global_init(void) {
   global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* libcurl wants curl_global_init called while no other thread runs, and OpenSSL (which it
+ * initialises) leaks the error state of the thread that first initialised it once that
+ * thread exits: so initialise at program start, on the main thread, in every program that
+ * links this file (the bridge; opensandboxd does not). Later calls of pthread_once do nothing. */
+__attribute__((constructor)) static void global_init_at_start(void) {
+  pthread_once(&global_once, global_init);
 }
 
 static void slot_free(struct slot *s) {
@@ -139,7 +148,11 @@ static int perform(struct remote_http *h, struct call *c, const char *method, co
   struct remote_where w = *where;
   int64_t bound = request_bound(h, c, is_run);
   w.url = h->base;
+  /* data.timeoutMs: the request timeout when that is what bounds it (the call's deadline may
+   * be that same timeout, started a moment earlier upstream), else the time that was left */
   w.timeout_ms = bound > 0 ? bound : 0;
+  if (!is_run && h->timeout_ms > 0 && bound >= h->timeout_ms - BOUND_SLACK_MS)
+    w.timeout_ms = h->timeout_ms;
   rs->status = 0;
   rs->too_big = 0;
   buf_init(&rs->body, h->max_reply);

@@ -4,6 +4,8 @@
  * where remote failures become osb_err kinds (the remote_fail_* helpers of remote_int.h).
  * Layer: backend. Knows nothing of JSON-RPC; never logs the api key. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +19,19 @@
 enum {
   DEFAULT_GRPC_PORT = 50051,
   CACERT_MAX = 4 << 20, /* a CA bundle larger than this is not one */
+  GRPC_RETRY_MS = 30000, /* auto: how long HTTP stands in once the gRPC port was unreachable */
 };
+
+struct hrun;
 
 struct remote {
   struct remote_http *http;
   struct remote_grpc *grpc;
+  int transport;             /* BACKEND_TRANSPORT_* */
+  atomic_llong http_until;   /* auto: gRPC unreachable, HTTP until this call_now_ms(); 0 */
+  pthread_mutex_t lock;      /* guards hruns */
+  pthread_cond_t idle;       /* signalled when hruns empties */
+  struct hrun *hruns;        /* async runs carried over HTTP, each on a thread of its own */
 };
 
 static struct remote *impl(struct backend *be) {
@@ -183,38 +193,276 @@ static int remote_get(struct backend *be, struct call *c, const char *id,
   return remote_http_get(impl(be)->http, c, id, out, err);
 }
 
+/* Transport choice (API.md --transport). gRPC carries commands and file I/O; HTTP has a
+ * route for each of them too. auto tries gRPC and, when its port cannot be reached (the
+ * request never left), does the same operation over HTTP and keeps doing so for
+ * GRPC_RETRY_MS before trying gRPC again. */
+
+/* Whether an operation that both channels have goes over HTTP now. */
+static int via_http(struct remote *r) {
+  if (r->transport == BACKEND_TRANSPORT_HTTP)
+    return 1;
+  if (r->transport != BACKEND_TRANSPORT_AUTO)
+    return 0;
+  int64_t until = atomic_load(&r->http_until);
+  return until != 0 && call_now_ms() < until;
+}
+
+/* A gRPC operation started at t0 failed with *err: whether it is to be done over HTTP
+ * instead (auto, and gRPC could not connect since t0). If so *err is cleared and the choice
+ * remembered for GRPC_RETRY_MS. */
+static int fall_back(struct remote *r, int64_t t0, struct osb_err *err) {
+  if (r->transport != BACKEND_TRANSPORT_AUTO || err->kind != OSB_ERR_CONNECTION)
+    return 0;
+  if (remote_grpc_unreached_ms(r->grpc) < t0)
+    return 0;
+  int64_t now = call_now_ms();
+  int64_t before = atomic_exchange(&r->http_until, now + GRPC_RETRY_MS);
+  if (before < now)
+    log_info("remote: cannot reach gRPC at %s (%s); using HTTP for %d s",
+             remote_grpc_target(r->grpc), err->message ? err->message : "unavailable",
+             GRPC_RETRY_MS / 1000);
+  osb_err_clear(err);
+  return 1;
+}
+
 static int remote_run(struct backend *be, struct call *c, const char *id,
                       const struct backend_run_req *req, struct backend_run_res *out,
                       struct osb_err *err) {
-  return remote_grpc_run(impl(be)->grpc, c, id, req, out, err);
+  struct remote *r = impl(be);
+  int64_t t0 = call_now_ms();
+  if (!via_http(r)) {
+    if (remote_grpc_run(r->grpc, c, id, req, out, err) == 0)
+      return 0;
+    if (!fall_back(r, t0, err))
+      return -1;
+  }
+  return remote_http_run(r->http, c, id, req, out, err);
 }
 
 static int remote_set_env(struct backend *be, struct call *c, const char *id,
                           const struct backend_kv *env, size_t n_env, struct osb_err *err) {
-  return remote_grpc_set_env(impl(be)->grpc, c, id, env, n_env, err);
+  struct remote *r = impl(be);
+  int64_t t0 = call_now_ms();
+  if (!via_http(r)) {
+    if (remote_grpc_set_env(r->grpc, c, id, env, n_env, err) == 0)
+      return 0;
+    if (!fall_back(r, t0, err))
+      return -1;
+  }
+  return remote_http_set_env(r->http, c, id, env, n_env, err);
 }
 
 static int remote_set_cwd(struct backend *be, struct call *c, const char *id, const char *cwd,
                           struct osb_err *err) {
-  return remote_grpc_set_cwd(impl(be)->grpc, c, id, cwd, err);
+  struct remote *r = impl(be);
+  int64_t t0 = call_now_ms();
+  if (!via_http(r)) {
+    if (remote_grpc_set_cwd(r->grpc, c, id, cwd, err) == 0)
+      return 0;
+    if (!fall_back(r, t0, err))
+      return -1;
+  }
+  return remote_http_set_cwd(r->http, c, id, cwd, err);
 }
 
 static int remote_write_file(struct backend *be, struct call *c, const char *id,
                              const char *path, const void *data, size_t len,
                              struct osb_err *err) {
-  return remote_grpc_write_file(impl(be)->grpc, c, id, path, data, len, err);
+  struct remote *r = impl(be);
+  int64_t t0 = call_now_ms();
+  if (!via_http(r)) {
+    if (remote_grpc_write_file(r->grpc, c, id, path, data, len, err) == 0)
+      return 0;
+    if (!fall_back(r, t0, err))
+      return -1;
+  }
+  return remote_http_write_file(r->http, c, id, path, data, len, err);
 }
 
 static int remote_read_file(struct backend *be, struct call *c, const char *id,
                             const char *path, char **data, size_t *len, struct osb_err *err) {
-  return remote_grpc_read_file(impl(be)->grpc, c, id, path, data, len, err);
+  struct remote *r = impl(be);
+  int64_t t0 = call_now_ms();
+  if (!via_http(r)) {
+    if (remote_grpc_read_file(r->grpc, c, id, path, data, len, err) == 0)
+      return 0;
+    if (!fall_back(r, t0, err))
+      return -1;
+  }
+  return remote_http_read_file(r->http, c, id, path, data, len, err);
 }
 
 static int remote_write_files(struct backend *be, struct call *c, const char *id,
                               const struct backend_file *files, size_t n_files,
                               struct backend_file_error **errors, size_t *n_errors,
                               struct osb_err *err) {
-  return remote_grpc_write_files(impl(be)->grpc, c, id, files, n_files, errors, n_errors, err);
+  struct remote *r = impl(be);
+  int64_t t0 = call_now_ms();
+  if (!via_http(r)) {
+    if (remote_grpc_write_files(r->grpc, c, id, files, n_files, errors, n_errors, err) == 0)
+      return 0;
+    if (!fall_back(r, t0, err))
+      return -1;
+  }
+  return remote_http_write_files(r->http, c, id, files, n_files, errors, n_errors, err);
+}
+
+/* ---- asynchronous runs ----
+ * Over gRPC they cost no thread (grpc.c's poller finishes them). Over HTTP (transport http,
+ * or auto while gRPC is unreachable) each runs remote_http_run on a thread of its own. */
+
+/* An async run that is or may become an HTTP run: the request copied, since the caller's
+ * goes when run_async returns. */
+struct hrun {
+  struct remote *r;
+  struct call *c;          /* borrowed until done */
+  char *id;
+  struct backend_run_req req; /* argv, env and cwd owned */
+  backend_run_done done;
+  void *arg;
+  int64_t t0;              /* when the run was asked for */
+  struct hrun *prev, *next; /* in r->hruns while its thread runs */
+};
+
+static void hrun_free(struct hrun *h) {
+  if (!h)
+    return;
+  free(h->id);
+  for (size_t i = 0; h->req.argv && i < h->req.argc; i++)
+    free((char *)h->req.argv[i]);
+  free((void *)h->req.argv);
+  for (size_t i = 0; h->req.env && i < h->req.n_env; i++) {
+    free(h->req.env[i].key);
+    free(h->req.env[i].value);
+  }
+  free((void *)h->req.env);
+  free((char *)h->req.cwd);
+  free(h);
+}
+
+/* A deep copy of the run. NULL when out of memory. */
+static struct hrun *hrun_new(struct remote *r, struct call *c, const char *id,
+                             const struct backend_run_req *req, backend_run_done done,
+                             void *arg) {
+  struct hrun *h = calloc(1, sizeof *h);
+  if (!h)
+    return NULL;
+  h->r = r;
+  h->c = c;
+  h->done = done;
+  h->arg = arg;
+  h->t0 = call_now_ms();
+  h->req = *req;
+  h->req.argv = NULL;
+  h->req.env = NULL;
+  h->req.cwd = NULL;
+  h->req.argc = 0;
+  h->req.n_env = 0;
+  h->id = strdup(id);
+  char **argv = calloc(req->argc + 1, sizeof *argv);
+  struct backend_kv *env = calloc(req->n_env + 1, sizeof *env);
+  h->req.argv = (const char *const *)argv;
+  h->req.env = env;
+  h->req.cwd = strdup(req->cwd ? req->cwd : "");
+  int bad = !h->id || !argv || !env || !h->req.cwd;
+  for (size_t i = 0; !bad && i < req->argc; i++) {
+    argv[i] = strdup(req->argv[i]);
+    h->req.argc = i + 1;
+    bad = !argv[i];
+  }
+  for (size_t i = 0; !bad && i < req->n_env; i++) {
+    env[i].key = strdup(req->env[i].key);
+    env[i].value = strdup(req->env[i].value ? req->env[i].value : "");
+    h->req.n_env = i + 1;
+    bad = !env[i].key || !env[i].value;
+  }
+  if (bad) {
+    hrun_free(h);
+    return NULL;
+  }
+  return h;
+}
+
+static void *hrun_main(void *arg) {
+  struct hrun *h = arg;
+  struct remote *r = h->r;
+  struct backend_run_res res;
+  struct osb_err err = OSB_ERR_INIT;
+  memset(&res, 0, sizeof res);
+  int rc = remote_http_run(r->http, h->c, h->id, &h->req, &res, &err);
+  pthread_mutex_lock(&r->lock);
+  if (h->prev)
+    h->prev->next = h->next;
+  else
+    r->hruns = h->next;
+  if (h->next)
+    h->next->prev = h->prev;
+  if (!r->hruns)
+    pthread_cond_broadcast(&r->idle);
+  pthread_mutex_unlock(&r->lock);
+  h->done(h->arg, rc, &res, &err);
+  hrun_free(h);
+  return NULL;
+}
+
+/* Run h over HTTP on a thread of its own (which calls done and frees h). Returns 0, or -1
+ * with *err filled (h untouched). */
+static int hrun_start(struct hrun *h, struct osb_err *err) {
+  struct remote *r = h->r;
+  pthread_attr_t attr;
+  pthread_t th;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_mutex_lock(&r->lock);
+  h->prev = NULL;
+  h->next = r->hruns;
+  if (r->hruns)
+    r->hruns->prev = h;
+  r->hruns = h;
+  int rc = pthread_create(&th, &attr, hrun_main, h);
+  if (rc != 0) {
+    r->hruns = h->next;
+    if (h->next)
+      h->next->prev = NULL;
+    if (!r->hruns)
+      pthread_cond_broadcast(&r->idle);
+  }
+  pthread_mutex_unlock(&r->lock);
+  pthread_attr_destroy(&attr);
+  if (rc != 0)
+    return remote_fail_internal("cannot start a thread for the run", err);
+  return 0;
+}
+
+/* auto: the gRPC run ended; redo it over HTTP when the gRPC port was unreachable. */
+static void on_grpc_run_done(void *arg, int rc, struct backend_run_res *res,
+                             struct osb_err *err) {
+  struct hrun *h = arg;
+  if (rc < 0 && fall_back(h->r, h->t0, err) && hrun_start(h, err) == 0)
+    return; /* the HTTP thread calls done */
+  h->done(h->arg, rc, res, err);
+  hrun_free(h);
+}
+
+static int remote_run_async(struct backend *be, struct call *c, const char *id,
+                            const struct backend_run_req *req, backend_run_done done, void *arg,
+                            struct osb_err *err) {
+  struct remote *r = impl(be);
+  if (r->transport == BACKEND_TRANSPORT_GRPC)
+    return remote_grpc_run_async(r->grpc, c, id, req, done, arg, err);
+  if (call_is_cancelled(c)) {
+    struct remote_where w = {.op = "the run", .sandbox_id = id};
+    return remote_fail_cancelled(&w, err);
+  }
+  struct hrun *h = hrun_new(r, c, id, req, done, arg);
+  if (!h)
+    return remote_fail_internal("out of memory", err);
+  int rc = via_http(r) ? hrun_start(h, err)
+                       : remote_grpc_run_async(r->grpc, c, id, req, on_grpc_run_done, h, err);
+  if (rc < 0)
+    hrun_free(h);
+  return rc;
 }
 
 static int remote_list_files(struct backend *be, struct call *c, const char *id,
@@ -249,8 +497,18 @@ static void remote_close(struct backend *be) {
     return;
   struct remote *r = be->impl;
   if (r) {
+    /* async runs still in flight end CANCELLED: the gRPC ones by remote_grpc_close, those on
+     * HTTP threads by raising their cancel flag and waiting for the threads */
     remote_grpc_close(r->grpc);
+    pthread_mutex_lock(&r->lock);
+    for (struct hrun *h = r->hruns; h; h = h->next)
+      atomic_store(&h->c->cancelled, 1);
+    while (r->hruns)
+      pthread_cond_wait(&r->idle, &r->lock);
+    pthread_mutex_unlock(&r->lock);
     remote_http_close(r->http);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->idle);
     free(r);
   }
   free((char *)be->config.base_url);
@@ -272,17 +530,20 @@ static const struct backend_ops remote_ops = {
     .list = remote_list,
     /* GET /sessions/{id} (HTTP); 404 -> NOT_FOUND */
     .get = remote_get,
-    /* RunCommand (gRPC), bounded by the call's deadline only */
+    /* The next six go over gRPC, or HTTP per the transport (see via_http). */
+    /* RunCommand | POST .../run, bounded by the call's deadline only */
     .run = remote_run,
-    /* SetEnv (gRPC) */
+    /* the same without a thread: on grpc.c's poller (gRPC) or a thread per run (HTTP) */
+    .run_async = remote_run_async,
+    /* SetEnv | POST .../env */
     .set_env = remote_set_env,
-    /* SetCwd (gRPC) */
+    /* SetCwd | POST .../cwd */
     .set_cwd = remote_set_cwd,
-    /* WriteFile (gRPC); success=false -> FILE */
+    /* WriteFile | POST .../files/write; success=false -> FILE */
     .write_file = remote_write_file,
-    /* ReadFile (gRPC); a non-empty error -> FILE */
+    /* ReadFile | GET .../files/read; a non-empty error -> FILE */
     .read_file = remote_read_file,
-    /* WriteFiles (gRPC), falling back to WriteFile per file on UNIMPLEMENTED */
+    /* WriteFiles (WriteFile per file on UNIMPLEMENTED) | POST .../files/write-bulk */
     .write_files = remote_write_files,
     /* GET /sessions/{id}/files/list (HTTP); a 404 for a live session -> FILE */
     .list_files = remote_list_files,
@@ -342,6 +603,14 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
     osb_err_set(err, OSB_ERR_INVALID_PARAMS, data, "baseUrl must be an http:// or https:// URL");
     return NULL;
   }
+  if (config && (config->transport < BACKEND_TRANSPORT_AUTO ||
+                 config->transport > BACKEND_TRANSPORT_HTTP)) {
+    free(host);
+    json_object *data = json_object_new_object();
+    json_object_object_add(data, "field", json_object_new_string("transport"));
+    osb_err_set(err, OSB_ERR_INVALID_PARAMS, data, "transport must be auto, grpc or http");
+    return NULL;
+  }
   int port = config->grpc_port ? config->grpc_port : DEFAULT_GRPC_PORT;
   if (port < 1 || port > 65535) {
     free(host);
@@ -367,6 +636,10 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
     osb_err_set(err, OSB_ERR_INTERNAL, NULL, "remote backend: out of memory");
     return NULL;
   }
+  pthread_mutex_init(&r->lock, NULL);
+  pthread_cond_init(&r->idle, NULL);
+  atomic_init(&r->http_until, 0);
+  r->transport = config->transport;
   be->ops = &remote_ops;
   be->impl = r;
   be->config = *config;
@@ -401,8 +674,11 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
   r->grpc = remote_grpc_open(&gc, err);
   if (!r->grpc)
     goto fail;
-  log_info("remote: gRPC target %s (%s)", remote_grpc_target(r->grpc),
-           gc.tls ? "TLS" : "plaintext");
+  log_info("remote: gRPC target %s (%s), transport %s", remote_grpc_target(r->grpc),
+           gc.tls ? "TLS" : "plaintext",
+           r->transport == BACKEND_TRANSPORT_GRPC   ? "grpc"
+           : r->transport == BACKEND_TRANSPORT_HTTP ? "http"
+                                                    : "auto");
   free(host);
   free(pem);
   return be;
