@@ -29,6 +29,7 @@
 #include <grpc/support/time.h>
 
 #include "common/log.h"
+#include "common/utf8.h"
 #include "engine/engine.h"
 #include "sandbox.pb-c.h"
 
@@ -173,12 +174,81 @@ static void reply_run_result(struct greply *r, const struct engine_run_result *r
 
 /* ---- handlers: each decodes, calls the engine, encodes ---- */
 
+/* Read a base-128 varint at *p (< end). Returns 0 and advances *p, or -1 if malformed. */
+static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+    uint8_t b = *(*p)++;
+    *v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80))
+      return 0;
+  }
+  return -1;
+}
+
+/* protobuf-c hands string fields over as C strings, so a NUL inside one would silently
+ * cut it short (a path "/tmp/a\0b" would write /tmp/a). Walk the wire bytes first and
+ * refuse strings that hold a NUL or are not valid UTF-8, as proto3 requires. Returns NULL
+ * when the message is acceptable, else a reason. Malformed framing is left to unpack. */
+static const char *wire_strings_check(const ProtobufCMessageDescriptor *desc,
+                                      const uint8_t *p, size_t n, int depth) {
+  const uint8_t *end = p + n;
+  while (p < end) {
+    uint64_t key, len;
+    if (wire_varint(&p, end, &key) < 0)
+      return NULL;
+    unsigned wire = (unsigned)(key & 7);
+    if (wire == 0) {
+      if (wire_varint(&p, end, &len) < 0)
+        return NULL;
+    } else if (wire == 1 || wire == 5) {
+      size_t skip = wire == 1 ? 8 : 4;
+      if ((size_t)(end - p) < skip)
+        return NULL;
+      p += skip;
+    } else if (wire == 2) {
+      if (wire_varint(&p, end, &len) < 0 || len > (uint64_t)(end - p))
+        return NULL;
+      const ProtobufCFieldDescriptor *f =
+          protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+      if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+        if (memchr(p, 0, (size_t)len))
+          return "string fields must not contain NUL bytes";
+        if (!utf8_valid((const char *)p, (size_t)len))
+          return "string fields must be valid UTF-8";
+      } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < 4) {
+        const char *why = wire_strings_check(f->descriptor, p, (size_t)len, depth + 1);
+        if (why)
+          return why;
+      }
+      p += len;
+    } else {
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
 #define DECODE(type, fn, var, data, len, r)                                        \
+  const char *why_##var =                                                         \
+      wire_strings_check(&type##_descriptor_for_check, (data), (len), 0);          \
+  if (why_##var) {                                                                \
+    reply_status((r), GRPC_STATUS_INVALID_ARGUMENT, "%s", why_##var);              \
+    return;                                                                       \
+  }                                                                               \
   type *var = fn(NULL, (len), (data));                                              \
   if (!var) {                                                                       \
     reply_status((r), GRPC_STATUS_INVALID_ARGUMENT, "cannot decode the request");   \
     return;                                                                          \
   }
+
+/* The descriptors DECODE checks against, by message type name. */
+#define Sandbox__RunCommandRequest_descriptor_for_check sandbox__run_command_request__descriptor
+#define Sandbox__WriteFileRequest_descriptor_for_check sandbox__write_file_request__descriptor
+#define Sandbox__WriteFilesRequest_descriptor_for_check sandbox__write_files_request__descriptor
+#define Sandbox__ReadFileRequest_descriptor_for_check sandbox__read_file_request__descriptor
+#define Sandbox__SetEnvRequest_descriptor_for_check sandbox__set_env_request__descriptor
+#define Sandbox__SetCwdRequest_descriptor_for_check sandbox__set_cwd_request__descriptor
 
 /* Build an engine_kv array borrowing the strings of map entries (each entry has key and
  * value as its first fields after base). Returns NULL only when out of memory and n > 0. */

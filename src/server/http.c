@@ -750,15 +750,30 @@ out:
   free(ents);
 }
 
-static const char *query_path(struct hctx *c, int required) {
-  const char *p = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "path");
-  if (!p && required)
+/* The path query parameter: 0 with *path (NULL when absent and not required), or -1
+ * with a 400 sent. A %00 inside it would cut the C string short and name another file,
+ * so it is refused. */
+static int query_path(struct hctx *c, int required, const char **path) {
+  const char *p = NULL;
+  size_t n = 0;
+  if (MHD_lookup_connection_value_n(c->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &p, &n) != MHD_YES)
+    p = NULL;
+  if (p && (strlen(p) != n || !utf8_valid(p, n))) {
+    reply_bad(c, "query parameter '%s' must be UTF-8 without NUL bytes", "path");
+    return -1;
+  }
+  if (!p && required) {
     reply_bad(c, "query parameter '%s' is required", "path");
-  return p;
+    return -1;
+  }
+  *path = p;
+  return 0;
 }
 
 static void h_file_read(struct hctx *c) {
-  const char *path = query_path(c, 1);
+  const char *path = NULL;
+  if (query_path(c, 1, &path) < 0)
+    return;
   char *data = NULL, *text;
   size_t len = 0;
   json_object *o;
@@ -780,7 +795,9 @@ static void h_file_read(struct hctx *c) {
 }
 
 static void h_file_list(struct hctx *c) {
-  const char *path = query_path(c, 0);
+  const char *path = NULL;
+  if (query_path(c, 0, &path) < 0)
+    return;
   struct engine_dirent *ents = NULL;
   size_t n = 0;
   json_object *o, *arr;

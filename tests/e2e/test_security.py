@@ -664,11 +664,21 @@ def test_strings_with_nul_bytes_are_refused_not_cut_short(sdk):
     # a C string ends at the first NUL: "/tmp/a\0b" must not quietly become "/tmp/a"
     sid = sdk.create()
     assert sdk.write(sid, "/tmp/real", b"real file").success
-    w = sdk.write(sid, "/tmp/a\x00b", b"x")
-    assert w.success is False, "WriteFile of a path with a NUL succeeded"
+
+    def refused(method, **kw):
+        """The call was refused: INVALID_ARGUMENT for the malformed request, or an in-band
+        failure (success=false / a non-empty error)."""
+        try:
+            reply = sdk.grpc(method, **kw)
+        except grpc.RpcError as e:
+            return e.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return getattr(reply, "success", True) is False or getattr(reply, "error", "") != ""
+
+    assert refused("WriteFile", session_id=sid, path="/tmp/a\x00b", content=b"x"), \
+        "WriteFile of a path with a NUL succeeded"
     assert sdk.read(sid, "/tmp/a").error != "", "WriteFile \"/tmp/a\\0b\" wrote /tmp/a"
-    rd = sdk.read(sid, "/tmp/real\x00.txt")
-    assert rd.error != "" and rd.content == b"", "ReadFile \"/tmp/real\\0.txt\" read /tmp/real"
+    assert refused("ReadFile", session_id=sid, path="/tmp/real\x00.txt"), \
+        "ReadFile \"/tmp/real\\0.txt\" read /tmp/real"
     status, _ = sdk.http("GET", "/sessions/%s/files/read?path=/tmp/real%%00.txt" % sid)
     assert status != 200, "files/read?path=/tmp/real%00.txt read /tmp/real"
     with pytest.raises(grpc.RpcError) as ei:
