@@ -164,11 +164,13 @@ static struct engine_session *call_begin(struct engine *eng, const char *id) {
   return s;
 }
 
-static void call_end(struct engine_session *s) {
+void engine_call_end(struct engine_session *s) {
   touch(s);
   atomic_fetch_sub(&s->active, 1);
   engine_session_put(s);
 }
+
+static void call_end(struct engine_session *s) { engine_call_end(s); }
 
 /* Remove from the table (the table's reference comes back to the caller). */
 static struct engine_session *table_take(struct engine *eng, const char *id) {
@@ -262,9 +264,16 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
 
   int rc = engine_sandbox_init(eng, opts->unsafe_no_isolation);
   if (rc == 0) {
-    rc = -pthread_create(&eng->ttl_thread, NULL, ttl_main, eng);
+    rc = engine_io_init(eng);
     if (rc < 0)
       engine_sandbox_fini(eng);
+  }
+  if (rc == 0) {
+    rc = -pthread_create(&eng->ttl_thread, NULL, ttl_main, eng);
+    if (rc < 0) {
+      engine_io_fini(eng);
+      engine_sandbox_fini(eng);
+    }
   }
   if (rc < 0) {
     pthread_cond_destroy(&eng->ttl_cond);
@@ -295,6 +304,7 @@ void engine_close(struct engine *eng) {
     session_kill(eng, s);
   }
   engine_run_bg_wait_threads(eng);
+  engine_io_fini(eng); /* every run was killed with its session: wait for the callbacks */
   engine_sandbox_fini(eng);
   free(eng->sessions);
   pthread_cond_destroy(&eng->ttl_cond);
@@ -316,7 +326,7 @@ int engine_session_create(struct engine *eng, const struct engine_kv *env, size_
   atomic_init(&s->refs, 1);
   s->eng = eng;
   s->init_pid = -1;
-  s->init_pidfd = s->rootfd = s->cg_procs_fd = -1;
+  s->init_pidfd = s->rootfd = s->cg_procs_fd = s->cg_current_fd = -1;
   pthread_mutex_init(&s->lock, NULL);
   buf_init(&s->log, ENGINE_BG_LOG_MAX);
   s->created_ms = engine_now_ms();
@@ -502,26 +512,65 @@ int engine_session_setcwd(struct engine *eng, const char *id, const char *cwd) {
 
 /* ---- runs ---- */
 
-int engine_run(struct engine *eng, const char *id, const struct engine_run_opts *opts,
-               struct engine_run_result *res) {
-  if (!eng || !opts || !res)
+static int run_opts_valid(const struct engine_run_opts *opts) {
+  if (opts->argc == 0 || !opts->argv || !env_valid(opts->env, opts->n_env))
+    return 0;
+  for (size_t i = 0; i < opts->argc; i++)
+    if (!opts->argv[i])
+      return 0;
+  return opts->argv[0][0] != '\0';
+}
+
+int engine_run_async(struct engine *eng, const char *id, const struct engine_run_opts *opts,
+                     engine_run_cb cb, void *arg) {
+  if (!eng || !opts || !cb)
     return -EINVAL;
   struct engine_session *s = call_begin(eng, id);
   if (!s)
     return -ESRCH;
-  int rc = 0;
-  if (opts->argc == 0 || !opts->argv || !env_valid(opts->env, opts->n_env))
-    rc = -EINVAL;
-  for (size_t i = 0; rc == 0 && i < opts->argc; i++)
-    if (!opts->argv[i])
-      rc = -EINVAL;
-  if (rc == 0 && !opts->argv[0][0])
-    rc = -EINVAL;
-  if (rc == 0)
-    rc = engine_run_exec(eng, s, opts, res);
-  else
-    memset(res, 0, sizeof *res);
-  call_end(s);
+  int rc = run_opts_valid(opts) ? engine_run_start(eng, s, opts, cb, arg) : -EINVAL;
+  if (rc < 0)
+    call_end(s); /* on success the I/O thread ends the call */
+  return rc;
+}
+
+/* engine_run: an async run whose callback wakes the waiting caller. */
+struct run_wait {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int done;
+  int rc;
+  struct engine_run_result *res;
+};
+
+static void run_wait_cb(void *arg, int rc, struct engine_run_result *res) {
+  struct run_wait *w = arg;
+  pthread_mutex_lock(&w->lock);
+  w->rc = rc;
+  *w->res = *res;
+  w->done = 1;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+int engine_run(struct engine *eng, const char *id, const struct engine_run_opts *opts,
+               struct engine_run_result *res) {
+  if (!eng || !opts || !res)
+    return -EINVAL;
+  memset(res, 0, sizeof *res);
+  struct run_wait w = {.res = res};
+  pthread_mutex_init(&w.lock, NULL);
+  pthread_cond_init(&w.cond, NULL);
+  int rc = engine_run_async(eng, id, opts, run_wait_cb, &w);
+  if (rc == 0) {
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+      pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    rc = w.rc;
+  }
+  pthread_cond_destroy(&w.cond);
+  pthread_mutex_destroy(&w.lock);
   return rc;
 }
 

@@ -49,7 +49,8 @@ struct engine_kv {
 int engine_open(const struct engine_opts *opts, struct engine **out);
 
 /* Destroy every session (killing all their processes, removing their roots) and free the
- * engine. Accepts NULL. */
+ * engine. Every pending engine_run_async callback has fired (once) when it returns. No
+ * other call may be in progress or made meanwhile. Accepts NULL. */
 void engine_close(struct engine *eng);
 
 /* ---- sessions ---- */
@@ -118,7 +119,13 @@ struct engine_run_result {
 
 /* Run a command in the session and wait for it. Returns 0 with *res filled (free with
  * engine_run_result_free) when the command ran, whatever its exit status; a command that
- * cannot be executed (not found) is exit code 127 with a message on stderr. */
+ * cannot be executed (not found) is exit code 127 with a message on stderr. A run that
+ * does not fit under the session's ENGINE_MAX_PROCS processes (after a wait of ~60 ms for
+ * room) is, like a shell's failed fork, exit code 126 with "fork: Resource temporarily
+ * unavailable ..." on stderr; only the command counts against that limit, never the
+ * engine's helper processes. A run whose session is destroyed (or the engine closed)
+ * meanwhile ends as killed: rc 0 and signal 9 (or -ESRCH if it had not started).
+ * It is engine_run_async plus a wait: its output is watched by the engine's I/O thread. */
 int engine_run(struct engine *eng, const char *id, const struct engine_run_opts *opts,
                struct engine_run_result *res);
 
@@ -126,7 +133,9 @@ void engine_run_result_free(struct engine_run_result *res);
 
 /* Completion of engine_run_async: rc and *res as engine_run would have returned them.
  * The callback takes *res (free it with engine_run_result_free); it runs on the engine's
- * I/O thread, so it must not block. */
+ * I/O thread, so it must not block: it may call engine_run_async and the quick calls
+ * (files, env, get), but never engine_run, engine_session_destroy or engine_close, which
+ * wait for that thread. */
 typedef void (*engine_run_cb)(void *arg, int rc, struct engine_run_result *res);
 
 /* Start a run like engine_run but return at once: 0 when the command was started (cb is

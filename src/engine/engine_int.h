@@ -58,11 +58,14 @@ struct engine_session {
   int init_pidfd;
   int rootfd;                 /* O_PATH on the session root */
   int cg_procs_fd;            /* O_WRONLY cgroup.procs of the session's pids cgroup */
+  int cg_current_fd;          /* O_RDONLY pids.current of that cgroup (with cg_procs_fd) */
   char *cg_dir;
   char *dir;                  /* unsafe mode: the host directory used as root */
 };
 
 struct engine_spawn_req; /* sandbox.c */
+struct engine_io;        /* io.c */
+struct engine_io_run;    /* io.c */
 
 struct engine {
   char *state_dir;
@@ -93,6 +96,8 @@ struct engine {
   pthread_cond_t sp_cond;
   struct engine_spawn_req *sp_head;
   int sp_stop;
+
+  struct engine_io *io;       /* the I/O thread watching every run (io.c) */
 };
 
 /* ---- engine.c ---- */
@@ -100,6 +105,9 @@ int64_t engine_now_ms(void);
 /* The session with this id with a reference taken, or NULL. */
 struct engine_session *engine_session_get_ref(struct engine *eng, const char *id);
 void engine_session_put(struct engine_session *s);
+/* End a call begun on s by a public entry point (refresh the idle timer, drop the active
+ * count and the reference). An async run's call is ended by the I/O thread. */
+void engine_call_end(struct engine_session *s);
 
 /* ---- sandbox.c: isolation ---- */
 /* Decide the isolation mode, prepare state_dir and the pids cgroup, clean leftovers of
@@ -122,8 +130,15 @@ void engine_sandbox_release(struct engine_session *s);
 pid_t engine_sandbox_clone(uint64_t flags, int *pidfd);
 
 /* ---- run.c ---- */
-int engine_run_exec(struct engine *eng, struct engine_session *s,
-                    const struct engine_run_opts *opts, struct engine_run_result *res);
+/* Start a run of opts (validated) in s and hand it to the I/O thread, which calls cb once.
+ * Takes over the caller's call on s (engine_call_end) only when it returns 0; on a
+ * negative return nothing runs and cb is never called. */
+int engine_run_start(struct engine *eng, struct engine_session *s,
+                     const struct engine_run_opts *opts, engine_run_cb cb, void *arg);
+/* SIGKILL the process group of pid and, through its pidfd, pid itself. Never blocks. */
+void engine_run_kill(pid_t pid, int pidfd);
+/* Forget a run's pid (it is being reaped): destroy must no longer signal it. */
+void engine_run_forget(struct engine_session *s, pid_t pid);
 int engine_run_bg_start(struct engine *eng, struct engine_session *s,
                         const struct engine_bg_opts *opts, int *pid, int *port);
 /* Kill every run and background process group of the session (used where there is no
@@ -138,14 +153,46 @@ void engine_run_bg_free(struct engine_session *s);
 /* Wait until every background output thread has ended. */
 void engine_run_bg_wait_threads(struct engine *eng);
 
+/* ---- io.c: the I/O thread ---- */
+/* What a started command hands to the I/O thread; every fd is given over. */
+struct engine_io_cmd {
+  pid_t pid;
+  int pidfd;
+  int out_fd, err_fd;         /* read ends of the command's stdout and stderr, O_NONBLOCK */
+  int64_t deadline;           /* engine_now_ms() time at which it is killed */
+  const atomic_int *cancel;   /* or NULL */
+};
+/* Start / stop the I/O thread. fini waits until every submitted run has completed (its
+ * callback returned): the runs' processes must be dying (their sessions destroyed). */
+int engine_io_init(struct engine *eng);
+void engine_io_fini(struct engine *eng);
+/* A run's record, allocated before its command starts so that handing it over cannot
+ * fail. NULL when out of memory. Free one never submitted with engine_io_run_free. */
+struct engine_io_run *engine_io_run_new(struct engine *eng);
+void engine_io_run_free(struct engine_io_run *r);
+/* Hand a started command to the I/O thread: cannot fail. Takes r, the fds of cmd and the
+ * call on s; cb(arg, ...) is called once from the I/O thread. */
+void engine_io_submit(struct engine *eng, struct engine_io_run *r, struct engine_session *s,
+                      const struct engine_io_cmd *cmd, engine_run_cb cb, void *arg);
+/* Complete a run that never started (a shell-like failure): exit_code, and the stderr
+ * written into engine_io_run_stderr(r) beforehand. Takes r and the call on s. */
+void engine_io_submit_exited(struct engine *eng, struct engine_io_run *r,
+                             struct engine_session *s, int exit_code, engine_run_cb cb,
+                             void *arg);
+struct buf *engine_io_run_stderr(struct engine_io_run *r);
+
 /* ---- path.c ---- */
 /* Lexically normalise path against the absolute normalised base: `.` and empty parts
  * vanish, `..` drops a part and stays at "/" at the top. Returns a malloc'd absolute
  * path or NULL when out of memory. */
 char *engine_path_normalize(const char *base, const char *path);
-/* openat2 under rootfd with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS. Returns an fd
+/* openat2 under rootfd with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS (or, where openat2 is
+ * missing, a component-by-component walk with the same semantics). Returns an fd
  * (O_CLOEXEC added) or -errno. */
 int engine_path_resolve(int rootfd, const char *abs, int flags, mode_t mode);
+/* Nonzero: resolve with the walk instead of openat2. Set on the first ENOSYS from openat2
+ * (valgrind, old kernels); tests set it to exercise the walk. */
+extern atomic_int engine_path_no_openat2;
 /* The same for file calls: also -EACCES for anything on procfs or sysfs, which would
  * show the engine's privileged view of the session's processes. */
 int engine_path_open(int rootfd, const char *abs, int flags, mode_t mode);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,212 @@ static int refuse_kernel_fs(int fd) {
   return 0;
 }
 
+/* ---- the fallback resolver (no openat2: valgrind, or a kernel before 5.6) ----
+ * The same semantics as openat2 with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS, one
+ * component at a time: each is opened with O_PATH | O_NOFOLLOW under the directory fd
+ * reached so far, so the kernel never follows a link for us. The directories walked are
+ * kept on a stack whose bottom is the root: `..` pops (and stays at the root), a symlink
+ * is read with readlinkat and its target spliced in front of the rest of the path (an
+ * absolute one restarts at the root), at most RESOLVE_MAX_LINKS of them. Link text is only
+ * ever read, never followed by the kernel, and a symlink on procfs (where magic links
+ * live) is refused with -ELOOP as RESOLVE_NO_MAGICLINKS does. The last component is
+ * opened with the caller's flags plus O_NOFOLLOW, and must be the very inode the O_PATH
+ * step found; when a concurrent rename or symlink swap makes them differ, the walk starts
+ * over (as openat2's -EAGAIN), so a race can make a call fail but never leave the root. */
+
+#define RESOLVE_MAX_LINKS 40
+
+atomic_int engine_path_no_openat2;
+
+struct walk {
+  int *fds; /* fds[0] is a dup of the root; fds[n - 1] the current directory */
+  size_t n, cap;
+};
+
+static void walk_reset(struct walk *w) {
+  while (w->n > 1)
+    close(w->fds[--w->n]);
+}
+
+static int walk_push(struct walk *w, int fd) {
+  if (w->n == w->cap) {
+    size_t ncap = w->cap ? w->cap * 2 : 16;
+    int *v = realloc(w->fds, ncap * sizeof *v);
+    if (!v) {
+      close(fd);
+      return -ENOMEM;
+    }
+    w->fds = v;
+    w->cap = ncap;
+  }
+  w->fds[w->n++] = fd;
+  return 0;
+}
+
+static void walk_free(struct walk *w) {
+  while (w->n > 0)
+    close(w->fds[--w->n]);
+  free(w->fds);
+}
+
+/* Replace the unread part of the path, rest, with target + "/" + rest in path (a malloc'd
+ * buffer of PATH_MAX * 2 bytes); the slash only when rest is not empty or slash is set (a
+ * trailing slash that asked for a directory). Returns 0 or -ENAMETOOLONG. */
+static int splice_link(char *path, const char **rest, const char *target, size_t tlen,
+                       int slash) {
+  size_t rlen = strlen(*rest);
+  size_t sep = (rlen || slash) ? 1 : 0;
+  if (tlen + sep + rlen + 1 > PATH_MAX * 2)
+    return -ENAMETOOLONG;
+  memmove(path + tlen + sep, *rest, rlen + 1);
+  memcpy(path, target, tlen);
+  if (sep)
+    path[tlen] = '/';
+  *rest = path;
+  return 0;
+}
+
+static int resolve_walk(int rootfd, const char *abs, int flags, mode_t mode) {
+  struct walk w = {0};
+  char *path = malloc(PATH_MAX * 2);
+  char *link = malloc(PATH_MAX);
+  int rc = (path && link) ? 0 : -ENOMEM;
+  int root = rc == 0 ? fcntl(rootfd, F_DUPFD_CLOEXEC, 3) : -1;
+  if (rc == 0 && root < 0)
+    rc = -errno;
+  if (rc == 0)
+    rc = walk_push(&w, root);
+  if (rc == 0 && strlen(abs) >= PATH_MAX * 2)
+    rc = -ENAMETOOLONG;
+  if (rc < 0)
+    goto out;
+  strcpy(path, abs);
+  const char *rest = path;
+  int links = 0;
+  for (;;) {
+    while (*rest == '/')
+      rest++;
+    if (!*rest) { /* the path ends on a directory of the stack ("/", "a/..") */
+      rc = openat(w.fds[w.n - 1], ".", flags | O_CLOEXEC, mode);
+      if (rc < 0)
+        rc = -errno;
+      break;
+    }
+    const char *end = strchrnul(rest, '/');
+    size_t len = (size_t)(end - rest);
+    const char *after = end;
+    while (*after == '/')
+      after++;
+    int last = *after == '\0';
+    int must_dir = last && *end == '/';
+    char name[NAME_MAX + 1];
+    if (len > NAME_MAX) {
+      rc = -ENAMETOOLONG;
+      break;
+    }
+    memcpy(name, rest, len);
+    name[len] = '\0';
+    rest = after;
+    if (strcmp(name, ".") == 0)
+      continue;
+    if (strcmp(name, "..") == 0) {
+      if (w.n > 1)
+        close(w.fds[--w.n]);
+      continue;
+    }
+    int cur = w.fds[w.n - 1];
+    int fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      rc = -errno;
+      if (rc == -ENOENT && last && (flags & O_CREAT)) { /* create it, as openat2 would */
+        rc = openat(cur, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (rc < 0)
+          rc = -errno;
+      }
+      break;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+      rc = -errno;
+      close(fd);
+      break;
+    }
+    if (S_ISLNK(st.st_mode) && !(last && (flags & O_NOFOLLOW))) {
+      struct statfs sf;
+      if (fstatfs(fd, &sf) < 0 || sf.f_type == PROC_SUPER_MAGIC) {
+        close(fd); /* /proc links may be magic: refused, as RESOLVE_NO_MAGICLINKS does */
+        rc = -ELOOP;
+        break;
+      }
+      ssize_t n = readlinkat(fd, "", link, PATH_MAX);
+      close(fd);
+      if (n < 0 || n >= PATH_MAX) {
+        rc = n < 0 ? -errno : -ENAMETOOLONG;
+        break;
+      }
+      if (++links > RESOLVE_MAX_LINKS) {
+        rc = -ELOOP;
+        break;
+      }
+      if (link[0] == '/')
+        walk_reset(&w);
+      if ((rc = splice_link(path, &rest, link, (size_t)n, must_dir)) < 0)
+        break;
+      continue;
+    }
+    if (!last) {
+      if (!S_ISDIR(st.st_mode)) {
+        close(fd);
+        rc = -ENOTDIR;
+        break;
+      }
+      if ((rc = walk_push(&w, fd)) < 0)
+        break;
+      continue;
+    }
+    /* the last component, found as st */
+    if (must_dir && !S_ISDIR(st.st_mode)) {
+      close(fd);
+      rc = -ENOTDIR;
+      break;
+    }
+    if (flags & O_PATH) { /* the fd found is the one asked for */
+      if ((flags & O_DIRECTORY) && !S_ISDIR(st.st_mode)) {
+        close(fd);
+        rc = -ENOTDIR;
+      } else {
+        rc = fd;
+      }
+      break;
+    }
+    close(fd);
+    if (S_ISLNK(st.st_mode)) { /* O_NOFOLLOW asked, not O_PATH */
+      rc = -ELOOP;
+      break;
+    }
+    if ((flags & O_CREAT) && (flags & O_EXCL)) {
+      rc = -EEXIST;
+      break;
+    }
+    rc = openat(cur, name, (flags & ~(O_CREAT | O_EXCL)) | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (rc < 0) {
+      rc = -errno;
+      break;
+    }
+    struct stat st2;
+    if (fstat(rc, &st2) < 0 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino) {
+      close(rc);
+      rc = -EAGAIN; /* swapped under us: start over */
+    }
+    break;
+  }
+out:
+  walk_free(&w);
+  free(path);
+  free(link);
+  return rc;
+}
+
 int engine_path_resolve(int rootfd, const char *abs, int flags, mode_t mode) {
   struct open_how how = {
       .flags = (uint64_t)(flags | O_CLOEXEC),
@@ -94,11 +301,21 @@ int engine_path_resolve(int rootfd, const char *abs, int flags, mode_t mode) {
       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
   };
   /* openat2 under RESOLVE_IN_ROOT answers EAGAIN when a concurrent rename could have
-   * raced with `..`; it is safe to retry. */
+   * raced with `..`; it is safe to retry. So is the fallback's -EAGAIN. */
   for (int tries = 0; tries < 64; tries++) {
+    if (atomic_load_explicit(&engine_path_no_openat2, memory_order_relaxed)) {
+      int fd = resolve_walk(rootfd, abs, flags, mode);
+      if (fd != -EAGAIN && fd != -EINTR)
+        return fd;
+      continue;
+    }
     long fd = syscall(SYS_openat2, rootfd, abs, &how, sizeof how);
     if (fd >= 0)
       return (int)fd;
+    if (errno == ENOSYS) {
+      atomic_store(&engine_path_no_openat2, 1);
+      continue;
+    }
     if (errno != EINTR && errno != EAGAIN)
       return -errno;
   }

@@ -3,13 +3,16 @@
  * comes from sandbox.c, paths from path.c.
  *
  * Process shape of a run (isolated mode):
- *   caller thread ── clone ──► intermediate: joins the session's pids cgroup, setns() into
- *   init's mount + PID namespaces, clone(CLONE_PARENT) ──► command, then exits.
+ *   caller thread ── clone ──► intermediate: setns() into init's mount + PID namespaces,
+ *   clone(CLONE_PARENT) ──► command, then exits. The caller then hands the command's pipes
+ *   and pidfd to the I/O thread (io.c), which watches, reaps and calls back.
  * CLONE_PARENT makes the command a direct child of the engine process (so the engine gets
  * its exact wait status through a pidfd) while it lives in the session's PID namespace as
  * an ordinary process (not PID 1: `kill -9 $$` ends it with signal 9; its orphans go to
  * the session's init, which reaps them). The intermediate writes the command's pid to a
  * pipe; the caller pidfd_open()s it (safe: an unreaped child's pid cannot be reused).
+ * The command joins the session's pids cgroup itself (the intermediate never counts against
+ * the session's process limit; a command that does not fit fails with status 126).
  * The command: setsid, stdin /dev/null, stdout/stderr pipes, cwd, rlimits, no_new_privs,
  * every capability dropped (uid stays 0), then an execve with a PATH lookup on its own env.
  * Between clone and exec children use only syscalls on memory prepared before the clone.
@@ -41,8 +44,6 @@
 #include "common/utf8.h"
 
 #define READ_CHUNK 65536
-#define CANCEL_POLL_MS 50  /* how often a run looks at its cancel flag */
-#define DRAIN_GRACE_MS 100 /* after the command ends, how long leftovers may hold the pipes */
 #define DEFAULT_PATH "/usr/bin:/bin"
 #define DEFAULT_HOME "/home"
 
@@ -50,7 +51,8 @@
 struct child_spec {
   int isolated;
   int init_pidfd;   /* setns target (isolated) */
-  int cg_fd;        /* cgroup.procs to join, or -1 */
+  int cg_fd;        /* cgroup.procs the command joins, or -1 */
+  int cg_cur_fd;    /* pids.current of that cgroup */
   int cwdfd;        /* O_PATH directory to start in */
   int out_w, err_w; /* become fds 1 and 2 */
   int stat_w;       /* the intermediate writes the command's pid or -errno here */
@@ -152,6 +154,44 @@ static void __attribute__((noreturn)) exec_lookup(char **argv, char **envp, cons
   _exit(127);
 }
 
+_Static_assert(ENGINE_MAX_PROCS == 64, "join_cgroup's message names the limit");
+
+/* Processes counted in the session's cgroup now, or -1. */
+static long cg_current(int fd) {
+  char num[32];
+  ssize_t n = pread(fd, num, sizeof num - 1, 0);
+  if (n <= 0)
+    return -1;
+  num[n] = '\0';
+  long v = 0;
+  for (char *p = num; *p >= '0' && *p <= '9'; p++)
+    v = v * 10 + (*p - '0');
+  return v;
+}
+
+/* Join the session's pids cgroup. Joining is a migration, which the kernel never refuses
+ * for the limit, so the limit is checked here: wait a little (up to ~60 ms, for the
+ * leftovers of ended runs to be reaped) while the session is full, then join and check
+ * again (two commands may join at once). A command that does not fit ends like a shell
+ * whose fork failed: a message and status 126. */
+static void join_cgroup(const struct child_spec *c) {
+  for (int i = 0, delay_ms = 1; i < 7; i++, delay_ms *= 2) {
+    long cur = cg_current(c->cg_cur_fd);
+    if (cur < 0 || cur < (long)ENGINE_MAX_PROCS)
+      break;
+    struct timespec ts = {0, (long)delay_ms * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  if (write(c->cg_fd, "0", 1) < 0) /* "0": the writing process itself */
+    child_die("cgroup", errno, 126);
+  long cur = cg_current(c->cg_cur_fd);
+  if (cur > (long)ENGINE_MAX_PROCS) {
+    child_write(2, "fork: Resource temporarily unavailable (the session is at its limit of "
+                   "64 processes)\n", NULL, NULL);
+    _exit(126);
+  }
+}
+
 static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
   /* until execve replaces it, this process holds a copy of the engine's memory: keep
    * the session's other processes from reading it (execve makes it dumpable again) */
@@ -165,6 +205,7 @@ static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
       sigaction(sig, &sa, NULL);
   if (fchdir(c->cwdfd) < 0)
     child_die("cd", errno, 1);
+
   /* move the pipes out of the way first: the engine's own 0-2 may be anything */
   int out = fcntl(c->out_w, F_DUPFD, 10);
   int err = fcntl(c->err_w, F_DUPFD, 10);
@@ -173,6 +214,8 @@ static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
     _exit(126);
   if (dup2(nul, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
     _exit(126);
+  if (c->cg_fd >= 0)
+    join_cgroup(c); /* its messages now reach the run's stderr */
   syscall(SYS_close_range, 3, ~0U, 0);
 
   if (c->limit_cpu && setrlimit(RLIMIT_CPU, &c->lim_cpu) < 0)
@@ -207,22 +250,6 @@ static void __attribute__((noreturn)) intermediate_main(const struct child_spec 
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL); /* no handler of the host may run in here */
-  if (c->cg_fd >= 0) {
-    char num[16];
-    int n = 0;
-    char rev[16];
-    int pid = (int)getpid();
-    do {
-      rev[n++] = (char)('0' + pid % 10);
-      pid /= 10;
-    } while (pid);
-    for (int i = 0; i < n; i++)
-      num[i] = rev[n - 1 - i];
-    if (write(c->cg_fd, num, (size_t)n) < 0) {
-      report(c->stat_w, -errno);
-      _exit(1);
-    }
-  }
   if (c->isolated && setns(c->init_pidfd, CLONE_NEWNS | CLONE_NEWPID) < 0) {
     report(c->stat_w, errno == EINVAL || errno == ESRCH ? -ESRCH : -errno);
     _exit(1);
@@ -353,8 +380,7 @@ static void runs_add(struct engine_session *s, pid_t pid) {
   pthread_mutex_unlock(&s->lock);
 }
 
-/* Forget pid; from now on it may be reaped. */
-static void runs_remove(struct engine_session *s, pid_t pid) {
+void engine_run_forget(struct engine_session *s, pid_t pid) {
   pthread_mutex_lock(&s->lock);
   for (size_t i = 0; i < s->n_runs; i++)
     if (s->runs[i] == pid) {
@@ -379,9 +405,10 @@ void engine_run_kill_all(struct engine_session *s) {
 }
 
 /* Start the command described by c (stat_w is filled here). Returns 0 with the command's
- * pid and a pidfd on it, or -errno; on failure nothing is left running. */
-static int spawn_command(struct engine_session *s, struct child_spec *c, pid_t *pid,
-                         int *pidfd) {
+ * pid and a pidfd on it, or -errno; on failure nothing is left running. Without need_pidfd,
+ * a kernel (or valgrind) lacking pidfd_open gives *pidfd = -1 instead of -ENOSYS. */
+static int spawn_command(struct engine_session *s, struct child_spec *c, int need_pidfd,
+                         pid_t *pid, int *pidfd) {
   int sp[2];
   if (pipe2(sp, O_CLOEXEC) < 0)
     return -errno;
@@ -409,6 +436,11 @@ static int spawn_command(struct engine_session *s, struct child_spec *c, pid_t *
   if (rc < 0)
     return atomic_load(&s->dead) ? -ESRCH : rc;
   int fd = (int)syscall(SYS_pidfd_open, (pid_t)v, 0);
+  if (fd < 0 && errno == ENOSYS && !need_pidfd) {
+    *pid = v; /* valgrind: the I/O thread watches the pid itself (io.c) */
+    *pidfd = -1;
+    return 0;
+  }
   if (fd < 0) {
     rc = -errno;
     kill(v, SIGKILL);
@@ -422,49 +454,14 @@ static int spawn_command(struct engine_session *s, struct child_spec *c, pid_t *
   return 0;
 }
 
-static int64_t now_ms(void) { return engine_now_ms(); }
-
-/* One output stream of a run: kept up to max, drained and discarded past it. */
-struct stream {
-  int fd;
-  struct buf b;
-  int cut;
-};
-
-/* Read what is there (a bounded number of chunks, so that one busy stream cannot starve
- * the other or the exit check). Returns 0, or 1 at EOF (fd closed and set to -1). */
-static int stream_read(struct stream *st, char *chunk) {
-  for (int round = 0; round < 16; round++) {
-    ssize_t r = read(st->fd, chunk, READ_CHUNK);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN)
-        return 0;
-      r = 0; /* treat errors as EOF */
-    }
-    if (r == 0) {
-      close(st->fd);
-      st->fd = -1;
-      return 1;
-    }
-    size_t room = st->b.max - st->b.len;
-    size_t take = (size_t)r < room ? (size_t)r : room;
-    if (take < (size_t)r)
-      st->cut = 1;
-    if (take && buf_append(&st->b, chunk, take) != BUF_OK)
-      st->cut = 1; /* out of memory: keep what we have */
-    if (r < READ_CHUNK)
-      return 0;
-  }
-  return 0;
-}
-
-static void kill_run(pid_t pid, int pidfd) {
+void engine_run_kill(pid_t pid, int pidfd) {
   kill(-pid, SIGKILL); /* its process group (it may not have called setsid yet) */
-  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+  if (pidfd < 0 || (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 &&
+                    errno == ENOSYS))
+    kill(pid, SIGKILL); /* callers guarantee pid is not reaped yet */
 }
 
+/* A pipe whose read end (p[0], for the I/O thread) does not block. */
 static int make_pipe(int p[2]) {
   if (pipe2(p, O_CLOEXEC) < 0)
     return -errno;
@@ -472,65 +469,42 @@ static int make_pipe(int p[2]) {
   return 0;
 }
 
-/* utf8_sanitize sized for the worst case (3 bytes per input byte): give back the rest */
-static char *sanitize(const struct buf *b, size_t *len) {
-  char *s = utf8_sanitize(b->data ? b->data : "", b->len, len);
-  if (s && b->len > 4096) {
-    char *t = realloc(s, *len + 1);
-    if (t)
-      s = t;
-  }
-  return s;
-}
-
-static int fill_result(struct engine_run_result *res, struct stream *out, struct stream *err) {
-  res->out = sanitize(&out->b, &res->out_len);
-  res->err = sanitize(&err->b, &res->err_len);
-  res->truncated = out->cut || err->cut;
-  if (!res->out || !res->err) {
-    free(res->out);
-    free(res->err);
-    res->out = res->err = NULL;
-    return -ENOMEM;
-  }
-  return 0;
-}
-
-int engine_run_exec(struct engine *eng, struct engine_session *s,
-                    const struct engine_run_opts *o, struct engine_run_result *res) {
-  uint64_t time_ms = o->time_ms ? o->time_ms : ENGINE_DEFAULT_TIME_MS;
+/* Limits of a run from its options (0: the WIRE.md defaults). */
+static void run_limits(struct child_spec *c, const struct engine_run_opts *o,
+                       uint64_t *time_ms) {
+  *time_ms = o->time_ms ? o->time_ms : ENGINE_DEFAULT_TIME_MS;
   uint64_t mem_kb = o->mem_kb ? o->mem_kb : ENGINE_DEFAULT_MEM_KB;
   uint64_t fsize_kb = o->fsize_kb ? o->fsize_kb : ENGINE_DEFAULT_FSIZE_KB;
   uint64_t nofile = o->nofile ? o->nofile : ENGINE_DEFAULT_NOFILE;
-  memset(res, 0, sizeof *res);
+  uint64_t cpu = *time_ms / 1000 ? *time_ms / 1000 : 1;
+  /* soft == hard: the kernel sends SIGKILL at the limit, as the public server reports */
+  c->lim_cpu.rlim_cur = c->lim_cpu.rlim_max = cpu;
+  c->limit_cpu = 1;
+  c->lim_as.rlim_cur = c->lim_as.rlim_max =
+      mem_kb > RLIM_INFINITY / 1024 ? RLIM_INFINITY : mem_kb * 1024;
+  c->lim_fsize.rlim_cur = c->lim_fsize.rlim_max =
+      fsize_kb > RLIM_INFINITY / 1024 ? RLIM_INFINITY : fsize_kb * 1024;
+  c->lim_nofile.rlim_cur = c->lim_nofile.rlim_max = nofile;
+}
 
+int engine_run_start(struct engine *eng, struct engine_session *s,
+                     const struct engine_run_opts *o, engine_run_cb cb, void *arg) {
   struct child_spec c;
   memset(&c, 0, sizeof c);
   c.isolated = eng->isolated;
   c.init_pidfd = s->init_pidfd;
   c.cg_fd = s->cg_procs_fd;
+  c.cg_cur_fd = s->cg_current_fd;
   c.cwdfd = -1;
-  uint64_t cpu = time_ms / 1000 ? time_ms / 1000 : 1;
-  /* soft == hard: the kernel sends SIGKILL at the limit, as the public server reports */
-  c.lim_cpu.rlim_cur = c.lim_cpu.rlim_max = cpu;
-  c.limit_cpu = 1;
-  c.lim_as.rlim_cur = c.lim_as.rlim_max = mem_kb > RLIM_INFINITY / 1024 ? RLIM_INFINITY
-                                                                        : mem_kb * 1024;
-  c.lim_fsize.rlim_cur = c.lim_fsize.rlim_max =
-      fsize_kb > RLIM_INFINITY / 1024 ? RLIM_INFINITY : fsize_kb * 1024;
-  c.lim_nofile.rlim_cur = c.lim_nofile.rlim_max = nofile;
+  uint64_t time_ms;
+  run_limits(&c, o, &time_ms);
 
-  struct stream out = {.fd = -1}, err = {.fd = -1};
-  buf_init(&out.b, eng->max_output);
-  buf_init(&err.b, eng->max_output);
   int po[2] = {-1, -1}, pe[2] = {-1, -1};
-  int pidfd = -1;
-  pid_t pid = -1;
   int rc = 0;
-  char *chunk = NULL;
+  struct engine_io_run *r = engine_io_run_new(eng);
   char *cwd = run_cwd(s, o->cwd);
   c.argv = build_argv(o->argv, o->argc);
-  if (!cwd || !c.argv) {
+  if (!r || !cwd || !c.argv) {
     rc = -ENOMEM;
     goto out;
   }
@@ -550,120 +524,39 @@ int engine_run_exec(struct engine *eng, struct engine_session *s,
       rc = -ENOMEM;
       goto out;
     }
-    buf_printf(&err.b, "cd: %s: %s\n", cwd, strerrordesc_np(-c.cwdfd));
-    res->exit_code = 1;
-    rc = fill_result(res, &out, &err);
-    goto out;
-  }
-  chunk = malloc(READ_CHUNK);
-  if (!chunk) {
-    rc = -ENOMEM;
+    buf_printf(engine_io_run_stderr(r), "cd: %s: %s\n", cwd, strerrordesc_np(-c.cwdfd));
+    engine_io_submit_exited(eng, r, s, 1, cb, arg);
+    r = NULL;
     goto out;
   }
   if ((rc = make_pipe(po)) < 0 || (rc = make_pipe(pe)) < 0)
     goto out;
   c.out_w = po[1];
   c.err_w = pe[1];
-  rc = spawn_command(s, &c, &pid, &pidfd);
+  struct engine_io_cmd cmd = {.cancel = o->cancel};
+  rc = spawn_command(s, &c, 0, &cmd.pid, &cmd.pidfd);
   close(po[1]);
   close(pe[1]);
   po[1] = pe[1] = -1;
   if (rc < 0)
     goto out;
-  runs_add(s, pid);
-  out.fd = po[0];
-  err.fd = pe[0];
+  runs_add(s, cmd.pid);
+  cmd.out_fd = po[0];
+  cmd.err_fd = pe[0];
   po[0] = pe[0] = -1;
-
-  int64_t deadline = now_ms() + (int64_t)(time_ms > INT64_MAX / 2 ? INT64_MAX / 4 : time_ms);
-  int64_t grace_end = 0;
-  int exited = 0, cancelled = 0, killed = 0;
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  for (;;) {
-    int64_t now = now_ms();
-    if (!exited) {
-      if (!killed && o->cancel && atomic_load(o->cancel)) {
-        cancelled = killed = 1;
-        kill_run(pid, pidfd);
-      } else if (!killed && now >= deadline) {
-        killed = 1;
-        kill_run(pid, pidfd);
-      }
-    } else if ((out.fd < 0 && err.fd < 0) || now >= grace_end) {
-      break;
-    }
-    struct pollfd pf[3];
-    int nf = 0, io = -1, ie = -1, ip = -1;
-    if (out.fd >= 0) {
-      io = nf;
-      pf[nf++] = (struct pollfd){.fd = out.fd, .events = POLLIN};
-    }
-    if (err.fd >= 0) {
-      ie = nf;
-      pf[nf++] = (struct pollfd){.fd = err.fd, .events = POLLIN};
-    }
-    if (!exited) {
-      ip = nf;
-      pf[nf++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-    }
-    int64_t wait = exited ? grace_end - now : CANCEL_POLL_MS;
-    if (!exited && !killed && deadline - now < wait)
-      wait = deadline - now;
-    if (wait < 0)
-      wait = 0;
-    int n = poll(pf, (nfds_t)nf, (int)wait);
-    if (n < 0 && errno != EINTR)
-      break;
-    if (n <= 0)
-      continue;
-    if (io >= 0 && (pf[io].revents & (POLLIN | POLLHUP | POLLERR)))
-      stream_read(&out, chunk);
-    if (ie >= 0 && (pf[ie].revents & (POLLIN | POLLHUP | POLLERR)))
-      stream_read(&err, chunk);
-    if (ip >= 0 && (pf[ip].revents & POLLIN)) {
-      /* the command ended: take down what it left in its group (while its pid, still
-       * unreaped, cannot name anyone else), then collect its status */
-      kill(-pid, SIGKILL);
-      runs_remove(s, pid);
-      while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
-      }
-      exited = 1;
-      grace_end = now_ms() + DRAIN_GRACE_MS;
-    }
-  }
-  if (!exited) { /* poll failed: do not leave it behind */
-    kill_run(pid, pidfd);
-    runs_remove(s, pid);
-    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
-    }
-  }
-  if (cancelled) {
-    rc = -ECANCELED;
-    goto out;
-  }
-  if (si.si_code == CLD_EXITED) {
-    res->exit_code = si.si_status;
-  } else {
-    res->signal = si.si_status;
-  }
-  rc = fill_result(res, &out, &err);
+  cmd.deadline = engine_now_ms() + (int64_t)(time_ms > INT64_MAX / 4 ? INT64_MAX / 4 : time_ms);
+  engine_io_submit(eng, r, s, &cmd, cb, arg);
+  r = NULL;
 
 out:
-  free(chunk);
-  if (pidfd >= 0)
-    close(pidfd);
-  int fds[] = {po[0], po[1], pe[0], pe[1], out.fd, err.fd, c.cwdfd};
+  engine_io_run_free(r);
+  int fds[] = {po[0], po[1], pe[0], pe[1], c.cwdfd};
   for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
     if (fds[i] >= 0)
       close(fds[i]);
-  buf_free(&out.b);
-  buf_free(&err.b);
   strv_free(c.argv);
   strv_free(c.envp);
   free(cwd);
-  if (rc < 0)
-    memset(res, 0, sizeof *res);
   return rc;
 }
 
@@ -823,6 +716,7 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   c.isolated = eng->isolated;
   c.init_pidfd = s->init_pidfd;
   c.cg_fd = s->cg_procs_fd;
+  c.cg_cur_fd = s->cg_current_fd;
   c.cwdfd = -1;
   c.limit_cpu = 0; /* a server runs until killed; memory, file size and fds are limited */
   c.lim_as.rlim_cur = c.lim_as.rlim_max = (rlim_t)ENGINE_DEFAULT_MEM_KB * 1024;
@@ -862,7 +756,7 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
     goto out;
   }
   c.out_w = c.err_w = p[1];
-  rc = spawn_command(s, &c, &pid, &pidfd);
+  rc = spawn_command(s, &c, 1, &pid, &pidfd);
   close(p[1]);
   p[1] = -1;
   if (rc < 0)
@@ -880,7 +774,7 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   pthread_mutex_unlock(&s->lock);
   if (!v) {
     rc = -ENOMEM;
-    kill_run(pid, pidfd);
+    engine_run_kill(pid, pidfd);
     siginfo_t si;
     while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
     }
@@ -905,7 +799,7 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   if (err) {
     /* no thread to read and reap: kill it, reap it here and let the entry be dropped */
     pthread_mutex_lock(&s->lock);
-    kill_run(pid, pidfd);
+    engine_run_kill(pid, pidfd);
     siginfo_t si;
     while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
     }

@@ -2,6 +2,8 @@
  * namespaces whose root is a fresh tmpfs with the host's /usr, /etc... bound read-only.
  * Layer: engine. Knows nothing of runs' I/O (run.c) or file operations (path.c).
  *
+ * The host's /etc/shadow, /etc/gshadow (and their `-` backups) are covered by an empty
+ * read-only file: the session's root owns them and would otherwise read the hashes.
  * Shape of a session (isolated mode):
  *   engine process ── (spawner thread) clone3(NEWNS|NEWPID) ──► init: PID 1 of the session
  *   init builds the root, pivots into it, then only reaps orphans. It has PDEATHSIG=SIGKILL
@@ -90,7 +92,7 @@ static void reset_signals(void) {
 /* Bind src on dst read-only, nosuid, nodev, recursively (Docker puts /etc/hosts and such
  * as submounts under /etc: they must turn read-only too). */
 static int bind_ro(const char *src, const char *dst) {
-  if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+  if (mount(src, dst, "none", MS_BIND | MS_REC, NULL) < 0)
     return errno;
   struct mount_attr attr;
   memset(&attr, 0, sizeof attr);
@@ -98,7 +100,7 @@ static int bind_ro(const char *src, const char *dst) {
   if (syscall(SYS_mount_setattr, AT_FDCWD, dst, AT_RECURSIVE, &attr, sizeof attr) == 0)
     return 0;
   /* older kernels: the top mount only */
-  if (mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+  if (mount("none", dst, "none", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
     return errno;
   return 0;
 }
@@ -128,6 +130,18 @@ static unsigned long stat_field(const char *stat, int idx) {
   return v;
 }
 
+/* Zero [start, end) of our memory through fd, an open /proc/self/mem. */
+static void mem_zero(int fd, unsigned long start, unsigned long end) {
+  static const char zeros[4096];
+  while (start < end) {
+    size_t n = end - start < sizeof zeros ? end - start : sizeof zeros;
+    ssize_t w = pwrite(fd, zeros, n, (off_t)start);
+    if (w <= 0)
+      return;
+    start += (unsigned long)w;
+  }
+}
+
 /* init is a copy of the engine's memory: make /proc/1 in the sandbox reveal none of it.
  * Not dumpable: capability-less processes cannot ptrace it or read its mem, environ or
  * maps. Its cmdline (readable by all) and environ areas are overwritten in place (this is
@@ -146,12 +160,42 @@ static void init_hide(void) {
   unsigned long arg_start = stat_field(stat, 48), arg_end = stat_field(stat, 49);
   unsigned long env_start = stat_field(stat, 50), env_end = stat_field(stat, 51);
   static const char name[] = "osb-init";
+  /* through /proc/self/mem: under valgrind those areas are the tool's, not ours to touch
+   * with plain stores (the kernel writes them either way) */
+  fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return;
   if (arg_start && arg_end > arg_start + sizeof name) {
-    memset((void *)arg_start, 0, arg_end - arg_start);
-    memcpy((void *)arg_start, name, sizeof name);
+    mem_zero(fd, arg_start, arg_end);
+    ssize_t w = pwrite(fd, name, sizeof name, (off_t)arg_start);
+    (void)w;
   }
   if (env_start && env_end > env_start)
-    memset((void *)env_start, 0, env_end - env_start);
+    mem_zero(fd, env_start, env_end);
+  close(fd);
+}
+
+/* The host's password hashes must not reach a session: its root (uid 0, even without
+ * capabilities) owns them. An empty read-only file is bound over each of them (in the cwd,
+ * the new root's etc); the file it comes from is then unlinked. Returns 0 or an errno. */
+static int mask_secrets(void) {
+  static const char *const secrets[] = {"etc/shadow", "etc/shadow-", "etc/gshadow",
+                                        "etc/gshadow-"};
+  static const char empty[] = ".osb-empty";
+  int f = open(empty, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (f < 0)
+    return errno;
+  close(f);
+  int err = 0;
+  for (size_t i = 0; !err && i < sizeof secrets / sizeof secrets[0]; i++) {
+    struct stat st;
+    if (lstat(secrets[i], &st) < 0 || !S_ISREG(st.st_mode))
+      continue; /* absent (or a symlink into the masked tree): nothing to hide */
+    err = bind_ro(empty, secrets[i]);
+  }
+  if (unlink(empty) < 0 && !err)
+    err = errno;
+  return err;
 }
 
 static void __attribute__((noreturn)) init_main(struct init_args *a) {
@@ -178,7 +222,7 @@ static void __attribute__((noreturn)) init_main(struct init_args *a) {
       close(nul);
   }
   umask(0);
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+  if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
     init_fail(fd, errno);
   if (mount("tmpfs", a->mnt, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTS) < 0)
     init_fail(fd, errno);
@@ -210,6 +254,9 @@ static void __attribute__((noreturn)) init_main(struct init_args *a) {
     if (err)
       init_fail(fd, err);
   }
+  int err = mask_secrets();
+  if (err)
+    init_fail(fd, err);
   if (mkdir("tmp", 01777) < 0 || mkdir("home", 0755) < 0 || mkdir("dev", 0755) < 0 ||
       mkdir("proc", 0555) < 0)
     init_fail(fd, errno);
@@ -223,9 +270,9 @@ static void __attribute__((noreturn)) init_main(struct init_args *a) {
     if (f < 0)
       init_fail(fd, errno);
     close(f);
-    if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+    if (mount(src, dst, "none", MS_BIND, NULL) < 0)
       init_fail(fd, errno);
-    if (mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC, NULL) < 0)
+    if (mount("none", dst, "none", MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC, NULL) < 0)
       init_fail(fd, errno);
   }
   if (symlink("/proc/self/fd", "dev/fd") < 0 || symlink("/proc/self/fd/0", "dev/stdin") < 0 ||
@@ -509,9 +556,12 @@ int engine_sandbox_init(struct engine *eng, int unsafe_ok) {
     uint64_t flags, mode, resolve;
   } how = {O_PATH | O_CLOEXEC, 0, 0};
   long fd = syscall(SYS_openat2, AT_FDCWD, "/", &how, sizeof how);
-  if (fd < 0)
-    return -errno; /* no openat2 (kernel < 5.6): no safe file access */
-  close((int)fd);
+  if (fd >= 0)
+    close((int)fd);
+  else if (errno == ENOSYS) /* valgrind, kernel < 5.6: path.c walks paths itself */
+    atomic_store(&engine_path_no_openat2, 1);
+  else
+    return -errno;
 
   eng->isolated = probe_isolation();
   if (!eng->isolated) {
@@ -576,6 +626,15 @@ static void cgroup_create(struct engine *eng, struct engine_session *s) {
     s->cg_procs_fd = open(path, O_WRONLY | O_CLOEXEC);
     if (s->cg_procs_fd < 0)
       rc = -errno;
+  }
+  if (rc == 0) {
+    snprintf(path, sizeof path, "%s/pids.current", dir);
+    s->cg_current_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (s->cg_current_fd < 0) {
+      rc = -errno;
+      close(s->cg_procs_fd);
+      s->cg_procs_fd = -1;
+    }
   }
   if (rc < 0) {
     cgroup_warn(eng, path, -rc);
@@ -657,7 +716,8 @@ void engine_sandbox_destroy(struct engine *eng, struct engine_session *s) {
   if (s->init_pidfd >= 0) {
     /* PID 1 gone: the kernel kills the whole namespace. Waiting for init also waits until
      * every process of the namespace is gone (reaped by its parent thread in run.c). */
-    syscall(SYS_pidfd_send_signal, s->init_pidfd, SIGKILL, NULL, 0);
+    if (syscall(SYS_pidfd_send_signal, s->init_pidfd, SIGKILL, NULL, 0) < 0 && errno == ENOSYS)
+      kill(s->init_pid, SIGKILL); /* valgrind: init is unreaped, so its pid is still its */
     wait_pidfd(s->init_pidfd);
     close(s->init_pidfd);
     s->init_pidfd = -1;
@@ -685,10 +745,12 @@ void engine_sandbox_release(struct engine_session *s) {
     close(s->rootfd);
   if (s->cg_procs_fd >= 0)
     close(s->cg_procs_fd);
+  if (s->cg_current_fd >= 0)
+    close(s->cg_current_fd);
   if (s->init_pidfd >= 0)
     close(s->init_pidfd);
   free(s->cg_dir);
   free(s->dir);
-  s->rootfd = s->cg_procs_fd = s->init_pidfd = -1;
+  s->rootfd = s->cg_procs_fd = s->cg_current_fd = s->init_pidfd = -1;
   s->cg_dir = s->dir = NULL;
 }

@@ -1,6 +1,7 @@
 /* test_engine.c - the engine through its public header: sessions, runs, limits, isolation,
  * files and background processes, each case in its own forked process (test.h).
  * Needs root (namespaces, cgroups); without it only the refusal and unsafe cases run. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "engine/engine_int.h" /* engine_path_no_openat2: the fallback resolver */
 #include "test.h"
 
 #define STATE_DIR "/tmp/osb-test-engine"
@@ -665,6 +667,36 @@ TEST(paths_and_symlinks_cannot_escape_root) {
   engine_close(e);
 }
 
+/* The host's /etc/shadow and /etc/gshadow are empty inside a session, for commands and the
+ * file API alike, whatever path reaches them. */
+TEST(host_password_hashes_are_masked) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "cat /etc/shadow /etc/gshadow; cat /etc/shadow- /etc/gshadow- 2>/dev/null;"
+                          "echo x > /etc/shadow", &r), 0);
+  ASSERT_EQ(r.out_len, 0);
+  ASSERT(strstr(r.err, "Read-only") != NULL);
+  engine_run_result_free(&r);
+  const char *paths[] = {"/etc/shadow", "/../../etc/shadow", "etc/../etc/gshadow",
+                         "/etc/shadow-", "/etc/gshadow-"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    char *data = NULL;
+    size_t len = 99;
+    int rc = engine_file_read(e, id, paths[i], &data, &len);
+    if (i >= 3 && access(paths[i], F_OK) != 0) {
+      ASSERT_EQ(rc, -ENOENT);
+      continue;
+    }
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(len, 0);
+    free(data);
+  }
+  ASSERT_EQ(engine_file_write(e, id, "/etc/shadow", "x", 1), -EROFS);
+  engine_close(e);
+}
+
 TEST(reading_fifo_or_device_fails_promptly) {
   struct engine *e = open_engine();
   char id[ENGINE_ID_LEN + 1];
@@ -698,6 +730,85 @@ TEST(read_larger_than_max_file_is_efbig) {
   ASSERT_EQ(len, 1000);
   free(data);
   engine_close(e);
+}
+
+/* ---- the fallback resolver (no openat2, as under valgrind) ---- */
+
+/* Read path with openat2 and with the walk: both succeed with the same bytes, or both fail
+ * (with the same error, except on procfs where openat2 says ELOOP for a magic link). */
+static void same_both_ways(struct engine *e, const char *id, const char *path) {
+  char *d1 = NULL, *d2 = NULL;
+  size_t l1 = 0, l2 = 0;
+  atomic_store(&engine_path_no_openat2, 0);
+  int r1 = engine_file_read(e, id, path, &d1, &l1);
+  atomic_store(&engine_path_no_openat2, 1);
+  int r2 = engine_file_read(e, id, path, &d2, &l2);
+  if (r1 != r2)
+    fprintf(stderr, "  %s: openat2 %d, walk %d\n", path, r1, r2);
+  if (strncmp(path, "/proc/", 6) == 0) {
+    ASSERT(r1 < 0 && r2 < 0);
+  } else {
+    ASSERT_EQ(r2, r1);
+  }
+  if (r1 == 0 && r2 == 0)
+    ASSERT_MEM_EQ(d1, l1, d2, l2);
+  free(d1);
+  free(d2);
+}
+
+/* The walk resolves exactly as openat2 does: symlinks absolute and relative, `..` through
+ * them, loops and the 40-link cap, and nothing leaves the root. */
+TEST(fallback_resolver_agrees_with_openat2) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  free(sh_out(e, id,
+              "mkdir -p /tmp/d/e && echo hi > /tmp/d/e/f && cd /tmp && ln -s /tmp/d abs && "
+              "ln -s d/e rel && ln -s ../../../../.. up && ln -s loop1 loop2 && "
+              "ln -s loop2 loop1 && ln -s /tmp/d/e/f flink && ln -s nowhere dangling && "
+              "ln -s / root && ln -s abs/e/../e absrel && "
+              "i=0; while [ $i -lt 41 ]; do ln -s c$((i+1)) c$i; i=$((i+1)); done; "
+              "ln -s /tmp/d/e/f c41; "
+              "i=0; while [ $i -lt 39 ]; do ln -s k$((i+1)) k$i; i=$((i+1)); done; "
+              "ln -s /tmp/d/e/f k39"));
+  const char *paths[] = {"/tmp/d/e/f", "/tmp/abs/e/f", "/tmp/rel/f", "/tmp/rel/../e/f",
+                         "/tmp/up/tmp/d/e/f", "/tmp/up/etc/hostname", "/tmp/loop1",
+                         "/tmp/flink", "/tmp/dangling", "/tmp/d/e/f/x", "/tmp/abs/../d/e/f",
+                         "/tmp/root/../../tmp/d/e/f", "/tmp/absrel/f", "/tmp/c0", "/tmp/c1",
+                         "/tmp/k0", "/tmp/d", "/etc/shadow", "/etc/passwd", "/tmp/up/etc/shadow",
+                         "/proc/self/root/etc/passwd", "/proc/1/root/etc/hostname",
+                         "/proc/1/environ", "/nonexistent/x"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+    same_both_ways(e, id, paths[i]);
+  /* the two that matter most, spelled out */
+  char *data;
+  size_t len;
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/c0", &data, &len), -ELOOP);
+  ASSERT_EQ(engine_file_read(e, id, "/tmp/k0", &data, &len), 0);
+  ASSERT_STR_EQ(data, "hi\n");
+  free(data);
+  engine_close(e);
+}
+
+/* The escape cases of the openat2 tests, with the walk forced. */
+TEST(fallback_paths_and_symlinks_cannot_escape_root) {
+  atomic_store(&engine_path_no_openat2, 1);
+  paths_and_symlinks_cannot_escape_root();
+}
+
+TEST(fallback_password_hashes_are_masked) {
+  atomic_store(&engine_path_no_openat2, 1);
+  host_password_hashes_are_masked();
+}
+
+TEST(fallback_files_write_read_list) {
+  atomic_store(&engine_path_no_openat2, 1);
+  file_written_is_read_by_cat_and_back();
+  file_list_is_sorted_with_sizes();
+  write_into_usr_is_erofs();
+  reading_fifo_or_device_fails_promptly();
+  relative_cwd_cannot_climb_above_root();
+  missing_cwd_fails_run_like_a_shell();
 }
 
 /* ---- background processes ---- */
@@ -907,6 +1018,264 @@ TEST(engine_death_kills_sandboxes) {
   ASSERT(gone);
 }
 
+/* ---- asynchronous runs ---- */
+
+/* What one async run's callback saw. */
+struct async_slot {
+  atomic_int calls;
+  int rc;
+  int exit_code;
+  int signal;
+  char out[32];
+  pthread_t thread;
+};
+
+static atomic_int async_done;
+
+static void async_cb(void *arg, int rc, struct engine_run_result *res) {
+  struct async_slot *sl = arg;
+  sl->rc = rc;
+  sl->exit_code = res->exit_code;
+  sl->signal = res->signal;
+  snprintf(sl->out, sizeof sl->out, "%s", res->out ? res->out : "");
+  sl->thread = pthread_self();
+  engine_run_result_free(res);
+  atomic_fetch_add(&sl->calls, 1);
+  atomic_fetch_add(&async_done, 1);
+}
+
+static int async_sh(struct engine *e, const char *id, const char *script,
+                    const atomic_int *cancel, struct async_slot *sl) {
+  const char *argv[] = {"/bin/sh", "-c", script};
+  struct engine_run_opts o = {.argv = argv, .argc = 3, .time_ms = 20000, .cancel = cancel};
+  return engine_run_async(e, id, &o, async_cb, sl);
+}
+
+static int task_count(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/task");
+  if (!d)
+    return -1;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL)
+    if (de->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+
+/* Wait until async_done reaches n (at most ms); returns the time it took. */
+static int64_t wait_async(int n, int64_t ms) {
+  int64_t t0 = now_ms();
+  while (atomic_load(&async_done) < n && now_ms() - t0 < ms)
+    usleep(2000);
+  return now_ms() - t0;
+}
+
+#define N_ASYNC 200
+#define N_ASYNC_SESSIONS 8
+
+/* 200 runs in flight at once across 8 sessions all come back right, on the engine's
+ * thread, and the engine starts no thread for them. */
+TEST(many_async_runs_complete_without_a_thread_each) {
+  struct engine *e = open_engine();
+  char ids[N_ASYNC_SESSIONS][ENGINE_ID_LEN + 1];
+  for (int i = 0; i < N_ASYNC_SESSIONS; i++)
+    new_session(e, ids[i]);
+  static struct async_slot slots[N_ASYNC];
+  int tasks0 = task_count();
+  int64_t t0 = now_ms();
+  for (int i = 0; i < N_ASYNC; i++) {
+    char script[64];
+    snprintf(script, sizeof script, "sleep 1; echo %d", i);
+    ASSERT_EQ(async_sh(e, ids[i % N_ASYNC_SESSIONS], script, NULL, &slots[i]), 0);
+  }
+  int in_flight = N_ASYNC - atomic_load(&async_done);
+  ASSERT_EQ(task_count(), tasks0);
+  wait_async(N_ASYNC, 20000);
+  int64_t dt = now_ms() - t0;
+  ASSERT_EQ(atomic_load(&async_done), N_ASYNC);
+  ASSERT(in_flight >= 20); /* they really were in flight together */
+  for (int i = 0; i < N_ASYNC; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "%d\n", i);
+    ASSERT_EQ(atomic_load(&slots[i].calls), 1);
+    ASSERT_EQ(slots[i].rc, 0);
+    ASSERT_EQ(slots[i].exit_code, 0);
+    ASSERT_STR_EQ(slots[i].out, want);
+    ASSERT(!pthread_equal(slots[i].thread, pthread_self()));
+  }
+  ASSERT(dt < 30000);
+  ASSERT_EQ(task_count(), tasks0);
+  engine_close(e);
+}
+
+/* A cwd that does not exist still answers through the callback (exit 1, like a shell). */
+TEST(async_run_with_missing_cwd_calls_back) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  static struct async_slot sl;
+  const char *argv[] = {"true"};
+  struct engine_run_opts o = {.argv = argv, .argc = 1, .cwd = "/nonexistent"};
+  ASSERT_EQ(engine_run_async(e, id, &o, async_cb, &sl), 0);
+  wait_async(1, 5000);
+  ASSERT_EQ(atomic_load(&sl.calls), 1);
+  ASSERT_EQ(sl.rc, 0);
+  ASSERT_EQ(sl.exit_code, 1);
+  ASSERT(!pthread_equal(sl.thread, pthread_self()));
+  o.argc = 0;
+  ASSERT_EQ(engine_run_async(e, id, &o, async_cb, &sl), -EINVAL);
+  ASSERT_EQ(engine_run_async(e, "nope", &o, async_cb, &sl), -ESRCH);
+  engine_close(e);
+  ASSERT_EQ(atomic_load(&sl.calls), 1);
+}
+
+/* Raising the cancel flag of an async run kills it: the callback gets -ECANCELED soon. */
+TEST(async_run_cancel_flag_kills_it) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  static struct async_slot sl, other;
+  static atomic_int flag, other_flag;
+  ASSERT_EQ(async_sh(e, id, "sleep 100", &flag, &sl), 0);
+  ASSERT_EQ(async_sh(e, id, "sleep 0.5; echo kept", &other_flag, &other), 0);
+  usleep(100 * 1000);
+  int64_t t0 = now_ms();
+  atomic_store(&flag, 1);
+  wait_async(1, 5000);
+  ASSERT(now_ms() - t0 < 300);
+  ASSERT_EQ(atomic_load(&sl.calls), 1);
+  ASSERT_EQ(sl.rc, -ECANCELED);
+  wait_async(2, 5000); /* the other one is unaffected */
+  ASSERT_EQ(other.rc, 0);
+  ASSERT_STR_EQ(other.out, "kept\n");
+  engine_close(e);
+}
+
+/* Destroying a session with async runs pending: each callback fires exactly once, with
+ * the killed result, promptly. */
+TEST(destroy_with_async_runs_pending_calls_back_once) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1], keep[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  new_session(e, keep);
+  static struct async_slot sl[20], kept;
+  for (int i = 0; i < 20; i++)
+    ASSERT_EQ(async_sh(e, id, "sleep 100", NULL, &sl[i]), 0);
+  ASSERT_EQ(async_sh(e, keep, "sleep 0.3; echo alive", NULL, &kept), 0);
+  usleep(100 * 1000);
+  int64_t t0 = now_ms();
+  ASSERT_EQ(engine_session_destroy(e, id), 0);
+  wait_async(20, 5000);
+  ASSERT(now_ms() - t0 < 1500);
+  for (int i = 0; i < 20; i++) {
+    ASSERT_EQ(atomic_load(&sl[i].calls), 1);
+    ASSERT(sl[i].rc == 0 || sl[i].rc == -ESRCH);
+    if (sl[i].rc == 0)
+      ASSERT_EQ(sl[i].signal, 9);
+  }
+  wait_async(21, 5000);
+  ASSERT_EQ(kept.rc, 0);
+  ASSERT_STR_EQ(kept.out, "alive\n");
+  usleep(100 * 1000);
+  for (int i = 0; i < 20; i++)
+    ASSERT_EQ(atomic_load(&sl[i].calls), 1);
+  engine_close(e);
+}
+
+/* engine_close with async runs pending returns only after every callback fired once. */
+TEST(engine_close_with_async_runs_pending_calls_back_once) {
+  struct engine *e = open_engine();
+  char a[ENGINE_ID_LEN + 1], b[ENGINE_ID_LEN + 1];
+  new_session(e, a);
+  new_session(e, b);
+  static struct async_slot sl[30];
+  for (int i = 0; i < 30; i++)
+    ASSERT_EQ(async_sh(e, i % 2 ? a : b, "sleep 100", NULL, &sl[i]), 0);
+  usleep(50 * 1000);
+  int64_t t0 = now_ms();
+  engine_close(e);
+  ASSERT(now_ms() - t0 < 2000);
+  ASSERT_EQ(atomic_load(&async_done), 30);
+  for (int i = 0; i < 30; i++) {
+    ASSERT_EQ(atomic_load(&sl[i].calls), 1);
+    ASSERT(sl[i].rc == 0 || sl[i].rc == -ESRCH);
+  }
+}
+
+struct seq_args {
+  struct engine *e;
+  const char *id;
+  int n;
+  int failures;
+};
+
+static void *seq_runs(void *p) {
+  struct seq_args *a = p;
+  for (int i = 0; i < a->n; i++) {
+    struct engine_run_result r;
+    int rc = run_sh(a->e, a->id, "echo ok", &r);
+    if (rc != 0 || r.exit_code != 0 || strcmp(r.out, "ok\n") != 0) {
+      fprintf(stderr, "  run: rc %d exit %d err %s\n", rc, r.exit_code, rc ? "" : r.err);
+      a->failures++;
+    }
+    if (rc == 0)
+      engine_run_result_free(&r);
+  }
+  return NULL;
+}
+
+/* 64 callers running back to back on one session all succeed: the limit counts commands,
+ * not the engine's helper processes. */
+TEST(sixty_four_concurrent_runs_on_one_session_all_succeed) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct seq_args a[64];
+  pthread_t t[64];
+  for (int i = 0; i < 64; i++) {
+    a[i] = (struct seq_args){.e = e, .id = id, .n = 8};
+    ASSERT_EQ(pthread_create(&t[i], NULL, seq_runs, &a[i]), 0);
+  }
+  int failures = 0;
+  for (int i = 0; i < 64; i++) {
+    pthread_join(t[i], NULL);
+    failures += a[i].failures;
+  }
+  ASSERT_EQ(failures, 0);
+  engine_close(e);
+}
+
+/* Past the session's process limit a run fails like a shell's fork: status 126 and a
+ * message, never an engine error, and never more than the limit run at once. */
+TEST(runs_past_the_process_limit_fail_like_a_fork) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  static struct async_slot sl[80];
+  const char *argv[] = {"sleep", "1"};
+  struct engine_run_opts o = {.argv = argv, .argc = 2};
+  for (int i = 0; i < 80; i++)
+    ASSERT_EQ(engine_run_async(e, id, &o, async_cb, &sl[i]), 0);
+  wait_async(80, 10000);
+  ASSERT_EQ(atomic_load(&async_done), 80);
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 80; i++) {
+    ASSERT_EQ(sl[i].rc, 0);
+    if (sl[i].exit_code == 0)
+      ok++;
+    else if (sl[i].exit_code == 126)
+      refused++;
+  }
+  ASSERT_EQ(ok + refused, 80);
+  ASSERT(ok <= (int)ENGINE_MAX_PROCS);
+  ASSERT(ok >= 32);
+  ASSERT(refused >= 80 - (int)ENGINE_MAX_PROCS);
+  fprintf(stderr, "  %d ran, %d refused\n", ok, refused);
+  engine_close(e);
+}
+
 /* ---- unsafe mode ---- */
 
 TEST(non_root_without_unsafe_is_refused_then_unsafe_works) {
@@ -974,14 +1343,26 @@ int main(void) {
     RUN(file_list_is_sorted_with_sizes);
     RUN(write_into_usr_is_erofs);
     RUN(paths_and_symlinks_cannot_escape_root);
+    RUN(host_password_hashes_are_masked);
     RUN(reading_fifo_or_device_fails_promptly);
     RUN(read_larger_than_max_file_is_efbig);
+    RUN(fallback_resolver_agrees_with_openat2);
+    RUN(fallback_paths_and_symlinks_cannot_escape_root);
+    RUN(fallback_password_hashes_are_masked);
+    RUN(fallback_files_write_read_list);
     RUN(background_process_gets_port_and_logs);
     RUN(session_survives_its_creating_thread);
     RUN(concurrent_runs_do_not_mix);
     RUN(busy_session_is_not_reaped);
     RUN(command_inherits_only_stdio);
     RUN(engine_death_kills_sandboxes);
+    RUN(many_async_runs_complete_without_a_thread_each);
+    RUN(async_run_with_missing_cwd_calls_back);
+    RUN(async_run_cancel_flag_kills_it);
+    RUN(destroy_with_async_runs_pending_calls_back_once);
+    RUN(engine_close_with_async_runs_pending_calls_back_once);
+    RUN(sixty_four_concurrent_runs_on_one_session_all_succeed);
+    RUN(runs_past_the_process_limit_fail_like_a_fork);
   }
   RUN(non_root_without_unsafe_is_refused_then_unsafe_works);
   TEST_MAIN_END();
