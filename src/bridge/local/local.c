@@ -3,6 +3,7 @@
  * is a thin call into engine.h; engine error codes become bridge errors in one place,
  * local_fail(). Knows nothing of JSON-RPC, HTTP or gRPC. Layer: backend. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,44 +239,117 @@ static int local_set_cwd(struct backend *be, struct call *c, const char *id, con
 
 /* ---- runs ---- */
 
-static int local_run(struct backend *be, struct call *c, const char *id,
-                     const struct backend_run_req *req, struct backend_run_res *out,
-                     struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
+/* Move an engine result into a backend result (the streams change hands). Returns 0, or
+ * -1 with *err when out of memory (out is then empty). */
+static int take_result(struct engine_run_result *res, struct backend_run_res *out,
+                       struct osb_err *err) {
+  out->out = res->out ? res->out : strdup("");
+  out->out_len = res->out ? res->out_len : 0;
+  out->err = res->err ? res->err : strdup("");
+  out->err_len = res->err ? res->err_len : 0;
+  out->exit_code = res->exit_code;
+  out->signal = res->signal;
+  out->truncated = res->truncated;
+  res->out = res->err = NULL;
+  if (!out->out || !out->err) {
+    backend_run_res_free(out);
+    return oom(err);
+  }
+  return 0;
+}
+
+/* The engine's view of a run request. *ekv is malloc'd (lends the strings). Returns 0, or
+ * -1 with *err when out of memory. */
+static int run_opts(struct call *c, const struct backend_run_req *req,
+                    struct engine_run_opts *opts, struct engine_kv **ekv, struct osb_err *err) {
   int ok;
-  struct engine_kv *ekv = kv_lend(req->env, req->n_env, &ok);
+  *ekv = kv_lend(req->env, req->n_env, &ok);
   if (!ok)
     return oom(err);
-  struct engine_run_opts opts = {
+  struct engine_run_opts o = {
       .argv = req->argv,
       .argc = req->argc,
       .time_ms = req->time_ms,
       .mem_kb = req->mem_kb,
       .fsize_kb = req->fsize_kb,
       .nofile = req->nofile,
-      .env = ekv,
+      .env = *ekv,
       .n_env = req->n_env,
       .cwd = req->cwd,
       .cancel = c ? &c->cancelled : NULL,
   };
+  *opts = o;
+  return 0;
+}
+
+static int local_run(struct backend *be, struct call *c, const char *id,
+                     const struct backend_run_req *req, struct backend_run_res *out,
+                     struct osb_err *err) {
+  if (cancelled(c, err))
+    return -1;
+  struct engine_run_opts opts;
+  struct engine_kv *ekv = NULL;
+  if (run_opts(c, req, &opts, &ekv, err) < 0)
+    return -1;
   struct engine_run_result res;
   memset(&res, 0, sizeof res);
   int rc = engine_run(eng_of(be), id, &opts, &res);
   free(ekv);
   if (rc < 0)
     return local_fail(rc, "sandbox/run", id, NULL, err);
-  /* The engine's result owns malloc'd streams of the same shape: hand them over. */
-  out->out = res.out ? res.out : strdup("");
-  out->out_len = res.out ? res.out_len : 0;
-  out->err = res.err ? res.err : strdup("");
-  out->err_len = res.err ? res.err_len : 0;
-  out->exit_code = res.exit_code;
-  out->signal = res.signal;
-  out->truncated = res.truncated;
-  if (!out->out || !out->err) {
-    backend_run_res_free(out);
+  return take_result(&res, out, err);
+}
+
+/* One asynchronous run between engine_run_async and its completion. */
+struct local_pending {
+  backend_run_done done;
+  void *arg;
+  char id[ENGINE_ID_LEN + 1];
+};
+
+/* Runs on the engine's I/O thread: must not block or call back into the engine. */
+static void local_run_finished(void *arg, int rc, struct engine_run_result *res) {
+  struct local_pending *p = arg;
+  struct osb_err err = OSB_ERR_INIT;
+  struct backend_run_res out;
+  memset(&out, 0, sizeof out);
+  if (rc < 0) {
+    local_fail(rc, "sandbox/run", p->id, NULL, &err);
+    engine_run_result_free(res);
+    p->done(p->arg, -1, NULL, &err);
+  } else if (take_result(res, &out, &err) < 0) {
+    engine_run_result_free(res);
+    p->done(p->arg, -1, NULL, &err);
+  } else {
+    engine_run_result_free(res);
+    p->done(p->arg, 0, &out, NULL);
+  }
+  osb_err_clear(&err); /* the callee took it, or it was never set */
+  free(p);
+}
+
+static int local_run_async(struct backend *be, struct call *c, const char *id,
+                           const struct backend_run_req *req, backend_run_done done, void *arg,
+                           struct osb_err *err) {
+  if (cancelled(c, err))
+    return -1;
+  struct local_pending *p = calloc(1, sizeof *p);
+  if (!p)
     return oom(err);
+  p->done = done;
+  p->arg = arg;
+  snprintf(p->id, sizeof p->id, "%s", id);
+  struct engine_run_opts opts;
+  struct engine_kv *ekv = NULL;
+  if (run_opts(c, req, &opts, &ekv, err) < 0) {
+    free(p);
+    return -1;
+  }
+  int rc = engine_run_async(eng_of(be), id, &opts, local_run_finished, p);
+  free(ekv);
+  if (rc < 0) {
+    free(p);
+    return local_fail(rc, "sandbox/run", id, NULL, err);
   }
   return 0;
 }
@@ -466,6 +540,7 @@ static const struct backend_ops local_ops = {
     .list = local_list,               /* engine_session_list */
     .get = local_get,                 /* engine_session_get */
     .run = local_run,                 /* engine_run; cancel flag kills the process */
+    .run_async = local_run_async,     /* engine_run_async: no thread held while it runs */
     .set_env = local_set_env,         /* engine_session_setenv */
     .set_cwd = local_set_cwd,         /* engine_session_setcwd */
     .write_file = local_write_file,   /* engine_file_write */
