@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/utf8.h"
 #include "rpc/jsonscan.h"
 #include "rpc/transport.h"
 #include "rpc/writer.h"
@@ -402,7 +403,11 @@ static json_object *own_id(json_object *id, const char *raw, size_t raw_len) {
   }
 }
 
-static const struct rpc_method *find_method(struct rpc_core *core, const char *name) {
+/* The method called name (len bytes: a JSON string may hold a NUL, and
+ * "sandbox/list\u0000x" must not find sandbox/list). */
+static const struct rpc_method *find_method(struct rpc_core *core, const char *name, size_t len) {
+  if (strlen(name) != len)
+    return NULL;
   for (size_t i = 0; i < core->n_methods; i++)
     if (strcmp(core->methods[i].name, name) == 0)
       return &core->methods[i];
@@ -480,6 +485,7 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
     goto out;
   }
   const char *name = json_object_get_string(m);
+  size_t name_len = (size_t)json_object_get_string_len(m);
 
   json_object *params = NULL;
   json_object *p = NULL;
@@ -506,7 +512,7 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
 
   log_debug("<- %s%s", name, has_id ? "" : " (notification)");
 
-  enum builtin b = builtin_of(name);
+  enum builtin b = strlen(name) == name_len ? builtin_of(name) : BUILTIN_NONE;
   if (b == BUILTIN_EXIT) {
     st->exit_requested = 1;
     json_object_put(params);
@@ -548,12 +554,14 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
     }
     goto out;
   }
-  const struct rpc_method *method = find_method(core, name);
+  const struct rpc_method *method = find_method(core, name, name_len);
   if (!method) {
     json_object_put(params);
     if (has_id) {
+      /* Quote at most 200 bytes of the name, cut at a character boundary. */
       char msgbuf[300];
-      snprintf(msgbuf, sizeof msgbuf, "Method not found: %.200s", name);
+      size_t shown = utf8_cut(name, strnlen(name, name_len), 200);
+      snprintf(msgbuf, sizeof msgbuf, "Method not found: %.*s", (int)shown, name);
       reply = reply_error_simple(reply_id, OSB_ERR_METHOD_NOT_FOUND, NULL, msgbuf);
     }
     goto out;
@@ -683,6 +691,13 @@ static void handle_batch(struct rpc_core *core, struct serve_state *st, json_obj
 static void handle_message(struct rpc_core *core, struct serve_state *st, const char *msg,
                            size_t len) {
   log_trace("<- %.*s", (int)(len > 1000 ? 1000 : len), msg);
+  /* json-c's own check lets overlong forms, surrogates and code points past U+10FFFF
+   * through, and they could come back out in ids: check strictly first. */
+  if (!utf8_valid(msg, len)) {
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL,
+                                            "Parse error: the message is not valid UTF-8"));
+    return;
+  }
   struct json_tokener *tok = json_tokener_new_ex(PARSE_DEPTH);
   if (!tok) {
     send_immediate(core, reply_error_simple(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
