@@ -327,6 +327,7 @@ int engine_session_create(struct engine *eng, const struct engine_kv *env, size_
   s->eng = eng;
   s->init_pid = -1;
   s->init_pidfd = s->rootfd = s->cg_procs_fd = s->cg_current_fd = -1;
+  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = -1;
   pthread_mutex_init(&s->lock, NULL);
   buf_init(&s->log, ENGINE_BG_LOG_MAX);
   s->created_ms = engine_now_ms();

@@ -59,6 +59,9 @@ struct engine_session {
   int rootfd;                 /* O_PATH on the session root */
   int cg_procs_fd;            /* O_WRONLY cgroup.procs of the session's pids cgroup */
   int cg_current_fd;          /* O_RDONLY pids.current of that cgroup (with cg_procs_fd) */
+  /* rootless: init's user, mount and PID namespaces, opened while init was still
+   * dumpable (a hidden init refuses setns through its pidfd to an ordinary user) */
+  int ns_user_fd, ns_mnt_fd, ns_pid_fd;
   char *cg_dir;
   char *dir;                  /* unsafe mode: the host directory used as root */
 };
@@ -73,6 +76,8 @@ struct engine {
   size_t max_file;
   unsigned ttl_secs;
   int isolated;               /* 1: namespaces + pivot_root; 0: unsafe directories */
+  int rootless;               /* isolated through a user namespace per session (not root):
+                               * no cgroup, RLIMIT_NPROC bounds the processes */
   pid_t self_pid;
 
   /* pids cgroup (sandbox.c): cg_base is NULL when unavailable */
@@ -114,6 +119,13 @@ void engine_call_end(struct engine_session *s);
  * dead engines, start the spawner thread. Returns 0 or -errno (-EPERM: no isolation and
  * unsafe not allowed). */
 int engine_sandbox_init(struct engine *eng, int unsafe_ok);
+/* Tests and operators: 0 (default) picks the mode itself (root: namespaces; otherwise a
+ * user namespace when one can be made), 1 forces rootless mode even as root, -1 never
+ * uses a user namespace (as if unavailable). Read by engine_sandbox_init; the environment
+ * variable OSB_ENGINE_ROOTLESS ("1" or "0") does the same when this is 0. */
+extern atomic_int engine_sandbox_userns;
+/* The RLIMIT_NPROC of a rootless session's commands: ENGINE_MAX_PROCS plus its init. */
+#define ENGINE_ROOTLESS_NPROC (ENGINE_MAX_PROCS + 1u)
 /* Stop the spawner thread (after every session is gone). */
 void engine_sandbox_fini(struct engine *eng);
 /* Build the session's root and processes; fills the isolation fields of s. On failure

@@ -15,6 +15,13 @@
  * the session's process limit; a command that does not fit fails with status 126).
  * The command: setsid, stdin /dev/null, stdout/stderr pipes, cwd, rlimits, no_new_privs,
  * every capability dropped (uid stays 0), then an execve with a PATH lookup on its own env.
+ * Rootless mode: the intermediate enters init's user namespace too, then its mount and PID
+ *   namespaces, in that order, through the ns fds sandbox.c opened (setns on init's pidfd
+ *   would need ptrace rights on the hidden init, which an ordinary user lacks), so it is
+ *   uid 0 there (the engine's uid on the host) and drops the capabilities it holds in that
+ *   namespace. With no cgroup, RLIMIT_NPROC = ENGINE_MAX_PROCS + 1 (its init) bounds the
+ *   session: the kernel counts it per (user namespace, uid), so per session, threads
+ *   included (join_nproc; a run that does not fit fails with 126 as with cgroups).
  * Between clone and exec children use only syscalls on memory prepared before the clone.
  *
  * Invariant: the engine waits only for specific children (pid or pidfd), never
@@ -50,7 +57,9 @@
 /* Everything the children need, prepared before the clone. */
 struct child_spec {
   int isolated;
+  int userns;       /* rootless: also enter init's user namespace; RLIMIT_NPROC limits */
   int init_pidfd;   /* setns target (isolated) */
+  int ns_fds[3];    /* rootless: the user, mount and PID namespaces to enter, in order */
   int cg_fd;        /* cgroup.procs the command joins, or -1 */
   int cg_cur_fd;    /* pids.current of that cgroup */
   int cwdfd;        /* O_PATH directory to start in */
@@ -192,6 +201,43 @@ static void join_cgroup(const struct child_spec *c) {
   }
 }
 
+/* Rootless: the session's process limit is RLIMIT_NPROC, which the kernel counts per
+ * (user namespace, uid), so per session: init and every process of its commands. The
+ * command was created by the intermediate, outside that limit; it checks for room itself
+ * with a child that exits at once, made under a limit one higher (so that it fits when
+ * the command does), retried like join_cgroup (~60 ms) while the session is full, then
+ * sets the limit its processes inherit. */
+static void join_nproc(void) {
+  struct rlimit host, np = {ENGINE_ROOTLESS_NPROC + 1, ENGINE_ROOTLESS_NPROC + 1};
+  if (getrlimit(RLIMIT_NPROC, &host) == 0 && host.rlim_max < np.rlim_max)
+    np = host; /* the host's own limit is lower still: keep it (it cannot be raised) */
+  if (setrlimit(RLIMIT_NPROC, &np) < 0)
+    child_die("setrlimit", errno, 126);
+  for (int i = 0, delay_ms = 1;; i++, delay_ms *= 2) {
+    pid_t p = engine_sandbox_clone(0, NULL);
+    if (p == 0)
+      _exit(0);
+    if (p > 0) {
+      while (waitpid(p, NULL, 0) < 0 && errno == EINTR) {
+      }
+      break;
+    }
+    if (errno != EAGAIN)
+      child_die("fork", errno, 126);
+    if (i == 6) {
+      child_write(2, "fork: Resource temporarily unavailable (the session is at its limit of "
+                     "64 processes)\n", NULL, NULL);
+      _exit(126);
+    }
+    struct timespec ts = {0, (long)delay_ms * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  if (np.rlim_max > ENGINE_ROOTLESS_NPROC) {
+    np.rlim_cur = np.rlim_max = ENGINE_ROOTLESS_NPROC;
+    setrlimit(RLIMIT_NPROC, &np); /* lowering: cannot fail */
+  }
+}
+
 static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
   /* until execve replaces it, this process holds a copy of the engine's memory: keep
    * the session's other processes from reading it (execve makes it dumpable again) */
@@ -216,6 +262,8 @@ static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
     _exit(126);
   if (c->cg_fd >= 0)
     join_cgroup(c); /* its messages now reach the run's stderr */
+  else if (c->userns)
+    join_nproc();
   syscall(SYS_close_range, 3, ~0U, 0);
 
   if (c->limit_cpu && setrlimit(RLIMIT_CPU, &c->lim_cpu) < 0)
@@ -250,7 +298,13 @@ static void __attribute__((noreturn)) intermediate_main(const struct child_spec 
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL); /* no handler of the host may run in here */
-  if (c->isolated && setns(c->init_pidfd, CLONE_NEWNS | CLONE_NEWPID) < 0) {
+  static const int ns_types[3] = {CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID};
+  for (int i = 0; c->isolated && c->userns && i < 3; i++)
+    if (setns(c->ns_fds[i], ns_types[i]) < 0) {
+      report(c->stat_w, -errno);
+      _exit(1);
+    }
+  if (c->isolated && !c->userns && setns(c->init_pidfd, CLONE_NEWNS | CLONE_NEWPID) < 0) {
     report(c->stat_w, errno == EINVAL || errno == ESRCH ? -ESRCH : -errno);
     _exit(1);
   }
@@ -492,7 +546,11 @@ int engine_run_start(struct engine *eng, struct engine_session *s,
   struct child_spec c;
   memset(&c, 0, sizeof c);
   c.isolated = eng->isolated;
+  c.userns = eng->rootless;
   c.init_pidfd = s->init_pidfd;
+  c.ns_fds[0] = s->ns_user_fd;
+  c.ns_fds[1] = s->ns_mnt_fd;
+  c.ns_fds[2] = s->ns_pid_fd;
   c.cg_fd = s->cg_procs_fd;
   c.cg_cur_fd = s->cg_current_fd;
   c.cwdfd = -1;
@@ -538,6 +596,15 @@ int engine_run_start(struct engine *eng, struct engine_session *s,
   close(po[1]);
   close(pe[1]);
   po[1] = pe[1] = -1;
+  if (rc == -EAGAIN && c.userns) {
+    /* rootless: the host's RLIMIT_NPROC for the engine's uid refused the command */
+    buf_printf(engine_io_run_stderr(r), "fork: Resource temporarily unavailable (the "
+                                        "engine's user is at its process limit)\n");
+    engine_io_submit_exited(eng, r, s, 126, cb, arg);
+    r = NULL;
+    rc = 0;
+    goto out;
+  }
   if (rc < 0)
     goto out;
   runs_add(s, cmd.pid);
@@ -714,7 +781,11 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   struct child_spec c;
   memset(&c, 0, sizeof c);
   c.isolated = eng->isolated;
+  c.userns = eng->rootless;
   c.init_pidfd = s->init_pidfd;
+  c.ns_fds[0] = s->ns_user_fd;
+  c.ns_fds[1] = s->ns_mnt_fd;
+  c.ns_fds[2] = s->ns_pid_fd;
   c.cg_fd = s->cg_procs_fd;
   c.cg_cur_fd = s->cg_current_fd;
   c.cwdfd = -1;

@@ -13,10 +13,18 @@
  * The engine keeps per session: init's pidfd, an O_PATH fd on its root (/proc/<pid>/root,
  *   which follows into the session's mount namespace, so its read-only binds apply to file
  *   calls) and an fd on the session's pids cgroup (cgroup.procs), all O_CLOEXEC.
- * Unsafe mode (no root): a plain directory per session, no namespaces; a loud warning.
- * Rootless mode seam: a user namespace (CLONE_NEWUSER with uid/gid maps written by the
- *   engine before init proceeds) would slot into engine_sandbox_init's probe and init_main;
- *   nothing else needs to change. Not implemented.
+ * Rootless mode (not root, user namespaces available): init is cloned with
+ *   NEWUSER | NEWNS | NEWPID and waits on a `go` pipe until the engine has written its
+ *   maps (the engine's uid and gid become 0 inside, setgroups denied); it then builds the
+ *   same root. Host mounts copied into its namespace keep their locked flags (nosuid,
+ *   nodev, noexec, atime), so read-only remounts carry them over. init stays dumpable (so
+ *   that the engine, an ordinary user, may open /proc/<init>/root and /proc/<init>/ns/...)
+ *   until a second `go` says those fds are open; only then does it hide. Runs enter the
+ *   namespaces through the ns fds (setns on init's pidfd needs ptrace rights on init).
+ *   No cgroup: run.c bounds processes with RLIMIT_NPROC, which the kernel counts per
+ *   (user namespace, uid), hence per session.
+ * Unsafe mode (no root, no user namespace, and allowed): a plain directory per session,
+ *   no namespaces; a loud warning.
  * On disk: cgroups <base>/<engine pid>-<session id>, unsafe dirs <state_dir>/<pid>-<id>;
  *   engine_sandbox_init removes those whose engine pid is no longer alive. */
 #include "engine/engine_int.h"
@@ -31,6 +39,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +49,9 @@
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
+#endif
+#ifndef ST_VALID
+#define ST_VALID 0x0020 /* statfs f_flags are filled (<linux/statfs.h>) */
 #endif
 
 /* struct clone_args of <linux/sched.h>, version 0 (64 bytes); spelled here because that
@@ -71,8 +84,22 @@ pid_t engine_sandbox_clone(uint64_t flags, int *pidfd) {
 
 struct init_args {
   const char *mnt; /* where to mount the tmpfs inside the new mount namespace */
-  int ready_w;     /* gets one int: 0 when ready, else an errno */
+  int ready_w;     /* gets one int: 0 when ready, else an errno (rootless: a first 0
+                    * when init is dumpable, so its maps may be written) */
+  int go_r;        /* rootless: one int when the maps are written, one when the root fd
+                    * is open (EOF: the engine gave up, leave); -1 otherwise */
 };
+
+/* Wait for the engine's next `go` on fd: returns only when it came. */
+static void init_wait_go(int fd) {
+  int v;
+  ssize_t n;
+  do {
+    n = read(fd, &v, sizeof v);
+  } while (n < 0 && errno == EINTR);
+  if (n != (ssize_t)sizeof v || v != 0)
+    _exit(1);
+}
 
 static void __attribute__((noreturn)) init_fail(int fd, int err) {
   ssize_t w = write(fd, &err, sizeof err);
@@ -89,8 +116,32 @@ static void reset_signals(void) {
       sigaction(sig, &sa, NULL); /* glibc-reserved signals fail: fine */
 }
 
+/* The flags of the mount at path that a remount must repeat: inside a user namespace
+ * those of a mount inherited from the host are locked, and a remount that would clear
+ * one fails with EPERM (atime flags included). 0 when unknown. */
+static unsigned long locked_flags(const char *path) {
+  struct statfs sf;
+  if (statfs(path, &sf) < 0 || !(sf.f_flags & ST_VALID))
+    return 0;
+  unsigned long f = 0;
+  if (sf.f_flags & ST_NOSUID)
+    f |= MS_NOSUID;
+  if (sf.f_flags & ST_NODEV)
+    f |= MS_NODEV;
+  if (sf.f_flags & ST_NOEXEC)
+    f |= MS_NOEXEC;
+  if (sf.f_flags & ST_NOATIME)
+    f |= MS_NOATIME;
+  if (sf.f_flags & ST_NODIRATIME)
+    f |= MS_NODIRATIME;
+  if (sf.f_flags & ST_RELATIME)
+    f |= MS_RELATIME;
+  return f;
+}
+
 /* Bind src on dst read-only, nosuid, nodev, recursively (Docker puts /etc/hosts and such
- * as submounts under /etc: they must turn read-only too). */
+ * as submounts under /etc: they must turn read-only too). mount_setattr only adds flags,
+ * so locked ones survive it; the remount fallback repeats them (locked_flags). */
 static int bind_ro(const char *src, const char *dst) {
   if (mount(src, dst, "none", MS_BIND | MS_REC, NULL) < 0)
     return errno;
@@ -100,7 +151,9 @@ static int bind_ro(const char *src, const char *dst) {
   if (syscall(SYS_mount_setattr, AT_FDCWD, dst, AT_RECURSIVE, &attr, sizeof attr) == 0)
     return 0;
   /* older kernels: the top mount only */
-  if (mount("none", dst, "none", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+  unsigned long keep = locked_flags(dst);
+  if (mount("none", dst, "none", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | keep,
+            NULL) < 0)
     return errno;
   return 0;
 }
@@ -147,32 +200,34 @@ static void mem_zero(int fd, unsigned long start, unsigned long end) {
  * maps. Its cmdline (readable by all) and environ areas are overwritten in place (this is
  * our copy-on-write copy; the engine's are untouched), as setproctitle does. */
 static void init_hide(void) {
+  /* both opened while still dumpable: once not, /proc/self/mem belongs to the host's
+   * root, which a rootless init (root only in its user namespace) may not open */
+  int sfd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  int mfd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   char stat[1024];
-  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+  ssize_t n = sfd >= 0 ? read(sfd, stat, sizeof stat - 1) : -1;
+  if (sfd >= 0)
+    close(sfd);
+  if (n <= 0 || mfd < 0) {
+    if (mfd >= 0)
+      close(mfd);
     return;
-  ssize_t n = read(fd, stat, sizeof stat - 1);
-  close(fd);
-  if (n <= 0)
-    return;
+  }
   stat[n] = '\0';
   unsigned long arg_start = stat_field(stat, 48), arg_end = stat_field(stat, 49);
   unsigned long env_start = stat_field(stat, 50), env_end = stat_field(stat, 51);
   static const char name[] = "osb-init";
   /* through /proc/self/mem: under valgrind those areas are the tool's, not ours to touch
    * with plain stores (the kernel writes them either way) */
-  fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return;
   if (arg_start && arg_end > arg_start + sizeof name) {
-    mem_zero(fd, arg_start, arg_end);
-    ssize_t w = pwrite(fd, name, sizeof name, (off_t)arg_start);
+    mem_zero(mfd, arg_start, arg_end);
+    ssize_t w = pwrite(mfd, name, sizeof name, (off_t)arg_start);
     (void)w;
   }
   if (env_start && env_end > env_start)
-    mem_zero(fd, env_start, env_end);
-  close(fd);
+    mem_zero(mfd, env_start, env_end);
+  close(mfd);
 }
 
 /* The host's password hashes must not reach a session: its root (uid 0, even without
@@ -200,19 +255,36 @@ static int mask_secrets(void) {
 
 static void __attribute__((noreturn)) init_main(struct init_args *a) {
   int fd = a->ready_w;
+  int go = a->go_r;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  init_hide();
+  if (go < 0)
+    init_hide(); /* rootless: only once the engine holds the root fd (below) */
   reset_signals();
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
-  /* keep only the ready pipe (as fd 3) and /dev/null on 0, 1, 2 */
-  if (fd != 3) {
+  /* keep only the ready pipe (as fd 3), the go pipe (as fd 4) and /dev/null on 0, 1, 2 */
+  if (go >= 0) {
+    int hi_fd = fcntl(fd, F_DUPFD, 10), hi_go = fcntl(go, F_DUPFD, 10);
+    if (hi_fd < 0 || hi_go < 0 || dup2(hi_fd, 3) < 0 || dup2(hi_go, 4) < 0)
+      init_fail(fd, errno);
+    fd = 3;
+    go = 4;
+    syscall(SYS_close_range, 5, ~0U, 0);
+    /* an engine that changed its uid is not dumpable, nor then are we: /proc/<our pid>
+     * would belong to the host's root, out of the engine's reach until we say otherwise */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    int ok = 0;
+    if (write(fd, &ok, sizeof ok) != (ssize_t)sizeof ok)
+      _exit(1);
+    init_wait_go(go); /* our uid and gid maps are written: we are root in here */
+  } else if (fd != 3) {
     if (dup2(fd, 3) < 0)
       init_fail(fd, errno);
     fd = 3;
   }
-  syscall(SYS_close_range, 4, ~0U, 0);
+  if (go < 0)
+    syscall(SYS_close_range, 4, ~0U, 0);
   int nul = open("/dev/null", O_RDWR);
   if (nul >= 0) {
     dup2(nul, 0);
@@ -272,7 +344,8 @@ static void __attribute__((noreturn)) init_main(struct init_args *a) {
     close(f);
     if (mount(src, dst, "none", MS_BIND, NULL) < 0)
       init_fail(fd, errno);
-    if (mount("none", dst, "none", MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC, NULL) < 0)
+    if (mount("none", dst, "none", MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC | locked_flags(dst),
+              NULL) < 0)
       init_fail(fd, errno);
   }
   if (symlink("/proc/self/fd", "dev/fd") < 0 || symlink("/proc/self/fd/0", "dev/stdin") < 0 ||
@@ -308,6 +381,11 @@ static void __attribute__((noreturn)) init_main(struct init_args *a) {
   if (write(fd, &ok, sizeof ok) != (ssize_t)sizeof ok)
     _exit(1);
   close(fd);
+  if (go >= 0) {
+    init_wait_go(go); /* the engine holds our root: no one else needs /proc/1 now */
+    close(go);
+    init_hide();
+  }
 
   sigset_t chld;
   sigemptyset(&chld);
@@ -537,6 +615,20 @@ static int mkdir_p(const char *path, mode_t mode) {
 
 /* ---- engine-wide setup ---- */
 
+/* Read init's report from the ready pipe: 0, -errno it sent, or -EIO when it died. */
+static int read_ready(int fd) {
+  int status = 0;
+  ssize_t n;
+  do {
+    n = read(fd, &status, sizeof status);
+  } while (n < 0 && errno == EINTR);
+  if (n != (ssize_t)sizeof status)
+    return -EIO;
+  return status ? -status : 0;
+}
+
+atomic_int engine_sandbox_userns;
+
 static int probe_isolation(void) {
   if (geteuid() != 0)
     return 0;
@@ -551,6 +643,91 @@ static int probe_isolation(void) {
   return 1;
 }
 
+/* Make pid's user namespace map our euid and egid to 0 (setgroups denied first, as an
+ * ordinary user must). Returns 0 or -errno. */
+static int write_maps(pid_t pid) {
+  char path[64], map[64];
+  snprintf(path, sizeof path, "/proc/%d/setgroups", (int)pid);
+  int rc = write_file(path, "deny");
+  if (rc < 0 && rc != -ENOENT) /* kernels before 3.19 have no setgroups file */
+    return rc;
+  snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+  snprintf(map, sizeof map, "0 %u 1\n", (unsigned)geteuid());
+  rc = write_file(path, map);
+  if (rc < 0)
+    return rc;
+  snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+  snprintf(map, sizeof map, "0 %u 1\n", (unsigned)getegid());
+  return write_file(path, map);
+}
+
+/* Can a session be built in a user namespace? A child in new user, mount and PID
+ * namespaces, once mapped, must mount a tmpfs (some hosts allow the namespace but no
+ * capabilities in it: AppArmor, seccomp). Returns 0 or a positive errno saying why not. */
+static int probe_userns(void) {
+  int go[2], ready[2];
+  if (pipe2(go, O_CLOEXEC) < 0)
+    return errno;
+  if (pipe2(ready, O_CLOEXEC) < 0) {
+    int err = errno;
+    close(go[0]);
+    close(go[1]);
+    return err;
+  }
+  pid_t pid = engine_sandbox_clone(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID, NULL);
+  if (pid == 0) {
+    close(go[1]);
+    close(ready[0]);
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* as init does (init_main) */
+    int v = 0;
+    if (write(ready[1], &v, sizeof v) != (ssize_t)sizeof v)
+      _exit(1);
+    if (read(go[0], &v, sizeof v) != (ssize_t)sizeof v)
+      _exit(1);
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
+      _exit(2);
+    if (mount("tmpfs", "/", "tmpfs", MS_NOSUID | MS_NODEV, "size=4k") < 0)
+      _exit(3);
+    _exit(0);
+  }
+  int err = pid < 0 ? errno : 0;
+  close(go[0]);
+  close(ready[1]);
+  if (pid > 0) {
+    int rc = read_ready(ready[0]);
+    if (rc == 0)
+      rc = write_maps(pid);
+    if (rc < 0)
+      err = -rc;
+    int v = 0;
+    if (rc == 0 && write(go[1], &v, sizeof v) != (ssize_t)sizeof v)
+      err = errno;
+  }
+  close(go[1]);
+  close(ready[0]);
+  if (pid > 0) {
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!err && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+      err = EPERM;
+  }
+  return err;
+}
+
+/* The user-namespace setting: engine_sandbox_userns, else OSB_ENGINE_ROOTLESS. */
+static int userns_setting(void) {
+  int v = atomic_load(&engine_sandbox_userns);
+  if (v)
+    return v;
+  const char *env = getenv("OSB_ENGINE_ROOTLESS");
+  if (env && strcmp(env, "1") == 0)
+    return 1;
+  if (env && strcmp(env, "0") == 0)
+    return -1;
+  return 0;
+}
+
 int engine_sandbox_init(struct engine *eng, int unsafe_ok) {
   struct open_how_probe {
     uint64_t flags, mode, resolve;
@@ -563,17 +740,37 @@ int engine_sandbox_init(struct engine *eng, int unsafe_ok) {
   else
     return -errno;
 
-  eng->isolated = probe_isolation();
+  int userns = userns_setting();
+  eng->isolated = userns == 1 ? 0 : probe_isolation();
+  int userns_err = 0;
+  if (!eng->isolated && userns >= 0) {
+    userns_err = probe_userns();
+    eng->isolated = eng->rootless = userns_err == 0;
+  }
   if (!eng->isolated) {
-    if (!unsafe_ok)
+    if (!unsafe_ok) {
+      log_error("engine: no isolation possible: not root, and %s; refusing to start "
+                "(--unsafe-no-isolation runs commands on the host)",
+                userns < 0 ? "user namespaces are switched off"
+                           : userns_err ? strerror(userns_err) : "no user namespace");
       return -EPERM;
-    log_warn("engine: UNSAFE: no namespaces available (not root); commands run on the host "
-             "without isolation, in per-session directories under %s", eng->state_dir);
+    }
+    log_warn("engine: UNSAFE: no namespaces available (not root, no user namespace); "
+             "commands run on the host without isolation, in per-session directories under "
+             "%s", eng->state_dir);
+  } else if (eng->rootless) {
+    log_info("engine: rootless mode: each session in its own user, mount and PID "
+             "namespaces (uid %u is root inside)", (unsigned)geteuid());
+    log_warn("engine: rootless mode: no pids cgroup; each session's processes are bounded "
+             "by RLIMIT_NPROC=%u instead (counted per session's user namespace, threads "
+             "included, the session's init too)", ENGINE_ROOTLESS_NPROC);
+  } else {
+    log_info("engine: root mode: each session in its own mount and PID namespaces");
   }
   int rc = mkdir_p(eng->state_dir, 0700);
   if (rc < 0)
     return rc;
-  if (eng->isolated) {
+  if (eng->isolated && !eng->rootless) {
     cgroup_init(eng);
     if (!eng->cg_base)
       cgroup_warn(eng, "no writable pids hierarchy", ENOENT);
@@ -669,32 +866,60 @@ static void wait_pidfd(int pidfd) {
   }
 }
 
+/* Rootless: open init's user, mount and PID namespaces into s. Returns 0 or -errno. */
+static int open_ns(struct engine_session *s, pid_t pid) {
+  static const char *const names[3] = {"user", "mnt", "pid"};
+  int *fds[3] = {&s->ns_user_fd, &s->ns_mnt_fd, &s->ns_pid_fd};
+  for (int i = 0; i < 3; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, names[i]);
+    *fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fds[i] < 0)
+      return -errno;
+  }
+  return 0;
+}
+
+/* Rootless: tell init to go on (0), or give up on it (close). Returns 0 or -errno. */
+static int send_go(int fd) {
+  int v = 0;
+  return write(fd, &v, sizeof v) == (ssize_t)sizeof v ? 0 : -errno;
+}
+
 int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
   if (!eng->isolated)
     return create_unsafe(eng, s);
   cgroup_create(eng, s);
-  int p[2];
+  int p[2], go[2] = {-1, -1};
   if (pipe2(p, O_CLOEXEC) < 0) {
     int rc = -errno;
     engine_sandbox_destroy(eng, s);
     return rc;
   }
-  struct init_args a = {.mnt = eng->state_dir, .ready_w = p[1]};
+  if (eng->rootless && pipe2(go, O_CLOEXEC) < 0) {
+    int rc = -errno;
+    close(p[0]);
+    close(p[1]);
+    engine_sandbox_destroy(eng, s);
+    return rc;
+  }
+  struct init_args a = {.mnt = eng->state_dir, .ready_w = p[1], .go_r = go[0]};
   pid_t pid = -1;
   int pidfd = -1;
-  int rc = spawn_init(eng, CLONE_NEWNS | CLONE_NEWPID, &a, &pid, &pidfd);
+  uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | (eng->rootless ? CLONE_NEWUSER : 0);
+  int rc = spawn_init(eng, flags, &a, &pid, &pidfd);
   close(p[1]);
-  if (rc == 0) {
-    int status = 0;
-    ssize_t n;
-    do {
-      n = read(p[0], &status, sizeof status);
-    } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof status)
-      rc = -EIO;
-    else if (status != 0)
-      rc = -status;
+  if (go[0] >= 0)
+    close(go[0]);
+  if (rc == 0 && eng->rootless) {
+    rc = read_ready(p[0]); /* init is dumpable: its /proc files are ours to write */
+    if (rc == 0)
+      rc = write_maps(pid);
+    if (rc == 0)
+      rc = send_go(go[1]);
   }
+  if (rc == 0)
+    rc = read_ready(p[0]);
   close(p[0]);
   s->init_pid = pid;
   s->init_pidfd = pidfd;
@@ -704,7 +929,13 @@ int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
     s->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (s->rootfd < 0)
       rc = -errno;
+    if (rc == 0 && go[1] >= 0)
+      rc = open_ns(s, pid);
+    if (rc == 0 && go[1] >= 0)
+      rc = send_go(go[1]); /* init may hide itself now */
   }
+  if (go[1] >= 0)
+    close(go[1]);
   if (rc < 0) {
     log_warn("engine: cannot build a session sandbox: %s", strerror(-rc));
     engine_sandbox_destroy(eng, s);
@@ -749,6 +980,11 @@ void engine_sandbox_release(struct engine_session *s) {
     close(s->cg_current_fd);
   if (s->init_pidfd >= 0)
     close(s->init_pidfd);
+  int ns[3] = {s->ns_user_fd, s->ns_mnt_fd, s->ns_pid_fd};
+  for (int i = 0; i < 3; i++)
+    if (ns[i] >= 0)
+      close(ns[i]);
+  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = -1;
   free(s->cg_dir);
   free(s->dir);
   s->rootfd = s->cg_procs_fd = s->cg_current_fd = s->init_pidfd = -1;

@@ -370,8 +370,8 @@ int main(int argc, char **argv) {
   rc = engine_open(&eopts, &eng);
   if (rc < 0) {
     fprintf(stderr, "opensandboxd: cannot open the engine: %s%s\n", engine_strerror(rc),
-            rc == -EPERM ? " (isolation is unavailable here; --unsafe-no-isolation runs "
-                           "commands without it)"
+            rc == -EPERM ? " (not root and no user namespaces, so sandboxes cannot be "
+                           "isolated; --unsafe-no-isolation runs commands without isolation)"
                          : "");
     goto fail;
   }

@@ -1,10 +1,15 @@
 /* test_engine.c - the engine through its public header: sessions, runs, limits, isolation,
  * files and background processes, each case in its own forked process (test.h).
- * Needs root (namespaces, cgroups); without it only the refusal and unsafe cases run. */
+ * Needs root (namespaces, cgroups); without it only the refusal and unsafe cases run.
+ * Rootless mode: as root, the core cases run a second time ("rootless: ...") in a child
+ * that first becomes uid/gid 65534 (the engine then uses a user namespace per session);
+ * they are skipped, saying so, where user namespaces cannot be made. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -14,11 +19,32 @@
 #include "test.h"
 
 #define STATE_DIR "/tmp/osb-test-engine"
+#define NOBODY_DIR "/tmp/osb-test-engine-nobody"
+#define NOBODY 65534
+
+/* Set (before the fork of RUN_RL) for cases run in rootless mode. */
+static int rootless;
+
+/* Become uid and gid 65534 with no groups, as `setpriv --reuid --regid --clear-groups`
+ * would; what the engine sees is an ordinary user that changed its uid (not dumpable). */
+static void become_nobody(void) {
+  if (geteuid() != 0)
+    return;
+  mkdir(NOBODY_DIR, 0777);
+  chmod(NOBODY_DIR, 0777);
+  ASSERT_EQ(setgroups(0, NULL), 0);
+  ASSERT_EQ(setresgid(NOBODY, NOBODY, NOBODY), 0);
+  ASSERT_EQ(setresuid(NOBODY, NOBODY, NOBODY), 0);
+}
 
 static struct engine *open_engine_opts(size_t max_output, unsigned ttl) {
   struct engine_opts o;
   memset(&o, 0, sizeof o);
   o.state_dir = STATE_DIR;
+  if (rootless) {
+    become_nobody();
+    o.state_dir = NOBODY_DIR "/state";
+  }
   o.max_output = max_output;
   o.ttl_secs = ttl;
   struct engine *e = NULL;
@@ -1278,13 +1304,11 @@ TEST(runs_past_the_process_limit_fail_like_a_fork) {
 
 /* ---- unsafe mode ---- */
 
+/* Where no user namespace can be made (switched off here), an ordinary user is refused
+ * unless unsafe mode is asked for. */
 TEST(non_root_without_unsafe_is_refused_then_unsafe_works) {
-  if (geteuid() == 0) {
-    mkdir("/tmp/osb-test-engine-nobody", 0777);
-    chmod("/tmp/osb-test-engine-nobody", 0777);
-    ASSERT_EQ(setgid(65534), 0);
-    ASSERT_EQ(setuid(65534), 0);
-  }
+  become_nobody();
+  atomic_store(&engine_sandbox_userns, -1);
   struct engine_opts o;
   memset(&o, 0, sizeof o);
   o.state_dir = "/tmp/osb-test-engine-nobody/state";
@@ -1310,6 +1334,105 @@ TEST(non_root_without_unsafe_is_refused_then_unsafe_works) {
   engine_run_result_free(&r);
   engine_close(e);
 }
+
+/* ---- rootless mode ---- */
+
+/* Can this process (after become_nobody) make a user namespace? */
+static int userns_available(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    become_nobody();
+    _exit(unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0 ? 0 : 1);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* As an ordinary user (no unsafe flag), the engine opens in rootless mode: the command is
+ * root only inside (uid 0, no capabilities, its own /proc), files written by the API are
+ * read by cat and back, and neither `..` nor a symlink planted by a command leaves the
+ * root; a host file the user cannot read stays unreadable. */
+TEST(rootless_scenario_as_nobody) {
+  char marker[] = "/tmp/engine-test-rootless-XXXXXX";
+  int fd = mkstemp(marker); /* mode 0600, owned by root */
+  ASSERT(fd >= 0);
+  ASSERT_EQ(write(fd, "HOST", 4), 4);
+  close(fd);
+  pid_t pid = fork();
+  if (pid == 0) {
+    become_nobody();
+    struct engine_opts o;
+    memset(&o, 0, sizeof o);
+    o.state_dir = NOBODY_DIR "/scenario";
+    struct engine *e = NULL;
+    ASSERT_EQ(engine_open(&o, &e), 0);
+    char id[ENGINE_ID_LEN + 1];
+    new_session(e, id);
+    char *out = sh_out(e, id, "echo hello");
+    ASSERT_STR_EQ(out, "hello\n");
+    free(out);
+    out = sh_out(e, id, "id -u; id -g; grep CapEff /proc/self/status");
+    ASSERT_STR_EQ(out, "0\n0\nCapEff:\t0000000000000000\n");
+    free(out);
+    out = sh_out(e, id, "set -- /proc/[0-9]*; echo $#");
+    ASSERT_STR_EQ(out, "2\n"); /* its own /proc: init and sh */
+    free(out);
+    ASSERT_EQ(engine_file_write(e, id, "/home/f.txt", "via api\n", 8), 0);
+    out = sh_out(e, id, "cat /home/f.txt; stat -c '%u %a' /home/f.txt; echo from sh > /tmp/g");
+    ASSERT_STR_EQ(out, "via api\n0 644\n");
+    free(out);
+    char *data;
+    size_t len;
+    ASSERT_EQ(engine_file_read(e, id, "/tmp/g", &data, &len), 0);
+    ASSERT_MEM_EQ(data, len, "from sh\n", 8);
+    free(data);
+    /* escapes: `..`, a planted absolute symlink, a link to the marker */
+    char script[512], path[512];
+    snprintf(script, sizeof script, "ln -s / /tmp/esc; ln -s %s /tmp/p", marker);
+    free(sh_out(e, id, script));
+    snprintf(path, sizeof path, "../../../..%s", marker);
+    ASSERT_EQ(engine_file_read(e, id, path, &data, &len), -ENOENT);
+    snprintf(path, sizeof path, "/tmp/esc%s", marker);
+    ASSERT_EQ(engine_file_read(e, id, path, &data, &len), -ENOENT);
+    ASSERT_EQ(engine_file_read(e, id, "/tmp/p", &data, &len), -ENOENT);
+    ASSERT_EQ(engine_file_write(e, id, "/tmp/p", "x", 1), -ELOOP);
+    ASSERT_EQ(engine_file_write(e, id, "/usr/evil", "x", 1), -EROFS);
+    struct engine_run_result r;
+    snprintf(script, sizeof script, "cat %s /tmp/p; cat /etc/shadow; touch /usr/x", marker);
+    ASSERT_EQ(run_sh(e, id, script, &r), 0);
+    ASSERT(r.exit_code != 0);
+    ASSERT(strstr(r.out, "HOST") == NULL);
+    engine_run_result_free(&r);
+    /* the process limit holds (RLIMIT_NPROC, per session) */
+    ASSERT_EQ(run_sh(e, id, "sh -c 'for i in $(seq 100); do sleep 5 & done' 2>/dev/null; "
+                            "echo $?; set -- /proc/[0-9]*; echo $#", &r), 0);
+    ASSERT(atoi(r.out) != 0);
+    ASSERT(atoi(strchr(r.out, '\n') + 1) <= (int)ENGINE_MAX_PROCS + 1);
+    engine_run_result_free(&r);
+    ASSERT_EQ(engine_session_destroy(e, id), 0);
+    ASSERT_EQ(engine_session_destroy(e, id), -ESRCH);
+    engine_close(e);
+    exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  fd = open(marker, O_RDONLY);
+  char buf[8] = {0};
+  ASSERT_EQ(read(fd, buf, sizeof buf), 4);
+  ASSERT_STR_EQ(buf, "HOST");
+  close(fd);
+  unlink(marker);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A case again, as uid 65534 in rootless mode. */
+#define RUN_RL(name)                                                       \
+  do {                                                                     \
+    rootless = 1;                                                          \
+    test_run("rootless: " #name, name);                                    \
+    rootless = 0;                                                          \
+  } while (0)
 
 int main(void) {
   if (geteuid() == 0) {
@@ -1365,5 +1488,46 @@ int main(void) {
     RUN(runs_past_the_process_limit_fail_like_a_fork);
   }
   RUN(non_root_without_unsafe_is_refused_then_unsafe_works);
+  if (geteuid() == 0 && !userns_available()) {
+    printf("skip - rootless cases: uid %d cannot create a user namespace here\n", NOBODY);
+  } else if (geteuid() == 0) {
+    RUN(rootless_scenario_as_nobody);
+    RUN_RL(session_create_list_get_destroy);
+    RUN_RL(run_echo_prints_hello);
+    RUN_RL(run_reports_exit_code);
+    RUN_RL(run_kill_self_reports_signal_9);
+    RUN_RL(run_missing_command_is_127);
+    RUN_RL(run_env_overlay_and_defaults);
+    RUN_RL(setcwd_then_pwd);
+    RUN_RL(relative_cwd_cannot_climb_above_root);
+    RUN_RL(missing_cwd_fails_run_like_a_shell);
+    RUN_RL(wall_timeout_kills_with_signal_9);
+    RUN_RL(cpu_limit_ends_busy_loop);
+    RUN_RL(output_past_cap_is_truncated_and_bounded);
+    RUN_RL(cancel_flag_kills_run);
+    RUN_RL(fork_bomb_is_bounded_by_pids_cgroup);
+    RUN_RL(file_size_limit_applies);
+    RUN_RL(proc_shows_only_session_processes);
+    RUN_RL(sessions_do_not_share_tmp);
+    RUN_RL(usr_is_read_only_and_capabilities_are_gone);
+    RUN_RL(destroy_ends_running_command_promptly);
+    RUN_RL(file_written_is_read_by_cat_and_back);
+    RUN_RL(file_list_is_sorted_with_sizes);
+    RUN_RL(write_into_usr_is_erofs);
+    RUN_RL(host_password_hashes_are_masked);
+    RUN_RL(reading_fifo_or_device_fails_promptly);
+    RUN_RL(fallback_files_write_read_list);
+    RUN_RL(background_process_gets_port_and_logs);
+    RUN_RL(session_survives_its_creating_thread);
+    RUN_RL(concurrent_runs_do_not_mix);
+    RUN_RL(command_inherits_only_stdio);
+    RUN_RL(engine_death_kills_sandboxes);
+    RUN_RL(many_async_runs_complete_without_a_thread_each);
+    RUN_RL(async_run_cancel_flag_kills_it);
+    RUN_RL(destroy_with_async_runs_pending_calls_back_once);
+    RUN_RL(engine_close_with_async_runs_pending_calls_back_once);
+    RUN_RL(sixty_four_concurrent_runs_on_one_session_all_succeed);
+    RUN_RL(runs_past_the_process_limit_fail_like_a_fork);
+  }
   TEST_MAIN_END();
 }
