@@ -246,21 +246,14 @@ int method_fs_write_many(void *ctx, struct call *c, json_object *params, json_ob
     methods_unsupported("fs/writeMany", err);
     goto out;
   }
-  r = json_object_new_object();
-  json_object *arr = json_object_new_array();
-  if (!r || !arr) {
-    json_object_put(arr);
-    methods_oom(err);
+  json_object *arr = NULL;
+  r = methods_result_with_array("errors", &arr, err);
+  if (!r)
     goto out;
-  }
-  methods_set(r, "errors", arr);
   for (size_t i = 0; i < n_errors; i++) {
     json_object *e = json_object_new_object();
-    if (!e || json_object_array_add(arr, e) < 0) {
-      json_object_put(e);
-      methods_oom(err);
+    if (methods_append(arr, e, err) < 0)
       goto out;
-    }
     methods_set(e, "path", json_object_new_string(errors[i].path ? errors[i].path : ""));
     methods_set(e, "error", json_object_new_string(errors[i].error ? errors[i].error : ""));
   }
@@ -297,21 +290,14 @@ int method_fs_list(void *ctx, struct call *c, json_object *params, json_object *
   }
   if (be->ops->list_files(be, c, id, path, &entries, &n, err) < 0)
     goto out;
-  r = json_object_new_object();
-  json_object *arr = json_object_new_array();
-  if (!r || !arr) {
-    json_object_put(arr);
-    methods_oom(err);
+  json_object *arr = NULL;
+  r = methods_result_with_array("entries", &arr, err);
+  if (!r)
     goto out;
-  }
-  methods_set(r, "entries", arr);
   for (size_t i = 0; i < n; i++) {
     json_object *e = json_object_new_object();
-    if (!e || json_object_array_add(arr, e) < 0) {
-      json_object_put(e);
-      methods_oom(err);
+    if (methods_append(arr, e, err) < 0)
       goto out;
-    }
     const char *name = entries[i].name ? entries[i].name : "";
     const char *epath = entries[i].path ? entries[i].path : "";
     methods_set(e, "name", methods_utf8_string(name, strlen(name), err));

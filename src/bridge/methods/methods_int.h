@@ -31,6 +31,14 @@ json_object *methods_str_or_null(const char *s);
  * Returns NULL (with *err filled) only when out of memory. */
 json_object *methods_utf8_string(const char *s, size_t n, struct osb_err *err);
 
+/* A new result object {key: []}, with *arr pointing at its (borrowed) array. Returns NULL
+ * with *err filled when out of memory. */
+json_object *methods_result_with_array(const char *key, json_object **arr, struct osb_err *err);
+
+/* Append item to arr, taking item in every case (NULL counts as out of memory). Returns 0,
+ * or -1 with *err filled. */
+int methods_append(json_object *arr, json_object *item, struct osb_err *err);
+
 /* An INTERNAL "out of memory" error; returns -1. */
 int methods_oom(struct osb_err *err);
 

@@ -86,19 +86,13 @@ int method_process_kill_all(void *ctx, struct call *c, json_object *params, json
   }
   if (be->ops->bg_kill_all(be, c, id, &pids, &n, &total, err) < 0)
     goto out;
-  r = json_object_new_object();
-  json_object *arr = json_object_new_array();
-  if (!r || !arr) {
-    json_object_put(arr);
-    methods_oom(err);
+  json_object *arr = NULL;
+  r = methods_result_with_array("killed", &arr, err);
+  if (!r)
     goto out;
-  }
-  methods_set(r, "killed", arr);
   for (size_t i = 0; i < n; i++) {
-    if (json_object_array_add(arr, json_object_new_int(pids[i])) < 0) {
-      methods_oom(err);
+    if (methods_append(arr, json_object_new_int(pids[i]), err) < 0)
       goto out;
-    }
   }
   methods_set(r, "total", json_object_new_int(total));
   *result = r;
@@ -133,21 +127,14 @@ int method_process_status(void *ctx, struct call *c, json_object *params, json_o
   }
   if (be->ops->bg_status(be, c, id, &procs, &n, &log, err) < 0)
     goto out;
-  r = json_object_new_object();
-  json_object *arr = json_object_new_array();
-  if (!r || !arr) {
-    json_object_put(arr);
-    methods_oom(err);
+  json_object *arr = NULL;
+  r = methods_result_with_array("processes", &arr, err);
+  if (!r)
     goto out;
-  }
-  methods_set(r, "processes", arr);
   for (size_t i = 0; i < n; i++) {
     json_object *p = json_object_new_object();
-    if (!p || json_object_array_add(arr, p) < 0) {
-      json_object_put(p);
-      methods_oom(err);
+    if (methods_append(arr, p, err) < 0)
       goto out;
-    }
     methods_set(p, "pid", json_object_new_int(procs[i].pid));
     methods_set(p, "alive", json_object_new_boolean(procs[i].alive));
   }

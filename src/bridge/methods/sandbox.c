@@ -122,21 +122,14 @@ int method_sandbox_list(void *ctx, struct call *c, json_object *params, json_obj
   }
   if (be->ops->list(be, c, &infos, &n, err) < 0)
     goto out;
-  r = json_object_new_object();
-  json_object *arr = json_object_new_array();
-  if (!r || !arr) {
-    json_object_put(arr);
-    methods_oom(err);
+  json_object *arr = NULL;
+  r = methods_result_with_array("sandboxes", &arr, err);
+  if (!r)
     goto out;
-  }
-  methods_set(r, "sandboxes", arr);
   for (size_t i = 0; i < n; i++) {
     json_object *info = info_to_json(&infos[i]);
-    if (!info || json_object_array_add(arr, info) < 0) {
-      json_object_put(info);
-      methods_oom(err);
+    if (methods_append(arr, info, err) < 0)
       goto out;
-    }
   }
   *result = r;
   r = NULL;

@@ -99,3 +99,25 @@ json_object *methods_utf8_string(const char *s, size_t n, struct osb_err *err) {
 int methods_oom(struct osb_err *err) {
   return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
 }
+
+json_object *methods_result_with_array(const char *key, json_object **arr, struct osb_err *err) {
+  json_object *r = json_object_new_object();
+  json_object *a = json_object_new_array();
+  if (!r || !a) {
+    json_object_put(r);
+    json_object_put(a);
+    methods_oom(err);
+    return NULL;
+  }
+  methods_set(r, key, a);
+  *arr = a;
+  return r;
+}
+
+int methods_append(json_object *arr, json_object *item, struct osb_err *err) {
+  if (!item || json_object_array_add(arr, item) < 0) {
+    json_object_put(item);
+    return methods_oom(err);
+  }
+  return 0;
+}
