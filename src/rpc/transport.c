@@ -175,9 +175,12 @@ static const char *find_header_end(const char *p, size_t n, size_t *hdr_len) {
 }
 
 /* Parse the header block p[0..n) for Content-Length. Returns 0 and *length, or -1 with
- * t->why set. */
-static int parse_headers(struct transport *t, const char *p, size_t n, unsigned long long *length) {
+ * t->why set and *skip = how many bytes to drop: up to the end of a line that is not a
+ * header at all (what follows may be a good message), else the whole block. */
+static int parse_headers(struct transport *t, const char *p, size_t n, unsigned long long *length,
+                         size_t *skip) {
   int have = 0;
+  *skip = n;
   size_t i = 0;
   while (i < n) {
     size_t e = i;
@@ -190,6 +193,7 @@ static int parse_headers(struct transport *t, const char *p, size_t n, unsigned 
       const char *colon = memchr(p + i, ':', line_end - i);
       if (!colon) {
         snprintf(t->why, sizeof t->why, "malformed header line");
+        *skip = e < n ? e + 1 : n;
         return -1;
       }
       size_t name_len = (size_t)(colon - (p + i));
@@ -289,8 +293,9 @@ static int lsp_cut(struct transport *t, const char **msg, size_t *len) {
       return 3;
     }
     unsigned long long length = 0;
-    if (parse_headers(t, t->in.data, hdr_len, &length) < 0) {
-      buf_consume(&t->in, hdr_len);
+    size_t bad = 0;
+    if (parse_headers(t, t->in.data, hdr_len, &length, &bad) < 0) {
+      buf_consume(&t->in, bad);
       t->resync = 1;
       return 3;
     }

@@ -313,9 +313,6 @@ def test_garbage_lines_between_ndjson_messages(spawn):
     alive(b)
 
 
-@pytest.mark.xfail(reason="transport: a malformed header block is dropped whole, so a valid "
-                          "Content-Length line right after a garbage line is lost with it "
-                          "(resync starts after the block)", strict=False)
 def test_garbage_between_lsp_messages_resyncs(spawn):
     b = spawn([], framing="lsp")
     junk = [b"garbage\r\n\r\n", b"\r\n\r\n\r\n", b"Content-Lengthx: 4\r\n\r\nabcd\r\n",

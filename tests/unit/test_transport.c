@@ -132,6 +132,18 @@ TEST(lsp_bad_lengths_are_reported_then_resynchronised) {
   }
 }
 
+TEST(lsp_garbage_line_before_a_header_loses_only_itself) {
+  const char *in = "garbage\r\nContent-Length: 2\r\n\r\n{}";
+  pthread_t th;
+  struct feeder f;
+  struct transport *t = open_fed(in, strlen(in), 3, 1000, RPC_FRAMING_LSP, &th, &f);
+  expect_event(t, TRANSPORT_BAD_HEADER);
+  expect_message(t, "{}");
+  expect_event(t, TRANSPORT_EOF);
+  pthread_join(th, NULL);
+  transport_free(t);
+}
+
 TEST(lsp_header_block_over_8k_is_an_error) {
   static char in[20000];
   strcpy(in, "Content-Length: 2\r\nX-Pad: ");
@@ -174,6 +186,7 @@ int main(void) {
   RUN(lsp_oversized_message_is_skipped_and_stream_goes_on);
   RUN(ndjson_oversized_line_is_skipped_and_stream_goes_on);
   RUN(lsp_bad_lengths_are_reported_then_resynchronised);
+  RUN(lsp_garbage_line_before_a_header_loses_only_itself);
   RUN(lsp_header_block_over_8k_is_an_error);
   RUN(truncated_lsp_message_then_eof_ends_cleanly);
   RUN(frame_uses_exact_lsp_header);
