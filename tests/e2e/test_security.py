@@ -619,6 +619,9 @@ def test_output_over_max_output_is_cut_and_the_server_stays_small(start_server, 
         assert 60000 <= len(r.stdout) <= 64 * 1024, len(r.stdout)
         assert r.stdout.startswith("abcdefgh\n")
         assert 60000 <= len(r.stderr) <= 64 * 1024, len(r.stderr)
+        # the wire has no truncated flag: stderr says what was cut
+        assert r.stderr.endswith("[opensandbox: stdout and stderr cut at 65536 bytes; "
+                                 "the rest was discarded]\n"), r.stderr[-200:]
         assert grown < 64 * 1024, "the server's peak memory grew by %d KiB for 64 KiB kept" % grown
         status, body = sdk.http("POST", "/sessions/%s/run" % sid,
                                 {"command": ["/bin/sh", "-c", "yes | head -c 10M"]})
