@@ -415,6 +415,41 @@ static char *run_cwd(struct engine_session *s, const char *req) {
   return cwd;
 }
 
+/* The parts of a child_spec that come from the engine and the session: isolation mode,
+ * the namespaces and cgroup to join. Cannot fail. */
+static void child_spec_init(struct child_spec *c, struct engine *eng, struct engine_session *s) {
+  memset(c, 0, sizeof *c);
+  c->isolated = eng->isolated;
+  c->userns = eng->rootless;
+  c->init_pidfd = s->init_pidfd;
+  c->ns_fds[0] = s->ns_user_fd;
+  c->ns_fds[1] = s->ns_mnt_fd;
+  c->ns_fds[2] = s->ns_pid_fd;
+  c->cg_fd = s->cg_procs_fd;
+  c->cg_cur_fd = s->cg_current_fd;
+  c->cwdfd = -1;
+}
+
+/* The command of a child_spec: argv, the environment (session env, then the request's,
+ * then extra) and the PATH to look argv[0] up in. Returns 0 or -ENOMEM; what was built is
+ * freed with the spec either way. */
+static int child_spec_command(struct child_spec *c, struct engine_session *s,
+                              const char *const *argv, size_t argc,
+                              const struct engine_kv *env, size_t n_env,
+                              const struct engine_kv *extra, size_t n_extra) {
+  c->argv = build_argv(argv, argc);
+  if (!c->argv)
+    return -ENOMEM;
+  int rc = build_envp(s, env, n_env, extra, n_extra, &c->envp);
+  if (rc < 0)
+    return rc;
+  c->path = DEFAULT_PATH;
+  for (char **e = c->envp; *e; e++)
+    if (strncmp(*e, "PATH=", 5) == 0)
+      c->path = *e + 5;
+  return 0;
+}
+
 static void runs_add(struct engine_session *s, pid_t pid) {
   pthread_mutex_lock(&s->lock);
   if (s->n_runs == s->cap_runs) {
@@ -544,16 +579,7 @@ static void run_limits(struct child_spec *c, const struct engine_run_opts *o,
 int engine_run_start(struct engine *eng, struct engine_session *s,
                      const struct engine_run_opts *o, engine_run_cb cb, void *arg) {
   struct child_spec c;
-  memset(&c, 0, sizeof c);
-  c.isolated = eng->isolated;
-  c.userns = eng->rootless;
-  c.init_pidfd = s->init_pidfd;
-  c.ns_fds[0] = s->ns_user_fd;
-  c.ns_fds[1] = s->ns_mnt_fd;
-  c.ns_fds[2] = s->ns_pid_fd;
-  c.cg_fd = s->cg_procs_fd;
-  c.cg_cur_fd = s->cg_current_fd;
-  c.cwdfd = -1;
+  child_spec_init(&c, eng, s);
   uint64_t time_ms;
   run_limits(&c, o, &time_ms);
 
@@ -561,18 +587,13 @@ int engine_run_start(struct engine *eng, struct engine_session *s,
   int rc = 0;
   struct engine_io_run *r = engine_io_run_new(eng);
   char *cwd = run_cwd(s, o->cwd);
-  c.argv = build_argv(o->argv, o->argc);
-  if (!r || !cwd || !c.argv) {
+  if (!r || !cwd) {
     rc = -ENOMEM;
     goto out;
   }
-  rc = build_envp(s, o->env, o->n_env, NULL, 0, &c.envp);
+  rc = child_spec_command(&c, s, o->argv, o->argc, o->env, o->n_env, NULL, 0);
   if (rc < 0)
     goto out;
-  c.path = DEFAULT_PATH;
-  for (char **e = c.envp; *e; e++)
-    if (strncmp(*e, "PATH=", 5) == 0)
-      c.path = *e + 5;
 
   c.cwdfd = engine_path_resolve(s->rootfd, cwd, O_PATH | O_DIRECTORY, 0);
   if (c.cwdfd < 0) {
@@ -779,16 +800,7 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   struct engine_kv extra[2] = {{"PORT", port_s}, {"VITE_PORT", port_s}};
 
   struct child_spec c;
-  memset(&c, 0, sizeof c);
-  c.isolated = eng->isolated;
-  c.userns = eng->rootless;
-  c.init_pidfd = s->init_pidfd;
-  c.ns_fds[0] = s->ns_user_fd;
-  c.ns_fds[1] = s->ns_mnt_fd;
-  c.ns_fds[2] = s->ns_pid_fd;
-  c.cg_fd = s->cg_procs_fd;
-  c.cg_cur_fd = s->cg_current_fd;
-  c.cwdfd = -1;
+  child_spec_init(&c, eng, s);
   c.limit_cpu = 0; /* a server runs until killed; memory, file size and fds are limited */
   c.lim_as.rlim_cur = c.lim_as.rlim_max = (rlim_t)ENGINE_DEFAULT_MEM_KB * 1024;
   c.lim_fsize.rlim_cur = c.lim_fsize.rlim_max = (rlim_t)ENGINE_DEFAULT_FSIZE_KB * 1024;
@@ -799,18 +811,13 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   struct engine_bg *e = NULL;
   struct bg_arg *a = NULL;
   char *cwd = run_cwd(s, o->cwd);
-  c.argv = build_argv(o->argv, o->argc);
-  if (!cwd || !c.argv) {
+  if (!cwd) {
     rc = -ENOMEM;
     goto out;
   }
-  rc = build_envp(s, o->env, o->n_env, extra, 2, &c.envp);
+  rc = child_spec_command(&c, s, o->argv, o->argc, o->env, o->n_env, extra, 2);
   if (rc < 0)
     goto out;
-  c.path = DEFAULT_PATH;
-  for (char **v = c.envp; *v; v++)
-    if (strncmp(*v, "PATH=", 5) == 0)
-      c.path = *v + 5;
   c.cwdfd = engine_path_resolve(s->rootfd, cwd, O_PATH | O_DIRECTORY, 0);
   if (c.cwdfd < 0) {
     rc = c.cwdfd;
