@@ -54,12 +54,8 @@ int method_fs_write(void *ctx, struct call *c, json_object *params, json_object 
       content_bytes(params, "content", is_base64, &data, &len, &owned, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->write_file != NULL, "fs/write", err) < 0)
     goto out;
-  if (!be->ops->write_file) {
-    methods_unsupported("fs/write", err);
-    goto out;
-  }
   if (be->ops->write_file(be, c, id, path, data, len, err) < 0)
     goto out;
   json_object *r = json_object_new_object();
@@ -92,12 +88,8 @@ int method_fs_read(void *ctx, struct call *c, json_object *params, json_object *
       params_encoding(params, "encoding", NULL, &is_base64, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->read_file != NULL, "fs/read", err) < 0)
     goto out;
-  if (!be->ops->read_file) {
-    methods_unsupported("fs/read", err);
-    goto out;
-  }
   if (be->ops->read_file(be, c, id, path, &data, &len, err) < 0)
     goto out;
   if (!data)
@@ -282,12 +274,8 @@ int method_fs_list(void *ctx, struct call *c, json_object *params, json_object *
       params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->list_files != NULL, "fs/list", err) < 0)
     goto out;
-  if (!be->ops->list_files) {
-    methods_unsupported("fs/list", err);
-    goto out;
-  }
   if (be->ops->list_files(be, c, id, path, &entries, &n, err) < 0)
     goto out;
   json_object *arr = NULL;

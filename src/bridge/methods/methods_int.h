@@ -21,6 +21,9 @@ void methods_end(struct bridge *br, struct backend *be);
 /* UNSUPPORTED for a NULL backend slot, data.method = the JSON-RPC method. Returns -1. */
 int methods_unsupported(const char *method, struct osb_err *err);
 
+/* 0 when the backend has the slot the method needs (present), else methods_unsupported. */
+int methods_require(int present, const char *method, struct osb_err *err);
+
 /* Add val to obj under key, taking val in every case (it is put if the add fails). */
 void methods_set(json_object *obj, const char *key, json_object *val);
 

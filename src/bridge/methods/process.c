@@ -30,12 +30,8 @@ int method_process_start(void *ctx, struct call *c, json_object *params, json_ob
       params_string(params, "cwd", NULL, PARAM_OPTIONAL, &cwd, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->bg_start != NULL, "process/start", err) < 0)
     goto out;
-  if (!be->ops->bg_start) {
-    methods_unsupported("process/start", err);
-    goto out;
-  }
   struct backend_bg_req req = {
       .argv = argv,
       .argc = argc,
@@ -78,12 +74,8 @@ int method_process_kill_all(void *ctx, struct call *c, json_object *params, json
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->bg_kill_all != NULL, "process/killAll", err) < 0)
     goto out;
-  if (!be->ops->bg_kill_all) {
-    methods_unsupported("process/killAll", err);
-    goto out;
-  }
   if (be->ops->bg_kill_all(be, c, id, &pids, &n, &total, err) < 0)
     goto out;
   json_object *arr = NULL;
@@ -119,12 +111,8 @@ int method_process_status(void *ctx, struct call *c, json_object *params, json_o
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->bg_status != NULL, "process/status", err) < 0)
     goto out;
-  if (!be->ops->bg_status) {
-    methods_unsupported("process/status", err);
-    goto out;
-  }
   if (be->ops->bg_status(be, c, id, &procs, &n, &log, err) < 0)
     goto out;
   json_object *arr = NULL;

@@ -56,12 +56,8 @@ int method_sandbox_create(void *ctx, struct call *c, json_object *params, json_o
   if (params_env(params, "env", 0, &env, &n_env, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->create != NULL, "sandbox/create", err) < 0)
     goto out;
-  if (!be->ops->create) {
-    methods_unsupported("sandbox/create", err);
-    goto out;
-  }
   if (be->ops->create(be, c, env, n_env, &s, err) < 0)
     goto out;
   json_object *r = json_object_new_object();
@@ -90,12 +86,8 @@ int method_sandbox_destroy(void *ctx, struct call *c, json_object *params, json_
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->destroy != NULL, "sandbox/destroy", err) < 0)
     goto out;
-  if (!be->ops->destroy) {
-    methods_unsupported("sandbox/destroy", err);
-    goto out;
-  }
   if (be->ops->destroy(be, c, id, err) < 0)
     goto out;
   *result = NULL;
@@ -152,12 +144,8 @@ int method_sandbox_get(void *ctx, struct call *c, json_object *params, json_obje
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->get != NULL, "sandbox/get", err) < 0)
     goto out;
-  if (!be->ops->get) {
-    methods_unsupported("sandbox/get", err);
-    goto out;
-  }
   if (be->ops->get(be, c, id, &info, err) < 0)
     goto out;
   *result = info_to_json(&info);
@@ -415,12 +403,8 @@ int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_
       params_env(params, "env", 1, &env, &n_env, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->set_env != NULL, "sandbox/setEnv", err) < 0)
     goto out;
-  if (!be->ops->set_env) {
-    methods_unsupported("sandbox/setEnv", err);
-    goto out;
-  }
   if (be->ops->set_env(be, c, id, env, n_env, err) < 0)
     goto out;
   *result = NULL;
@@ -442,12 +426,8 @@ int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_
       params_string(params, "cwd", NULL, PARAM_NONEMPTY, &cwd, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
-  if (!be)
+  if (!be || methods_require(be->ops->set_cwd != NULL, "sandbox/setCwd", err) < 0)
     goto out;
-  if (!be->ops->set_cwd) {
-    methods_unsupported("sandbox/setCwd", err);
-    goto out;
-  }
   if (be->ops->set_cwd(be, c, id, cwd, err) < 0)
     goto out;
   *result = NULL;

@@ -121,3 +121,7 @@ int methods_append(json_object *arr, json_object *item, struct osb_err *err) {
   }
   return 0;
 }
+
+int methods_require(int present, const char *method, struct osb_err *err) {
+  return present ? 0 : methods_unsupported(method, err);
+}
