@@ -125,6 +125,16 @@ struct backend;
 typedef void (*backend_run_done)(void *arg, int rc, struct backend_run_res *res,
                                  struct osb_err *err);
 
+/* Completion of a started operation (the *_start slots): called exactly once, from another
+ * thread (never from inside the slot). rc 0: done, outputs filled; rc -1: *err is filled (the
+ * callee clears it); rc BACKEND_BLOCKING: nothing was done and *err is empty: the operation
+ * needs the blocking slot after all (auto transport found gRPC unreachable). */
+typedef void (*backend_done)(void *arg, int rc, struct osb_err *err);
+
+/* A *_start slot (or the done it called) saying: use the blocking slot, on a thread that may
+ * wait (the operation would block here: it goes over HTTP). */
+#define BACKEND_BLOCKING 1
+
 struct backend_ops {
   const char *name; /* "remote" or "local" */
 
@@ -151,6 +161,28 @@ struct backend_ops {
   int (*run_async)(struct backend *be, struct call *c, const char *id,
                    const struct backend_run_req *req, backend_run_done done, void *arg,
                    struct osb_err *err);
+  /* The slots ending in _start begin what their blocking twin does without ever blocking
+   * the caller (it may be the thread reading stdin): they return 0 once started (done is
+   * then called exactly once, later, from another thread), -1 with *err filled (done never
+   * called), or BACKEND_BLOCKING when the blocking twin must be used instead. The request's
+   * strings and bytes are read only during the slot; c must stay valid until done; outputs
+   * (read_file_start's *data and *len) are filled before done with rc 0. They notice
+   * call->cancelled and call->deadline_ms on their own. NULL: use the blocking twin.
+   * run_start is run_async that never blocks; its done never gets BACKEND_BLOCKING. */
+  int (*run_start)(struct backend *be, struct call *c, const char *id,
+                   const struct backend_run_req *req, backend_run_done done, void *arg,
+                   struct osb_err *err);
+  int (*set_env_start)(struct backend *be, struct call *c, const char *id,
+                       const struct backend_kv *env, size_t n_env, backend_done done, void *arg,
+                       struct osb_err *err);
+  int (*set_cwd_start)(struct backend *be, struct call *c, const char *id, const char *cwd,
+                       backend_done done, void *arg, struct osb_err *err);
+  int (*write_file_start)(struct backend *be, struct call *c, const char *id, const char *path,
+                          const void *data, size_t len, backend_done done, void *arg,
+                          struct osb_err *err);
+  int (*read_file_start)(struct backend *be, struct call *c, const char *id, const char *path,
+                         char **data, size_t *len, backend_done done, void *arg,
+                         struct osb_err *err);
   /* SetEnv */
   int (*set_env)(struct backend *be, struct call *c, const char *id, const struct backend_kv *env,
                  size_t n_env, struct osb_err *err);

@@ -1,11 +1,13 @@
 /* rpc.c - the JSON-RPC 2.0 core: envelopes, batches, ids, dispatch, cancellation.
  * Knows nothing of sandboxes: it serves whatever method table it is given.
  *
- * Threads: the caller's thread reads (transport) and dispatches; handlers run on a pool
- * of worker threads that grows on demand up to WORKER_MAX and shrinks when idle; an
- * asynchronous handler (fn_async) gives its worker back while its work is under way, so
- * requests in flight are bounded by max_inflight, not by threads. The writer thread puts
- * replies on stdout. A request is "in flight" from dispatch until its
+ * Threads: the caller's thread reads (transport) and dispatches. A method's quick handler
+ * (fn_quick) runs right there and only starts work that another thread finishes, so a short
+ * call costs no hand-off at all; the other handlers run on a pool of worker threads that
+ * grows on demand up to WORKER_MAX and shrinks when idle; an asynchronous handler
+ * (fn_async) gives its worker back while its work is under way, so requests in flight are
+ * bounded by max_inflight, not by threads. Replies go to stdout through the writer (written
+ * by the thread that finished the request when stdout is free, else by the writer thread). A request is "in flight" from dispatch until its
  * handler has returned AND its reply has been written, so replies a slow client has not
  * read yet still count toward --max-inflight.
  *
@@ -248,6 +250,35 @@ void rpc_async_complete(struct rpc_async *pending, int rc, json_object *result,
                         struct osb_err *err) {
   struct osb_err none = OSB_ERR_INIT;
   request_finish((struct request *)pending, rc, result, err ? err : &none);
+}
+
+/* Queue req for a worker (defined below). Call with lock held. */
+static void dispatch_locked(struct rpc_core *core, struct request *req);
+
+void rpc_async_defer(struct rpc_async *pending) {
+  struct request *req = (struct request *)pending;
+  struct rpc_core *core = req->core;
+  pthread_mutex_lock(&core->lock);
+  dispatch_locked(core, req);
+  pthread_mutex_unlock(&core->lock);
+}
+
+/* Run req's quick handler on this (the reader) thread; see rpc_method.fn_quick. */
+static void request_quick(struct request *req) {
+  struct rpc_core *core = req->core;
+  struct osb_err err = OSB_ERR_INIT;
+  json_object *result = NULL;
+  int rc = req->method->fn_quick(core->ctx, &req->call, req->params, (struct rpc_async *)req,
+                                 &result, &err);
+  if (rc == RPC_PENDING)
+    return; /* rpc_async_complete or rpc_async_defer finishes it */
+  if (rc == RPC_DEFER) {
+    json_object_put(result);
+    osb_err_clear(&err);
+    rpc_async_defer((struct rpc_async *)req);
+    return;
+  }
+  request_finish(req, rc, result, &err);
 }
 
 static void request_execute(struct request *req) {
@@ -611,6 +642,9 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
   if (method->inline_call) {
     pthread_mutex_unlock(&core->lock);
     request_execute(req);
+  } else if (method->fn_quick) {
+    pthread_mutex_unlock(&core->lock);
+    request_quick(req);
   } else {
     dispatch_locked(core, req);
     pthread_mutex_unlock(&core->lock);

@@ -39,11 +39,23 @@ typedef int (*rpc_async_handler)(void *ctx, struct call *c, json_object *params,
 void rpc_async_complete(struct rpc_async *pending, int rc, json_object *result,
                         struct osb_err *err);
 
+/* A quick handler (rpc_method.fn_quick) may also return RPC_DEFER: nothing was started, and
+ * the request goes to a worker thread (fn_async, else fn) as if there were no fn_quick. */
+#define RPC_DEFER 2
+
+/* Give a pending request of a quick handler to a worker thread after all (fn_async, else
+ * fn, runs it anew with the same params), from any thread; instead of rpc_async_complete. */
+void rpc_async_defer(struct rpc_async *pending);
+
 struct rpc_method {
   const char *name;
   rpc_handler fn;            /* used when fn_async is NULL */
   int inline_call;           /* nonzero: run on the reader thread, in order (cheap methods only) */
   rpc_async_handler fn_async;/* optional */
+  /* Optional, tried first, on the reader thread itself: an asynchronous handler that never
+   * blocks (it only starts work that finishes on another thread), or returns RPC_DEFER.
+   * Saves the hand-offs to and from a worker thread, which cost more than a short call. */
+  rpc_async_handler fn_quick;
 };
 
 enum rpc_framing { RPC_FRAMING_AUTO, RPC_FRAMING_LSP, RPC_FRAMING_NDJSON };

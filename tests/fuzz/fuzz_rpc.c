@@ -83,13 +83,13 @@ static int m_async(void *ctx, struct call *c, json_object *params, struct rpc_as
 }
 
 static struct rpc_method methods[] = {
-    {"echo", m_echo, 0, NULL},
-    {"echo/inline", m_echo, 1, NULL},
-    {"fail", m_fail, 0, NULL},
-    {"fail/inline", m_fail, 1, NULL},
-    {"nothing", m_null, 0, NULL},
-    {"bad", m_bad, 0, NULL},
-    {"async", m_echo, 0, NULL}, /* fn_async set at start-up when available */
+    {"echo", m_echo, 0, NULL, NULL},
+    {"echo/inline", m_echo, 1, NULL, NULL},
+    {"fail", m_fail, 0, NULL, NULL},
+    {"fail/inline", m_fail, 1, NULL, NULL},
+    {"nothing", m_null, 0, NULL, NULL},
+    {"bad", m_bad, 0, NULL, NULL},
+    {"async", m_echo, 0, NULL, NULL}, /* fn_async set at start-up when available */
 };
 
 static int out_fd = -1;

@@ -77,10 +77,10 @@ static int thread_count(void) {
   return n;
 }
 
-static const struct rpc_method methods[] = {{"echo", m_echo, 0, NULL},
-                                            {"slow", m_slow, 0, NULL},
-                                            {"fail", m_fail, 0, NULL},
-                                            {"later", NULL, 0, m_later}};
+static const struct rpc_method methods[] = {{"echo", m_echo, 0, NULL, NULL},
+                                            {"slow", m_slow, 0, NULL, NULL},
+                                            {"fail", m_fail, 0, NULL, NULL},
+                                            {"later", NULL, 0, m_later, NULL}};
 
 struct server {
   int in_w;   /* we write requests here */

@@ -72,6 +72,85 @@ out:
   return rc;
 }
 
+static int write_started_result(struct methods_started *s, json_object **result,
+                                struct osb_err *err) {
+  json_object *r = json_object_new_object();
+  if (!r)
+    return methods_oom(err);
+  methods_set(r, "bytesWritten", json_object_new_int64(s->count));
+  *result = r;
+  return 0;
+}
+
+int method_fs_write_quick(void *ctx, struct call *c, json_object *params,
+                          struct rpc_async *pending, json_object **result, struct osb_err *err) {
+  const char *id = NULL, *path = NULL;
+  int is_base64 = 0;
+  const void *data = NULL;
+  size_t len = 0;
+  void *owned = NULL;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0 ||
+      params_encoding(params, "encoding", NULL, &is_base64, err) < 0 ||
+      content_bytes(params, "content", is_base64, &data, &len, &owned, err) < 0)
+    return -1;
+  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
+  int rc = -1;
+  if (s && !s->be->ops->write_file_start) {
+    methods_started_free(s);
+    rc = RPC_DEFER;
+  } else if (s) {
+    s->count = (int64_t)len;
+    s->result = write_started_result;
+    rc = methods_started_return(s, s->be->ops->write_file_start(s->be, c, id, path, data, len,
+                                                                methods_started_done, s, err));
+  }
+  free(owned);
+  return rc;
+}
+
+/* fs/read's result for the bytes read from path: {content, encoding, size}. Text must be
+ * valid UTF-8 (FILE otherwise: read it as base64). */
+static int read_result(const char *path, int is_base64, const char *data, size_t len,
+                       json_object **result, struct osb_err *err) {
+  json_object *content = NULL;
+  if (!data) {
+    data = "";
+    len = 0;
+  }
+  if (is_base64) {
+    size_t enc_len = 0;
+    char *enc = b64_encode(data, len, &enc_len);
+    if (!enc)
+      return methods_oom(err);
+    content = enc_len <= INT32_MAX ? json_object_new_string_len(enc, (int)enc_len) : NULL;
+    free(enc);
+    if (!content)
+      return methods_oom(err);
+  } else {
+    if (!utf8_valid(data, len)) {
+      osb_err_set(err, OSB_ERR_FILE, NULL,
+                  "%s: content is not valid UTF-8; read it with encoding \"base64\"", path);
+      osb_err_add(err, "path", json_object_new_string(path));
+      osb_err_add(err, "reason", json_object_new_string("content is not valid UTF-8"));
+      return -1;
+    }
+    content = methods_utf8_string(data, len, err);
+    if (!content)
+      return -1;
+  }
+  json_object *r = json_object_new_object();
+  if (!r) {
+    json_object_put(content);
+    return methods_oom(err);
+  }
+  methods_set(r, "content", content);
+  methods_set(r, "encoding", json_object_new_string(is_base64 ? "base64" : "utf8"));
+  methods_set(r, "size", json_object_new_int64((int64_t)len));
+  *result = r;
+  return 0;
+}
+
 int method_fs_read(void *ctx, struct call *c, json_object *params, json_object **result,
                    struct osb_err *err) {
   struct bridge *br = ctx;
@@ -80,7 +159,6 @@ int method_fs_read(void *ctx, struct call *c, json_object *params, json_object *
   char *data = NULL;
   size_t len = 0;
   struct backend *be = NULL;
-  json_object *content = NULL;
   int rc = -1;
 
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
@@ -92,49 +170,43 @@ int method_fs_read(void *ctx, struct call *c, json_object *params, json_object *
     goto out;
   if (be->ops->read_file(be, c, id, path, &data, &len, err) < 0)
     goto out;
-  if (!data)
-    len = 0;
-  if (is_base64) {
-    size_t enc_len = 0;
-    char *enc = b64_encode(data ? data : "", len, &enc_len);
-    if (!enc) {
-      methods_oom(err);
-      goto out;
-    }
-    content = enc_len <= INT32_MAX ? json_object_new_string_len(enc, (int)enc_len) : NULL;
-    free(enc);
-    if (!content) {
-      methods_oom(err);
-      goto out;
-    }
-  } else {
-    if (!utf8_valid(data ? data : "", len)) {
-      osb_err_set(err, OSB_ERR_FILE, NULL,
-                  "%s: content is not valid UTF-8; read it with encoding \"base64\"", path);
-      osb_err_add(err, "path", json_object_new_string(path));
-      osb_err_add(err, "reason", json_object_new_string("content is not valid UTF-8"));
-      goto out;
-    }
-    content = methods_utf8_string(data, len, err);
-    if (!content)
-      goto out;
-  }
-  json_object *r = json_object_new_object();
-  if (!r) {
-    methods_oom(err);
-    goto out;
-  }
-  methods_set(r, "content", content);
-  content = NULL;
-  methods_set(r, "encoding", json_object_new_string(is_base64 ? "base64" : "utf8"));
-  methods_set(r, "size", json_object_new_int64((int64_t)len));
-  *result = r;
-  rc = 0;
+  rc = read_result(path, is_base64, data, len, result, err);
 out:
-  json_object_put(content);
   free(data);
   methods_end(br, be);
   return rc;
+}
+
+static int read_started_result(struct methods_started *s, json_object **result,
+                               struct osb_err *err) {
+  return read_result(s->path, s->is_base64, s->data, s->len, result, err);
+}
+
+int method_fs_read_quick(void *ctx, struct call *c, json_object *params,
+                         struct rpc_async *pending, json_object **result, struct osb_err *err) {
+  const char *id = NULL, *path = NULL;
+  int is_base64 = 0;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0 ||
+      params_encoding(params, "encoding", NULL, &is_base64, err) < 0)
+    return -1;
+  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
+  if (!s)
+    return -1;
+  if (!s->be->ops->read_file_start) {
+    methods_started_free(s);
+    return RPC_DEFER;
+  }
+  s->path = strdup(path);
+  if (!s->path) {
+    methods_started_free(s);
+    return methods_oom(err);
+  }
+  s->is_base64 = is_base64;
+  s->result = read_started_result;
+  return methods_started_return(s, s->be->ops->read_file_start(s->be, c, id, path, &s->data,
+                                                                &s->len, methods_started_done,
+                                                                s, err));
 }
 
 /* The files of fs/writeMany, validated and decoded. */

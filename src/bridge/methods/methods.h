@@ -71,6 +71,22 @@ int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
 int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 
+/* Quick handlers (rpc_method.fn_quick): the same methods started on the backend's *_start
+ * slots from the reader thread; RPC_DEFER when the backend would block. */
+int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
+                             struct rpc_async *pending, json_object **result,
+                             struct osb_err *err);
+int method_sandbox_set_env_quick(void *ctx, struct call *c, json_object *params,
+                                 struct rpc_async *pending, json_object **result,
+                                 struct osb_err *err);
+int method_sandbox_set_cwd_quick(void *ctx, struct call *c, json_object *params,
+                                 struct rpc_async *pending, json_object **result,
+                                 struct osb_err *err);
+int method_fs_write_quick(void *ctx, struct call *c, json_object *params,
+                          struct rpc_async *pending, json_object **result, struct osb_err *err);
+int method_fs_read_quick(void *ctx, struct call *c, json_object *params,
+                         struct rpc_async *pending, json_object **result, struct osb_err *err);
+
 int method_fs_write(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 int method_fs_read(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
 int method_fs_write_many(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);

@@ -390,6 +390,39 @@ out:
   return rc;
 }
 
+int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
+                             struct rpc_async *pending, json_object **result,
+                             struct osb_err *err) {
+  struct bridge *br = ctx;
+  struct run_params rp;
+  if (run_params_parse(params, &rp, err) < 0)
+    return -1;
+  struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
+  if (!be) {
+    run_params_free(&rp);
+    return -1;
+  }
+  struct run_pending *p = be->ops->run_start ? calloc(1, sizeof *p) : NULL;
+  int rc = RPC_DEFER;
+  if (p) {
+    p->br = br;
+    p->be = be;
+    p->check = rp.check;
+    p->pending = pending;
+    struct backend_run_req req = run_request(&rp);
+    rc = be->ops->run_start(be, c, rp.id, &req, run_done, p, err);
+    if (rc == 0) {
+      run_params_free(&rp);
+      return RPC_PENDING;
+    }
+    free(p);
+    rc = rc == BACKEND_BLOCKING ? RPC_DEFER : -1;
+  }
+  run_params_free(&rp);
+  bridge_backend_put_deferred(br, be); /* never close a backend on the reader thread */
+  return rc;
+}
+
 int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result,
                            struct osb_err *err) {
   struct bridge *br = ctx;
@@ -415,6 +448,28 @@ out:
   return rc;
 }
 
+int method_sandbox_set_env_quick(void *ctx, struct call *c, json_object *params,
+                                 struct rpc_async *pending, json_object **result,
+                                 struct osb_err *err) {
+  const char *id = NULL;
+  struct backend_kv *env = NULL;
+  size_t n_env = 0;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_env(params, "env", 1, &env, &n_env, err) < 0)
+    return -1;
+  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
+  int rc = -1;
+  if (s && !s->be->ops->set_env_start) {
+    methods_started_free(s);
+    rc = RPC_DEFER;
+  } else if (s) {
+    rc = methods_started_return(s, s->be->ops->set_env_start(s->be, c, id, env, n_env,
+                                                             methods_started_done, s, err));
+  }
+  backend_kvs_free(env, n_env);
+  return rc;
+}
+
 int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_object **result,
                            struct osb_err *err) {
   struct bridge *br = ctx;
@@ -435,4 +490,22 @@ int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_
 out:
   methods_end(br, be);
   return rc;
+}
+
+int method_sandbox_set_cwd_quick(void *ctx, struct call *c, json_object *params,
+                                 struct rpc_async *pending, json_object **result,
+                                 struct osb_err *err) {
+  const char *id = NULL, *cwd = NULL;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_string(params, "cwd", NULL, PARAM_NONEMPTY, &cwd, err) < 0)
+    return -1;
+  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
+  if (!s)
+    return -1;
+  if (!s->be->ops->set_cwd_start) {
+    methods_started_free(s);
+    return RPC_DEFER;
+  }
+  return methods_started_return(
+      s, s->be->ops->set_cwd_start(s->be, c, id, cwd, methods_started_done, s, err));
 }

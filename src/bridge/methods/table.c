@@ -9,25 +9,26 @@
 #include "common/utf8.h"
 
 /* Cheap methods that must take effect in order (initialize) run inline on the reader
- * thread; everything that may wait on a backend runs on a worker. */
+ * thread; everything that may wait on a backend runs on a worker, except what a quick
+ * handler can start without waiting (on the remote backend's gRPC calls). */
 const struct rpc_method methods_table[] = {
-    {"initialize", method_initialize, 1, NULL},
-    {"rpc.discover", method_rpc_discover, 1, NULL},
-    {"server/health", method_server_health, 0, NULL},
-    {"sandbox/create", method_sandbox_create, 0, NULL},
-    {"sandbox/destroy", method_sandbox_destroy, 0, NULL},
-    {"sandbox/list", method_sandbox_list, 0, NULL},
-    {"sandbox/get", method_sandbox_get, 0, NULL},
-    {"sandbox/run", method_sandbox_run, 0, method_sandbox_run_async},
-    {"sandbox/setEnv", method_sandbox_set_env, 0, NULL},
-    {"sandbox/setCwd", method_sandbox_set_cwd, 0, NULL},
-    {"fs/write", method_fs_write, 0, NULL},
-    {"fs/read", method_fs_read, 0, NULL},
-    {"fs/writeMany", method_fs_write_many, 0, NULL},
-    {"fs/list", method_fs_list, 0, NULL},
-    {"process/start", method_process_start, 0, NULL},
-    {"process/killAll", method_process_kill_all, 0, NULL},
-    {"process/status", method_process_status, 0, NULL},
+    {"initialize", method_initialize, 1, NULL, NULL},
+    {"rpc.discover", method_rpc_discover, 1, NULL, NULL},
+    {"server/health", method_server_health, 0, NULL, NULL},
+    {"sandbox/create", method_sandbox_create, 0, NULL, NULL},
+    {"sandbox/destroy", method_sandbox_destroy, 0, NULL, NULL},
+    {"sandbox/list", method_sandbox_list, 0, NULL, NULL},
+    {"sandbox/get", method_sandbox_get, 0, NULL, NULL},
+    {"sandbox/run", method_sandbox_run, 0, method_sandbox_run_async, method_sandbox_run_quick},
+    {"sandbox/setEnv", method_sandbox_set_env, 0, NULL, method_sandbox_set_env_quick},
+    {"sandbox/setCwd", method_sandbox_set_cwd, 0, NULL, method_sandbox_set_cwd_quick},
+    {"fs/write", method_fs_write, 0, NULL, method_fs_write_quick},
+    {"fs/read", method_fs_read, 0, NULL, method_fs_read_quick},
+    {"fs/writeMany", method_fs_write_many, 0, NULL, NULL},
+    {"fs/list", method_fs_list, 0, NULL, NULL},
+    {"process/start", method_process_start, 0, NULL, NULL},
+    {"process/killAll", method_process_kill_all, 0, NULL, NULL},
+    {"process/status", method_process_status, 0, NULL, NULL},
 };
 
 const size_t methods_count = sizeof methods_table / sizeof methods_table[0];
@@ -51,6 +52,63 @@ struct backend *methods_begin(struct bridge *br, struct call *c, int64_t span_ms
 
 void methods_end(struct bridge *br, struct backend *be) {
   bridge_backend_put(br, be);
+}
+
+struct methods_started *methods_started_begin(struct bridge *br, struct call *c,
+                                              struct rpc_async *pending, int64_t span_ms,
+                                              struct osb_err *err) {
+  struct backend *be = methods_begin(br, c, span_ms, err);
+  if (!be)
+    return NULL;
+  struct methods_started *s = calloc(1, sizeof *s);
+  if (!s) {
+    methods_oom(err);
+    bridge_backend_put_deferred(br, be);
+    return NULL;
+  }
+  s->br = br;
+  s->be = be;
+  s->pending = pending;
+  return s;
+}
+
+void methods_started_free(struct methods_started *s) {
+  if (!s)
+    return;
+  /* never close a backend on the reader thread or a backend's own thread */
+  bridge_backend_put_deferred(s->br, s->be);
+  free(s->data);
+  free(s->path);
+  free(s);
+}
+
+void methods_started_done(void *arg, int rc, struct osb_err *err) {
+  struct methods_started *s = arg;
+  struct rpc_async *pending = s->pending;
+  if (rc == BACKEND_BLOCKING) {
+    methods_started_free(s);
+    rpc_async_defer(pending);
+    return;
+  }
+  json_object *result = NULL;
+  struct osb_err out = OSB_ERR_INIT;
+  if (rc == 0) {
+    rc = s->result ? s->result(s, &result, &out) : 0;
+  } else {
+    out = *err; /* take it over */
+    err->kind = OSB_ERR_NONE;
+    err->message = NULL;
+    err->data = NULL;
+  }
+  methods_started_free(s);
+  rpc_async_complete(pending, rc, result, &out);
+}
+
+int methods_started_return(struct methods_started *s, int rc) {
+  if (rc == 0)
+    return RPC_PENDING;
+  methods_started_free(s);
+  return rc == BACKEND_BLOCKING ? RPC_DEFER : -1;
 }
 
 int methods_unsupported(const char *method, struct osb_err *err) {

@@ -1,68 +1,15 @@
-/* grpc.c - the remote backend's gRPC side: unary calls of /sandbox.SandboxService over the
- * gRPC C core, messages packed and unpacked with protobuf-c (see grpc.h).
- * One lazily created channel, shared; per blocking call a pluck completion queue, polled in
- * 50 ms steps so that a raised cancel flag cancels the call promptly; async runs all share the
- * poller thread's queue, which finishes them and scans their cancel flags every 50 ms. Status codes go to remote_int.h's
- * remote_fail_grpc, which owns their mapping. Layer: backend (remote). The api key lives only
- * in the authorization metadata and is never logged. */
+/* grpc.c - the remote backend's gRPC methods (see grpc.h): each builds its request message
+ * with protobuf-c and interprets the reply; grpc_call.c sends the message, blocking or
+ * asynchronously, and maps the call's status. One interpreter per method serves both ways,
+ * so a started call ends exactly as the blocking one would. Layer: backend (remote). */
 #include "bridge/remote/grpc.h"
 
-#include <grpc/byte_buffer.h>
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/slice.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/log.h>
-#include <grpc/support/time.h>
-#include <limits.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/remote/remote_int.h"
+#include "bridge/remote/grpc_int.h"
 #include "common/log.h"
 #include "sandbox.pb-c.h"
-
-enum {
-  POLL_MS = 50, /* how often a waiting call looks at the cancel flag */
-  RECONNECT_MIN_MS = 100,
-  RECONNECT_MAX_MS = 2000, /* a restarted server is found again within this */
-  CONNECT_TIMEOUT_MS = 20000, /* one connection attempt (TCP + TLS + HTTP/2 settings) */
-  BOUND_SLACK_MS = 100,       /* a deadline this close to the request timeout is that one */
-};
-
-enum method { M_RUN, M_WRITE_FILE, M_WRITE_FILES, M_READ_FILE, M_SET_ENV, M_SET_CWD, M_COUNT };
-
-static const char *const method_paths[M_COUNT] = {
-    [M_RUN] = "/sandbox.SandboxService/RunCommand",
-    [M_WRITE_FILE] = "/sandbox.SandboxService/WriteFile",
-    [M_WRITE_FILES] = "/sandbox.SandboxService/WriteFiles",
-    [M_READ_FILE] = "/sandbox.SandboxService/ReadFile",
-    [M_SET_ENV] = "/sandbox.SandboxService/SetEnv",
-    [M_SET_CWD] = "/sandbox.SandboxService/SetCwd",
-};
-
-struct remote_grpc {
-  char *target;         /* "host:port" */
-  int tls;
-  char *root_certs;     /* PEM, or NULL */
-  char *auth;           /* "Bearer <key>", or NULL; never logged */
-  int64_t timeout_ms;   /* request timeout (RunCommand excepted); <= 0: none */
-  int max_recv;         /* GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH (-1: unlimited) */
-  pthread_mutex_t lock; /* guards channel and handles */
-  grpc_channel *channel;
-  void *handles[M_COUNT]; /* registered calls of channel */
-  grpc_completion_queue *poll_cq; /* the poller's queue; shut down to stop it */
-  pthread_t poller;
-  int has_poller;
-  atomic_int no_write_files; /* the server answered WriteFiles with UNIMPLEMENTED */
-  atomic_llong unreached_ms; /* when a call last failed to connect (call_now_ms); 0: never */
-  pthread_mutex_t runs_lock; /* guards runs */
-  struct arun *runs;         /* async runs in flight on poll_cq */
-};
 
 /* ======================================================================================
  * RunCommandResponse with stdout/stderr read as bytes
@@ -116,327 +63,8 @@ static const ProtobufCMessageDescriptor run_reply_descriptor = {
     NULL};
 
 /* ======================================================================================
- * Channel, the poller and async runs
+ * Shared by the methods
  * ====================================================================================== */
-
-/* One unary call from start to end: what it sends, what it receives, and the facts its
- * failure is reported with. Shared by the blocking calls and the async runs, so that both
- * map statuses and decode replies through the very same code (op_result). */
-struct op {
-  struct remote_where w;      /* op, url and timeout_ms filled by op_prepare */
-  grpc_completion_queue *cq;  /* the queue the call reports to */
-  int own_cq;                 /* cq is this op's pluck queue (blocking call) */
-  grpc_call *call;
-  grpc_byte_buffer *send;
-  grpc_metadata md;           /* authorization, when g->auth */
-  grpc_metadata_array initial_md, trailing_md;
-  grpc_byte_buffer *recv;
-  grpc_status_code status;
-  grpc_slice details;
-  int cancelled;              /* we cancelled the call because its cancel flag was raised */
-};
-
-/* An asynchronous RunCommand in flight on the poller's queue (see remote_grpc_run_async). */
-struct arun {
-  struct op op;               /* op.w.sandbox_id points into sandbox_id */
-  struct call *c;             /* borrowed until done is called */
-  char *sandbox_id;           /* owned */
-  backend_run_done done;
-  void *arg;
-  struct arun *prev, *next;   /* in g->runs, under g->runs_lock */
-};
-
-static gpr_timespec after_ms(int64_t ms) {
-  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
-}
-
-static void arun_complete(struct remote_grpc *g, struct arun *a);
-
-/* Cancel the async runs whose cancel flag was raised (all of them when everything is). */
-static void arun_scan(struct remote_grpc *g, int everything) {
-  pthread_mutex_lock(&g->runs_lock);
-  for (struct arun *a = g->runs; a; a = a->next) {
-    if (!a->op.cancelled && (everything || call_is_cancelled(a->c))) {
-      grpc_call_cancel(a->op.call, NULL);
-      a->op.cancelled = 1;
-    }
-  }
-  pthread_mutex_unlock(&g->runs_lock);
-}
-
-/* The poller: gRPC's C core reads sockets only while some thread waits on a completion
- * queue, so between calls nobody would notice that the server closed the connection (until
- * its 5 s backup poll), and the first call after a server restart would fail UNAVAILABLE on
- * the dead connection. This thread keeps waiting on its queue, which polls the sockets: a
- * closed connection is seen at once and the next call reconnects. The same queue carries the
- * async runs: the poller finishes each (calling its done) and, every POLL_MS, cancels those
- * whose cancel flag was raised. It ends when the queue is shut down and drained. */
-static void *poll_main(void *arg) {
-  struct remote_grpc *g = arg;
-  int64_t last_scan = call_now_ms();
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(g->poll_cq, after_ms(POLL_MS), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN)
-      break;
-    if (ev.type == GRPC_OP_COMPLETE && ev.tag)
-      arun_complete(g, ev.tag);
-    int64_t now = call_now_ms();
-    if (now - last_scan >= POLL_MS) {
-      arun_scan(g, 0);
-      last_scan = now;
-    }
-  }
-  return NULL;
-}
-
-/* The shared channel (created on first use) and the registered handle of method m. */
-static grpc_channel *channel_get(struct remote_grpc *g, enum method m, void **handle) {
-  pthread_mutex_lock(&g->lock);
-  if (!g->channel) {
-    grpc_arg args[6];
-    memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = g->max_recv;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = -1;
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-    args[2].value.integer = RECONNECT_MIN_MS;
-    /* gRPC uses this one as the timeout of a connection attempt, not as a backoff */
-    args[3].type = GRPC_ARG_INTEGER;
-    args[3].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-    args[3].value.integer = CONNECT_TIMEOUT_MS;
-    args[4].type = GRPC_ARG_INTEGER;
-    args[4].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[4].value.integer = RECONNECT_MAX_MS;
-    args[5].type = GRPC_ARG_STRING;
-    args[5].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
-    args[5].value.string = (char *)"opensandbox-bridge";
-    grpc_channel_args chargs = {sizeof args / sizeof *args, args};
-    grpc_channel_credentials *creds =
-        g->tls ? grpc_ssl_credentials_create(g->root_certs, NULL, NULL, NULL)
-               : grpc_insecure_credentials_create();
-    g->channel = grpc_channel_create(g->target, creds, &chargs);
-    grpc_channel_credentials_release(creds);
-    for (int i = 0; i < M_COUNT; i++)
-      g->handles[i] = grpc_channel_register_call(g->channel, method_paths[i], NULL, NULL);
-    g->poll_cq = grpc_completion_queue_create_for_next(NULL);
-    g->has_poller = pthread_create(&g->poller, NULL, poll_main, g) == 0;
-    if (!g->has_poller)
-      log_warn("remote: no gRPC poller thread; a server restart may fail one call");
-    log_debug("remote: gRPC channel to %s (%s)", g->target, g->tls ? "TLS" : "plaintext");
-  }
-  grpc_channel *ch = g->channel;
-  *handle = g->handles[m];
-  pthread_mutex_unlock(&g->lock);
-  return ch;
-}
-
-/* The time bound of a call in ms (-1: none): the call's remaining deadline, and for anything
- * but RunCommand also the request timeout. */
-static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum method m) {
-  int64_t left = call_remaining_ms(c);
-  if (m == M_RUN)
-    return left;
-  if (g->timeout_ms > 0 && (left < 0 || g->timeout_ms < left))
-    return g->timeout_ms;
-  return left;
-}
-
-/* data.timeoutMs for a call bounded by bound ms: the request timeout when that is what
- * bounds it (the call's deadline may be that same timeout, started a moment earlier upstream),
- * else the time that was left. */
-static int64_t reported_bound(int64_t timeout_ms, int64_t bound, int is_run) {
-  if (bound <= 0)
-    return 0;
-  if (!is_run && timeout_ms > 0 && bound >= timeout_ms - BOUND_SLACK_MS)
-    return timeout_ms;
-  return bound;
-}
-
-/* Release what op holds (the call first, then its own queue). Accepts a zeroed op. */
-static void op_release(struct op *op) {
-  if (op->call)
-    grpc_call_unref(op->call);
-  op->call = NULL;
-  if (op->own_cq && op->cq) {
-    grpc_completion_queue_shutdown(op->cq);
-    while (grpc_completion_queue_pluck(op->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-               .type != GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(op->cq);
-  }
-  op->cq = NULL;
-  if (op->send)
-    grpc_byte_buffer_destroy(op->send);
-  op->send = NULL;
-  grpc_metadata_array_destroy(&op->initial_md);
-  grpc_metadata_array_destroy(&op->trailing_md);
-  grpc_slice_unref(op->details);
-  op->details = grpc_empty_slice();
-  if (op->recv)
-    grpc_byte_buffer_destroy(op->recv);
-  op->recv = NULL;
-}
-
-/* Make the call of method m carrying req (packed now: req may go once this returns), on a
- * fresh pluck queue of its own, or on the poller's queue when async. Fails at once (-1, *err
- * filled, nothing to release) when c is already cancelled or past its deadline. */
-static int op_prepare(struct remote_grpc *g, struct call *c, enum method m,
-                      const ProtobufCMessage *req, const struct remote_where *where, int async,
-                      struct op *op, struct osb_err *err) {
-  memset(op, 0, sizeof *op);
-  op->details = grpc_empty_slice();
-  grpc_metadata_array_init(&op->initial_md);
-  grpc_metadata_array_init(&op->trailing_md);
-  op->status = GRPC_STATUS_UNKNOWN;
-  op->w = *where;
-  int64_t bound = call_bound(g, c, m);
-  op->w.op = method_paths[m];
-  op->w.url = g->target;
-  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == M_RUN);
-  if (call_is_cancelled(c))
-    return remote_fail_cancelled(&op->w, err);
-  if (bound == 0)
-    return remote_fail_timeout(&op->w, err);
-
-  size_t len = protobuf_c_message_get_packed_size(req);
-  uint8_t *bytes = malloc(len ? len : 1);
-  if (!bytes)
-    return remote_fail_internal("out of memory", err);
-  protobuf_c_message_pack(req, bytes);
-  grpc_slice slice = grpc_slice_new(bytes, len, free); /* takes bytes */
-  op->send = grpc_raw_byte_buffer_create(&slice, 1);
-  grpc_slice_unref(slice);
-
-  void *handle;
-  grpc_channel *ch = channel_get(g, m, &handle);
-  if (async) {
-    if (!g->has_poller) {
-      op_release(op);
-      return remote_fail_internal("no gRPC poller thread for asynchronous runs", err);
-    }
-    op->cq = g->poll_cq;
-  } else {
-    op->cq = grpc_completion_queue_create_for_pluck(NULL);
-    op->own_cq = 1;
-  }
-  gpr_timespec deadline = bound < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : after_ms(bound);
-  op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, op->cq,
-                                                 handle, deadline, NULL);
-  if (g->auth) {
-    op->md.key = grpc_slice_from_static_string("authorization");
-    op->md.value = grpc_slice_from_static_string(g->auth);
-  }
-  return 0;
-}
-
-/* Start the prepared call's one batch; tag comes back on op->cq when it ends. Returns 0, or
- * -1 with *err filled (the caller releases op). */
-static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb_err *err) {
-  grpc_op ops[6];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = g->auth ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = g->auth ? &op->md : NULL;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = op->send;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &op->initial_md;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &op->recv;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &op->trailing_md;
-  ops[5].data.recv_status_on_client.status = &op->status;
-  ops[5].data.recv_status_on_client.status_details = &op->details;
-  grpc_call_error ce = grpc_call_start_batch(op->call, ops, sizeof ops / sizeof *ops, tag, NULL);
-  if (ce != GRPC_CALL_OK) {
-    char what[64];
-    snprintf(what, sizeof what, "gRPC refused the call (error %d)", (int)ce);
-    return remote_fail_internal(what, err);
-  }
-  return 0;
-}
-
-/* Whether an UNAVAILABLE status says that no connection could be made (so the request never
- * left: the gRPC port is unreachable), rather than that an open connection broke. */
-static int never_connected(const char *detail) {
-  static const char *const marks[] = {"failed to connect", "Connection refused",
-                                      "No route to host", "Name or service not known",
-                                      "DNS resolution failed", "Network is unreachable"};
-  for (size_t i = 0; detail && i < sizeof marks / sizeof *marks; i++)
-    if (strcasestr(detail, marks[i]))
-      return 1;
-  return 0;
-}
-
-/* What an ended call came to: 0 with *resp decoded with rdesc (free it with
- * protobuf_c_message_free_unpacked); 1 (nothing allocated, err untouched) when allow_unimpl
- * and the server answered UNIMPLEMENTED; or -1 with *err filled. The one place where a
- * call's status and reply are interpreted. */
-static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessageDescriptor *rdesc,
-                     ProtobufCMessage **resp, int allow_unimpl, struct osb_err *err) {
-  const struct remote_where *w = &op->w;
-  if (op->cancelled)
-    return remote_fail_cancelled(w, err);
-  if (op->status != GRPC_STATUS_OK) {
-    if (op->status == GRPC_STATUS_UNIMPLEMENTED && allow_unimpl)
-      return 1;
-    char *text = grpc_slice_to_c_string(op->details);
-    log_debug("remote: %s on %s: status %d (%s)", w->op, g->target, (int)op->status,
-              text ? text : "");
-    if (op->status == GRPC_STATUS_UNAVAILABLE && never_connected(text))
-      atomic_store(&g->unreached_ms, call_now_ms());
-    int rc = remote_fail_grpc(w, (int)op->status, text, err);
-    gpr_free(text);
-    return rc;
-  }
-  if (!op->recv)
-    return remote_fail_reply(w, 0, "the server sent no reply message", err);
-  grpc_byte_buffer_reader reader;
-  if (!grpc_byte_buffer_reader_init(&reader, op->recv))
-    return remote_fail_reply(w, 0, "the reply message cannot be read", err);
-  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-  grpc_byte_buffer_reader_destroy(&reader);
-  *resp = protobuf_c_message_unpack(rdesc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-  grpc_slice_unref(all);
-  if (!*resp)
-    return remote_fail_reply(w, 0, "the reply message cannot be decoded", err);
-  return 0;
-}
-
-/* Make one blocking unary call of method m: send req, decode the reply with rdesc into *resp
- * (free with protobuf_c_message_free_unpacked). Returns 0; 1 (nothing allocated, err
- * untouched) when allow_unimpl and the server answered UNIMPLEMENTED; or -1 with *err
- * filled. Waits in POLL_MS steps, cancelling the call once c's cancel flag is raised. */
-static int unary(struct remote_grpc *g, struct call *c, enum method m, const ProtobufCMessage *req,
-                 const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **resp,
-                 const struct remote_where *where, int allow_unimpl, struct osb_err *err) {
-  struct op op;
-  if (op_prepare(g, c, m, req, where, 0, &op, err) < 0)
-    return -1;
-  int rc;
-  void *tag = &op;
-  if (op_launch(g, &op, tag, err) < 0) {
-    rc = -1;
-  } else {
-    for (;;) {
-      grpc_event ev = grpc_completion_queue_pluck(op.cq, tag, after_ms(POLL_MS), NULL);
-      if (ev.type == GRPC_OP_COMPLETE || ev.type == GRPC_QUEUE_SHUTDOWN)
-        break;
-      if (!op.cancelled && call_is_cancelled(c)) {
-        grpc_call_cancel(op.call, NULL);
-        op.cancelled = 1;
-      }
-    }
-    rc = op_result(g, &op, rdesc, resp, allow_unimpl, err);
-  }
-  op_release(&op);
-  return rc;
-}
 
 /* A malloc'd NUL-terminated copy of n bytes. NULL when out of memory. */
 static char *copy_bytes(const void *p, size_t n) {
@@ -449,89 +77,58 @@ static char *copy_bytes(const void *p, size_t n) {
   return s;
 }
 
-/* ======================================================================================
- * Setup
- * ====================================================================================== */
-
-/* gRPC's own log lines (a TLS handshake failure...) go through log.h to stderr: its errors
- * at info (the caller gets them as an osb_err anyway), the rest at trace. */
-static void grpc_log_to_ours(gpr_log_func_args *args) {
-  enum log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? LOG_INFO : LOG_TRACE;
-  log_msg(level, "grpc: %s", args->message);
+/* where, completed with the method and the target, as failures report it. */
+static struct remote_where where_of(struct remote_grpc *g, enum grpc_method m,
+                                    const struct remote_where *w) {
+  struct remote_where full = *w;
+  full.op = grpc_method_path(m);
+  full.url = remote_grpc_target(g);
+  return full;
 }
 
-static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+/* A started call of one of the methods below: the interpreter of its reply, and where the
+ * outcome goes. */
+struct started {
+  struct remote_grpc *g;
+  /* 0, or -1 with *err filled; frees resp */
+  int (*interpret)(struct started *s, ProtobufCMessage *resp, const struct remote_where *w,
+                   struct osb_err *err);
+  backend_done done;
+  void *arg;
+  char **data; /* ReadFile's outputs */
+  size_t *len;
+};
 
-static void log_setup(void) {
-  gpr_set_log_function(grpc_log_to_ours);
+static void started_finish(void *ctx, int rc, ProtobufCMessage *resp,
+                           const struct remote_where *w, struct osb_err *err) {
+  struct started *s = ctx;
+  if (rc == 0)
+    rc = s->interpret(s, resp, w, err);
+  s->done(s->arg, rc == 0 ? 0 : -1, err);
+  free(s);
 }
 
-struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struct osb_err *err) {
-  struct remote_grpc *g = calloc(1, sizeof *g);
-  if (!g) {
-    remote_fail_internal("out of memory", err);
-    return NULL;
+/* Start method m with req; the reply goes through interpret, then to done. */
+static int start(struct remote_grpc *g, struct call *c, enum grpc_method m,
+                 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+                 const struct remote_where *w,
+                 int (*interpret)(struct started *, ProtobufCMessage *,
+                                  const struct remote_where *, struct osb_err *),
+                 char **data, size_t *len, backend_done done, void *arg, struct osb_err *err) {
+  struct started *s = calloc(1, sizeof *s);
+  if (!s)
+    return remote_fail_internal("out of memory", err);
+  s->g = g;
+  s->interpret = interpret;
+  s->done = done;
+  s->arg = arg;
+  s->data = data;
+  s->len = len;
+  if (grpc_unary_start(g, c, m, req, rdesc, w, started_finish, s, err) < 0) {
+    free(s);
+    return -1;
   }
-  pthread_mutex_init(&g->lock, NULL);
-  if (asprintf(&g->target, "%s:%d", cfg->host, cfg->port) < 0)
-    g->target = NULL;
-  g->tls = cfg->tls;
-  g->root_certs = cfg->root_certs ? strdup(cfg->root_certs) : NULL;
-  if (cfg->api_key && asprintf(&g->auth, "Bearer %s", cfg->api_key) < 0)
-    g->auth = NULL;
-  g->timeout_ms = cfg->request_timeout_ms;
-  size_t max = cfg->max_message ? cfg->max_message : (size_t)64 << 20;
-  g->max_recv = max >= (size_t)INT_MAX ? -1 : (int)max;
-  atomic_init(&g->no_write_files, 0);
-  atomic_init(&g->unreached_ms, 0);
-  pthread_mutex_init(&g->runs_lock, NULL);
-  if (!g->target || (cfg->root_certs && !g->root_certs) || (cfg->api_key && !g->auth)) {
-    free(g->target);
-    free(g->root_certs);
-    free(g->auth);
-    pthread_mutex_destroy(&g->lock);
-    pthread_mutex_destroy(&g->runs_lock);
-    free(g);
-    remote_fail_internal("out of memory", err);
-    return NULL;
-  }
-  pthread_once(&log_once, log_setup);
-  grpc_init();
-  return g;
-}
-
-void remote_grpc_close(struct remote_grpc *g) {
-  if (!g)
-    return;
-  if (g->poll_cq) {
-    /* async runs still in flight end CANCELLED (their done is called by the poller, which
-     * drains the queue before it sees the shutdown) */
-    arun_scan(g, 1);
-    grpc_completion_queue_shutdown(g->poll_cq);
-    if (g->has_poller)
-      pthread_join(g->poller, NULL);
-    grpc_completion_queue_destroy(g->poll_cq);
-  }
-  if (g->channel)
-    grpc_channel_destroy(g->channel);
-  grpc_shutdown_blocking();
-  pthread_mutex_destroy(&g->lock);
-  pthread_mutex_destroy(&g->runs_lock);
-  free(g->target);
-  free(g->root_certs);
-  if (g->auth) {
-    explicit_bzero(g->auth, strlen(g->auth));
-    free(g->auth);
-  }
-  free(g);
-}
-
-const char *remote_grpc_target(const struct remote_grpc *g) {
-  return g->target;
-}
-
-int64_t remote_grpc_unreached_ms(struct remote_grpc *g) {
-  return atomic_load(&g->unreached_ms);
+  return 0;
 }
 
 /* ======================================================================================
@@ -612,120 +209,135 @@ int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
   if (run_msg_build(&m, id, req, err) < 0)
     return -1;
   ProtobufCMessage *msg = NULL;
-  int rc = unary(g, c, M_RUN, &m.rq.base, &run_reply_descriptor, &msg, &w, 0, err);
+  int rc = grpc_unary(g, c, M_RUN, &m.rq.base, &run_reply_descriptor, &msg, &w, 0, err);
   run_msg_free(&m);
   if (rc != 0)
     return -1;
   return run_decode(msg, out, err);
 }
 
-static void arun_unlink(struct remote_grpc *g, struct arun *a) {
-  pthread_mutex_lock(&g->runs_lock);
-  if (a->prev)
-    a->prev->next = a->next;
-  else
-    g->runs = a->next;
-  if (a->next)
-    a->next->prev = a->prev;
-  pthread_mutex_unlock(&g->runs_lock);
-}
+/* A started RunCommand: its done has the run's own signature. */
+struct run_started {
+  backend_run_done done;
+  void *arg;
+};
 
-/* Called by the poller when an async run's batch ended: unlink it, interpret it exactly as a
- * blocking run would be, hand the outcome to done, free it. */
-static void arun_complete(struct remote_grpc *g, struct arun *a) {
-  arun_unlink(g, a);
-
-  struct osb_err err = OSB_ERR_INIT;
+static void run_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct remote_where *w,
+                       struct osb_err *err) {
+  struct run_started *s = ctx;
   struct backend_run_res res;
   memset(&res, 0, sizeof res);
-  ProtobufCMessage *msg = NULL;
-  int rc = op_result(g, &a->op, &run_reply_descriptor, &msg, 0, &err);
-  op_release(&a->op);
   if (rc == 0)
-    rc = run_decode(msg, &res, &err);
-  a->done(a->arg, rc == 0 ? 0 : -1, &res, &err);
-  free(a->sandbox_id);
-  free(a);
+    rc = run_decode(resp, &res, err);
+  s->done(s->arg, rc == 0 ? 0 : -1, &res, err);
+  free(s);
 }
 
 int remote_grpc_run_async(struct remote_grpc *g, struct call *c, const char *id,
                           const struct backend_run_req *req, backend_run_done done, void *arg,
                           struct osb_err *err) {
-  struct arun *a = calloc(1, sizeof *a);
-  char *sid = strdup(id);
-  if (!a || !sid) {
-    free(a);
-    free(sid);
+  struct remote_where w = {.sandbox_id = id};
+  struct run_started *s = calloc(1, sizeof *s);
+  if (!s)
     return remote_fail_internal("out of memory", err);
-  }
-  a->c = c;
-  a->sandbox_id = sid;
-  a->done = done;
-  a->arg = arg;
-  struct remote_where w = {.sandbox_id = sid};
+  s->done = done;
+  s->arg = arg;
   struct run_msg m;
-  int rc = run_msg_build(&m, sid, req, err);
+  int rc = run_msg_build(&m, id, req, err);
   if (rc == 0) {
-    rc = op_prepare(g, c, M_RUN, &m.rq.base, &w, 1, &a->op, err);
+    rc = grpc_unary_start(g, c, M_RUN, &m.rq.base, &run_reply_descriptor, &w, run_finish, s,
+                          err);
     run_msg_free(&m);
   }
-  if (rc < 0) {
-    free(sid);
-    free(a);
-    return -1;
-  }
-  /* listed before the batch starts: the poller may finish it at once */
-  pthread_mutex_lock(&g->runs_lock);
-  a->next = g->runs;
-  if (g->runs)
-    g->runs->prev = a;
-  g->runs = a;
-  pthread_mutex_unlock(&g->runs_lock);
-  if (op_launch(g, &a->op, a, err) < 0) {
-    arun_unlink(g, a);
-    op_release(&a->op);
-    free(sid);
-    free(a);
-    return -1;
-  }
+  if (rc < 0)
+    free(s);
+  return rc;
+}
+
+/* ---- SetEnv and SetCwd: success or not ---- */
+
+static int success_or_fail(int ok, const struct remote_where *w, struct osb_err *err) {
+  if (!ok)
+    return remote_fail_reply(w, 0, "the server answered success=false", err);
   return 0;
+}
+
+static int set_env_reply(struct started *s, ProtobufCMessage *resp, const struct remote_where *w,
+                         struct osb_err *err) {
+  int ok = ((Sandbox__SetEnvResponse *)resp)->success;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return success_or_fail(ok, w, err);
+}
+
+static int set_cwd_reply(struct started *s, ProtobufCMessage *resp, const struct remote_where *w,
+                         struct osb_err *err) {
+  int ok = ((Sandbox__SetCwdResponse *)resp)->success;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return success_or_fail(ok, w, err);
+}
+
+/* A SetEnvRequest over borrowed strings, and the entries it points to. */
+struct env_msg {
+  Sandbox__SetEnvRequest rq;
+  Sandbox__SetEnvRequest__EnvEntry *entries;
+  Sandbox__SetEnvRequest__EnvEntry **list;
+};
+
+static int env_msg_build(struct env_msg *m, const char *id, const struct backend_kv *env,
+                         size_t n_env, struct osb_err *err) {
+  Sandbox__SetEnvRequest init = SANDBOX__SET_ENV_REQUEST__INIT;
+  m->rq = init;
+  m->entries = calloc(n_env ? n_env : 1, sizeof *m->entries);
+  m->list = calloc(n_env ? n_env : 1, sizeof *m->list);
+  if (!m->entries || !m->list) {
+    free(m->entries);
+    free(m->list);
+    return remote_fail_internal("out of memory", err);
+  }
+  for (size_t i = 0; i < n_env; i++) {
+    sandbox__set_env_request__env_entry__init(&m->entries[i]);
+    m->entries[i].key = env[i].key;
+    m->entries[i].value = env[i].value ? env[i].value : (char *)"";
+    m->list[i] = &m->entries[i];
+  }
+  m->rq.session_id = (char *)id;
+  m->rq.n_env = n_env;
+  m->rq.env = m->list;
+  return 0;
+}
+
+static void env_msg_free(struct env_msg *m) {
+  free(m->entries);
+  free(m->list);
 }
 
 int remote_grpc_set_env(struct remote_grpc *g, struct call *c, const char *id,
                         const struct backend_kv *env, size_t n_env, struct osb_err *err) {
   struct remote_where w = {.sandbox_id = id};
-  Sandbox__SetEnvRequest rq = SANDBOX__SET_ENV_REQUEST__INIT;
-  Sandbox__SetEnvRequest__EnvEntry *entries = calloc(n_env ? n_env : 1, sizeof *entries);
-  Sandbox__SetEnvRequest__EnvEntry **list = calloc(n_env ? n_env : 1, sizeof *list);
-  if (!entries || !list) {
-    free(entries);
-    free(list);
-    return remote_fail_internal("out of memory", err);
-  }
-  for (size_t i = 0; i < n_env; i++) {
-    sandbox__set_env_request__env_entry__init(&entries[i]);
-    entries[i].key = env[i].key;
-    entries[i].value = env[i].value ? env[i].value : (char *)"";
-    list[i] = &entries[i];
-  }
-  rq.session_id = (char *)id;
-  rq.n_env = n_env;
-  rq.env = list;
+  struct env_msg m;
+  if (env_msg_build(&m, id, env, n_env, err) < 0)
+    return -1;
   ProtobufCMessage *msg = NULL;
-  int rc = unary(g, c, M_SET_ENV, &rq.base, &sandbox__set_env_response__descriptor, &msg, &w, 0,
-                 err);
-  free(entries);
-  free(list);
+  int rc = grpc_unary(g, c, M_SET_ENV, &m.rq.base, &sandbox__set_env_response__descriptor, &msg,
+                      &w, 0, err);
+  env_msg_free(&m);
   if (rc != 0)
     return -1;
-  int ok = ((Sandbox__SetEnvResponse *)msg)->success;
-  protobuf_c_message_free_unpacked(msg, NULL);
-  if (!ok) {
-    w.op = method_paths[M_SET_ENV];
-    w.url = g->target;
-    return remote_fail_reply(&w, 0, "the server answered success=false", err);
-  }
-  return 0;
+  struct remote_where full = where_of(g, M_SET_ENV, &w);
+  return set_env_reply(NULL, msg, &full, err);
+}
+
+int remote_grpc_set_env_start(struct remote_grpc *g, struct call *c, const char *id,
+                              const struct backend_kv *env, size_t n_env, backend_done done,
+                              void *arg, struct osb_err *err) {
+  struct remote_where w = {.sandbox_id = id};
+  struct env_msg m;
+  if (env_msg_build(&m, id, env, n_env, err) < 0)
+    return -1;
+  int rc = start(g, c, M_SET_ENV, &m.rq.base, &sandbox__set_env_response__descriptor, &w,
+                 set_env_reply, NULL, NULL, done, arg, err);
+  env_msg_free(&m);
+  return rc;
 }
 
 int remote_grpc_set_cwd(struct remote_grpc *g, struct call *c, const char *id, const char *cwd,
@@ -735,17 +347,61 @@ int remote_grpc_set_cwd(struct remote_grpc *g, struct call *c, const char *id, c
   rq.session_id = (char *)id;
   rq.cwd = (char *)cwd;
   ProtobufCMessage *msg = NULL;
-  if (unary(g, c, M_SET_CWD, &rq.base, &sandbox__set_cwd_response__descriptor, &msg, &w, 0,
-            err) != 0)
+  if (grpc_unary(g, c, M_SET_CWD, &rq.base, &sandbox__set_cwd_response__descriptor, &msg, &w, 0,
+                 err) != 0)
     return -1;
-  int ok = ((Sandbox__SetCwdResponse *)msg)->success;
-  protobuf_c_message_free_unpacked(msg, NULL);
-  if (!ok) {
-    w.op = method_paths[M_SET_CWD];
-    w.url = g->target;
-    return remote_fail_reply(&w, 0, "the server answered success=false", err);
+  struct remote_where full = where_of(g, M_SET_CWD, &w);
+  return set_cwd_reply(NULL, msg, &full, err);
+}
+
+int remote_grpc_set_cwd_start(struct remote_grpc *g, struct call *c, const char *id,
+                              const char *cwd, backend_done done, void *arg,
+                              struct osb_err *err) {
+  struct remote_where w = {.sandbox_id = id, .path = cwd};
+  Sandbox__SetCwdRequest rq = SANDBOX__SET_CWD_REQUEST__INIT;
+  rq.session_id = (char *)id;
+  rq.cwd = (char *)cwd;
+  return start(g, c, M_SET_CWD, &rq.base, &sandbox__set_cwd_response__descriptor, &w,
+               set_cwd_reply, NULL, NULL, done, arg, err);
+}
+
+/* ---- WriteFile ---- */
+
+/* The server's reason for not writing a file (a malloc'd *why, NULL when it was written).
+ * Frees resp. Returns 0, or -1 out of memory. */
+static int write_why(ProtobufCMessage *resp, char **why, struct osb_err *err) {
+  Sandbox__WriteFileResponse *r = (Sandbox__WriteFileResponse *)resp;
+  int rc = 0;
+  *why = NULL;
+  if (!r->success) {
+    *why = strdup(r->error && r->error[0] ? r->error : "the server could not write the file");
+    if (!*why)
+      rc = remote_fail_internal("out of memory", err);
   }
-  return 0;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
+static int write_file_reply(struct started *s, ProtobufCMessage *resp,
+                            const struct remote_where *w, struct osb_err *err) {
+  char *why = NULL;
+  if (write_why(resp, &why, err) < 0)
+    return -1;
+  if (!why)
+    return 0;
+  remote_fail_file(w, why, err);
+  free(why);
+  return -1;
+}
+
+static void write_msg_init(Sandbox__WriteFileRequest *rq, const char *id, const char *path,
+                           const void *data, size_t len) {
+  Sandbox__WriteFileRequest init = SANDBOX__WRITE_FILE_REQUEST__INIT;
+  *rq = init;
+  rq->session_id = (char *)id;
+  rq->path = (char *)path;
+  rq->content.data = (uint8_t *)data;
+  rq->content.len = len;
 }
 
 /* One WriteFile. Returns 0 with *why NULL (written) or malloc'd (the server's reason for not
@@ -753,58 +409,49 @@ int remote_grpc_set_cwd(struct remote_grpc *g, struct call *c, const char *id, c
 static int write_one(struct remote_grpc *g, struct call *c, const char *id, const char *path,
                      const void *data, size_t len, char **why, struct osb_err *err) {
   struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__WriteFileRequest rq = SANDBOX__WRITE_FILE_REQUEST__INIT;
-  rq.session_id = (char *)id;
-  rq.path = (char *)path;
-  rq.content.data = (uint8_t *)data;
-  rq.content.len = len;
+  Sandbox__WriteFileRequest rq;
+  write_msg_init(&rq, id, path, data, len);
   ProtobufCMessage *msg = NULL;
   *why = NULL;
-  if (unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &msg, &w, 0,
-            err) != 0)
+  if (grpc_unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &msg,
+                 &w, 0, err) != 0)
     return -1;
-  Sandbox__WriteFileResponse *r = (Sandbox__WriteFileResponse *)msg;
-  int rc = 0;
-  if (!r->success) {
-    *why = strdup(r->error && r->error[0] ? r->error : "the server could not write the file");
-    if (!*why)
-      rc = remote_fail_internal("out of memory", err);
-  }
-  protobuf_c_message_free_unpacked(msg, NULL);
-  return rc;
+  return write_why(msg, why, err);
 }
 
 int remote_grpc_write_file(struct remote_grpc *g, struct call *c, const char *id,
                            const char *path, const void *data, size_t len, struct osb_err *err) {
-  char *why = NULL;
-  if (write_one(g, c, id, path, data, len, &why, err) < 0)
+  struct remote_where w = {.sandbox_id = id, .path = path};
+  Sandbox__WriteFileRequest rq;
+  write_msg_init(&rq, id, path, data, len);
+  ProtobufCMessage *msg = NULL;
+  if (grpc_unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &msg,
+                 &w, 0, err) != 0)
     return -1;
-  if (why) {
-    struct remote_where w = {.op = method_paths[M_WRITE_FILE], .sandbox_id = id, .path = path,
-                             .url = g->target};
-    remote_fail_file(&w, why, err);
-    free(why);
-    return -1;
-  }
-  return 0;
+  struct remote_where full = where_of(g, M_WRITE_FILE, &w);
+  return write_file_reply(NULL, msg, &full, err);
 }
 
-int remote_grpc_read_file(struct remote_grpc *g, struct call *c, const char *id,
-                          const char *path, char **data, size_t *len, struct osb_err *err) {
+int remote_grpc_write_file_start(struct remote_grpc *g, struct call *c, const char *id,
+                                 const char *path, const void *data, size_t len,
+                                 backend_done done, void *arg, struct osb_err *err) {
   struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__ReadFileRequest rq = SANDBOX__READ_FILE_REQUEST__INIT;
-  rq.session_id = (char *)id;
-  rq.path = (char *)path;
-  ProtobufCMessage *msg = NULL;
-  if (unary(g, c, M_READ_FILE, &rq.base, &sandbox__read_file_response__descriptor, &msg, &w, 0,
-            err) != 0)
-    return -1;
-  Sandbox__ReadFileResponse *r = (Sandbox__ReadFileResponse *)msg;
+  Sandbox__WriteFileRequest rq;
+  write_msg_init(&rq, id, path, data, len);
+  return start(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &w,
+               write_file_reply, NULL, NULL, done, arg, err);
+}
+
+/* ---- ReadFile ---- */
+
+/* The content of a ReadFileResponse into *data and *len (a malloc'd NUL-terminated copy), or
+ * FILE with the server's error. Frees resp. */
+static int read_decode(ProtobufCMessage *resp, const struct remote_where *w, char **data,
+                       size_t *len, struct osb_err *err) {
+  Sandbox__ReadFileResponse *r = (Sandbox__ReadFileResponse *)resp;
   int rc = 0;
   if (r->error && r->error[0]) {
-    w.op = method_paths[M_READ_FILE];
-    w.url = g->target;
-    rc = remote_fail_file(&w, r->error, err);
+    rc = remote_fail_file(w, r->error, err);
   } else {
     char *bytes = copy_bytes(r->content.data, r->content.len);
     if (!bytes) {
@@ -814,8 +461,38 @@ int remote_grpc_read_file(struct remote_grpc *g, struct call *c, const char *id,
       *len = r->content.len;
     }
   }
-  protobuf_c_message_free_unpacked(msg, NULL);
+  protobuf_c_message_free_unpacked(resp, NULL);
   return rc;
+}
+
+static int read_file_reply(struct started *s, ProtobufCMessage *resp,
+                           const struct remote_where *w, struct osb_err *err) {
+  return read_decode(resp, w, s->data, s->len, err);
+}
+
+int remote_grpc_read_file(struct remote_grpc *g, struct call *c, const char *id,
+                          const char *path, char **data, size_t *len, struct osb_err *err) {
+  struct remote_where w = {.sandbox_id = id, .path = path};
+  Sandbox__ReadFileRequest rq = SANDBOX__READ_FILE_REQUEST__INIT;
+  rq.session_id = (char *)id;
+  rq.path = (char *)path;
+  ProtobufCMessage *msg = NULL;
+  if (grpc_unary(g, c, M_READ_FILE, &rq.base, &sandbox__read_file_response__descriptor, &msg,
+                 &w, 0, err) != 0)
+    return -1;
+  struct remote_where full = where_of(g, M_READ_FILE, &w);
+  return read_decode(msg, &full, data, len, err);
+}
+
+int remote_grpc_read_file_start(struct remote_grpc *g, struct call *c, const char *id,
+                                const char *path, char **data, size_t *len, backend_done done,
+                                void *arg, struct osb_err *err) {
+  struct remote_where w = {.sandbox_id = id, .path = path};
+  Sandbox__ReadFileRequest rq = SANDBOX__READ_FILE_REQUEST__INIT;
+  rq.session_id = (char *)id;
+  rq.path = (char *)path;
+  return start(g, c, M_READ_FILE, &rq.base, &sandbox__read_file_response__descriptor, &w,
+               read_file_reply, data, len, done, arg, err);
 }
 
 /* Append {path, why} to a growing error list (takes why). Returns 0, or -1 out of memory. */
@@ -863,7 +540,7 @@ int remote_grpc_write_files(struct remote_grpc *g, struct call *c, const char *i
                             const struct backend_file *files, size_t n_files,
                             struct backend_file_error **errors, size_t *n_errors,
                             struct osb_err *err) {
-  if (atomic_load(&g->no_write_files))
+  if (grpc_no_write_files(g))
     return write_each(g, c, id, files, n_files, errors, n_errors, err);
 
   struct remote_where w = {.sandbox_id = id};
@@ -886,15 +563,15 @@ int remote_grpc_write_files(struct remote_grpc *g, struct call *c, const char *i
   rq.n_files = n_files;
   rq.files = list;
   ProtobufCMessage *msg = NULL;
-  int rc = unary(g, c, M_WRITE_FILES, &rq.base, &sandbox__write_files_response__descriptor, &msg,
+  int rc = grpc_unary(g, c, M_WRITE_FILES, &rq.base, &sandbox__write_files_response__descriptor, &msg,
                  &w, 1, err);
   free(entries);
   free(list);
   if (rc < 0)
     return -1;
   if (rc == 1) {
-    log_info("remote: %s lacks WriteFiles; writing one file at a time", g->target);
-    atomic_store(&g->no_write_files, 1);
+    log_info("remote: %s lacks WriteFiles; writing one file at a time", remote_grpc_target(g));
+    grpc_set_no_write_files(g);
     return write_each(g, c, id, files, n_files, errors, n_errors, err);
   }
   Sandbox__WriteFilesResponse *r = (Sandbox__WriteFilesResponse *)msg;

@@ -1,12 +1,13 @@
 /* grpc.h - the remote backend's gRPC side (gRPC C core + protobuf-c): RunCommand, WriteFile,
  * WriteFiles, ReadFile, SetEnv and SetCwd of /sandbox.SandboxService.
  * One channel per struct remote_grpc, created on the first call and shared by all threads;
- * reconnecting after a server restart is gRPC's job. Every call gets its own completion
- * queue and a deadline (the call's deadline; for all but RunCommand also the request
- * timeout), and looks at call->cancelled every 50 ms (raised -> the call is cancelled,
- * CANCELLED). Functions return 0, or -1 with *err filled through remote_int.h; results are
- * the caller's (backend_*_free) and untouched on failure. Thread-safe.
- * Layer: backend (remote). The only bridge file that includes gRPC or protobuf-c headers. */
+ * reconnecting after a server restart is gRPC's job. Every call gets a deadline (the call's
+ * deadline; for all but RunCommand also the request timeout), and looks at call->cancelled
+ * every 50 ms (raised -> the call is cancelled, CANCELLED). Blocking functions return 0, or
+ * -1 with *err filled through remote_int.h; results are the caller's (backend_*_free) and
+ * untouched on failure. The *_start and run_async twins do not wait (see
+ * remote_grpc_run_async). Thread-safe. Layer: backend (remote). Only grpc.c and grpc_call.c
+ * include gRPC or protobuf-c headers. */
 #ifndef OSB_BRIDGE_REMOTE_GRPC_H
 #define OSB_BRIDGE_REMOTE_GRPC_H
 
@@ -52,6 +53,23 @@ int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
 int remote_grpc_run_async(struct remote_grpc *g, struct call *c, const char *id,
                           const struct backend_run_req *req, backend_run_done done, void *arg,
                           struct osb_err *err);
+/* Asynchronous twins of set_env, set_cwd, write_file and read_file, as run_async is of run:
+ * 0 once started (done(arg, rc, err) then runs exactly once on the poller thread, with the
+ * outcome the blocking call would have had; read_file's *data and *len are filled before
+ * done when rc is 0), or -1 with *err filled and done never called. The request's strings
+ * and bytes are read only during the call. */
+int remote_grpc_set_env_start(struct remote_grpc *g, struct call *c, const char *id,
+                              const struct backend_kv *env, size_t n_env, backend_done done,
+                              void *arg, struct osb_err *err);
+int remote_grpc_set_cwd_start(struct remote_grpc *g, struct call *c, const char *id,
+                              const char *cwd, backend_done done, void *arg,
+                              struct osb_err *err);
+int remote_grpc_write_file_start(struct remote_grpc *g, struct call *c, const char *id,
+                                 const char *path, const void *data, size_t len,
+                                 backend_done done, void *arg, struct osb_err *err);
+int remote_grpc_read_file_start(struct remote_grpc *g, struct call *c, const char *id,
+                                const char *path, char **data, size_t *len, backend_done done,
+                                void *arg, struct osb_err *err);
 /* When a call last failed because no connection could be made to the target (the request
  * never left), in call_now_ms() time; 0 when never. */
 int64_t remote_grpc_unreached_ms(struct remote_grpc *g);

@@ -308,6 +308,93 @@ static int remote_write_files(struct backend *be, struct call *c, const char *id
   return remote_http_write_files(r->http, c, id, files, n_files, errors, n_errors, err);
 }
 
+/* ---- started operations (the *_start slots) ----
+ * They go over gRPC without blocking. Over HTTP (transport http, or auto while gRPC is
+ * unreachable) they would block: the slot, or its done, answers BACKEND_BLOCKING and the
+ * method uses the blocking slot on a thread that may wait. */
+
+/* An auto-transport operation started over gRPC: whether a connection failure sends it to
+ * HTTP is decided when it ends. */
+struct auto_start {
+  struct remote *r;
+  int64_t t0;
+  backend_done done;
+  void *arg;
+};
+
+static void auto_start_done(void *arg, int rc, struct osb_err *err) {
+  struct auto_start *a = arg;
+  if (rc < 0 && fall_back(a->r, a->t0, err))
+    rc = BACKEND_BLOCKING;
+  a->done(a->arg, rc, err);
+  free(a);
+}
+
+/* How a start slot reaches gRPC: directly (transport grpc), through an auto_start (auto;
+ * *wrapped to free when the start fails), or not at all (BACKEND_BLOCKING: HTTP now). */
+static int start_route(struct remote *r, backend_done *done, void **arg,
+                       struct auto_start **wrapped, struct osb_err *err) {
+  *wrapped = NULL;
+  if (via_http(r))
+    return BACKEND_BLOCKING;
+  if (r->transport == BACKEND_TRANSPORT_GRPC)
+    return 0;
+  struct auto_start *a = malloc(sizeof *a);
+  if (!a)
+    return remote_fail_internal("out of memory", err);
+  a->r = r;
+  a->t0 = call_now_ms();
+  a->done = *done;
+  a->arg = *arg;
+  *done = auto_start_done;
+  *arg = a;
+  *wrapped = a;
+  return 0;
+}
+
+static int remote_set_env_start(struct backend *be, struct call *c, const char *id,
+                                const struct backend_kv *env, size_t n_env, backend_done done,
+                                void *arg, struct osb_err *err) {
+  struct auto_start *a;
+  int rc = start_route(impl(be), &done, &arg, &a, err);
+  if (rc == 0 && (rc = remote_grpc_set_env_start(impl(be)->grpc, c, id, env, n_env, done, arg,
+                                                 err)) < 0)
+    free(a);
+  return rc;
+}
+
+static int remote_set_cwd_start(struct backend *be, struct call *c, const char *id,
+                                const char *cwd, backend_done done, void *arg,
+                                struct osb_err *err) {
+  struct auto_start *a;
+  int rc = start_route(impl(be), &done, &arg, &a, err);
+  if (rc == 0 && (rc = remote_grpc_set_cwd_start(impl(be)->grpc, c, id, cwd, done, arg, err)) < 0)
+    free(a);
+  return rc;
+}
+
+static int remote_write_file_start(struct backend *be, struct call *c, const char *id,
+                                   const char *path, const void *data, size_t len,
+                                   backend_done done, void *arg, struct osb_err *err) {
+  struct auto_start *a;
+  int rc = start_route(impl(be), &done, &arg, &a, err);
+  if (rc == 0 && (rc = remote_grpc_write_file_start(impl(be)->grpc, c, id, path, data, len,
+                                                    done, arg, err)) < 0)
+    free(a);
+  return rc;
+}
+
+static int remote_read_file_start(struct backend *be, struct call *c, const char *id,
+                                  const char *path, char **data, size_t *len, backend_done done,
+                                  void *arg, struct osb_err *err) {
+  struct auto_start *a;
+  int rc = start_route(impl(be), &done, &arg, &a, err);
+  if (rc == 0 && (rc = remote_grpc_read_file_start(impl(be)->grpc, c, id, path, data, len, done,
+                                                   arg, err)) < 0)
+    free(a);
+  return rc;
+}
+
 /* ---- asynchronous runs ----
  * Over gRPC they cost no thread (grpc.c's poller finishes them). Over HTTP (transport http,
  * or auto while gRPC is unreachable) each runs remote_http_run on a thread of its own. */
@@ -535,6 +622,11 @@ static const struct backend_ops remote_ops = {
     .run = remote_run,
     /* the same without a thread: on grpc.c's poller (gRPC) or a thread per run (HTTP) */
     .run_async = remote_run_async,
+    .run_start = remote_run_async, /* never blocks: HTTP runs get a thread of their own */
+    .set_env_start = remote_set_env_start,
+    .set_cwd_start = remote_set_cwd_start,
+    .write_file_start = remote_write_file_start,
+    .read_file_start = remote_read_file_start,
     /* SetEnv | POST .../env */
     .set_env = remote_set_env,
     /* SetCwd | POST .../cwd */

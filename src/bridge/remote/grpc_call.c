@@ -1,0 +1,548 @@
+/* grpc_call.c - the life of one unary call of /sandbox.SandboxService over the gRPC C core:
+ * the shared channel, the poller thread, blocking calls and asynchronous ones (see
+ * grpc_int.h). grpc.c builds the messages; this file sends them and maps the outcome.
+ *
+ * One lazily created channel, shared. A blocking call waits on a pluck completion queue of
+ * its own, in 50 ms steps so that a raised cancel flag cancels it promptly. Asynchronous
+ * calls all share the poller thread's queue: they cost no thread while they wait, and the
+ * poller finishes each and cancels, every 50 ms, those whose cancel flag was raised. Status
+ * codes go to remote_int.h's remote_fail_grpc, which owns their mapping. Layer: backend
+ * (remote). The api key lives only in the authorization metadata and is never logged. */
+#include "bridge/remote/grpc_int.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
+#include <grpc/support/time.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+enum {
+  POLL_MS = 50, /* how often a waiting call looks at the cancel flag */
+  RECONNECT_MIN_MS = 100,
+  RECONNECT_MAX_MS = 2000, /* a restarted server is found again within this */
+  CONNECT_TIMEOUT_MS = 20000, /* one connection attempt (TCP + TLS + HTTP/2 settings) */
+  BOUND_SLACK_MS = 100,       /* a deadline this close to the request timeout is that one */
+};
+
+static const char *const method_paths[M_COUNT] = {
+    [M_RUN] = "/sandbox.SandboxService/RunCommand",
+    [M_WRITE_FILE] = "/sandbox.SandboxService/WriteFile",
+    [M_WRITE_FILES] = "/sandbox.SandboxService/WriteFiles",
+    [M_READ_FILE] = "/sandbox.SandboxService/ReadFile",
+    [M_SET_ENV] = "/sandbox.SandboxService/SetEnv",
+    [M_SET_CWD] = "/sandbox.SandboxService/SetCwd",
+};
+
+struct remote_grpc {
+  char *target;         /* "host:port" */
+  int tls;
+  char *root_certs;     /* PEM, or NULL */
+  char *auth;           /* "Bearer <key>", or NULL; never logged */
+  int64_t timeout_ms;   /* request timeout (RunCommand excepted); <= 0: none */
+  int max_recv;         /* GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH (-1: unlimited) */
+  pthread_mutex_t lock; /* guards channel and handles */
+  grpc_channel *channel;
+  void *handles[M_COUNT]; /* registered calls of channel */
+  grpc_completion_queue *poll_cq; /* the poller's queue; shut down to stop it */
+  pthread_t poller;
+  int has_poller;
+  atomic_int no_write_files; /* the server answered WriteFiles with UNIMPLEMENTED */
+  atomic_llong unreached_ms; /* when a call last failed to connect (call_now_ms); 0: never */
+  pthread_mutex_t calls_lock; /* guards calls */
+  struct acall *calls;        /* asynchronous calls in flight on poll_cq */
+};
+
+/* One unary call from start to end: what it sends, what it receives, and the facts its
+ * failure is reported with. Shared by blocking and asynchronous calls, so that both map
+ * statuses and decode replies through the very same code (op_result). */
+struct op {
+  struct remote_where w;      /* op, url and timeout_ms filled by op_prepare */
+  grpc_completion_queue *cq;  /* the queue the call reports to */
+  int own_cq;                 /* cq is this op's pluck queue (blocking call) */
+  grpc_call *call;
+  grpc_byte_buffer *send;
+  grpc_metadata md;           /* authorization, when g->auth */
+  grpc_metadata_array initial_md, trailing_md;
+  grpc_byte_buffer *recv;
+  grpc_status_code status;
+  grpc_slice details;
+  int cancelled;              /* we cancelled the call because its cancel flag was raised */
+};
+
+/* An asynchronous call in flight on the poller's queue (see grpc_unary_start). */
+struct acall {
+  struct op op;               /* op.w's strings point into sandbox_id and path */
+  struct call *c;             /* borrowed until finish is called */
+  char *sandbox_id, *path;    /* owned copies of the where's strings */
+  const ProtobufCMessageDescriptor *rdesc;
+  grpc_finish finish;
+  void *ctx;
+  struct acall *prev, *next;  /* in g->calls, under g->calls_lock */
+};
+
+const char *grpc_method_path(enum grpc_method m) {
+  return method_paths[m];
+}
+
+int grpc_no_write_files(struct remote_grpc *g) {
+  return atomic_load(&g->no_write_files);
+}
+
+void grpc_set_no_write_files(struct remote_grpc *g) {
+  atomic_store(&g->no_write_files, 1);
+}
+
+static gpr_timespec after_ms(int64_t ms) {
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+static void acall_complete(struct remote_grpc *g, struct acall *a);
+
+/* Cancel the asynchronous calls whose cancel flag was raised (all of them when everything
+ * is). */
+static void acall_scan(struct remote_grpc *g, int everything) {
+  pthread_mutex_lock(&g->calls_lock);
+  for (struct acall *a = g->calls; a; a = a->next) {
+    if (!a->op.cancelled && (everything || call_is_cancelled(a->c))) {
+      grpc_call_cancel(a->op.call, NULL);
+      a->op.cancelled = 1;
+    }
+  }
+  pthread_mutex_unlock(&g->calls_lock);
+}
+
+/* The poller: gRPC's C core reads sockets only while some thread waits on a completion
+ * queue, so between calls nobody would notice that the server closed the connection (until
+ * its 5 s backup poll), and the first call after a server restart would fail UNAVAILABLE on
+ * the dead connection. This thread keeps waiting on its queue, which polls the sockets: a
+ * closed connection is seen at once and the next call reconnects. The same queue carries the
+ * asynchronous calls: the poller finishes each and, every POLL_MS, cancels those whose
+ * cancel flag was raised. It ends when the queue is shut down and drained. */
+static void *poll_main(void *arg) {
+  struct remote_grpc *g = arg;
+  int64_t last_scan = call_now_ms();
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(g->poll_cq, after_ms(POLL_MS), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      break;
+    if (ev.type == GRPC_OP_COMPLETE && ev.tag)
+      acall_complete(g, ev.tag);
+    int64_t now = call_now_ms();
+    if (now - last_scan >= POLL_MS) {
+      acall_scan(g, 0);
+      last_scan = now;
+    }
+  }
+  return NULL;
+}
+/* The shared channel (created on first use) and the registered handle of method m. */
+static grpc_channel *channel_get(struct remote_grpc *g, enum grpc_method m, void **handle) {
+  pthread_mutex_lock(&g->lock);
+  if (!g->channel) {
+    grpc_arg args[6];
+    memset(args, 0, sizeof args);
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = g->max_recv;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = -1;
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[2].value.integer = RECONNECT_MIN_MS;
+    /* gRPC uses this one as the timeout of a connection attempt, not as a backoff */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = CONNECT_TIMEOUT_MS;
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[4].value.integer = RECONNECT_MAX_MS;
+    args[5].type = GRPC_ARG_STRING;
+    args[5].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
+    args[5].value.string = (char *)"opensandbox-bridge";
+    grpc_channel_args chargs = {sizeof args / sizeof *args, args};
+    grpc_channel_credentials *creds =
+        g->tls ? grpc_ssl_credentials_create(g->root_certs, NULL, NULL, NULL)
+               : grpc_insecure_credentials_create();
+    g->channel = grpc_channel_create(g->target, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    for (int i = 0; i < M_COUNT; i++)
+      g->handles[i] = grpc_channel_register_call(g->channel, method_paths[i], NULL, NULL);
+    g->poll_cq = grpc_completion_queue_create_for_next(NULL);
+    g->has_poller = pthread_create(&g->poller, NULL, poll_main, g) == 0;
+    if (!g->has_poller)
+      log_warn("remote: no gRPC poller thread; a server restart may fail one call");
+    log_debug("remote: gRPC channel to %s (%s)", g->target, g->tls ? "TLS" : "plaintext");
+  }
+  grpc_channel *ch = g->channel;
+  *handle = g->handles[m];
+  pthread_mutex_unlock(&g->lock);
+  return ch;
+}
+
+/* The time bound of a call in ms (-1: none): the call's remaining deadline, and for anything
+ * but RunCommand also the request timeout. */
+static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum grpc_method m) {
+  int64_t left = call_remaining_ms(c);
+  if (m == M_RUN)
+    return left;
+  if (g->timeout_ms > 0 && (left < 0 || g->timeout_ms < left))
+    return g->timeout_ms;
+  return left;
+}
+
+/* data.timeoutMs for a call bounded by bound ms: the request timeout when that is what
+ * bounds it (the call's deadline may be that same timeout, started a moment earlier upstream),
+ * else the time that was left. */
+static int64_t reported_bound(int64_t timeout_ms, int64_t bound, int is_run) {
+  if (bound <= 0)
+    return 0;
+  if (!is_run && timeout_ms > 0 && bound >= timeout_ms - BOUND_SLACK_MS)
+    return timeout_ms;
+  return bound;
+}
+
+/* Release what op holds (the call first, then its own queue). Accepts a zeroed op. */
+static void op_release(struct op *op) {
+  if (op->call)
+    grpc_call_unref(op->call);
+  op->call = NULL;
+  if (op->own_cq && op->cq) {
+    grpc_completion_queue_shutdown(op->cq);
+    while (grpc_completion_queue_pluck(op->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(op->cq);
+  }
+  op->cq = NULL;
+  if (op->send)
+    grpc_byte_buffer_destroy(op->send);
+  op->send = NULL;
+  grpc_metadata_array_destroy(&op->initial_md);
+  grpc_metadata_array_destroy(&op->trailing_md);
+  grpc_slice_unref(op->details);
+  op->details = grpc_empty_slice();
+  if (op->recv)
+    grpc_byte_buffer_destroy(op->recv);
+  op->recv = NULL;
+}
+
+/* Make the call of method m carrying req (packed now: req may go once this returns), on a
+ * fresh pluck queue of its own, or on the poller's queue when async. Fails at once (-1, *err
+ * filled, nothing to release) when c is already cancelled or past its deadline. */
+static int op_prepare(struct remote_grpc *g, struct call *c, enum grpc_method m,
+                      const ProtobufCMessage *req, const struct remote_where *where, int async,
+                      struct op *op, struct osb_err *err) {
+  memset(op, 0, sizeof *op);
+  op->details = grpc_empty_slice();
+  grpc_metadata_array_init(&op->initial_md);
+  grpc_metadata_array_init(&op->trailing_md);
+  op->status = GRPC_STATUS_UNKNOWN;
+  op->w = *where;
+  int64_t bound = call_bound(g, c, m);
+  op->w.op = method_paths[m];
+  op->w.url = g->target;
+  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == M_RUN);
+  if (call_is_cancelled(c))
+    return remote_fail_cancelled(&op->w, err);
+  if (bound == 0)
+    return remote_fail_timeout(&op->w, err);
+
+  size_t len = protobuf_c_message_get_packed_size(req);
+  uint8_t *bytes = malloc(len ? len : 1);
+  if (!bytes)
+    return remote_fail_internal("out of memory", err);
+  protobuf_c_message_pack(req, bytes);
+  grpc_slice slice = grpc_slice_new(bytes, len, free); /* takes bytes */
+  op->send = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+
+  void *handle;
+  grpc_channel *ch = channel_get(g, m, &handle);
+  if (async) {
+    if (!g->has_poller) {
+      op_release(op);
+      return remote_fail_internal("no gRPC poller thread for asynchronous calls", err);
+    }
+    op->cq = g->poll_cq;
+  } else {
+    op->cq = grpc_completion_queue_create_for_pluck(NULL);
+    op->own_cq = 1;
+  }
+  gpr_timespec deadline = bound < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : after_ms(bound);
+  op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, op->cq,
+                                                 handle, deadline, NULL);
+  if (g->auth) {
+    op->md.key = grpc_slice_from_static_string("authorization");
+    op->md.value = grpc_slice_from_static_string(g->auth);
+  }
+  return 0;
+}
+
+/* Start the prepared call's one batch; tag comes back on op->cq when it ends. Returns 0, or
+ * -1 with *err filled (the caller releases op). */
+static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb_err *err) {
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = g->auth ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = g->auth ? &op->md : NULL;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = op->send;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &op->initial_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &op->recv;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &op->trailing_md;
+  ops[5].data.recv_status_on_client.status = &op->status;
+  ops[5].data.recv_status_on_client.status_details = &op->details;
+  grpc_call_error ce = grpc_call_start_batch(op->call, ops, sizeof ops / sizeof *ops, tag, NULL);
+  if (ce != GRPC_CALL_OK) {
+    char what[64];
+    snprintf(what, sizeof what, "gRPC refused the call (error %d)", (int)ce);
+    return remote_fail_internal(what, err);
+  }
+  return 0;
+}
+
+/* Whether an UNAVAILABLE status says that no connection could be made (so the request never
+ * left: the gRPC port is unreachable), rather than that an open connection broke. */
+static int never_connected(const char *detail) {
+  static const char *const marks[] = {"failed to connect", "Connection refused",
+                                      "No route to host", "Name or service not known",
+                                      "DNS resolution failed", "Network is unreachable"};
+  for (size_t i = 0; detail && i < sizeof marks / sizeof *marks; i++)
+    if (strcasestr(detail, marks[i]))
+      return 1;
+  return 0;
+}
+
+/* What an ended call came to: 0 with *resp decoded with rdesc (free it with
+ * protobuf_c_message_free_unpacked); 1 (nothing allocated, err untouched) when allow_unimpl
+ * and the server answered UNIMPLEMENTED; or -1 with *err filled. The one place where a
+ * call's status and reply are interpreted. */
+static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessageDescriptor *rdesc,
+                     ProtobufCMessage **resp, int allow_unimpl, struct osb_err *err) {
+  const struct remote_where *w = &op->w;
+  if (op->cancelled)
+    return remote_fail_cancelled(w, err);
+  if (op->status != GRPC_STATUS_OK) {
+    if (op->status == GRPC_STATUS_UNIMPLEMENTED && allow_unimpl)
+      return 1;
+    char *text = grpc_slice_to_c_string(op->details);
+    log_debug("remote: %s on %s: status %d (%s)", w->op, g->target, (int)op->status,
+              text ? text : "");
+    if (op->status == GRPC_STATUS_UNAVAILABLE && never_connected(text))
+      atomic_store(&g->unreached_ms, call_now_ms());
+    int rc = remote_fail_grpc(w, (int)op->status, text, err);
+    gpr_free(text);
+    return rc;
+  }
+  if (!op->recv)
+    return remote_fail_reply(w, 0, "the server sent no reply message", err);
+  grpc_byte_buffer_reader reader;
+  if (!grpc_byte_buffer_reader_init(&reader, op->recv))
+    return remote_fail_reply(w, 0, "the reply message cannot be read", err);
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  *resp = protobuf_c_message_unpack(rdesc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+  grpc_slice_unref(all);
+  if (!*resp)
+    return remote_fail_reply(w, 0, "the reply message cannot be decoded", err);
+  return 0;
+}
+
+
+int grpc_unary(struct remote_grpc *g, struct call *c, enum grpc_method m,
+               const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+               ProtobufCMessage **resp, const struct remote_where *where, int allow_unimpl,
+               struct osb_err *err) {
+  struct op op;
+  if (op_prepare(g, c, m, req, where, 0, &op, err) < 0)
+    return -1;
+  int rc;
+  void *tag = &op;
+  if (op_launch(g, &op, tag, err) < 0) {
+    rc = -1;
+  } else {
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_pluck(op.cq, tag, after_ms(POLL_MS), NULL);
+      if (ev.type == GRPC_OP_COMPLETE || ev.type == GRPC_QUEUE_SHUTDOWN)
+        break;
+      if (!op.cancelled && call_is_cancelled(c)) {
+        grpc_call_cancel(op.call, NULL);
+        op.cancelled = 1;
+      }
+    }
+    rc = op_result(g, &op, rdesc, resp, allow_unimpl, err);
+  }
+  op_release(&op);
+  return rc;
+}
+
+static void acall_unlink(struct remote_grpc *g, struct acall *a) {
+  pthread_mutex_lock(&g->calls_lock);
+  if (a->prev)
+    a->prev->next = a->next;
+  else
+    g->calls = a->next;
+  if (a->next)
+    a->next->prev = a->prev;
+  pthread_mutex_unlock(&g->calls_lock);
+}
+
+static void acall_free(struct acall *a) {
+  free(a->sandbox_id);
+  free(a->path);
+  free(a);
+}
+
+/* Called by the poller when an asynchronous call's batch ended: unlink it, interpret it
+ * exactly as a blocking call would be, hand the outcome to its finisher, free it. */
+static void acall_complete(struct remote_grpc *g, struct acall *a) {
+  acall_unlink(g, a);
+  struct osb_err err = OSB_ERR_INIT;
+  ProtobufCMessage *resp = NULL;
+  int rc = op_result(g, &a->op, a->rdesc, &resp, 0, &err);
+  op_release(&a->op);
+  a->finish(a->ctx, rc, rc == 0 ? resp : NULL, &a->op.w, &err);
+  osb_err_clear(&err); /* in case the finisher left it */
+  acall_free(a);
+}
+
+int grpc_unary_start(struct remote_grpc *g, struct call *c, enum grpc_method m,
+                     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+                     const struct remote_where *where, grpc_finish finish, void *ctx,
+                     struct osb_err *err) {
+  struct acall *a = calloc(1, sizeof *a);
+  if (!a)
+    return remote_fail_internal("out of memory", err);
+  a->sandbox_id = where->sandbox_id ? strdup(where->sandbox_id) : NULL;
+  a->path = where->path ? strdup(where->path) : NULL;
+  if ((where->sandbox_id && !a->sandbox_id) || (where->path && !a->path)) {
+    acall_free(a);
+    return remote_fail_internal("out of memory", err);
+  }
+  a->c = c;
+  a->rdesc = rdesc;
+  a->finish = finish;
+  a->ctx = ctx;
+  struct remote_where w = *where;
+  w.sandbox_id = a->sandbox_id;
+  w.path = a->path;
+  if (op_prepare(g, c, m, req, &w, 1, &a->op, err) < 0) {
+    acall_free(a);
+    return -1;
+  }
+  /* listed before the batch starts: the poller may finish it at once */
+  pthread_mutex_lock(&g->calls_lock);
+  a->next = g->calls;
+  if (g->calls)
+    g->calls->prev = a;
+  g->calls = a;
+  pthread_mutex_unlock(&g->calls_lock);
+  if (op_launch(g, &a->op, a, err) < 0) {
+    acall_unlink(g, a);
+    op_release(&a->op);
+    acall_free(a);
+    return -1;
+  }
+  return 0;
+}
+/* =====================================================================================
+ * Setup
+ * ====================================================================================== */
+
+/* gRPC's own log lines (a TLS handshake failure...) go through log.h to stderr: its errors
+ * at info (the caller gets them as an osb_err anyway), the rest at trace. */
+static void grpc_log_to_ours(gpr_log_func_args *args) {
+  enum log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? LOG_INFO : LOG_TRACE;
+  log_msg(level, "grpc: %s", args->message);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void log_setup(void) {
+  gpr_set_log_function(grpc_log_to_ours);
+}
+
+struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struct osb_err *err) {
+  struct remote_grpc *g = calloc(1, sizeof *g);
+  if (!g) {
+    remote_fail_internal("out of memory", err);
+    return NULL;
+  }
+  pthread_mutex_init(&g->lock, NULL);
+  if (asprintf(&g->target, "%s:%d", cfg->host, cfg->port) < 0)
+    g->target = NULL;
+  g->tls = cfg->tls;
+  g->root_certs = cfg->root_certs ? strdup(cfg->root_certs) : NULL;
+  if (cfg->api_key && asprintf(&g->auth, "Bearer %s", cfg->api_key) < 0)
+    g->auth = NULL;
+  g->timeout_ms = cfg->request_timeout_ms;
+  size_t max = cfg->max_message ? cfg->max_message : (size_t)64 << 20;
+  g->max_recv = max >= (size_t)INT_MAX ? -1 : (int)max;
+  atomic_init(&g->no_write_files, 0);
+  atomic_init(&g->unreached_ms, 0);
+  pthread_mutex_init(&g->calls_lock, NULL);
+  if (!g->target || (cfg->root_certs && !g->root_certs) || (cfg->api_key && !g->auth)) {
+    free(g->target);
+    free(g->root_certs);
+    free(g->auth);
+    pthread_mutex_destroy(&g->lock);
+    pthread_mutex_destroy(&g->calls_lock);
+    free(g);
+    remote_fail_internal("out of memory", err);
+    return NULL;
+  }
+  pthread_once(&log_once, log_setup);
+  grpc_init();
+  return g;
+}
+
+void remote_grpc_close(struct remote_grpc *g) {
+  if (!g)
+    return;
+  if (g->poll_cq) {
+    /* asynchronous calls still in flight end CANCELLED (the poller finishes them: it
+     * drains the queue before it sees the shutdown) */
+    acall_scan(g, 1);
+    grpc_completion_queue_shutdown(g->poll_cq);
+    if (g->has_poller)
+      pthread_join(g->poller, NULL);
+    grpc_completion_queue_destroy(g->poll_cq);
+  }
+  if (g->channel)
+    grpc_channel_destroy(g->channel);
+  grpc_shutdown_blocking();
+  pthread_mutex_destroy(&g->lock);
+  pthread_mutex_destroy(&g->calls_lock);
+  free(g->target);
+  free(g->root_certs);
+  if (g->auth) {
+    explicit_bzero(g->auth, strlen(g->auth));
+    free(g->auth);
+  }
+  free(g);
+}
+
+const char *remote_grpc_target(const struct remote_grpc *g) {
+  return g->target;
+}
+
+int64_t remote_grpc_unreached_ms(struct remote_grpc *g) {
+  return atomic_load(&g->unreached_ms);
+}
