@@ -1,9 +1,14 @@
 /* writer.c - a queue of framed messages and the thread that writes them to stdout.
+ * A small message sent while nothing is queued or being written, and while stdout has room
+ * for it, is written at once by the sending thread: waking the writer thread would cost
+ * more than the write. Everything else is queued. `writing` makes sure only one thread
+ * writes at a time, so messages never interleave and queued ones keep their order.
  * After a write error (the client closed its end) messages are dropped, not retried. */
 #include "rpc/writer.h"
 
 #include <errno.h>
 #include <string.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/uio.h>
@@ -29,9 +34,13 @@ struct writer {
   size_t pending;
   int closing;
   int broken;
+  int writing;          /* a thread is writing now (the writer thread or a direct send) */
 };
 
 #define BATCH_MAX 64 /* replies written with one writev */
+/* Messages up to this size may be written by the sending thread: when poll says a pipe is
+ * writable, at least a page of it is free, so such a write does not block. */
+#define DIRECT_MAX 4096
 
 /* Write every byte of iov[0..n), resuming after partial writes. Returns 0 or -1. */
 static int writev_all(int fd, struct iovec *iov, int n) {
@@ -59,10 +68,13 @@ static void *writer_main(void *arg) {
   struct writer *w = arg;
   pthread_mutex_lock(&w->lock);
   for (;;) {
-    while (!w->head && !w->closing)
+    while ((!w->head || w->writing) && !w->closing)
+      pthread_cond_wait(&w->more, &w->lock);
+    while (w->writing) /* closing: let a direct send finish */
       pthread_cond_wait(&w->more, &w->lock);
     if (!w->head)
       break;
+    w->writing = 1;
     /* Take everything queued (up to BATCH_MAX) and write it in one system call. */
     struct item *batch = w->head;
     struct item *last = batch;
@@ -101,6 +113,7 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&w->lock);
     if (broken)
       w->broken = 1;
+    w->writing = 0;
     w->pending -= (size_t)count;
     pthread_cond_broadcast(&w->less);
   }
@@ -126,7 +139,56 @@ struct writer *writer_new(int fd) {
   return w;
 }
 
+/* Whether fd can take a small write now without blocking. */
+static int room_now(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP));
+}
+
+/* Write bytes on this thread if nothing else is queued or being written and stdout has room;
+ * returns 1 when it did (bytes freed, done called). */
+static int send_direct(struct writer *w, char *bytes, size_t len, void (*done)(void *),
+                       void *arg) {
+  if (len > DIRECT_MAX)
+    return 0;
+  pthread_mutex_lock(&w->lock);
+  int mine = !w->head && !w->writing && !w->broken && !w->closing;
+  if (mine) {
+    w->writing = 1;
+    w->pending++;
+  }
+  pthread_mutex_unlock(&w->lock);
+  if (!mine)
+    return 0;
+  if (!room_now(w->fd)) {
+    pthread_mutex_lock(&w->lock);
+    w->writing = 0;
+    w->pending--;
+    pthread_cond_signal(&w->more);
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+  }
+  struct iovec iov = {.iov_base = bytes, .iov_len = len};
+  int broken = writev_all(w->fd, &iov, 1) < 0;
+  if (broken)
+    log_warn("stdout write failed (%s); dropping further replies", strerror(errno));
+  free(bytes);
+  if (done)
+    done(arg);
+  pthread_mutex_lock(&w->lock);
+  if (broken)
+    w->broken = 1;
+  w->writing = 0;
+  w->pending--;
+  pthread_cond_signal(&w->more); /* messages queued meanwhile are the thread's to write */
+  pthread_cond_broadcast(&w->less);
+  pthread_mutex_unlock(&w->lock);
+  return 1;
+}
+
 void writer_send(struct writer *w, char *bytes, size_t len, void (*done)(void *), void *arg) {
+  if (send_direct(w, bytes, len, done, arg))
+    return;
   struct item *it = malloc(sizeof *it);
   if (!it) {
     free(bytes);

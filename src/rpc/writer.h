@@ -1,6 +1,6 @@
 /* writer.h - the one place that puts bytes on the bridge's stdout. A dedicated thread
  * writes queued, already framed messages in order, so no caller ever blocks on a client
- * that is slow to read; a message's `done` callback runs once it is written (or dropped
+ * that is slow to read (a small message that finds stdout free is written by its sender); a message's `done` callback runs once it is written (or dropped
  * because stdout is gone), which is how replies waiting for the client keep counting
  * toward the in-flight bound. Layer: rpc. Thread-safe. */
 #ifndef OSB_RPC_WRITER_H
@@ -13,8 +13,9 @@ struct writer;
 /* Start the writer thread on fd (not owned). Returns NULL when out of resources. */
 struct writer *writer_new(int fd);
 
-/* Queue bytes[0..len) (takes ownership: freed after writing). done(arg) is called from
- * the writer thread once written or dropped; done may be NULL. Never blocks on I/O. */
+/* Queue bytes[0..len) (takes ownership: freed after writing). done(arg) is called once
+ * written or dropped, from the writer thread or (a small message written at once) from the
+ * caller's; done may be NULL. Never waits for a client that is not reading. */
 void writer_send(struct writer *w, char *bytes, size_t len, void (*done)(void *), void *arg);
 
 /* Messages queued and not yet written. */

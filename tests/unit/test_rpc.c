@@ -77,10 +77,57 @@ static int thread_count(void) {
   return n;
 }
 
+/* "quick": its quick handler answers on the reader thread (mode "now"), defers to a worker
+ * at once ("defer") or later from another thread ("later", see quick_defer_all). */
+static pthread_t reader_thread;
+static struct rpc_async *quick_list[64];
+static size_t quick_count;
+
+static int m_worker(void *ctx, struct call *c, json_object *params, json_object **result,
+                    struct osb_err *err) {
+  *result = json_object_new_string(pthread_equal(pthread_self(), reader_thread) ? "reader?"
+                                                                                : "worker");
+  return 0;
+}
+
+static int m_quick(void *ctx, struct call *c, json_object *params, struct rpc_async *pending,
+                   json_object **result, struct osb_err *err) {
+  reader_thread = pthread_self();
+  json_object *mode = NULL;
+  json_object_object_get_ex(params, "mode", &mode);
+  const char *m = mode ? json_object_get_string(mode) : "";
+  if (strcmp(m, "defer") == 0)
+    return RPC_DEFER;
+  if (strcmp(m, "later") == 0) {
+    pthread_mutex_lock(&later_lock);
+    quick_list[quick_count++] = pending;
+    pthread_mutex_unlock(&later_lock);
+    return RPC_PENDING;
+  }
+  *result = json_object_new_string("reader");
+  return 0;
+}
+
+static size_t quick_pending(void) {
+  pthread_mutex_lock(&later_lock);
+  size_t n = quick_count;
+  pthread_mutex_unlock(&later_lock);
+  return n;
+}
+
+static void quick_defer_all(void) {
+  pthread_mutex_lock(&later_lock);
+  for (size_t i = 0; i < quick_count; i++)
+    rpc_async_defer(quick_list[i]);
+  quick_count = 0;
+  pthread_mutex_unlock(&later_lock);
+}
+
 static const struct rpc_method methods[] = {{"echo", m_echo, 0, NULL, NULL},
                                             {"slow", m_slow, 0, NULL, NULL},
                                             {"fail", m_fail, 0, NULL, NULL},
-                                            {"later", NULL, 0, m_later, NULL}};
+                                            {"later", NULL, 0, m_later, NULL},
+                                            {"quick", m_worker, 0, NULL, m_quick}};
 
 struct server {
   int in_w;   /* we write requests here */
@@ -94,7 +141,7 @@ struct server {
 
 static void *serve(void *arg) {
   struct server *s = arg;
-  s->code = rpc_serve(s->in_r, s->out_w, methods, 4, NULL, &s->opts);
+  s->code = rpc_serve(s->in_r, s->out_w, methods, sizeof methods / sizeof *methods, NULL, &s->opts);
   close(s->out_w);
   return NULL;
 }
@@ -429,6 +476,76 @@ TEST(cancelled_async_request_is_answered_once) {
   ASSERT_EQ(finish(&s), 0);
 }
 
+TEST(quick_handlers_answer_defer_and_defer_later) {
+  struct server s;
+  start(&s, 16, 1 << 20);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"quick\",\"params\":{\"mode\":\"now\"}}\n");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"reader\"}");
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"quick\",\"params\":{\"mode\":\"defer\"}}\n");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"worker\"}");
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"quick\",\"params\":{\"mode\":\"later\"}}\n");
+  for (int i = 0; i < 300 && quick_pending() < 1; i++)
+    usleep(10000);
+  ASSERT_EQ(quick_pending(), 1u);
+  expect_nothing(&s, 100);
+  quick_defer_all();
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":\"worker\"}");
+  ASSERT_EQ(finish(&s), 0);
+}
+
+TEST(cancelled_quick_request_is_answered_once) {
+  struct server s;
+  start(&s, 16, 1 << 20);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"quick\",\"params\":{\"mode\":\"later\"}}\n");
+  for (int i = 0; i < 300 && quick_pending() < 1; i++)
+    usleep(10000);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":9}}\n");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":9,\"error\":{\"code\":-32800,\"message\":\"request cancelled\"}}");
+  quick_defer_all(); /* the worker sees the cancel flag; no second reply */
+  expect_nothing(&s, 200);
+  ASSERT_EQ(finish(&s), 0);
+}
+
+/* Replies written while the client does not read (stdout full: no direct writes) and
+ * after (direct writes again) all come out whole, none lost or interleaved. */
+static void *send_many(void *arg) {
+  struct server *s = arg;
+  char pad[1001];
+  memset(pad, 'p', 1000);
+  pad[1000] = '\0';
+  for (int i = 1; i <= 1000; i++) {
+    char *line = NULL;
+    if (asprintf(&line, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"echo\",\"params\":{\"p\":\"%s\"}}\n", i, pad) < 0)
+      return NULL;
+    send_text(s, line);
+    free(line);
+  }
+  return NULL;
+}
+
+TEST(replies_stay_whole_when_the_client_reads_late) {
+  struct server s;
+  start(&s, 4096, 1 << 20);
+  pthread_t t;
+  pthread_create(&t, NULL, send_many, &s);
+  usleep(300000); /* let stdout fill up */
+  static char seen[1001];
+  memset(seen, 0, sizeof seen);
+  for (int n = 0; n < 1000; n++) {
+    char *line = recv_line(&s, 5000);
+    ASSERT(line != NULL);
+    int id = 0;
+    ASSERT_EQ(sscanf(line, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"result\":{\"p\":\"", &id), 1);
+    ASSERT(id >= 1 && id <= 1000 && !seen[id]);
+    seen[id] = 1;
+    ASSERT_EQ(strlen(line), strlen("{\"jsonrpc\":\"2.0\",\"id\":,\"result\":{\"p\":\"\"}}") + 1000 +
+                                (size_t)snprintf(NULL, 0, "%d", id));
+    free(line);
+  }
+  pthread_join(t, NULL);
+  ASSERT_EQ(finish(&s), 0);
+}
+
 int main(void) {
   RUN(ids_are_echoed_exactly);
   RUN(invalid_requests_get_32600_with_id_when_valid);
@@ -447,5 +564,8 @@ int main(void) {
   RUN(lsp_replies_use_exact_headers);
   RUN(async_requests_in_flight_hold_no_thread);
   RUN(cancelled_async_request_is_answered_once);
+  RUN(quick_handlers_answer_defer_and_defer_later);
+  RUN(cancelled_quick_request_is_answered_once);
+  RUN(replies_stay_whole_when_the_client_reads_late);
   TEST_MAIN_END();
 }
