@@ -1,13 +1,18 @@
 /* rpc.c - the JSON-RPC 2.0 core: envelopes, batches, ids, dispatch, cancellation.
  * Knows nothing of sandboxes: it serves whatever method table it is given.
  *
- * Threads: the caller's thread reads (transport) and dispatches. A method's quick handler
- * (fn_quick) runs right there and only starts work that another thread finishes, so a short
- * call costs no hand-off at all; the other handlers run on a pool of worker threads that
- * grows on demand up to WORKER_MAX and shrinks when idle; an asynchronous handler
- * (fn_async) gives its worker back while its work is under way, so requests in flight are
- * bounded by max_inflight, not by threads. Replies go to stdout through the writer (written
- * by the thread that finished the request when stdout is free, else by the writer thread). A request is "in flight" from dispatch until its
+ * Threads: a pool of threads that grows on demand up to WORKER_MAX and shrinks when idle
+ * does two kinds of job: reading stdin (one thread at a time) and executing requests. The
+ * reading thread handles what it reads: a method's quick handler (fn_quick) runs right
+ * there, only starting work that another thread finishes; a request that must wait on
+ * something else is executed by the reading thread itself once it has handed reading on to
+ * another thread (leader/follower), so no thread hand-off lies between a request and its
+ * reply; batch elements, and requests read while no thread could take reading over, are
+ * queued for the pool. An asynchronous handler (fn_async) gives its thread back while its
+ * work is under way, so requests in flight are bounded by max_inflight, not by threads.
+ * The caller's thread waits for the input to end, then winds down. Replies go to stdout
+ * through the writer (written by the thread that finished the request when stdout is free,
+ * else by the writer thread). A request is "in flight" from dispatch until its
  * handler has returned AND its reply has been written, so replies a slow client has not
  * read yet still count toward --max-inflight.
  *
@@ -82,6 +87,15 @@ struct rpc_core {
   unsigned queued;          /* requests waiting in the queue */
   int stopping;             /* workers exit once the queue is empty */
   int shutdown;             /* `shutdown` was received */
+
+  /* Reading stdin is a job for the pool too (see reader_run): whichever thread reads a
+   * request that must wait on something executes it itself and hands reading on. */
+  struct transport *t;      /* touched only by the thread that reads */
+  int read_wanted;          /* reading is a job waiting for a thread */
+  int input_done;           /* EOF, `exit`, a stop or a read error: nobody reads any more */
+  int stopped;              /* input_done came from rpc_request_stop */
+  int exit_requested;       /* `exit` was received */
+  pthread_cond_t input;     /* signalled when input_done is set */
 };
 
 static int wake_pipe[2] = {-1, -1};
@@ -252,8 +266,8 @@ void rpc_async_complete(struct rpc_async *pending, int rc, json_object *result,
   request_finish((struct request *)pending, rc, result, err ? err : &none);
 }
 
-/* Queue req for a worker (defined below). Call with lock held. */
 static void dispatch_locked(struct rpc_core *core, struct request *req);
+static int handoff_possible_locked(struct rpc_core *core);
 
 void rpc_async_defer(struct rpc_async *pending) {
   struct request *req = (struct request *)pending;
@@ -263,22 +277,23 @@ void rpc_async_defer(struct rpc_async *pending) {
   pthread_mutex_unlock(&core->lock);
 }
 
-/* Run req's quick handler on this (the reader) thread; see rpc_method.fn_quick. */
-static void request_quick(struct request *req) {
+/* Run req's quick handler on this (the reader) thread; see rpc_method.fn_quick. Returns 1
+ * when the handler deferred: req is then the caller's to execute or dispatch. */
+static int request_quick(struct request *req) {
   struct rpc_core *core = req->core;
   struct osb_err err = OSB_ERR_INIT;
   json_object *result = NULL;
   int rc = req->method->fn_quick(core->ctx, &req->call, req->params, (struct rpc_async *)req,
                                  &result, &err);
   if (rc == RPC_PENDING)
-    return; /* rpc_async_complete or rpc_async_defer finishes it */
+    return 0; /* rpc_async_complete or rpc_async_defer finishes it */
   if (rc == RPC_DEFER) {
     json_object_put(result);
     osb_err_clear(&err);
-    rpc_async_defer((struct rpc_async *)req);
-    return;
+    return 1;
   }
   request_finish(req, rc, result, &err);
+  return 0;
 }
 
 static void request_execute(struct request *req) {
@@ -299,51 +314,58 @@ static void request_execute(struct request *req) {
   request_finish(req, rc, result, &err);
 }
 
+static void reader_run(struct rpc_core *core);
+
+/* A pool thread: reads stdin when that job is up (first: cancellations must get through),
+ * else executes queued requests; exits after WORKER_IDLE_SECS without work, or when
+ * stopping and the queue is empty. */
 static void *worker_main(void *arg) {
   struct rpc_core *core = arg;
   pthread_mutex_lock(&core->lock);
   for (;;) {
-    while (!core->queue_head && !core->stopping) {
-      core->idle_workers++;
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += WORKER_IDLE_SECS;
-      int rc = pthread_cond_timedwait(&core->work, &core->lock, &ts);
-      core->idle_workers--;
-      if (rc == ETIMEDOUT && !core->queue_head)
-        goto out;
+    if (core->read_wanted && !core->input_done) {
+      core->read_wanted = 0;
+      pthread_mutex_unlock(&core->lock);
+      reader_run(core);
+      pthread_mutex_lock(&core->lock);
+      continue;
     }
-    if (!core->queue_head)
+    if (core->queue_head) {
+      struct request *req = core->queue_head;
+      core->queued--;
+      core->queue_head = req->queue_next;
+      if (!core->queue_head)
+        core->queue_tail = NULL;
+      pthread_mutex_unlock(&core->lock);
+      request_execute(req);
+      pthread_mutex_lock(&core->lock);
+      continue;
+    }
+    if (core->stopping)
       break;
-    struct request *req = core->queue_head;
-    core->queued--;
-    core->queue_head = req->queue_next;
-    if (!core->queue_head)
-      core->queue_tail = NULL;
-    pthread_mutex_unlock(&core->lock);
-    request_execute(req);
-    pthread_mutex_lock(&core->lock);
+    core->idle_workers++;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += WORKER_IDLE_SECS;
+    int rc = pthread_cond_timedwait(&core->work, &core->lock, &ts);
+    core->idle_workers--;
+    if (rc == ETIMEDOUT && !core->queue_head && !(core->read_wanted && !core->input_done))
+      break;
   }
-out:
   core->workers--;
   pthread_cond_broadcast(&core->changed);
   pthread_mutex_unlock(&core->lock);
   return NULL;
 }
 
-/* Queue req for a worker, starting one if none is idle. Call with lock held. */
-static void dispatch_locked(struct rpc_core *core, struct request *req) {
-  req->queue_next = NULL;
-  if (core->queue_tail)
-    core->queue_tail->queue_next = req;
-  else
-    core->queue_head = req;
-  core->queue_tail = req;
-  core->queued++;
+/* A job (a queued request, or reading) was added: make sure a thread will take it, starting
+ * one if there are more jobs than idle threads. Call with lock held. */
+static void wake_locked(struct rpc_core *core) {
   /* An idle worker that was just woken still counts as idle until it takes the lock:
-   * start a new one whenever the queue outgrows the idle workers, or requests would
+   * start a new one whenever the jobs outgrow the idle workers, or requests would
    * quietly run one after another. */
-  if (core->queued > core->idle_workers && core->workers < WORKER_MAX) {
+  unsigned jobs = core->queued + (core->read_wanted ? 1u : 0u);
+  if (jobs > core->idle_workers && core->workers < WORKER_MAX) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -355,7 +377,33 @@ static void dispatch_locked(struct rpc_core *core, struct request *req) {
       log_error("cannot start a worker thread: %s", strerror(errno));
     pthread_attr_destroy(&attr);
   }
-  pthread_cond_signal(&core->work); /* one request: wake one worker, not all */
+  pthread_cond_signal(&core->work); /* one job: wake one worker, not all */
+}
+
+/* Queue req for a worker. Call with lock held. */
+static void dispatch_locked(struct rpc_core *core, struct request *req) {
+  req->queue_next = NULL;
+  if (core->queue_tail)
+    core->queue_tail->queue_next = req;
+  else
+    core->queue_head = req;
+  core->queue_tail = req;
+  core->queued++;
+  wake_locked(core);
+}
+
+/* Whether the reading thread may execute a request itself: only if another thread can take
+ * reading over at once, so that stdin is always read. Call with lock held. */
+static int handoff_possible_locked(struct rpc_core *core) {
+  return core->idle_workers > core->queued || core->workers < WORKER_MAX;
+}
+
+/* Reading no longer happens: say so to rpc_serve's thread. Call with lock held. */
+static void input_end_locked(struct rpc_core *core, int stopped) {
+  core->input_done = 1;
+  core->stopped |= stopped;
+  pthread_cond_broadcast(&core->input);
+  pthread_cond_broadcast(&core->work);
 }
 
 /* ---- cancellation ---- */
@@ -459,17 +507,13 @@ static enum builtin builtin_of(const char *name) {
   return BUILTIN_NONE;
 }
 
-struct serve_state {
-  int exit_requested;
-};
-
 /* Handle one request object. raw/raw_len is its source text (for exact numeric ids).
  * Returns the immediate reply (error or builtin result) to deliver, or NULL when the
  * request was dispatched or needs no reply. *is_notification tells the caller whether a
  * reply may be sent at all. */
-static json_object *handle_one(struct rpc_core *core, struct serve_state *st, json_object *msg,
-                               const char *raw, size_t raw_len, struct batch *batch,
-                               size_t batch_index) {
+static json_object *handle_one(struct rpc_core *core, json_object *msg, const char *raw,
+                               size_t raw_len, struct batch *batch, size_t batch_index,
+                               struct request **own) {
   json_object *id = NULL;
   int has_id = 0;
   int id_valid = 1;
@@ -545,7 +589,7 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
 
   enum builtin b = strlen(name) == name_len ? builtin_of(name) : BUILTIN_NONE;
   if (b == BUILTIN_EXIT) {
-    st->exit_requested = 1;
+    core->exit_requested = 1;
     json_object_put(params);
     goto out; /* exit never replies */
   }
@@ -642,11 +686,18 @@ static json_object *handle_one(struct rpc_core *core, struct serve_state *st, js
   if (method->inline_call) {
     pthread_mutex_unlock(&core->lock);
     request_execute(req);
-  } else if (method->fn_quick) {
-    pthread_mutex_unlock(&core->lock);
-    request_quick(req);
   } else {
-    dispatch_locked(core, req);
+    if (method->fn_quick) {
+      pthread_mutex_unlock(&core->lock);
+      int deferred = request_quick(req);
+      pthread_mutex_lock(&core->lock);
+      if (!deferred)
+        req = NULL;
+    }
+    if (req && own && handoff_possible_locked(core))
+      *own = req; /* executed by this thread once reading is handed on */
+    else if (req)
+      dispatch_locked(core, req);
     pthread_mutex_unlock(&core->lock);
   }
 
@@ -675,7 +726,7 @@ static void batch_scan_cb(void *arg, size_t index, size_t off, size_t len) {
   }
 }
 
-static void handle_batch(struct rpc_core *core, struct serve_state *st, json_object *arr,
+static void handle_batch(struct rpc_core *core, json_object *arr,
                          const char *raw, size_t raw_len) {
   size_t n = json_object_array_length(arr);
   if (n == 0) {
@@ -707,7 +758,7 @@ static void handle_batch(struct rpc_core *core, struct serve_state *st, json_obj
   b->n = n;
   b->holds = 1;
   for (size_t i = 0; i < n; i++) {
-    json_object *reply = handle_one(core, st, json_object_array_get_idx(arr, i), eraw[i], elen[i], b, i);
+    json_object *reply = handle_one(core, json_object_array_get_idx(arr, i), eraw[i], elen[i], b, i, NULL);
     if (reply) {
       pthread_mutex_lock(&core->lock);
       b->replies[i] = reply;
@@ -722,8 +773,10 @@ static void handle_batch(struct rpc_core *core, struct serve_state *st, json_obj
   pthread_mutex_unlock(&core->lock);
 }
 
-static void handle_message(struct rpc_core *core, struct serve_state *st, const char *msg,
-                           size_t len) {
+/* Handle one message. *own (when not NULL on return) is a request this thread is to execute
+ * itself once it has handed reading on (see reader_run). */
+static void handle_message(struct rpc_core *core, const char *msg, size_t len,
+                           struct request **own) {
   log_trace("<- %.*s", (int)(len > 1000 ? 1000 : len), msg);
   /* json-c's own check lets overlong forms, surrogates and code points past U+10FFFF
    * through, and they could come back out in ids: check strictly first. */
@@ -777,13 +830,71 @@ static void handle_message(struct rpc_core *core, struct serve_state *st, const 
   }
   json_tokener_free(tok);
   if (json_object_is_type(obj, json_type_array))
-    handle_batch(core, st, obj, msg, len);
+    handle_batch(core, obj, msg, len);
   else
-    send_immediate(core, handle_one(core, st, obj, msg, len, NULL, 0));
+    send_immediate(core, handle_one(core, obj, msg, len, NULL, 0, own));
   json_object_put(obj);
 }
 
 /* ---- the loop ---- */
+
+/* The reading job, run by one pool thread at a time: read and handle messages until one is a
+ * request that must wait on something (a backend call without a quick handler); then hand
+ * reading on to another thread and execute that request here, so that no hand-off lies
+ * between a request and its reply. Ends with input_done set at EOF, `exit`, a stop or a
+ * read error, cancelling everything in flight at once for `exit` and a stop. */
+static void reader_run(struct rpc_core *core) {
+  for (;;) {
+    const char *msg = NULL;
+    size_t len = 0;
+    struct request *own = NULL;
+    /* Backpressure: a client that does not read its replies stops being read from once
+     * the queue is long, so memory stays bounded. */
+    writer_wait_below(core->writer, (size_t)core->opts.max_inflight * 2);
+    enum transport_event ev = transport_next(core->t, &msg, &len);
+    if (core->framing == RPC_FRAMING_AUTO)
+      core->framing = transport_framing(core->t);
+    if (ev == TRANSPORT_MESSAGE) {
+      handle_message(core, msg, len, &own);
+    } else if (ev == TRANSPORT_TOO_BIG) {
+      json_object *data = json_object_new_object();
+      json_object_object_add(data, "limit", json_object_new_int64((int64_t)core->opts.max_message));
+      send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, data,
+                                              "Invalid Request: message larger than --max-message"));
+    } else if (ev == TRANSPORT_BAD_HEADER) {
+      char why[200];
+      snprintf(why, sizeof why, "Parse error: %.*s", (int)len, msg);
+      send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL, why));
+    } else {
+      if (ev == TRANSPORT_IO_ERROR)
+        log_error("reading stdin failed: %s", strerror(errno));
+      int stopped = ev == TRANSPORT_STOPPED;
+      if (stopped)
+        cancel_all(core, "request cancelled: the bridge is stopping");
+      pthread_mutex_lock(&core->lock);
+      input_end_locked(core, stopped);
+      pthread_mutex_unlock(&core->lock);
+      return; /* EOF: let in-flight requests finish */
+    }
+    if (core->exit_requested) {
+      cancel_all(core, "request cancelled: exit");
+      pthread_mutex_lock(&core->lock);
+      input_end_locked(core, 0);
+      pthread_mutex_unlock(&core->lock);
+      if (own)
+        request_execute(own); /* cancelled: answered already, ends at once */
+      return;
+    }
+    if (own) {
+      pthread_mutex_lock(&core->lock);
+      core->read_wanted = 1;
+      wake_locked(core);
+      pthread_mutex_unlock(&core->lock);
+      request_execute(own);
+      return;
+    }
+  }
+}
 
 /* Wait until nothing is in flight (or the grace period passes). */
 static void drain(struct rpc_core *core, int64_t grace_ms) {
@@ -842,6 +953,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   pthread_mutex_init(&core->lock, NULL);
   pthread_cond_init(&core->changed, NULL);
   pthread_cond_init(&core->work, NULL);
+  pthread_cond_init(&core->input, NULL);
   if (pipe2(wake_pipe, O_CLOEXEC) < 0)
     wake_pipe[0] = wake_pipe[1] = -1;
   core->writer = writer_new(out_fd);
@@ -855,38 +967,25 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   }
   core->framing = core->opts.framing;
 
-  struct serve_state st = {0};
-  int stopped = 0;
-  while (!st.exit_requested) {
-    const char *msg = NULL;
-    size_t len = 0;
-    /* Backpressure: a client that does not read its replies stops being read from once
-     * the queue is long, so memory stays bounded. */
-    writer_wait_below(core->writer, (size_t)core->opts.max_inflight * 2);
-    enum transport_event ev = transport_next(t, &msg, &len);
-    if (core->framing == RPC_FRAMING_AUTO)
-      core->framing = transport_framing(t);
-    if (ev == TRANSPORT_MESSAGE) {
-      handle_message(core, &st, msg, len);
-    } else if (ev == TRANSPORT_TOO_BIG) {
-      json_object *data = json_object_new_object();
-      json_object_object_add(data, "limit", json_object_new_int64((int64_t)core->opts.max_message));
-      send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, data,
-                                              "Invalid Request: message larger than --max-message"));
-    } else if (ev == TRANSPORT_BAD_HEADER) {
-      char why[200];
-      snprintf(why, sizeof why, "Parse error: %.*s", (int)len, msg);
-      send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL, why));
-    } else if (ev == TRANSPORT_STOPPED) {
-      stopped = 1;
-      break;
-    } else {
-      if (ev == TRANSPORT_IO_ERROR)
-        log_error("reading stdin failed: %s", strerror(errno));
-      break; /* EOF: let in-flight requests finish */
+  /* Reading is the pool's job (see reader_run); this thread waits for the input to end,
+   * then winds down. It reads only if no pool thread can be started. */
+  core->t = t;
+  pthread_mutex_lock(&core->lock);
+  core->read_wanted = 1;
+  wake_locked(core);
+  while (!core->input_done) {
+    if (core->read_wanted && core->workers == 0) {
+      core->read_wanted = 0;
+      pthread_mutex_unlock(&core->lock);
+      reader_run(core);
+      pthread_mutex_lock(&core->lock);
+      continue;
     }
+    pthread_cond_wait(&core->input, &core->lock);
   }
-  if (st.exit_requested || stopped)
+  int stopped = core->stopped;
+  pthread_mutex_unlock(&core->lock);
+  if (core->exit_requested || stopped)
     cancel_all(core, stopped ? "request cancelled: the bridge is stopping"
                              : "request cancelled: exit");
   drain(core, STOP_GRACE_MS);
@@ -896,7 +995,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   stop_workers(core);
   writer_close(core->writer);
   transport_free(t);
-  int code = st.exit_requested && !core->shutdown ? 1 : 0;
+  int code = core->exit_requested && !core->shutdown ? 1 : 0;
   pthread_mutex_lock(&core->lock);
   int leftover = core->n_inflight > 0 || core->workers > 0;
   pthread_mutex_unlock(&core->lock);
@@ -904,6 +1003,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
     pthread_mutex_destroy(&core->lock);
     pthread_cond_destroy(&core->changed);
     pthread_cond_destroy(&core->work);
+    pthread_cond_destroy(&core->input);
     free(core);
   }
   close(wake_pipe[0]);

@@ -77,22 +77,19 @@ static int thread_count(void) {
   return n;
 }
 
-/* "quick": its quick handler answers on the reader thread (mode "now"), defers to a worker
- * at once ("defer") or later from another thread ("later", see quick_defer_all). */
-static pthread_t reader_thread;
+/* "quick": its quick handler answers at once (mode "now"), defers to the blocking handler at
+ * once ("defer") or later from another thread ("later", see quick_defer_all). */
 static struct rpc_async *quick_list[64];
 static size_t quick_count;
 
-static int m_worker(void *ctx, struct call *c, json_object *params, json_object **result,
-                    struct osb_err *err) {
-  *result = json_object_new_string(pthread_equal(pthread_self(), reader_thread) ? "reader?"
-                                                                                : "worker");
+static int m_blocking(void *ctx, struct call *c, json_object *params, json_object **result,
+                      struct osb_err *err) {
+  *result = json_object_new_string("blocking");
   return 0;
 }
 
 static int m_quick(void *ctx, struct call *c, json_object *params, struct rpc_async *pending,
                    json_object **result, struct osb_err *err) {
-  reader_thread = pthread_self();
   json_object *mode = NULL;
   json_object_object_get_ex(params, "mode", &mode);
   const char *m = mode ? json_object_get_string(mode) : "";
@@ -104,7 +101,7 @@ static int m_quick(void *ctx, struct call *c, json_object *params, struct rpc_as
     pthread_mutex_unlock(&later_lock);
     return RPC_PENDING;
   }
-  *result = json_object_new_string("reader");
+  *result = json_object_new_string("quick");
   return 0;
 }
 
@@ -127,7 +124,7 @@ static const struct rpc_method methods[] = {{"echo", m_echo, 0, NULL, NULL},
                                             {"slow", m_slow, 0, NULL, NULL},
                                             {"fail", m_fail, 0, NULL, NULL},
                                             {"later", NULL, 0, m_later, NULL},
-                                            {"quick", m_worker, 0, NULL, m_quick}};
+                                            {"quick", m_blocking, 0, NULL, m_quick}};
 
 struct server {
   int in_w;   /* we write requests here */
@@ -480,16 +477,16 @@ TEST(quick_handlers_answer_defer_and_defer_later) {
   struct server s;
   start(&s, 16, 1 << 20);
   send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"quick\",\"params\":{\"mode\":\"now\"}}\n");
-  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"reader\"}");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"quick\"}");
   send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"quick\",\"params\":{\"mode\":\"defer\"}}\n");
-  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"worker\"}");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"blocking\"}");
   send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"quick\",\"params\":{\"mode\":\"later\"}}\n");
   for (int i = 0; i < 300 && quick_pending() < 1; i++)
     usleep(10000);
   ASSERT_EQ(quick_pending(), 1u);
   expect_nothing(&s, 100);
   quick_defer_all();
-  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":\"worker\"}");
+  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":\"blocking\"}");
   ASSERT_EQ(finish(&s), 0);
 }
 
