@@ -358,26 +358,34 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-/* A job (a queued request, or reading) was added: make sure a thread will take it, starting
- * one if there are more jobs than idle threads. Call with lock held. */
-static void wake_locked(struct rpc_core *core) {
+/* A job (a queued request, or reading) was added: start a thread if there are more jobs than
+ * idle threads (returns 1), else the caller wakes one (wake_locked does it all). Call with
+ * lock held. */
+static int start_worker_if_needed_locked(struct rpc_core *core) {
   /* An idle worker that was just woken still counts as idle until it takes the lock:
    * start a new one whenever the jobs outgrow the idle workers, or requests would
    * quietly run one after another. */
   unsigned jobs = core->queued + (core->read_wanted ? 1u : 0u);
-  if (jobs > core->idle_workers && core->workers < WORKER_MAX) {
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, WORKER_STACK);
-    pthread_t t;
-    if (pthread_create(&t, &attr, worker_main, core) == 0)
-      core->workers++;
-    else if (core->workers == 0)
-      log_error("cannot start a worker thread: %s", strerror(errno));
-    pthread_attr_destroy(&attr);
-  }
-  pthread_cond_signal(&core->work); /* one job: wake one worker, not all */
+  if (jobs <= core->idle_workers || core->workers >= WORKER_MAX)
+    return 0;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, WORKER_STACK);
+  pthread_t t;
+  int ok = pthread_create(&t, &attr, worker_main, core) == 0;
+  if (ok)
+    core->workers++;
+  else if (core->workers == 0)
+    log_error("cannot start a worker thread: %s", strerror(errno));
+  pthread_attr_destroy(&attr);
+  return ok;
+}
+
+/* A job was added: start or wake a thread for it. Call with lock held. */
+static void wake_locked(struct rpc_core *core) {
+  if (!start_worker_if_needed_locked(core))
+    pthread_cond_signal(&core->work); /* one job: wake one worker, not all */
 }
 
 /* Queue req for a worker. Call with lock held. */
@@ -888,8 +896,10 @@ static void reader_run(struct rpc_core *core) {
     if (own) {
       pthread_mutex_lock(&core->lock);
       core->read_wanted = 1;
-      wake_locked(core);
+      int started = start_worker_if_needed_locked(core);
       pthread_mutex_unlock(&core->lock);
+      if (!started) /* outside the lock, so the woken thread does not block on it at once */
+        pthread_cond_signal(&core->work);
       request_execute(own);
       return;
     }

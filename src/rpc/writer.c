@@ -164,7 +164,8 @@ static int send_direct(struct writer *w, char *bytes, size_t len, void (*done)(v
     pthread_mutex_lock(&w->lock);
     w->writing = 0;
     w->pending--;
-    pthread_cond_signal(&w->more);
+    if (w->head || w->closing)
+      pthread_cond_signal(&w->more);
     pthread_mutex_unlock(&w->lock);
     return 0;
   }
@@ -180,7 +181,8 @@ static int send_direct(struct writer *w, char *bytes, size_t len, void (*done)(v
     w->broken = 1;
   w->writing = 0;
   w->pending--;
-  pthread_cond_signal(&w->more); /* messages queued meanwhile are the thread's to write */
+  if (w->head || w->closing)
+    pthread_cond_signal(&w->more); /* messages queued meanwhile are the thread's to write */
   pthread_cond_broadcast(&w->less);
   pthread_mutex_unlock(&w->lock);
   return 1;
