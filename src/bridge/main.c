@@ -83,6 +83,11 @@ static void *signal_thread(void *arg) {
   return NULL;
 }
 
+/* rpc's on_idle: after a burst, hand the freed heap back to the system. */
+static void give_memory_back(void) {
+  malloc_trim(0);
+}
+
 int main(int argc, char **argv) {
   log_set_prog("opensandbox-bridge");
   /* Megabyte payloads come and go: serve them from mmap so they go back to the system,
@@ -94,7 +99,7 @@ int main(int argc, char **argv) {
   int grpc_insecure = 0;
   int transport = BACKEND_TRANSPORT_AUTO;
   long long request_timeout_ms = 30000;
-  struct rpc_opts opts = {RPC_FRAMING_AUTO, (size_t)64 << 20, 1024};
+  struct rpc_opts opts = {RPC_FRAMING_AUTO, (size_t)64 << 20, 1024, give_memory_back};
   size_t max_output = (size_t)16 << 20;
 
   /* Environment first; flags override it. */

@@ -349,8 +349,14 @@ static void *worker_main(void *arg) {
     ts.tv_sec += WORKER_IDLE_SECS;
     int rc = pthread_cond_timedwait(&core->work, &core->lock, &ts);
     core->idle_workers--;
-    if (rc == ETIMEDOUT && !core->queue_head && !(core->read_wanted && !core->input_done))
+    if (rc == ETIMEDOUT && !core->queue_head && !(core->read_wanted && !core->input_done)) {
+      if (core->idle_workers == 0 && core->n_inflight == 0 && core->opts.on_idle) {
+        pthread_mutex_unlock(&core->lock);
+        core->opts.on_idle(); /* the last idle thread leaving */
+        pthread_mutex_lock(&core->lock);
+      }
       break;
+    }
   }
   core->workers--;
   pthread_cond_broadcast(&core->changed);

@@ -64,6 +64,9 @@ struct rpc_opts {
   enum rpc_framing framing;
   size_t max_message;     /* bytes; default 64 MiB */
   unsigned max_inflight;  /* requests worked on at once; default 1024 */
+  /* Optional: called (from a pool thread) when the pool has shrunk back after its threads
+   * were idle for a while and nothing is in flight: a moment to give memory back. */
+  void (*on_idle)(void);
 };
 
 /* Serve requests from in_fd, writing replies to out_fd, until EOF, `exit` or

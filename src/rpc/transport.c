@@ -19,6 +19,7 @@
 
 #define LSP_HEADER_MAX 8192
 #define READ_CHUNK 65536
+#define KEEP_CAP (256 * 1024) /* an empty input buffer larger than this is let go */
 
 struct transport {
   int fd;
@@ -342,6 +343,8 @@ enum transport_event transport_next(struct transport *t, const char **msg, size_
       }
       return TRANSPORT_EOF;
     }
+    if (t->in.len == 0 && t->in.cap > KEEP_CAP)
+      buf_free(&t->in); /* the big message is gone: so is the memory it needed */
     int r = fill(t);
     if (r == 0)
       t->eof = 1;
