@@ -453,12 +453,19 @@ static int read_decode(ProtobufCMessage *resp, const struct remote_where *w, cha
   if (r->error && r->error[0]) {
     rc = remote_fail_file(w, r->error, err);
   } else {
-    char *bytes = copy_bytes(r->content.data, r->content.len);
+    /* Take the decoded bytes over (protobuf-c's default allocator is malloc) rather than
+     * copy them: for megabyte files this is one copy less. */
+    size_t n = r->content.len;
+    char *bytes = n ? realloc(r->content.data, n + 1) : copy_bytes("", 0);
     if (!bytes) {
       rc = remote_fail_internal("out of memory", err);
     } else {
+      if (n)
+        r->content.data = NULL; /* ours now: not freed with resp */
+      r->content.len = 0;
+      bytes[n] = '\0';
       *data = bytes;
-      *len = r->content.len;
+      *len = n;
     }
   }
   protobuf_c_message_free_unpacked(resp, NULL);
