@@ -82,6 +82,21 @@ static int m_async(void *ctx, struct call *c, json_object *params, struct rpc_as
   return RPC_PENDING;
 }
 
+/* quick: by the number of params, answers at once, completes through rpc_async_complete,
+ * or defers to the blocking handler (m_echo). */
+static int m_quick(void *ctx, struct call *c, json_object *params, struct rpc_async *pending,
+                   json_object **result, struct osb_err *err) {
+  switch (json_object_object_length(params) % 3) {
+  case 0:
+    *result = json_object_get(params);
+    return 0;
+  case 1:
+    return m_async(ctx, c, params, pending, result, err);
+  default:
+    return RPC_DEFER;
+  }
+}
+
 static struct rpc_method methods[] = {
     {"echo", m_echo, 0, NULL, NULL},
     {"echo/inline", m_echo, 1, NULL, NULL},
@@ -90,6 +105,7 @@ static struct rpc_method methods[] = {
     {"nothing", m_null, 0, NULL, NULL},
     {"bad", m_bad, 0, NULL, NULL},
     {"async", m_echo, 0, NULL, NULL}, /* fn_async set at start-up when available */
+    {"quick", m_echo, 0, NULL, m_quick},
 };
 
 static int out_fd = -1;
@@ -126,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (ftruncate(out_fd, 0) < 0 || lseek(out_fd, 0, SEEK_SET) < 0)
     abort();
-  struct rpc_opts opts = {RPC_FRAMING_AUTO, FUZZ_MAX_MESSAGE, FUZZ_MAX_INFLIGHT};
+  struct rpc_opts opts = {RPC_FRAMING_AUTO, FUZZ_MAX_MESSAGE, FUZZ_MAX_INFLIGHT, NULL};
   int rc = rpc_serve(in_fd, out_fd, methods, sizeof methods / sizeof methods[0], NULL, &opts);
   if (rc != 0 && rc != 1)
     FUZZ_FAIL("rpc_serve returned %d", rc);

@@ -44,6 +44,7 @@ SEEDS = {
     "fail_inline": nd(req(3, "fail/inline")),
     "nothing_bad": nd(req(4, "nothing"), req(5, "bad")),
     "async": nd(req(6, "async", {"a": 1}), req(7, "async", {})),
+    "quick": nd(req(8, "quick", {}), req(9, "quick", {"a": 1}), req(10, "quick", {"a": 1, "b": 2})),
     "unknown_method": nd(req(8, "no/such")),
     "notification": nd(note("echo", {"a": 1}), note("initialized")),
     "ids": nd(req(1.0, "echo"), '{"jsonrpc":"2.0","id":-0,"method":"echo"}',
