@@ -1,6 +1,8 @@
-/* jsonscan.c - spans of members and elements in already-valid JSON text (see jsonscan.h). */
+/* jsonscan.c - spans of members and elements in already-valid JSON text, and runs of plain
+ * string bytes (see jsonscan.h). */
 #include "rpc/jsonscan.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static size_t skip_ws(const char *p, size_t n, size_t i) {
@@ -108,4 +110,44 @@ size_t jsonscan_elements(const char *p, size_t n,
       return index;
     i++;
   }
+}
+
+/* Bytes a JSON string cannot hold as they are: '"', '\\' and the controls below 0x20. */
+static const unsigned char special[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, ['"'] = 1, ['\\'] = 1,
+};
+
+/* Each byte of w that is special has its high bit set in the result, and the lowest set
+ * bit is always a true one (borrows only run upwards), so on a little-endian machine the
+ * count of trailing zeros finds the first special byte. */
+static inline uint64_t special_bits(uint64_t w) {
+  const uint64_t ones = 0x0101010101010101ull;
+  uint64_t q = w ^ (ones * '"');
+  uint64_t b = w ^ (ones * '\\');
+  uint64_t t = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w);
+  return t & (ones * 0x80);
+}
+
+size_t jsonscan_plain(const char *p, size_t n) {
+  const unsigned char *s = (const unsigned char *)p;
+  size_t i = 0;
+  while (i + 16 <= n) {
+    uint64_t w0, w1;
+    memcpy(&w0, s + i, 8);
+    memcpy(&w1, s + i + 8, 8);
+    uint64_t t0 = special_bits(w0);
+    uint64_t t1 = special_bits(w1);
+    if (t0 | t1) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      return i + (t0 ? (size_t)__builtin_ctzll(t0) / 8 : 8 + (size_t)__builtin_ctzll(t1) / 8);
+#else
+      break; /* the byte loop below finds it */
+#endif
+    }
+    i += 16;
+  }
+  while (i < n && !special[s[i]])
+    i++;
+  return i;
 }
