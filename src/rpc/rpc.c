@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "common/utf8.h"
+#include "rpc/jsonparse.h"
 #include "rpc/jsonscan.h"
 #include "rpc/transport.h"
 #include "rpc/writer.h"
@@ -787,22 +788,14 @@ static void handle_batch(struct rpc_core *core, json_object *arr,
   pthread_mutex_unlock(&core->lock);
 }
 
-/* Handle one message. *own (when not NULL on return) is a request this thread is to execute
- * itself once it has handed reading on (see reader_run). */
-static void handle_message(struct rpc_core *core, const char *msg, size_t len,
-                           struct request **own) {
-  log_trace("<- %.*s", (int)(len > 1000 ? 1000 : len), msg);
-  /* json-c's own check lets overlong forms, surrogates and code points past U+10FFFF
-   * through, and they could come back out in ids: check strictly first. */
-  if (!utf8_valid(msg, len)) {
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL,
-                                            "Parse error: the message is not valid UTF-8"));
-    return;
-  }
+/* Parse msg with json-c: into *out (NULL for the JSON value null) and return 0, or send
+ * the parse error reply and return -1. */
+static int parse_json_c(struct rpc_core *core, const char *msg, size_t len, json_object **out) {
+  *out = NULL;
   struct json_tokener *tok = json_tokener_new_ex(PARSE_DEPTH);
   if (!tok) {
     send_immediate(core, reply_error_simple(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
-    return;
+    return -1;
   }
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
   json_object *obj = json_tokener_parse_ex(tok, msg, (int)len);
@@ -827,9 +820,7 @@ static void handle_message(struct rpc_core *core, const char *msg, size_t len,
   if (!obj && jerr == json_tokener_success && !trailing) {
     /* The message was the JSON value null (json-c's NULL object). */
     json_tokener_free(tok);
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
-                                            "Invalid Request: a request must be a JSON object"));
-    return;
+    return 0;
   }
   if (!obj || jerr != json_tokener_success || trailing) {
     char why[200];
@@ -840,9 +831,36 @@ static void handle_message(struct rpc_core *core, const char *msg, size_t len,
     json_object_put(obj);
     json_tokener_free(tok);
     send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL, why));
-    return;
+    return -1;
   }
   json_tokener_free(tok);
+  *out = obj;
+  return 0;
+}
+
+/* Handle one message. *own (when not NULL on return) is a request this thread is to execute
+ * itself once it has handed reading on (see reader_run). */
+static void handle_message(struct rpc_core *core, const char *msg, size_t len,
+                           struct request **own) {
+  log_trace("<- %.*s", (int)(len > 1000 ? 1000 : len), msg);
+  /* json-c's own check lets overlong forms, surrogates and code points past U+10FFFF
+   * through, and they could come back out in ids: check strictly first. */
+  if (!utf8_valid(msg, len)) {
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL,
+                                            "Parse error: the message is not valid UTF-8"));
+    return;
+  }
+  /* The fast parser takes every well-formed message and builds what json-c would; what it
+   * declines (malformed, or one of json-c's laxer forms) goes to json-c, which decides
+   * and words any error as before. */
+  json_object *obj = NULL;
+  if (jsonparse(msg, len, PARSE_DEPTH, &obj) < 0 && parse_json_c(core, msg, len, &obj) < 0)
+    return;
+  if (!obj) { /* the message was the JSON value null */
+    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+                                            "Invalid Request: a request must be a JSON object"));
+    return;
+  }
   if (json_object_is_type(obj, json_type_array))
     handle_batch(core, obj, msg, len);
   else
