@@ -34,6 +34,7 @@
 #include "common/utf8.h"
 #include "rpc/jsonparse.h"
 #include "rpc/jsonscan.h"
+#include "rpc/jsonwrite.h"
 #include "rpc/transport.h"
 #include "rpc/writer.h"
 
@@ -138,22 +139,23 @@ static json_object *reply_error_simple(json_object *id, enum osb_err_kind kind,
   return r;
 }
 
-/* Serialize, frame and queue msg (puts it). done(arg) runs once it is written. */
+/* Serialize, frame and queue msg (puts it). done(arg) runs once it is written. The text
+ * is written once, into a buffer with room for the framing around it, and that buffer
+ * is what the writer sends: a megabyte reply is never copied. */
 static void send_json(struct rpc_core *core, json_object *msg, void (*done)(void *), void *arg) {
   size_t len = 0;
-  const char *text =
-      json_object_to_json_string_length(msg, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-  char *framed = NULL;
-  size_t flen = text ? transport_frame(core->framing, text, len, &framed) : 0;
+  char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
   json_object_put(msg);
-  if (!flen) {
-    log_error("out of memory framing a reply");
+  if (!buf) {
+    log_error("out of memory serializing a reply");
     if (done)
       done(arg);
     return;
   }
-  log_trace("-> %.*s", (int)(len > 1000 ? 1000 : len), framed + (flen - len - (core->framing == RPC_FRAMING_LSP ? 0 : 1)));
-  writer_send(core->writer, framed, flen, done, arg);
+  log_trace("-> %.*s", (int)(len > 1000 ? 1000 : len), buf + TRANSPORT_FRAME_FRONT);
+  size_t off = 0;
+  size_t flen = transport_frame(core->framing, buf, len, &off);
+  writer_send_at(core->writer, buf, off, flen, done, arg);
 }
 
 /* ---- request lifetime ---- */

@@ -355,23 +355,15 @@ enum transport_event transport_next(struct transport *t, const char **msg, size_
   }
 }
 
-size_t transport_frame(enum rpc_framing framing, const char *json, size_t len, char **out) {
+size_t transport_frame(enum rpc_framing framing, char *buf, size_t len, size_t *off) {
   if (framing == RPC_FRAMING_LSP) {
-    char hdr[64];
+    char hdr[TRANSPORT_FRAME_FRONT + 1];
     int h = snprintf(hdr, sizeof hdr, "Content-Length: %zu\r\n\r\n", len);
-    char *p = malloc((size_t)h + len);
-    if (!p)
-      return 0;
-    memcpy(p, hdr, (size_t)h);
-    memcpy(p + h, json, len);
-    *out = p;
+    *off = TRANSPORT_FRAME_FRONT - (size_t)h; /* the header ends where the message starts */
+    memcpy(buf + *off, hdr, (size_t)h);
     return (size_t)h + len;
   }
-  char *p = malloc(len + 1);
-  if (!p)
-    return 0;
-  memcpy(p, json, len);
-  p[len] = '\n';
-  *out = p;
+  buf[TRANSPORT_FRAME_FRONT + len] = '\n';
+  *off = TRANSPORT_FRAME_FRONT;
   return len + 1;
 }

@@ -33,8 +33,15 @@ enum transport_event transport_next(struct transport *t, const char **msg, size_
 /* The framing in use: AUTO until the first non-blank byte has been seen. */
 enum rpc_framing transport_framing(const struct transport *t);
 
-/* Frame one outgoing message into out (malloc'd, caller frees) for the given framing
- * (AUTO frames as NDJSON). Returns the framed length, or 0 when out of memory. */
-size_t transport_frame(enum rpc_framing framing, const char *json, size_t len, char **out);
+/* Room transport_frame needs in a buffer before and after the message it frames:
+ * "Content-Length: " with 20 digits and a blank line; a newline. */
+#define TRANSPORT_FRAME_FRONT 40
+#define TRANSPORT_FRAME_BACK 1
+
+/* Frame one outgoing message in place, for the given framing (AUTO frames as NDJSON): the
+ * len-byte message is at buf + TRANSPORT_FRAME_FRONT, with TRANSPORT_FRAME_BACK bytes of
+ * buf after it. The framed bytes are buf[*off .. *off + the returned length). No copy of
+ * the message is made: a megabyte reply is framed by writing a header before it. */
+size_t transport_frame(enum rpc_framing framing, char *buf, size_t len, size_t *off);
 
 #endif

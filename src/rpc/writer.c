@@ -17,7 +17,8 @@
 #include "common/log.h"
 
 struct item {
-  char *bytes;
+  char *bytes; /* owned */
+  size_t off;  /* where the message starts in bytes */
   size_t len;
   void (*done)(void *);
   void *arg;
@@ -93,7 +94,7 @@ static void *writer_main(void *arg) {
       struct iovec iov[BATCH_MAX];
       int k = 0;
       for (struct item *it = batch; it; it = it->next) {
-        iov[k].iov_base = it->bytes;
+        iov[k].iov_base = it->bytes + it->off;
         iov[k].iov_len = it->len;
         k++;
       }
@@ -147,8 +148,8 @@ static int room_now(int fd) {
 
 /* Write bytes on this thread if nothing else is queued or being written and stdout has room;
  * returns 1 when it did (bytes freed, done called). */
-static int send_direct(struct writer *w, char *bytes, size_t len, void (*done)(void *),
-                       void *arg) {
+static int send_direct(struct writer *w, char *bytes, size_t off, size_t len,
+                       void (*done)(void *), void *arg) {
   if (len > DIRECT_MAX)
     return 0;
   pthread_mutex_lock(&w->lock);
@@ -169,7 +170,7 @@ static int send_direct(struct writer *w, char *bytes, size_t len, void (*done)(v
     pthread_mutex_unlock(&w->lock);
     return 0;
   }
-  struct iovec iov = {.iov_base = bytes, .iov_len = len};
+  struct iovec iov = {.iov_base = bytes + off, .iov_len = len};
   int broken = writev_all(w->fd, &iov, 1) < 0;
   if (broken)
     log_warn("stdout write failed (%s); dropping further replies", strerror(errno));
@@ -189,7 +190,12 @@ static int send_direct(struct writer *w, char *bytes, size_t len, void (*done)(v
 }
 
 void writer_send(struct writer *w, char *bytes, size_t len, void (*done)(void *), void *arg) {
-  if (send_direct(w, bytes, len, done, arg))
+  writer_send_at(w, bytes, 0, len, done, arg);
+}
+
+void writer_send_at(struct writer *w, char *bytes, size_t off, size_t len,
+                    void (*done)(void *), void *arg) {
+  if (send_direct(w, bytes, off, len, done, arg))
     return;
   struct item *it = malloc(sizeof *it);
   if (!it) {
@@ -199,6 +205,7 @@ void writer_send(struct writer *w, char *bytes, size_t len, void (*done)(void *)
     return;
   }
   it->bytes = bytes;
+  it->off = off;
   it->len = len;
   it->done = done;
   it->arg = arg;

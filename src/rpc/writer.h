@@ -18,6 +18,10 @@ struct writer *writer_new(int fd);
  * caller's; done may be NULL. Never waits for a client that is not reading. */
 void writer_send(struct writer *w, char *bytes, size_t len, void (*done)(void *), void *arg);
 
+/* The same for bytes[off..off + len) of a buffer it takes (a reply framed in place). */
+void writer_send_at(struct writer *w, char *bytes, size_t off, size_t len,
+                    void (*done)(void *), void *arg);
+
 /* Messages queued and not yet written. */
 size_t writer_pending(struct writer *w);
 

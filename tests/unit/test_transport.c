@@ -171,13 +171,22 @@ TEST(truncated_lsp_message_then_eof_ends_cleanly) {
 }
 
 TEST(frame_uses_exact_lsp_header) {
-  char *out = NULL;
-  size_t n = transport_frame(RPC_FRAMING_LSP, "{}", 2, &out);
-  ASSERT_MEM_EQ(out, n, "Content-Length: 2\r\n\r\n{}", 23);
-  free(out);
-  n = transport_frame(RPC_FRAMING_NDJSON, "{}", 2, &out);
-  ASSERT_MEM_EQ(out, n, "{}\n", 3);
-  free(out);
+  char buf[TRANSPORT_FRAME_FRONT + 2 + TRANSPORT_FRAME_BACK];
+  size_t off = 0;
+  memcpy(buf + TRANSPORT_FRAME_FRONT, "{}", 2);
+  size_t n = transport_frame(RPC_FRAMING_LSP, buf, 2, &off);
+  ASSERT_MEM_EQ(buf + off, n, "Content-Length: 2\r\n\r\n{}", 23);
+  n = transport_frame(RPC_FRAMING_NDJSON, buf, 2, &off);
+  ASSERT_MEM_EQ(buf + off, n, "{}\n", 3);
+  n = transport_frame(RPC_FRAMING_AUTO, buf, 2, &off);
+  ASSERT_MEM_EQ(buf + off, n, "{}\n", 3);
+}
+
+/* The longest header there can be still fits the room before the message. */
+TEST(frame_room_fits_the_longest_lsp_header) {
+  char hdr[64];
+  int h = snprintf(hdr, sizeof hdr, "Content-Length: %zu\r\n\r\n", (size_t)SIZE_MAX);
+  ASSERT(h <= TRANSPORT_FRAME_FRONT);
 }
 
 int main(void) {
@@ -190,5 +199,6 @@ int main(void) {
   RUN(lsp_header_block_over_8k_is_an_error);
   RUN(truncated_lsp_message_then_eof_ends_cleanly);
   RUN(frame_uses_exact_lsp_header);
+  RUN(frame_room_fits_the_longest_lsp_header);
   TEST_MAIN_END();
 }
