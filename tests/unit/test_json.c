@@ -8,6 +8,7 @@
 
 #include "common/buf.h"
 #include "json_oracle.h"
+#include "rpc/jsonscan.h"
 #include "test.h"
 
 #define DEPTH 1024 /* as rpc.c */
@@ -431,6 +432,40 @@ TEST(mutated_documents_agree_with_json_c) {
   buf_free(&b);
 }
 
+/* ---- the plain-run scan under both ---- */
+
+/* Every length up to past two 64-byte blocks, every position of one special byte (and of
+ * bytes next to special: 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff), every start
+ * alignment: the vector, word and byte paths must agree with the obvious loop. */
+TEST(plain_scan_finds_the_first_special_byte) {
+  static const unsigned char probes[] = {0x00, 0x01, 0x1f, '"', '\\', 0x20, 0x21, 0x23,
+                                         0x5b, 0x5d, 0x7f, 0x80, 0xff};
+  char buf[200 + 16];
+  for (size_t align = 0; align < 16; align += 5) {
+    char *s = buf + align;
+    for (size_t n = 0; n <= 200; n++) {
+      for (size_t at = 0; at <= n; at++) {
+        for (size_t k = 0; k < sizeof probes; k++) {
+          for (size_t i = 0; i < n; i++)
+            s[i] = (char)('a' + i % 26 + (i % 7 == 0 ? 0x60 : 0)); /* some high bytes */
+          if (at < n)
+            s[at] = (char)probes[k];
+          size_t want = 0;
+          while (want < n && (unsigned char)s[want] >= 0x20 && s[want] != '"' && s[want] != '\\')
+            want++;
+          size_t got = jsonscan_plain(s, n);
+          if (got != want) {
+            fprintf(stderr, "  n %zu at %zu byte 0x%02x: %zu != %zu\n", n, at, probes[k], got, want);
+            ASSERT(0);
+          }
+          if (at == n)
+            break; /* no special byte placed: one round is enough */
+        }
+      }
+    }
+  }
+}
+
 /* ---- megabyte strings ---- */
 
 TEST(megabyte_strings_parse_and_write_as_json_c_does) {
@@ -628,6 +663,7 @@ int main(void) {
   RUN(depth_limit_is_json_c_s);
   RUN(random_documents_agree_with_json_c);
   RUN(mutated_documents_agree_with_json_c);
+  RUN(plain_scan_finds_the_first_special_byte);
   RUN(megabyte_strings_parse_and_write_as_json_c_does);
   RUN(writer_is_byte_identical_to_json_c_on_random_trees);
   RUN(writer_escapes_every_control_as_json_c);
