@@ -4,6 +4,7 @@
 corpus/fuzz_rpc/        raw client streams (what a client writes on stdin)
 corpus/fuzz_transport/  the same streams with fuzz_transport's 2-byte prefix
                         (read size, framing/limit selector)
+corpus/fuzz_json/       single JSON texts, well-formed and not, for the parser differential
 Run it after changing the seeds; the files are committed so run.sh needs no Python.
 """
 import hashlib
@@ -105,6 +106,28 @@ SEEDS = {
     "flood": nd(*[req(i, ["echo", "echo/inline", "fail", "nothing"][i % 4]) for i in range(60)]),
 }
 
+# One JSON text each: the json-c corners jsonparse copies or declines (see jsonparse.h).
+JSON_SEEDS = {
+    "request": req(1, "fs/write", {"sandboxId": "s1", "path": "/tmp/x", "content": "a\nb\u00e9"}),
+    "batch": "[" + req(1, "echo") + "," + note("initialized") + "]",
+    "scalars": '[null,true,false,0,-0,1.5,-1e-5,1E+2,"s",{},[]]',
+    "ws": ' \t\r\n{ "a" : [ 1 , 2 ] }\r\n',
+    "dup_names": '{"a":1,"b":2,"a":{"c":3}}',
+    "nul_name": '{"a\\u0000b":1,"a":2}',
+    "escapes": '"\\"\\\\\\/\\b\\f\\n\\r\\t\\u0000\\u001f\\u007f\\u00e9\\uFFFF"',
+    "surrogates": '"\\ud83d\\ude00\\ud800x\\udc00\\ud800\\ud800\\udc00\\ud800\\u0041"',
+    "mangled_pairs": '"\\ud836\\udc00\\ud877\\udfff\\udbf7\\udc00\\udc00"',
+    "raw_utf8": '"\u00e9\u4e16\U0001F600\U0010FFFF"',
+    "big_ints": '[9223372036854775807,9223372036854775808,18446744073709551615,'
+                '18446744073709551616,-9223372036854775809,123456789012345678901234567890]',
+    "doubles": '[1e400,-1e400,1e-400,4.9e-324,2.2250738585072014e-308,0.1,1.50,-0.0]',
+    "lax_numbers": '[00,-01,1.,1.e5,NaN,Infinity,-Infinity]',
+    "lax_strings": '{\'a\':"tab\there"}',
+    "bad": '{"a":1,}',
+    "trailing": '{"a":1} x',
+    "deep": "[" * 12 + "1" + "]" * 12,
+}
+
 
 def main():
     for target, prefixes in (("fuzz_rpc", [b""]),
@@ -119,7 +142,14 @@ def main():
                 suffix = "" if len(prefixes) == 1 else "-%d" % i
                 with open(os.path.join(d, name + suffix), "wb") as f:
                     f.write(blob)
-    print("wrote %d seeds per target" % len(SEEDS))
+    d = os.path.join(HERE, "corpus", "fuzz_json")
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        os.unlink(os.path.join(d, f))
+    for name, text in JSON_SEEDS.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(text.encode())
+    print("wrote %d seeds per stream target, %d for fuzz_json" % (len(SEEDS), len(JSON_SEEDS)))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 # Prints each target's executions, exec/s, coverage and findings; exits 1 when anything
 # was found, 2 when the toolchain is missing.
 #
-#   tests/fuzz/run.sh 600                 # both targets, 5 minutes each
+#   tests/fuzz/run.sh 600                 # all three targets, 200 s each
 #   tests/fuzz/run.sh 600 fuzz_rpc        # one target for 10 minutes
 #   FUZZ_JOBS=2 tests/fuzz/run.sh 600     # run the targets in parallel, SECONDS each
 #   build/fuzz/fuzz_rpc build/fuzz/findings/fuzz_rpc/crash-...   # replay one finding
@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../.."
 SECONDS_TOTAL=${1:-60}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-fuzz_rpc fuzz_transport}
+TARGETS=${*:-fuzz_rpc fuzz_transport fuzz_json}
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
 
