@@ -247,6 +247,7 @@ static int parse_number(struct parser *ps, json_object **out) {
       return -1;
     memcpy(text, start, n);
     text[n] = '\0';
+    /* strtod as json-c calls it, in the C locale (the bridge never sets another). */
     *out = json_object_new_double_s(strtod(text, NULL), text);
   } else if (neg) {
     /* json-c saturates below INT64_MIN. */

@@ -6,7 +6,9 @@
  * What json-c writes, and so this: strings escape '"', '\\', \b \f \n \r \t as such and
  * the other controls as \u00xx (lower-case hex), DEL and '/' as they are; a double made
  * with json_object_new_double_s prints its text; other doubles, and any object with a
- * serializer of its own (its userdata set), are left to json-c for that one value. */
+ * serializer of its own, are left to json-c for that one value. json-c shows a serializer
+ * only through its userdata: one set with NULL userdata would go unseen (the bridge sets
+ * none but json_object_new_double_s's). */
 #ifndef OSB_RPC_JSONWRITE_H
 #define OSB_RPC_JSONWRITE_H
 
