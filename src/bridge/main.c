@@ -90,10 +90,12 @@ static void give_memory_back(void) {
 
 int main(int argc, char **argv) {
   log_set_prog("opensandbox-bridge");
-  /* Few arenas, so that idle RSS stays small after a burst; megabyte payloads are left to
-   * the heap (serving them from fresh mmaps cost a page fault per 4 KiB: 20 % more CPU per
-   * 1 MiB fs/read), and give_memory_back returns the heap once the bridge is idle. */
-  mallopt(M_ARENA_MAX, 2);
+  /* One arena: megabyte payloads are left to the heap (serving them from fresh mmaps cost a
+   * page fault per 4 KiB: 20 % more CPU per 1 MiB fs/read), and give_memory_back returns it
+   * once the bridge is idle; malloc_trim can give back the top of the main arena only, so a
+   * second arena kept 5 MiB of a burst for good. No measurable contention: thread caches
+   * serve the small allocations. */
+  mallopt(M_ARENA_MAX, 1);
   char *url = NULL, *api_key = NULL, *cacert = NULL;
   int grpc_port = 50051;
   int grpc_insecure = 0;
