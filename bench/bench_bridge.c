@@ -104,11 +104,13 @@ struct client {
   unsigned long long tp_count;
   int64_t tp_ns;
   double tp_cpu_s; /* CPU seconds the serving process used during the throughput rounds */
+  double tp_srv_cpu_s; /* CPU seconds opensandboxd used meanwhile (--server-pid) */
   struct mem mem_start, mem_end, mem_idle; /* after initialize, after the run, after
                                             * --idle-seconds idle */
 };
 
 static char *payload; /* BIG bytes of a..z, no JSON escaping needed */
+static pid_t server_pid; /* opensandboxd, for its CPU per request (--server-pid); 0: unknown */
 
 /* ======================================================================================
  * Children
@@ -700,17 +702,11 @@ static int64_t client_op(struct client *cl, enum op op) {
   return 0;
 }
 
-/* CPU seconds (user + system) used so far by the process serving cl's calls: the child
- * (bridge, python, cat), or this process for the direct client. */
-static double serving_cpu_s(const struct client *cl) {
-  if (cl->kind == K_DIRECT) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-  }
+/* CPU seconds (user + system) used so far by process pid, from /proc/PID/stat (0 when
+ * unknown). */
+static double proc_cpu_s(pid_t pid) {
   char path[64], text[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)cl->ch.pid);
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
   FILE *f = fopen(path, "r");
   if (!f)
     return 0;
@@ -724,7 +720,25 @@ static double serving_cpu_s(const struct client *cl) {
   return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* CPU seconds used so far by the process serving cl's calls: the child (bridge, python,
+ * cat), or this process for the direct client. */
+static double serving_cpu_s(const struct client *cl) {
+  if (cl->kind == K_DIRECT) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  }
+  return proc_cpu_s(cl->ch.pid);
+}
+
+/* Whether cl's calls reach opensandboxd (the local bridge and cat do not). */
+static int uses_server(const struct client *cl) {
+  return cl->kind == K_BRIDGE || cl->kind == K_DIRECT || cl->kind == K_PYTHON;
+}
+
 static void client_throughput(struct client *cl, double secs, int depth) {
+  double srv0 = server_pid ? proc_cpu_s(server_pid) : 0;
   double cpu0 = serving_cpu_s(cl);
   switch (cl->kind) {
   case K_DIRECT:
@@ -742,6 +756,8 @@ static void client_throughput(struct client *cl, double secs, int depth) {
     break;
   }
   cl->tp_cpu_s += serving_cpu_s(cl) - cpu0;
+  if (server_pid)
+    cl->tp_srv_cpu_s += proc_cpu_s(server_pid) - srv0;
 }
 
 /* One call of op (op < 0: one throughput round of tp_secs at depth) with child deaths
@@ -806,6 +822,19 @@ static void print_tables(struct client *cl, int depth, double tp_secs, int tp_ro
     if (cl[cols[k]].enabled)
       printf(" %.1f |", cl[cols[k]].tp_count ? cl[cols[k]].tp_cpu_s * 1e6 / (double)cl[cols[k]].tp_count : 0);
   printf(" | |\n");
+  if (server_pid) {
+    printf("| opensandboxd CPU per request in that run (µs) |");
+    for (size_t k = 0; k < sizeof cols / sizeof *cols; k++) {
+      const struct client *c = &cl[cols[k]];
+      if (!c->enabled)
+        continue;
+      if (uses_server(c) && c->tp_count)
+        printf(" %.1f |", c->tp_srv_cpu_s * 1e6 / (double)c->tp_count);
+      else
+        printf(" — |");
+    }
+    printf(" | |\n");
+  }
 
   printf("\n| bridge memory, VmRSS (of it RssAnon) | after `initialize` | just after the run "
          "| after %.0f s idle | peak (VmHWM) |\n", idle_secs);
@@ -874,7 +903,9 @@ static void usage(void) {
           "  --tp-seconds S   length of one throughput round per client (default 1)\n"
           "  --tp-rounds N    throughput rounds, interleaved (default 3)\n"
           "  --no-local       leave out the local-backend column\n"
-          "  --idle-seconds S wait before the last RSS reading (default 11)\n");
+          "  --idle-seconds S wait before the last RSS reading (default 11)\n"
+          "  --server-pid PID opensandboxd's pid: adds its CPU per request in the\n"
+          "                   throughput run\n");
   exit(2);
 }
 
@@ -890,6 +921,7 @@ int main(int argc, char **argv) {
       {"depth", required_argument, NULL, 'd'},   {"tp-seconds", required_argument, NULL, 's'},
       {"tp-rounds", required_argument, NULL, 'r'}, {"no-local", no_argument, NULL, 'L'},
       {"idle-seconds", required_argument, NULL, 'I'},
+      {"server-pid", required_argument, NULL, 'S'},
       {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
   };
   int o;
@@ -930,6 +962,9 @@ int main(int argc, char **argv) {
       break;
     case 'I':
       idle_secs = atof(optarg);
+      break;
+    case 'S':
+      server_pid = (pid_t)atoi(optarg);
       break;
     default:
       usage();

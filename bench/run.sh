@@ -115,7 +115,8 @@ if [ "$only" != server ]; then
   echo "## The bridge (bench_bridge: clients interleaved round-robin; $n small / $big 1 MiB iterations)"
   echo
   set -- --bridge "$bridge" --url "$url" --grpc-port "$grpc_port" -n "$n" --big "$big" \
-    --depth "$depth" --tp-seconds "$tp_seconds" --tp-rounds "$tp_rounds" --idle-seconds "$idle_seconds"
+    --depth "$depth" --tp-seconds "$tp_seconds" --tp-rounds "$tp_rounds" --idle-seconds "$idle_seconds" \
+    --server-pid "$server_pid"
   [ -n "$no_local" ] && set -- "$@" --no-local
   [ -n "$use_python" ] && set -- "$@" --grpcio "$here/bench_grpcio.py" --python "$python"
   "$build/tools/bench_bridge" "$@"
