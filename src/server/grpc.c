@@ -1,24 +1,44 @@
 /* grpc.c - opensandboxd's gRPC front end: sandbox.SandboxService over the gRPC C core.
- * Layer: server. Decode the protobuf request, call the engine, encode the reply; engine
- * errors become gRPC statuses in one place (status_of). Knows nothing of HTTP or JSON.
+ * Layer: server. Drives the calls; what each method does (decode, engine, encode, statuses)
+ * is grpc_methods.c, reached through grpc_int.h. Knows nothing of HTTP or JSON.
  *
- * Threads: one dispatcher asks the server for calls on a shared notification queue and
- * hands each new call to a thread of its own, which drives it on a pluck queue bound to
- * that call alone; RunCommand adds a watcher thread that waits for RECV_CLOSE_ON_SERVER so
- * that a client's cancellation (or deadline) raises the run's cancel flag and kills it.
+ * Event-driven, on ONE completion queue: a "next" queue, registered with the server, that
+ * carries new calls, every call's operations and the shutdown tag alike. A few queue
+ * threads (one per CPU, 2 to MAX_CQ_THREADS) wait on it and move each call through a small
+ * state machine, one tag per step:
+ *
+ *   requested --ACCEPT--> RECV_CLOSE_ON_SERVER and RECV_MESSAGE started
+ *             --RECV----> handled --> one batch: SEND_INITIAL_METADATA + SEND_MESSAGE +
+ *                                     SEND_STATUS_FROM_SERVER
+ *             --SEND and CLOSE both done--> freed
+ *
+ * Refusals (too many calls, no API key, an unknown method) skip RECV and send the status at
+ * once. CALLS_REQUESTED calls are always requested ahead, so a new call never waits for a
+ * grpc_server_request_call. Methods that answer at once (files, env, cwd) run inline on the
+ * queue thread: no thread hand-off, no queue per call. RunCommand goes to one of
+ * RUN_THREADS run threads, which only start the command (engine_run_async: the spawn may
+ * take a few ms); the engine's I/O thread reports the command's end and sends the reply
+ * from there, so no thread of ours waits for a command. A client's cancellation or deadline
+ * (or the server's shutdown) completes RECV_CLOSE_ON_SERVER with cancelled set: that
+ * raises the run's cancel flag and the engine kills the command.
+ *
+ * Lifetimes: a call is reference counted: one reference per batch in flight and one for
+ * whoever works on it (queue thread, run thread, engine callback); the last one frees it.
+ * The server counts its live calls, requested ones included: srv_grpc_stop waits for none
+ * to be left before it shuts the queue down.
  * Limits: messages up to opts.max_message (64 MiB by default) both ways; at most
  * opts.max_calls calls at once, the rest get RESOURCE_EXHAUSTED at once. */
 #include "server/grpc.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -29,26 +49,47 @@
 #include <grpc/support/time.h>
 
 #include "common/log.h"
-#include "common/utf8.h"
 #include "engine/engine.h"
-#include "sandbox.pb-c.h"
+#include "server/grpc_int.h"
 
 #define DEFAULT_MAX_MESSAGE (64u << 20)
 #define DEFAULT_MAX_CALLS 1024u
+#define CALLS_REQUESTED 32 /* grpc_server_request_call kept outstanding */
+#define MAX_CQ_THREADS 8
+#define RUN_THREADS 4 /* they only spawn (~1 ms each): a few suffice, none waits on a run */
+
+/* The steps of a call; a call's tag for step k is &call->tags[k]. */
+enum gstep { STEP_ACCEPT, STEP_RECV, STEP_SEND, STEP_CLOSE, STEP_COUNT };
+
+struct gtag {
+  struct gcall *call;
+  enum gstep step;
+};
 
 struct srv_grpc {
   struct engine *eng;
   grpc_server *server;
-  grpc_completion_queue *ncq; /* notification queue: new calls and the shutdown tag */
-  pthread_t dispatcher;
+  grpc_completion_queue *cq; /* the one queue: new calls, call operations, shutdown tag */
+  pthread_t cq_threads[MAX_CQ_THREADS];
+  unsigned n_cq_threads;
+  pthread_t run_threads[RUN_THREADS];
+  unsigned n_run_threads;
   int port;
-  char *api_key;              /* owned; NULL when no authentication */
+  char *api_key;             /* owned; NULL when no authentication */
   size_t max_message;
   unsigned max_calls;
-  pthread_mutex_t lock;
-  pthread_cond_t idle;        /* signalled when active drops */
-  unsigned active;            /* call threads alive */
-  int shutdown_tag;           /* its address tags grpc_server_shutdown_and_notify */
+  atomic_int requested;      /* calls requested and not yet come */
+  atomic_int stopping;       /* srv_grpc_stop has begun: request no more calls */
+  int shutdown_tag;          /* its address tags grpc_server_shutdown_and_notify */
+
+  pthread_mutex_t lock;      /* guards the fields below */
+  pthread_cond_t changed;    /* broadcast when live drops to 0 or the shutdown tag comes */
+  unsigned live;             /* struct gcall allocated, requested ones included */
+  unsigned active;           /* of them, calls being served (the max_calls bound) */
+  int shutdown_done;         /* the shutdown tag has come */
+  pthread_cond_t run_ready;  /* signalled when a run is queued or run_stop is set */
+  struct gcall *run_head, *run_tail; /* RunCommand calls waiting for a run thread */
+  int run_stop;              /* the run threads are to exit */
 };
 
 /* One call, from grpc_server_request_call to its last event. */
@@ -57,434 +98,197 @@ struct gcall {
   grpc_call *call;
   grpc_call_details details;
   grpc_metadata_array md;
-  grpc_completion_queue *cq;  /* pluck queue bound to this call only */
-  int cancelled;              /* written by RECV_CLOSE_ON_SERVER */
-  int close_started;          /* RECV_CLOSE_ON_SERVER is in flight */
-  int watcher_started;        /* a thread plucks the close tag (RunCommand) */
-  pthread_t watcher;
-  atomic_int cancel;          /* the engine run's cancel flag */
+  struct gtag tags[STEP_COUNT];
+  atomic_int refs;
+  int counted;                  /* counts in srv->active */
+  const struct gmethod *method; /* set once accepted */
+  grpc_byte_buffer *recv_bb;    /* RECV_MESSAGE's result */
+  grpc_slice req;               /* the request, while it waits for a run thread */
+  grpc_byte_buffer *send_bb;    /* SEND_MESSAGE's: must outlive the batch, so freed with */
+  grpc_slice send_details;      /* the call, like the status details */
+  int cancelled;                /* written by RECV_CLOSE_ON_SERVER */
+  atomic_int cancel;            /* the engine run's cancel flag */
+  struct gcall *run_next;       /* in srv->run_head's list */
 };
 
-/* What a handler answers: a status and, when OK, the packed reply. */
-struct greply {
-  grpc_status_code code;
-  char msg[256];
-  uint8_t *data; /* owned, malloc'd */
-  size_t len;
-};
+/* ---- a call's life ---- */
 
-/* Tags on a call's own queue. */
-static int tag_close, tag_recv, tag_send;
-#define TAG_CLOSE ((void *)&tag_close)
-#define TAG_RECV ((void *)&tag_recv)
-#define TAG_SEND ((void *)&tag_send)
-
-/* ---- replies and errors ---- */
-
-static void reply_status(struct greply *r, grpc_status_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void reply_status(struct greply *r, grpc_status_code code, const char *fmt, ...) {
-  va_list ap;
-  r->code = code;
-  va_start(ap, fmt);
-  vsnprintf(r->msg, sizeof r->msg, fmt, ap);
-  va_end(ap);
+/* A call to request, counted live. NULL when out of memory. */
+static struct gcall *gcall_new(struct srv_grpc *s) {
+  struct gcall *c = calloc(1, sizeof *c);
+  if (!c)
+    return NULL;
+  c->srv = s;
+  grpc_call_details_init(&c->details);
+  grpc_metadata_array_init(&c->md);
+  for (int k = 0; k < STEP_COUNT; k++)
+    c->tags[k] = (struct gtag){c, (enum gstep)k};
+  atomic_init(&c->refs, 1); /* the request's, then whoever handles its acceptance */
+  atomic_init(&c->cancel, 0);
+  c->req = grpc_empty_slice();
+  c->send_details = grpc_empty_slice();
+  pthread_mutex_lock(&s->lock);
+  s->live++;
+  pthread_mutex_unlock(&s->lock);
+  return c;
 }
 
-/* The one mapping of engine errors to gRPC statuses (file failures inside WriteFile,
- * WriteFiles and ReadFile are reported in the reply instead and never come here). */
-static void reply_engine_error(struct greply *r, int code) {
-  switch (code) {
-  case -ESRCH:
-    reply_status(r, GRPC_STATUS_NOT_FOUND, "Session not found");
-    break;
-  case -EINVAL:
-    reply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", engine_strerror(code));
-    break;
-  case -ECANCELED:
-    reply_status(r, GRPC_STATUS_CANCELLED, "%s", engine_strerror(code));
-    break;
-  case -ENOMEM:
-  case -EAGAIN: /* the session is at its process limit: not a server that is down */
-    reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", engine_strerror(code));
-    break;
-  default:
-    reply_status(r, GRPC_STATUS_INTERNAL, "%s", engine_strerror(code));
-    break;
-  }
+static void gcall_free(struct gcall *c) {
+  struct srv_grpc *s = c->srv;
+  int counted = c->counted;
+  if (c->call)
+    grpc_call_unref(c->call);
+  grpc_call_details_destroy(&c->details);
+  grpc_metadata_array_destroy(&c->md);
+  if (c->recv_bb)
+    grpc_byte_buffer_destroy(c->recv_bb);
+  if (c->send_bb)
+    grpc_byte_buffer_destroy(c->send_bb);
+  grpc_slice_unref(c->req);
+  grpc_slice_unref(c->send_details);
+  free(c);
+  pthread_mutex_lock(&s->lock);
+  s->live--;
+  if (counted)
+    s->active--;
+  if (s->live == 0)
+    pthread_cond_broadcast(&s->changed);
+  pthread_mutex_unlock(&s->lock);
 }
 
-/* Pack msg into r->data. Cannot fail but for memory (then RESOURCE_EXHAUSTED). */
-static void reply_message(struct greply *r, const ProtobufCMessage *msg) {
-  size_t n = protobuf_c_message_get_packed_size(msg);
-  r->data = malloc(n ? n : 1);
-  if (!r->data) {
-    reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  r->len = protobuf_c_message_pack(msg, r->data);
-  r->code = GRPC_STATUS_OK;
+/* Drop one reference; the last frees the call. */
+static void gcall_unref(struct gcall *c) {
+  if (atomic_fetch_sub(&c->refs, 1) == 1)
+    gcall_free(c);
 }
 
-/* ---- RunCommandResponse, encoded by hand: protobuf-c packs strings up to their first NUL,
- * and command output may hold NUL bytes. ---- */
-
-static size_t put_varint(uint8_t *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
-
-static size_t put_bytes_field(uint8_t *p, unsigned field, const char *s, size_t len) {
-  size_t n;
-  if (len == 0)
+/* Start a batch whose completion comes back as step. Returns 0, or -1 (logged) when the
+ * core refused it, in which case it never completes. The caller holds a reference. */
+static int start_batch(struct gcall *c, const grpc_op *ops, size_t n, enum gstep step) {
+  grpc_call_error e;
+  atomic_fetch_add(&c->refs, 1); /* the batch's, dropped when its tag comes */
+  e = grpc_call_start_batch(c->call, ops, n, &c->tags[step], NULL);
+  if (e == GRPC_CALL_OK)
     return 0;
-  n = put_varint(p, (uint64_t)field << 3 | 2);
-  n += put_varint(p + n, len);
-  memcpy(p + n, s, len);
-  return n + len;
-}
-
-static size_t put_int32_field(uint8_t *p, unsigned field, int32_t v) {
-  size_t n;
-  if (v == 0)
-    return 0;
-  n = put_varint(p, (uint64_t)field << 3 | 0);
-  return n + put_varint(p + n, (uint64_t)(int64_t)v); /* negatives take 10 bytes */
-}
-
-static void reply_run_result(struct greply *r, const struct engine_run_result *res) {
-  size_t cap = res->out_len + res->err_len + 2 * (1 + 10) + 2 * (1 + 10);
-  r->data = malloc(cap);
-  if (!r->data) {
-    reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  r->len = put_bytes_field(r->data, 1, res->out, res->out_len);
-  r->len += put_bytes_field(r->data + r->len, 2, res->err, res->err_len);
-  r->len += put_int32_field(r->data + r->len, 3, res->exit_code);
-  r->len += put_int32_field(r->data + r->len, 4, res->signal);
-  r->code = GRPC_STATUS_OK;
-}
-
-/* ---- handlers: each decodes, calls the engine, encodes ---- */
-
-/* Read a base-128 varint at *p (< end). Returns 0 and advances *p, or -1 if malformed. */
-static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-  *v = 0;
-  for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-    uint8_t b = *(*p)++;
-    *v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80))
-      return 0;
-  }
+  log_warn("grpc: start_batch: %s", grpc_call_error_to_string(e));
+  atomic_fetch_sub(&c->refs, 1);
   return -1;
 }
 
-/* protobuf-c hands string fields over as C strings, so a NUL inside one would silently
- * cut it short (a path "/tmp/a\0b" would write /tmp/a). Walk the wire bytes first and
- * refuse strings that hold a NUL or are not valid UTF-8, as proto3 requires. Returns NULL
- * when the message is acceptable, else a reason. Malformed framing is left to unpack. */
-static const char *wire_strings_check(const ProtobufCMessageDescriptor *desc,
-                                      const uint8_t *p, size_t n, int depth) {
-  const uint8_t *end = p + n;
-  while (p < end) {
-    uint64_t key, len;
-    if (wire_varint(&p, end, &key) < 0)
-      return NULL;
-    unsigned wire = (unsigned)(key & 7);
-    if (wire == 0) {
-      if (wire_varint(&p, end, &len) < 0)
-        return NULL;
-    } else if (wire == 1 || wire == 5) {
-      size_t skip = wire == 1 ? 8 : 4;
-      if ((size_t)(end - p) < skip)
-        return NULL;
-      p += skip;
-    } else if (wire == 2) {
-      if (wire_varint(&p, end, &len) < 0 || len > (uint64_t)(end - p))
-        return NULL;
-      const ProtobufCFieldDescriptor *f =
-          protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
-      if (f && f->type == PROTOBUF_C_TYPE_STRING) {
-        if (memchr(p, 0, (size_t)len))
-          return "string fields must not contain NUL bytes";
-        if (!utf8_valid((const char *)p, (size_t)len))
-          return "string fields must be valid UTF-8";
-      } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < 4) {
-        const char *why = wire_strings_check(f->descriptor, p, (size_t)len, depth + 1);
-        if (why)
-          return why;
-      }
-      p += len;
-    } else {
-      return NULL;
-    }
-  }
-  return NULL;
-}
-
-#define DECODE(type, fn, var, data, len, r)                                        \
-  const char *why_##var =                                                         \
-      wire_strings_check(&type##_descriptor_for_check, (data), (len), 0);          \
-  if (why_##var) {                                                                \
-    reply_status((r), GRPC_STATUS_INVALID_ARGUMENT, "%s", why_##var);              \
-    return;                                                                       \
-  }                                                                               \
-  type *var = fn(NULL, (len), (data));                                              \
-  if (!var) {                                                                       \
-    reply_status((r), GRPC_STATUS_INVALID_ARGUMENT, "cannot decode the request");   \
-    return;                                                                          \
-  }
-
-/* The descriptors DECODE checks against, by message type name. */
-#define Sandbox__RunCommandRequest_descriptor_for_check sandbox__run_command_request__descriptor
-#define Sandbox__WriteFileRequest_descriptor_for_check sandbox__write_file_request__descriptor
-#define Sandbox__WriteFilesRequest_descriptor_for_check sandbox__write_files_request__descriptor
-#define Sandbox__ReadFileRequest_descriptor_for_check sandbox__read_file_request__descriptor
-#define Sandbox__SetEnvRequest_descriptor_for_check sandbox__set_env_request__descriptor
-#define Sandbox__SetCwdRequest_descriptor_for_check sandbox__set_cwd_request__descriptor
-
-/* Build an engine_kv array borrowing the strings of map entries (each entry has key and
- * value as its first fields after base). Returns NULL only when out of memory and n > 0. */
-#define KV_FROM_MAP(entries, n, out)                                               \
-  do {                                                                             \
-    (out) = (n) ? calloc((n), sizeof *(out)) : NULL;                               \
-    for (size_t i_ = 0; (out) && i_ < (n); i_++) {                                 \
-      (out)[i_].key = (entries)[i_]->key;                                          \
-      (out)[i_].value = (entries)[i_]->value;                                      \
-    }                                                                              \
-  } while (0)
-
-/* RECV_CLOSE_ON_SERVER completes when the client is done with the call: after our status,
- * or earlier when it cancels (or its deadline passes); then kill the run. */
-static void *close_watcher(void *arg) {
-  struct gcall *c = arg;
-  grpc_event ev = grpc_completion_queue_pluck(c->cq, TAG_CLOSE,
-                                              gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  if (ev.type == GRPC_OP_COMPLETE && c->cancelled) {
-    log_debug("grpc: RunCommand cancelled (client or shutdown), killing the run");
-    atomic_store(&c->cancel, 1);
-  }
-  return NULL;
-}
-
-static void h_run_command(struct gcall *c, const uint8_t *data, size_t len, struct greply *r) {
-  struct engine_run_opts opts = {0};
-  struct engine_run_result res = {0};
-  struct engine_kv *env = NULL;
-  const char **argv = NULL;
-  int rc;
-  DECODE(Sandbox__RunCommandRequest, sandbox__run_command_request__unpack, req, data, len, r);
-
-  KV_FROM_MAP(req->env, req->n_env, env);
-  if (req->n_env && !env) {
-    reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    goto out;
-  }
-  if (req->n_command == 0) {
-    reply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "command must not be empty");
-    goto out;
-  }
-  argv = calloc(req->n_command + 1, sizeof *argv); /* NULL-terminated, for good measure */
-  if (!argv) {
-    reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    goto out;
-  }
-  memcpy(argv, req->command, req->n_command * sizeof *argv);
-  opts.argv = argv;
-  opts.argc = req->n_command;
-  opts.time_ms = req->time_ms;
-  opts.mem_kb = req->mem_kb;
-  opts.fsize_kb = req->fsize_kb;
-  opts.nofile = req->nofile;
-  opts.env = env;
-  opts.n_env = req->n_env;
-  opts.cwd = req->cwd;
-  opts.cancel = &c->cancel;
-
-  if (c->close_started) {
-    if (pthread_create(&c->watcher, NULL, close_watcher, c) == 0)
-      c->watcher_started = 1;
-    else
-      log_warn("grpc: no watcher thread; this run cannot be cancelled");
-  }
-  rc = engine_run(c->srv->eng, req->session_id, &opts, &res);
-  if (rc < 0) {
-    reply_engine_error(r, rc);
-    goto out;
-  }
-  if (res.truncated)
-    log_info("grpc: RunCommand output truncated to the output limit");
-  reply_run_result(r, &res);
-  engine_run_result_free(&res);
-out:
-  free(argv);
-  free(env);
-  sandbox__run_command_request__free_unpacked(req, NULL);
-}
-
-static void h_write_file(struct gcall *c, const uint8_t *data, size_t len, struct greply *r) {
-  Sandbox__WriteFileResponse resp = SANDBOX__WRITE_FILE_RESPONSE__INIT;
-  int rc;
-  DECODE(Sandbox__WriteFileRequest, sandbox__write_file_request__unpack, req, data, len, r);
-
-  rc = engine_file_write(c->srv->eng, req->session_id, req->path, req->content.data,
-                         req->content.len);
-  if (rc == -ESRCH) {
-    reply_engine_error(r, rc);
-  } else {
-    resp.success = rc == 0;
-    if (rc < 0)
-      resp.error = (char *)engine_strerror(rc);
-    reply_message(r, &resp.base);
-  }
-  sandbox__write_file_request__free_unpacked(req, NULL);
-}
-
-static void h_write_files(struct gcall *c, const uint8_t *data, size_t len, struct greply *r) {
-  Sandbox__WriteFilesResponse resp = SANDBOX__WRITE_FILES_RESPONSE__INIT;
-  Sandbox__FileError *errs = NULL, **errps = NULL;
-  size_t n_errs = 0;
-  int rc = 0;
-  DECODE(Sandbox__WriteFilesRequest, sandbox__write_files_request__unpack, req, data, len, r);
-
-  if (req->n_files) {
-    errs = calloc(req->n_files, sizeof *errs);
-    errps = calloc(req->n_files, sizeof *errps);
-    if (!errs || !errps) {
-      reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-      goto out;
-    }
-  }
-  if (req->n_files == 0) { /* still, an unknown session is NOT_FOUND */
-    struct engine_session_info info;
-    memset(&info, 0, sizeof info);
-    rc = engine_session_get(c->srv->eng, req->session_id, &info);
-    if (rc == 0)
-      engine_session_info_free(&info);
-    else
-      rc = -ESRCH;
-  }
-  for (size_t i = 0; i < req->n_files; i++) {
-    const Sandbox__BulkFileEntry *f = req->files[i];
-    rc = engine_file_write(c->srv->eng, req->session_id, f->path, f->content.data,
-                           f->content.len);
-    if (rc == -ESRCH)
-      break;
-    if (rc < 0) {
-      Sandbox__FileError init = SANDBOX__FILE_ERROR__INIT;
-      errs[n_errs] = init;
-      errs[n_errs].path = f->path;
-      errs[n_errs].error = (char *)engine_strerror(rc);
-      errps[n_errs] = &errs[n_errs];
-      n_errs++;
-    }
-  }
-  if (rc == -ESRCH) {
-    reply_engine_error(r, rc);
-    goto out;
-  }
-  resp.success = n_errs == 0;
-  resp.n_errors = n_errs;
-  resp.errors = errps;
-  reply_message(r, &resp.base);
-out:
-  free(errs);
-  free(errps);
-  sandbox__write_files_request__free_unpacked(req, NULL);
-}
-
-static void h_read_file(struct gcall *c, const uint8_t *data, size_t len, struct greply *r) {
-  Sandbox__ReadFileResponse resp = SANDBOX__READ_FILE_RESPONSE__INIT;
-  char *content = NULL;
+/* Send initial metadata, the reply (when OK) and the status, in one batch. Takes r->data
+ * (r->data is NULL afterwards). The caller holds a reference. */
+static void send_reply(struct gcall *c, struct greply *r) {
+  grpc_op ops[3];
   size_t n = 0;
-  int rc;
-  DECODE(Sandbox__ReadFileRequest, sandbox__read_file_request__unpack, req, data, len, r);
 
-  rc = engine_file_read(c->srv->eng, req->session_id, req->path, &content, &n);
-  if (rc == -ESRCH) {
-    reply_engine_error(r, rc);
+  memset(ops, 0, sizeof ops);
+  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (r->code == GRPC_STATUS_OK) {
+    grpc_slice s = r->data ? grpc_slice_new(r->data, r->len, free) : grpc_empty_slice();
+    r->data = NULL;
+    c->send_bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->send_bb;
   } else {
-    if (rc < 0) {
-      resp.error = (char *)engine_strerror(rc);
-    } else {
-      resp.content.data = (uint8_t *)content;
-      resp.content.len = n;
+    c->send_details = grpc_slice_from_copied_string(r->msg);
+  }
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = r->code;
+  ops[n++].data.send_status_from_server.status_details = r->code ? &c->send_details : NULL;
+  if (start_batch(c, ops, n, STEP_SEND) < 0)
+    grpc_call_cancel(c->call, NULL); /* so that RECV_CLOSE_ON_SERVER surely completes */
+}
+
+/* Answer with a status alone. The caller holds a reference. */
+static void send_status(struct gcall *c, grpc_status_code code, const char *msg) {
+  struct greply r = {0};
+  greply_status(&r, code, "%s", msg);
+  send_reply(c, &r);
+}
+
+/* ---- RunCommand: started by a run thread, finished by the engine's I/O thread ---- */
+
+/* engine_run_async's callback, on the engine's I/O thread: send the reply, drop the
+ * reference the run held. Never blocks. */
+static void run_done(void *arg, int rc, struct engine_run_result *res) {
+  struct gcall *c = arg;
+  struct greply r = {.code = GRPC_STATUS_OK};
+  gmethod_run_reply(&r, rc, res);
+  send_reply(c, &r);
+  free(r.data);
+  gcall_unref(c);
+}
+
+/* Start the run of c, which holds a reference for it (passed on to run_done). Once the run
+ * has started, c may be gone at any moment: run_done can come before the start returns. */
+static void run_call(struct gcall *c) {
+  struct greply r = {.code = GRPC_STATUS_OK};
+  struct engine *eng = c->srv->eng;
+  grpc_slice req = c->req;
+  int rc;
+
+  c->req = grpc_empty_slice();
+  if (atomic_load(&c->cancel)) { /* cancelled while queued: spawn nothing */
+    struct engine_run_result none = {0};
+    gmethod_run_reply(&r, -ECANCELED, &none);
+    rc = -1;
+  } else {
+    rc = gmethod_run_start(eng, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &c->cancel,
+                           run_done, c, &r);
+  }
+  grpc_slice_unref(req);
+  if (rc == 0)
+    return; /* the reference is run_done's now */
+  send_reply(c, &r);
+  free(r.data);
+  gcall_unref(c);
+}
+
+static void *run_thread(void *arg) {
+  struct srv_grpc *s = arg;
+  for (;;) {
+    struct gcall *c;
+    pthread_mutex_lock(&s->lock);
+    while (!s->run_head && !s->run_stop)
+      pthread_cond_wait(&s->run_ready, &s->lock);
+    c = s->run_head;
+    if (c) {
+      s->run_head = c->run_next;
+      if (!s->run_head)
+        s->run_tail = NULL;
     }
-    reply_message(r, &resp.base);
+    pthread_mutex_unlock(&s->lock);
+    if (!c)
+      return NULL; /* run_stop, and nothing left */
+    run_call(c);
   }
-  free(content);
-  sandbox__read_file_request__free_unpacked(req, NULL);
 }
 
-static void h_set_env(struct gcall *c, const uint8_t *data, size_t len, struct greply *r) {
-  Sandbox__SetEnvResponse resp = SANDBOX__SET_ENV_RESPONSE__INIT;
-  struct engine_kv *env = NULL;
-  int rc;
-  DECODE(Sandbox__SetEnvRequest, sandbox__set_env_request__unpack, req, data, len, r);
-
-  KV_FROM_MAP(req->env, req->n_env, env);
-  if (req->n_env && !env) {
-    reply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-  } else {
-    rc = engine_session_setenv(c->srv->eng, req->session_id, env, req->n_env);
-    if (rc < 0) {
-      reply_engine_error(r, rc);
-    } else {
-      resp.success = 1;
-      reply_message(r, &resp.base);
-    }
-  }
-  free(env);
-  sandbox__set_env_request__free_unpacked(req, NULL);
+/* Queue c (and the reference the caller holds) for a run thread. */
+static void run_queue(struct gcall *c) {
+  struct srv_grpc *s = c->srv;
+  c->run_next = NULL;
+  pthread_mutex_lock(&s->lock);
+  if (s->run_tail)
+    s->run_tail->run_next = c;
+  else
+    s->run_head = c;
+  s->run_tail = c;
+  pthread_cond_signal(&s->run_ready);
+  pthread_mutex_unlock(&s->lock);
 }
 
-static void h_set_cwd(struct gcall *c, const uint8_t *data, size_t len, struct greply *r) {
-  Sandbox__SetCwdResponse resp = SANDBOX__SET_CWD_RESPONSE__INIT;
-  int rc;
-  DECODE(Sandbox__SetCwdRequest, sandbox__set_cwd_request__unpack, req, data, len, r);
+/* ---- the steps ---- */
 
-  rc = engine_session_setcwd(c->srv->eng, req->session_id, req->cwd);
-  if (rc < 0) {
-    reply_engine_error(r, rc);
-  } else {
-    resp.success = 1;
-    reply_message(r, &resp.base);
-  }
-  sandbox__set_cwd_request__free_unpacked(req, NULL);
-}
-
-typedef void (*handler_fn)(struct gcall *c, const uint8_t *data, size_t len,
-                           struct greply *r);
-
-static const struct gmethod {
-  const char *path;
-  handler_fn handle;
-} methods[] = {
-    {"/sandbox.SandboxService/RunCommand", h_run_command},
-    {"/sandbox.SandboxService/WriteFile", h_write_file},
-    {"/sandbox.SandboxService/WriteFiles", h_write_files},
-    {"/sandbox.SandboxService/ReadFile", h_read_file},
-    {"/sandbox.SandboxService/SetEnv", h_set_env},
-    {"/sandbox.SandboxService/SetCwd", h_set_cwd},
-};
-
-/* ---- driving one call ---- */
-
-static int authorized(const struct gcall *c) {
-  const char *key = c->srv->api_key;
+static int authorized(const struct srv_grpc *s, const grpc_metadata_array *md) {
+  const char *key = s->api_key;
   size_t klen;
   if (!key)
     return 1;
   klen = strlen(key);
-  for (size_t i = 0; i < c->md.count; i++) {
-    const grpc_metadata *m = &c->md.metadata[i];
+  for (size_t i = 0; i < md->count; i++) {
+    const grpc_metadata *m = &md->metadata[i];
     const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
     size_t vlen = GRPC_SLICE_LENGTH(m->value);
     unsigned char diff = 0;
@@ -500,224 +304,157 @@ static int authorized(const struct gcall *c) {
   return 0;
 }
 
-/* Start one batch and wait for it. Returns 1 when it succeeded. */
-static int run_batch(struct gcall *c, const grpc_op *ops, size_t n, void *tag) {
-  grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
-  grpc_event ev;
+/* Request one more call. Returns 0, or -1 (logged) when none could be requested. */
+static int request_call(struct srv_grpc *s) {
+  grpc_call_error e;
+  struct gcall *c = gcall_new(s);
+  if (!c) {
+    log_error("grpc: out of memory; fewer calls requested ahead");
+    return -1;
+  }
+  atomic_fetch_add(&s->requested, 1);
+  e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
+                               &c->tags[STEP_ACCEPT]);
   if (e != GRPC_CALL_OK) {
-    log_warn("grpc: start_batch: %s", grpc_call_error_to_string(e));
-    return 0;
+    log_error("grpc: request_call: %s", grpc_call_error_to_string(e));
+    atomic_fetch_sub(&s->requested, 1);
+    gcall_unref(c);
+    return -1;
   }
-  ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  return ev.type == GRPC_OP_COMPLETE && ev.success;
+  return 0;
 }
 
-/* Receive the request message. Returns 1 with *out (a slice the caller unrefs), or 0. */
-static int receive(struct gcall *c, grpc_slice *out) {
-  grpc_byte_buffer *bb = NULL;
-  grpc_byte_buffer_reader reader;
+/* Keep CALLS_REQUESTED calls requested (two threads may both top up: one too many does no
+ * harm). */
+static void request_calls(struct srv_grpc *s) {
+  while (!atomic_load(&s->stopping) && atomic_load(&s->requested) < CALLS_REQUESTED)
+    if (request_call(s) < 0)
+      break;
+}
+
+/* A requested call has come (or, without success, the server is shutting down). */
+static void on_accept(struct gcall *c, int success) {
+  struct srv_grpc *s = c->srv;
   grpc_op op;
-  memset(&op, 0, sizeof op);
-  op.op = GRPC_OP_RECV_MESSAGE;
-  op.data.recv_message.recv_message = &bb;
-  if (!run_batch(c, &op, 1, TAG_RECV) || !bb) {
-    if (bb)
-      grpc_byte_buffer_destroy(bb);
-    return 0;
-  }
-  if (!grpc_byte_buffer_reader_init(&reader, bb)) {
-    grpc_byte_buffer_destroy(bb);
-    return 0;
-  }
-  *out = grpc_byte_buffer_reader_readall(&reader);
-  grpc_byte_buffer_reader_destroy(&reader);
-  grpc_byte_buffer_destroy(bb);
-  return 1;
-}
 
-/* Send initial metadata, the reply (when OK) and the status, in one batch. Takes r->data
- * (r->data is NULL afterwards). */
-static void send_reply(struct gcall *c, struct greply *r) {
-  grpc_op ops[3];
-  grpc_slice details = grpc_slice_from_copied_string(r->msg);
-  grpc_byte_buffer *bb = NULL;
-  size_t n = 0;
-
-  memset(ops, 0, sizeof ops);
-  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-  if (r->code == GRPC_STATUS_OK) {
-    grpc_slice s = r->data ? grpc_slice_new(r->data, r->len, free) : grpc_empty_slice();
-    r->data = NULL;
-    bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = bb;
+  atomic_fetch_sub(&s->requested, 1);
+  if (!success) {
+    gcall_unref(c);
+    return;
   }
-  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-  ops[n].data.send_status_from_server.status = r->code;
-  ops[n++].data.send_status_from_server.status_details = r->code ? &details : NULL;
-  if (!run_batch(c, ops, n, TAG_SEND)) {
-    log_debug("grpc: reply not sent (call cancelled or connection gone)");
-    grpc_call_cancel(c->call, NULL); /* so that RECV_CLOSE_ON_SERVER surely completes */
-  }
-  if (bb)
-    grpc_byte_buffer_destroy(bb);
-  grpc_slice_unref(details);
-}
-
-static void serve_call(struct gcall *c) {
-  struct greply r = {.code = GRPC_STATUS_OK};
-  const struct gmethod *m = NULL;
-  grpc_slice req;
-  grpc_op op;
+  request_calls(s);
 
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   op.data.recv_close_on_server.cancelled = &c->cancelled;
-  if (grpc_call_start_batch(c->call, &op, 1, TAG_CLOSE, NULL) == GRPC_CALL_OK)
-    c->close_started = 1;
-
-  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-    if (grpc_slice_str_cmp(c->details.method, methods[i].path) == 0)
-      m = &methods[i];
-
-  if (!authorized(c)) {
-    reply_status(&r, GRPC_STATUS_UNAUTHENTICATED, "missing or wrong API key");
-  } else if (!m) {
-    reply_status(&r, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
-  } else if (!receive(c, &req)) {
-    reply_status(&r, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
-  } else {
-    log_debug("grpc: %s", m->path);
-    m->handle(c, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &r);
-    grpc_slice_unref(req);
-  }
-  send_reply(c, &r);
-  free(r.data);
-
-  if (c->watcher_started)
-    pthread_join(c->watcher, NULL);
-  else if (c->close_started)
-    grpc_completion_queue_pluck(c->cq, TAG_CLOSE, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-}
-
-static struct gcall *gcall_new(struct srv_grpc *s) {
-  struct gcall *c = calloc(1, sizeof *c);
-  if (!c)
-    return NULL;
-  c->srv = s;
-  c->cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call_details_init(&c->details);
-  grpc_metadata_array_init(&c->md);
-  atomic_init(&c->cancel, 0);
-  return c;
-}
-
-/* Drop the call, then drain and destroy its queue. Accepts a call never received. */
-static void gcall_free(struct gcall *c) {
-  if (c->call)
-    grpc_call_unref(c->call);
-  grpc_call_details_destroy(&c->details);
-  grpc_metadata_array_destroy(&c->md);
-  grpc_completion_queue_shutdown(c->cq);
-  while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-             .type != GRPC_QUEUE_SHUTDOWN)
-    ;
-  grpc_completion_queue_destroy(c->cq);
-  free(c);
-}
-
-static void call_done(struct srv_grpc *s) {
-  pthread_mutex_lock(&s->lock);
-  s->active--;
-  pthread_cond_broadcast(&s->idle);
-  pthread_mutex_unlock(&s->lock);
-}
-
-static void *call_thread(void *arg) {
-  struct gcall *c = arg;
-  struct srv_grpc *s = c->srv;
-  serve_call(c);
-  gcall_free(c);
-  call_done(s);
-  return NULL;
-}
-
-/* Answer at once, on the dispatcher, a call there is no room for. */
-static void refuse_call(struct gcall *c, const char *why) {
-  struct greply r = {0};
-  reply_status(&r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
-  send_reply(c, &r);
-  gcall_free(c);
-}
-
-static void hand_off(struct srv_grpc *s, struct gcall *c) {
-  pthread_t t;
-  pthread_attr_t attr;
-  int ok;
+  if (start_batch(c, &op, 1, STEP_CLOSE) < 0)
+    log_warn("grpc: a call that cannot be cancelled");
 
   pthread_mutex_lock(&s->lock);
-  ok = s->active < s->max_calls;
-  if (ok)
+  if (s->active < s->max_calls) {
     s->active++;
+    c->counted = 1;
+  }
   pthread_mutex_unlock(&s->lock);
-  if (!ok) {
-    refuse_call(c, "too many calls in flight");
+
+  if (!c->counted) {
+    send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in flight");
+  } else if (!authorized(s, &c->md)) {
+    send_status(c, GRPC_STATUS_UNAUTHENTICATED, "missing or wrong API key");
+  } else if (!(c->method = gmethod_find(c->details.method))) {
+    send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+  } else {
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    if (start_batch(c, &op, 1, STEP_RECV) < 0)
+      send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+  }
+  gcall_unref(c);
+}
+
+/* The request message has come (or not: a client that half-closed without one, a cancelled
+ * call). Answer inline, or queue a run. */
+static void on_recv(struct gcall *c, int success) {
+  grpc_byte_buffer_reader reader;
+  grpc_slice req;
+  struct greply r = {.code = GRPC_STATUS_OK};
+
+  if (!success || !c->recv_bb || !grpc_byte_buffer_reader_init(&reader, c->recv_bb)) {
+    send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+    gcall_unref(c);
     return;
   }
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, call_thread, c) != 0) {
-    call_done(s);
-    refuse_call(c, "cannot start a thread");
+  req = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  grpc_byte_buffer_destroy(c->recv_bb);
+  c->recv_bb = NULL;
+  log_debug("grpc: %s", c->method->path);
+
+  if (!c->method->handle) { /* RunCommand */
+    c->req = req;
+    run_queue(c); /* with the batch's reference */
+    return;
   }
-  pthread_attr_destroy(&attr);
+  c->method->handle(c->srv->eng, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &r);
+  grpc_slice_unref(req);
+  send_reply(c, &r);
+  free(r.data);
+  gcall_unref(c);
 }
 
-/* Ask for calls and hand them off until the server shuts down: ends once the shutdown tag
- * has come (every call is over) and the pending request has failed. */
-static void *dispatcher(void *arg) {
-  struct srv_grpc *s = arg;
-  struct gcall *pending = NULL;
-  int stopping = 0, tag_seen = 0;
+static void on_send(struct gcall *c, int success) {
+  if (!success) {
+    log_debug("grpc: reply not sent (call cancelled or connection gone)");
+    grpc_call_cancel(c->call, NULL); /* so that RECV_CLOSE_ON_SERVER surely completes */
+  }
+  gcall_unref(c);
+}
 
-  while (!tag_seen || pending) {
-    grpc_event ev;
-    if (!pending && !stopping) {
-      grpc_call_error e;
-      pending = gcall_new(s);
-      if (!pending) {
-        log_error("grpc: out of memory; no longer accepting calls");
-        stopping = 1;
-        continue;
-      }
-      e = grpc_server_request_call(s->server, &pending->call, &pending->details,
-                                   &pending->md, pending->cq, s->ncq, pending);
-      if (e != GRPC_CALL_OK) {
-        log_error("grpc: request_call: %s", grpc_call_error_to_string(e));
-        gcall_free(pending);
-        pending = NULL;
-        stopping = 1;
-        continue;
-      }
-    }
-    ev = grpc_completion_queue_next(s->ncq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+/* RECV_CLOSE_ON_SERVER completes when the client is done with the call: after our status,
+ * or earlier when it cancels (or its deadline passes, or the server shuts down); then kill
+ * the run, if there is one. */
+static void on_close(struct gcall *c) {
+  if (c->cancelled) {
+    log_debug("grpc: call cancelled (client, deadline or shutdown)");
+    atomic_store(&c->cancel, 1);
+  }
+  gcall_unref(c);
+}
+
+static void *cq_thread(void *arg) {
+  struct srv_grpc *s = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    const struct gtag *t = ev.tag;
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      return NULL;
     if (ev.type != GRPC_OP_COMPLETE)
-      break;
+      continue;
     if (ev.tag == &s->shutdown_tag) {
-      tag_seen = stopping = 1;
-    } else if (ev.tag == pending) {
-      struct gcall *c = pending;
-      pending = NULL;
-      if (ev.success) {
-        hand_off(s, c);
-      } else { /* the server is shutting down */
-        gcall_free(c);
-        stopping = 1;
-      }
+      pthread_mutex_lock(&s->lock);
+      s->shutdown_done = 1;
+      pthread_cond_broadcast(&s->changed);
+      pthread_mutex_unlock(&s->lock);
+      continue;
+    }
+    switch (t->step) {
+    case STEP_ACCEPT:
+      on_accept(t->call, ev.success);
+      break;
+    case STEP_RECV:
+      on_recv(t->call, ev.success);
+      break;
+    case STEP_SEND:
+      on_send(t->call, ev.success);
+      break;
+    case STEP_CLOSE:
+      on_close(t->call);
+      break;
+    case STEP_COUNT:
+      break;
     }
   }
-  return NULL;
 }
 
 /* ---- lifecycle ---- */
@@ -729,6 +466,64 @@ static void on_gpr_log(gpr_log_func_args *a) {
     log_info("grpc core: %s", a->message);
   else
     log_debug("grpc core: %s", a->message);
+}
+
+/* Free what srv_grpc_start allocated before the server was created. */
+static void free_srv(struct srv_grpc *s) {
+  pthread_mutex_destroy(&s->lock);
+  pthread_cond_destroy(&s->changed);
+  pthread_cond_destroy(&s->run_ready);
+  free(s->api_key);
+  free(s);
+}
+
+/* Stop a started server: stop accepting, cancel every call (which kills their runs), wait
+ * until every call is freed and the shutdown tag has come, then stop the threads and free
+ * everything. Also for a server whose threads did not all start. */
+static void teardown(struct srv_grpc *s) {
+  atomic_store(&s->stopping, 1);
+  grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+  grpc_server_cancel_all_calls(s->server);
+  if (s->n_cq_threads == 0) { /* nothing requested, nobody to see the tag but us */
+    grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    s->shutdown_done = 1;
+  }
+
+  pthread_mutex_lock(&s->lock);
+  while (!s->shutdown_done || s->live > 0)
+    pthread_cond_wait(&s->changed, &s->lock);
+  s->run_stop = 1;
+  pthread_cond_broadcast(&s->run_ready);
+  pthread_mutex_unlock(&s->lock);
+
+  grpc_completion_queue_shutdown(s->cq); /* no call is left to add work to it */
+  for (unsigned i = 0; i < s->n_cq_threads; i++)
+    pthread_join(s->cq_threads[i], NULL);
+  for (unsigned i = 0; i < s->n_run_threads; i++)
+    pthread_join(s->run_threads[i], NULL);
+  if (s->n_cq_threads == 0)
+    while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+      ;
+  grpc_server_destroy(s->server);
+  grpc_completion_queue_destroy(s->cq);
+  grpc_shutdown_blocking();
+  free_srv(s);
+}
+
+/* Start the run threads, then the queue threads (one per CPU, at least 2: one may be busy
+ * in a long file call). Returns 0, or -1 when not all could start; teardown stops those
+ * that did. */
+static int start_threads(struct srv_grpc *s) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned want = cpus < 2 ? 2 : cpus > MAX_CQ_THREADS ? MAX_CQ_THREADS : (unsigned)cpus;
+  for (; s->n_run_threads < RUN_THREADS; s->n_run_threads++)
+    if (pthread_create(&s->run_threads[s->n_run_threads], NULL, run_thread, s) != 0)
+      return -1; /* before any queue thread: nothing was requested yet */
+  for (; s->n_cq_threads < want; s->n_cq_threads++)
+    if (pthread_create(&s->cq_threads[s->n_cq_threads], NULL, cq_thread, s) != 0)
+      return -1;
+  return 0;
 }
 
 int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
@@ -745,15 +540,18 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   s->eng = opts->eng;
   s->max_message = opts->max_message ? opts->max_message : DEFAULT_MAX_MESSAGE;
   s->max_calls = opts->max_calls ? opts->max_calls : DEFAULT_MAX_CALLS;
+  atomic_init(&s->requested, 0);
+  atomic_init(&s->stopping, 0);
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->changed, NULL);
+  pthread_cond_init(&s->run_ready, NULL);
   if (opts->api_key && *opts->api_key) {
     s->api_key = strdup(opts->api_key);
     if (!s->api_key) {
-      free(s);
+      free_srv(s);
       return -ENOMEM;
     }
   }
-  pthread_mutex_init(&s->lock, NULL);
-  pthread_cond_init(&s->idle, NULL);
 
   max = s->max_message > INT32_MAX ? INT32_MAX : (int)s->max_message;
   args[0].type = GRPC_ARG_INTEGER;
@@ -771,8 +569,8 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   gpr_set_log_function(on_gpr_log);
   grpc_init();
   s->server = grpc_server_create(&cargs, NULL);
-  s->ncq = grpc_completion_queue_create_for_next(NULL);
-  grpc_server_register_completion_queue(s->server, s->ncq, NULL);
+  s->cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(s->server, s->cq, NULL);
 
   snprintf(addr, sizeof addr, strchr(opts->bind, ':') ? "[%s]:%d" : "%s:%d", opts->bind,
            opts->port);
@@ -785,34 +583,29 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   }
   s->port = grpc_server_add_http2_port(s->server, addr, creds);
   grpc_server_credentials_release(creds);
-  if (s->port <= 0) {
+  if (s->port <= 0) { /* never started, no listener: destroyed without a shutdown */
     log_error("grpc: cannot listen on %s", addr);
-    goto fail; /* never started, no listener: destroyed without a shutdown */
+    grpc_server_destroy(s->server);
+    grpc_completion_queue_shutdown(s->cq);
+    while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+      ;
+    grpc_completion_queue_destroy(s->cq);
+    grpc_shutdown_blocking();
+    free_srv(s);
+    return -EADDRINUSE;
   }
   grpc_server_start(s->server);
-  if (pthread_create(&s->dispatcher, NULL, dispatcher, s) != 0) {
-    grpc_server_shutdown_and_notify(s->server, s->ncq, &s->shutdown_tag);
-    grpc_server_cancel_all_calls(s->server);
-    grpc_completion_queue_next(s->ncq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    goto fail;
+
+  if (start_threads(s) < 0) {
+    log_error("grpc: cannot start threads");
+    teardown(s);
+    return -EAGAIN;
   }
+  request_calls(s);
   log_info("grpc: listening on %s:%d%s", opts->bind, s->port, opts->tls_cert ? " (TLS)" : "");
   *out = s;
   return 0;
-
-fail:
-  grpc_server_destroy(s->server);
-  grpc_completion_queue_shutdown(s->ncq);
-  while (grpc_completion_queue_next(s->ncq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN)
-    ;
-  grpc_completion_queue_destroy(s->ncq);
-  grpc_shutdown_blocking();
-  pthread_mutex_destroy(&s->lock);
-  pthread_cond_destroy(&s->idle);
-  free(s->api_key);
-  free(s);
-  return -EADDRINUSE;
 }
 
 int srv_grpc_port(const struct srv_grpc *srv) {
@@ -820,26 +613,6 @@ int srv_grpc_port(const struct srv_grpc *srv) {
 }
 
 void srv_grpc_stop(struct srv_grpc *s) {
-  if (!s)
-    return;
-  grpc_server_shutdown_and_notify(s->server, s->ncq, &s->shutdown_tag);
-  grpc_server_cancel_all_calls(s->server);
-  pthread_join(s->dispatcher, NULL);
-
-  pthread_mutex_lock(&s->lock);
-  while (s->active > 0)
-    pthread_cond_wait(&s->idle, &s->lock);
-  pthread_mutex_unlock(&s->lock);
-
-  grpc_completion_queue_shutdown(s->ncq);
-  while (grpc_completion_queue_next(s->ncq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN)
-    ;
-  grpc_server_destroy(s->server);
-  grpc_completion_queue_destroy(s->ncq);
-  grpc_shutdown_blocking();
-  pthread_mutex_destroy(&s->lock);
-  pthread_cond_destroy(&s->idle);
-  free(s->api_key);
-  free(s);
+  if (s)
+    teardown(s);
 }

@@ -1,7 +1,9 @@
 /* grpc.h - opensandboxd's gRPC front end (gRPC C core, plaintext or TLS): service
  * sandbox.SandboxService of WIRE.md. Layer: server. Decodes protobuf requests, calls the
  * engine, encodes replies; knows nothing of HTTP routes or JSON.
- * Every call is served on a thread of its own, so a slow RunCommand holds up nothing. */
+ * Calls are served by a few threads on one completion queue; RunCommand waits for its command
+ * on no thread at all (the engine's I/O thread reports its end), so a slow run holds up
+ * nothing. */
 #ifndef OSB_SERVER_GRPC_H
 #define OSB_SERVER_GRPC_H
 
@@ -30,7 +32,7 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out);
 int srv_grpc_port(const struct srv_grpc *srv);
 
 /* Stop accepting, cancel every call in flight (a cancelled RunCommand kills its command),
- * wait for the call threads and free the server; calls grpc_shutdown(). Accepts NULL. */
+ * wait for every call to end and free the server; calls grpc_shutdown(). Accepts NULL. */
 void srv_grpc_stop(struct srv_grpc *srv);
 
 #endif
