@@ -150,7 +150,7 @@ static void *poll_main(void *arg) {
 static grpc_channel *channel_get(struct remote_grpc *g, enum grpc_method m, void **handle) {
   pthread_mutex_lock(&g->lock);
   if (!g->channel) {
-    grpc_arg args[6];
+    grpc_arg args[7];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -171,6 +171,11 @@ static grpc_channel *channel_get(struct remote_grpc *g, enum grpc_method m, void
     args[5].type = GRPC_ARG_STRING;
     args[5].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
     args[5].value.string = (char *)"opensandbox-bridge";
+    /* Our calls are never retried by gRPC (a failed call is the caller's to retry): without
+     * the retry layer, which keeps a copy of every message sent, a call costs less. */
+    args[6].type = GRPC_ARG_INTEGER;
+    args[6].key = (char *)GRPC_ARG_ENABLE_RETRIES;
+    args[6].value.integer = 0;
     grpc_channel_args chargs = {sizeof args / sizeof *args, args};
     grpc_channel_credentials *creds =
         g->tls ? grpc_ssl_credentials_create(g->root_certs, NULL, NULL, NULL)
