@@ -41,6 +41,16 @@ int buf_append(struct buf *b, const void *p, size_t n) {
   return BUF_OK;
 }
 
+char *buf_space(struct buf *b, size_t n, int *rc) {
+  *rc = buf_reserve(b, n);
+  return *rc == BUF_OK ? b->data + b->len : NULL;
+}
+
+void buf_commit(struct buf *b, size_t n) {
+  b->len += n;
+  b->data[b->len] = '\0';
+}
+
 int buf_append_str(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
 
 int buf_printf(struct buf *b, const char *fmt, ...) {

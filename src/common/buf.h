@@ -24,6 +24,14 @@ int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Room for n more bytes at the end, for a read(2) straight into the buffer: returns where
+ * to write them, or NULL with *rc set (BUF_TOO_BIG past max, BUF_NOMEM). Follow with
+ * buf_commit of the bytes actually written. */
+char *buf_space(struct buf *b, size_t n, int *rc);
+
+/* Count n bytes written at buf_space's place (n <= what was asked for) as appended. */
+void buf_commit(struct buf *b, size_t n);
+
 /* Forget the contents but keep the allocation. */
 void buf_reset(struct buf *b);
 

@@ -81,11 +81,11 @@ struct rpc_core {
 
   pthread_mutex_t lock;
   pthread_cond_t changed;   /* in-flight count fell, or a worker exited (drain, stop) */
-  pthread_cond_t work;      /* a request was queued, or the workers must stop */
+  struct idle *idle;        /* idle workers, the most recently idle first (see worker_main) */
   struct request *inflight; /* requests not yet released */
   unsigned n_inflight;
   struct request *queue_head, *queue_tail;
-  unsigned workers, idle_workers;
+  unsigned workers, idle_workers; /* idle_workers: the length of the idle list */
   unsigned queued;          /* requests waiting in the queue */
   int stopping;             /* workers exit once the queue is empty */
   int shutdown;             /* `shutdown` was received */
@@ -319,6 +319,43 @@ static void request_execute(struct request *req) {
 
 static void reader_run(struct rpc_core *core);
 
+/* An idle worker, waiting on a condition variable of its own. Idle workers form a stack and
+ * the most recently idle is woken first: the pool's few busy threads keep their stacks and
+ * caches warm, and the rest are left idle long enough to exit. */
+struct idle {
+  pthread_cond_t cv;
+  int woken;            /* taken off the list by a waker: there is work */
+  struct idle *next;
+};
+
+static void idle_remove_locked(struct rpc_core *core, struct idle *me) {
+  for (struct idle **p = &core->idle; *p; p = &(*p)->next) {
+    if (*p == me) {
+      *p = me->next;
+      core->idle_workers--;
+      return;
+    }
+  }
+}
+
+/* Wake the most recently idle worker; 0 when there is none. Call with lock held. */
+static int wake_one_locked(struct rpc_core *core) {
+  struct idle *w = core->idle;
+  if (!w)
+    return 0;
+  core->idle = w->next;
+  core->idle_workers--;
+  w->woken = 1;
+  pthread_cond_signal(&w->cv);
+  return 1;
+}
+
+/* Wake every idle worker (stopping, or the input ended). Call with lock held. */
+static void wake_all_locked(struct rpc_core *core) {
+  while (wake_one_locked(core)) {
+  }
+}
+
 /* A pool thread: reads stdin when that job is up (first: cancellations must get through),
  * else executes queued requests; exits after WORKER_IDLE_SECS without work, or when
  * stopping and the queue is empty. */
@@ -346,13 +383,21 @@ static void *worker_main(void *arg) {
     }
     if (core->stopping)
       break;
+    struct idle me = {.woken = 0, .next = core->idle};
+    pthread_cond_init(&me.cv, NULL);
+    core->idle = &me;
     core->idle_workers++;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += WORKER_IDLE_SECS;
-    int rc = pthread_cond_timedwait(&core->work, &core->lock, &ts);
-    core->idle_workers--;
-    if (rc == ETIMEDOUT && !core->queue_head && !(core->read_wanted && !core->input_done)) {
+    int rc = 0;
+    while (!me.woken && rc != ETIMEDOUT)
+      rc = pthread_cond_timedwait(&me.cv, &core->lock, &ts);
+    if (!me.woken)
+      idle_remove_locked(core, &me);
+    pthread_cond_destroy(&me.cv);
+    if (!me.woken && !core->queue_head && !(core->read_wanted && !core->input_done) &&
+        !core->stopping) {
       if (core->idle_workers == 0 && core->n_inflight == 0 && core->opts.on_idle) {
         pthread_mutex_unlock(&core->lock);
         core->opts.on_idle(); /* the last idle thread leaving */
@@ -394,7 +439,7 @@ static int start_worker_if_needed_locked(struct rpc_core *core) {
 /* A job was added: start or wake a thread for it. Call with lock held. */
 static void wake_locked(struct rpc_core *core) {
   if (!start_worker_if_needed_locked(core))
-    pthread_cond_signal(&core->work); /* one job: wake one worker, not all */
+    wake_one_locked(core); /* one job: wake one worker, not all */
 }
 
 /* Queue req for a worker. Call with lock held. */
@@ -420,7 +465,7 @@ static void input_end_locked(struct rpc_core *core, int stopped) {
   core->input_done = 1;
   core->stopped |= stopped;
   pthread_cond_broadcast(&core->input);
-  pthread_cond_broadcast(&core->work);
+  wake_all_locked(core);
 }
 
 /* ---- cancellation ---- */
@@ -889,7 +934,9 @@ static void reader_run(struct rpc_core *core) {
     if (core->framing == RPC_FRAMING_AUTO)
       core->framing = transport_framing(core->t);
     if (ev == TRANSPORT_MESSAGE) {
-      handle_message(core, msg, len, &own);
+      /* With more input already waiting (a pipelining client), keep reading and leave the
+       * request to the pool; executing it here pays off only when reading would wait. */
+      handle_message(core, msg, len, transport_has_more(core->t) ? NULL : &own);
     } else if (ev == TRANSPORT_TOO_BIG) {
       json_object *data = json_object_new_object();
       json_object_object_add(data, "limit", json_object_new_int64((int64_t)core->opts.max_message));
@@ -922,10 +969,8 @@ static void reader_run(struct rpc_core *core) {
     if (own) {
       pthread_mutex_lock(&core->lock);
       core->read_wanted = 1;
-      int started = start_worker_if_needed_locked(core);
+      wake_locked(core);
       pthread_mutex_unlock(&core->lock);
-      if (!started) /* outside the lock, so the woken thread does not block on it at once */
-        pthread_cond_signal(&core->work);
       request_execute(own);
       return;
     }
@@ -958,7 +1003,7 @@ static void drain(struct rpc_core *core, int64_t grace_ms) {
 static void stop_workers(struct rpc_core *core) {
   pthread_mutex_lock(&core->lock);
   core->stopping = 1;
-  pthread_cond_broadcast(&core->work);
+  wake_all_locked(core);
   int64_t until = call_now_ms() + 2000;
   while (core->workers > 0 && call_now_ms() < until) {
     struct timespec ts;
@@ -988,7 +1033,6 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
     core->opts.max_inflight = DEFAULT_MAX_INFLIGHT;
   pthread_mutex_init(&core->lock, NULL);
   pthread_cond_init(&core->changed, NULL);
-  pthread_cond_init(&core->work, NULL);
   pthread_cond_init(&core->input, NULL);
   if (pipe2(wake_pipe, O_CLOEXEC) < 0)
     wake_pipe[0] = wake_pipe[1] = -1;
@@ -1038,7 +1082,6 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   if (!leftover) { /* with stuck workers the core must outlive us: the process exits */
     pthread_mutex_destroy(&core->lock);
     pthread_cond_destroy(&core->changed);
-    pthread_cond_destroy(&core->work);
     pthread_cond_destroy(&core->input);
     free(core);
   }

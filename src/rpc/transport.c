@@ -58,9 +58,12 @@ void transport_free(struct transport *t) {
 
 enum rpc_framing transport_framing(const struct transport *t) { return t->framing; }
 
-/* Read more input. Returns 1 on data, 0 on EOF, -1 on error, -2 when woken. */
+int transport_has_more(const struct transport *t) { return t->in.len > t->msg_len; }
+
+/* Read more input, straight into the buffer (a chunk on the stack would cost every thread
+ * that ever reads 64 KiB of resident stack: reading moves between threads). Returns 1 on
+ * data, 0 on EOF, -1 on error, -2 when woken. */
 static int fill(struct transport *t) {
-  char chunk[READ_CHUNK];
   for (;;) {
     struct pollfd pfd[2] = {{.fd = t->fd, .events = POLLIN}, {.fd = t->wake_fd, .events = POLLIN}};
     int n = poll(pfd, t->wake_fd >= 0 ? 2 : 1, -1);
@@ -73,7 +76,14 @@ static int fill(struct transport *t) {
       return -2;
     if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
       continue;
-    ssize_t r = read(t->fd, chunk, sizeof chunk);
+    /* The buffer's cap leaves a chunk of room above any message we keep, so this only
+     * fails when out of memory. */
+    size_t room = t->in.max - t->in.len;
+    int rc;
+    char *at = buf_space(&t->in, room < READ_CHUNK ? room : READ_CHUNK, &rc);
+    if (!at || room == 0)
+      return -1;
+    ssize_t r = read(t->fd, at, room < READ_CHUNK ? room : READ_CHUNK);
     if (r < 0) {
       if (errno == EINTR || errno == EAGAIN)
         continue;
@@ -81,10 +91,7 @@ static int fill(struct transport *t) {
     }
     if (r == 0)
       return 0;
-    /* The buffer's cap leaves a chunk of room above any message we keep, so this only
-     * fails when out of memory. */
-    if (buf_append(&t->in, chunk, (size_t)r) != BUF_OK)
-      return -1;
+    buf_commit(&t->in, (size_t)r);
     return 1;
   }
 }

@@ -33,6 +33,10 @@ enum transport_event transport_next(struct transport *t, const char **msg, size_
 /* The framing in use: AUTO until the first non-blank byte has been seen. */
 enum rpc_framing transport_framing(const struct transport *t);
 
+/* Whether input past the message handed out last is already buffered (more messages, or
+ * the start of one, are waiting to be handled). */
+int transport_has_more(const struct transport *t);
+
 /* Room transport_frame needs in a buffer before and after the message it frames:
  * "Content-Length: " with 20 digits and a blank line; a newline. */
 #define TRANSPORT_FRAME_FRONT 40
