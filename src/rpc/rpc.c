@@ -45,6 +45,7 @@
 #define WORKER_MAX 64 /* runs wait without a thread (fn_async); the rest is short work */
 #define WORKER_STACK ((size_t)2 << 20)
 #define STOP_GRACE_MS 10000
+#define IDLE_AFTER_MS 5000 /* without requests this long after some: opts.on_idle */
 
 struct batch;
 
@@ -98,6 +99,7 @@ struct rpc_core {
   int stopped;              /* input_done came from rpc_request_stop */
   int exit_requested;       /* `exit` was received */
   pthread_cond_t input;     /* signalled when input_done is set */
+  unsigned long requests_seen; /* requests dispatched so far (for the idle check) */
 };
 
 static int wake_pipe[2] = {-1, -1};
@@ -397,14 +399,8 @@ static void *worker_main(void *arg) {
       idle_remove_locked(core, &me);
     pthread_cond_destroy(&me.cv);
     if (!me.woken && !core->queue_head && !(core->read_wanted && !core->input_done) &&
-        !core->stopping) {
-      if (core->idle_workers == 0 && core->n_inflight == 0 && core->opts.on_idle) {
-        pthread_mutex_unlock(&core->lock);
-        core->opts.on_idle(); /* the last idle thread leaving */
-        pthread_mutex_lock(&core->lock);
-      }
+        !core->stopping)
       break;
-    }
   }
   core->workers--;
   pthread_cond_broadcast(&core->changed);
@@ -743,6 +739,7 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
     core->inflight->prev = req;
   core->inflight = req;
   core->n_inflight++;
+  core->requests_seen++;
   if (batch && has_id)
     batch->pending++;
   if (method->inline_call) {
@@ -977,6 +974,31 @@ static void reader_run(struct rpc_core *core) {
   }
 }
 
+/* What rpc_serve's thread knows of the last burst, to call opts.on_idle once after it. */
+struct idle_watch {
+  unsigned long seen;   /* requests_seen at the last look */
+  int64_t since_ms;     /* when requests_seen last changed */
+  int done;             /* on_idle was called for this quiet spell */
+};
+
+/* Call opts.on_idle once nothing has been in flight or arrived for IDLE_AFTER_MS after some
+ * requests. Call with lock held (dropped around on_idle). */
+static void idle_check_locked(struct rpc_core *core, struct idle_watch *w) {
+  int64_t now = call_now_ms();
+  if (core->requests_seen != w->seen || core->n_inflight > 0) {
+    w->seen = core->requests_seen;
+    w->since_ms = now;
+    w->done = 0;
+    return;
+  }
+  if (w->done || now - w->since_ms < IDLE_AFTER_MS || !core->opts.on_idle)
+    return;
+  w->done = 1;
+  pthread_mutex_unlock(&core->lock);
+  core->opts.on_idle();
+  pthread_mutex_lock(&core->lock);
+}
+
 /* Wait until nothing is in flight (or the grace period passes). */
 static void drain(struct rpc_core *core, int64_t grace_ms) {
   int64_t until = call_now_ms() + grace_ms;
@@ -1048,7 +1070,9 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   core->framing = core->opts.framing;
 
   /* Reading is the pool's job (see reader_run); this thread waits for the input to end,
-   * then winds down. It reads only if no pool thread can be started. */
+   * then winds down, calling on_idle after bursts meanwhile. It reads only if no pool
+   * thread can be started. */
+  struct idle_watch idle = {0, call_now_ms(), 1};
   core->t = t;
   pthread_mutex_lock(&core->lock);
   core->read_wanted = 1;
@@ -1061,7 +1085,11 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
       pthread_mutex_lock(&core->lock);
       continue;
     }
-    pthread_cond_wait(&core->input, &core->lock);
+    idle_check_locked(core, &idle);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&core->input, &core->lock, &ts);
   }
   int stopped = core->stopped;
   pthread_mutex_unlock(&core->lock);

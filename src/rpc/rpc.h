@@ -64,8 +64,8 @@ struct rpc_opts {
   enum rpc_framing framing;
   size_t max_message;     /* bytes; default 64 MiB */
   unsigned max_inflight;  /* requests worked on at once; default 1024 */
-  /* Optional: called (from a pool thread) when the pool has shrunk back after its threads
-   * were idle for a while and nothing is in flight: a moment to give memory back. */
+  /* Optional: called (from rpc_serve's thread) once per quiet spell, when nothing has been
+   * in flight or arrived for 5 s after some requests: a moment to give memory back. */
   void (*on_idle)(void);
 };
 
