@@ -307,7 +307,12 @@ def test_garbage_lines_between_ndjson_messages(spawn):
     b.write(b"".join(out))
     for i in range(len(garbage)):
         assert "result" in b.reply(i)
-    errors = [m for m in b.messages if isinstance(m, dict) and m.get("id") is None]
+
+    # Replies come in any order: the last line's error may follow request 9's result.
+    def all_errors():
+        errors = [m for m in b.messages if isinstance(m, dict) and m.get("id") is None]
+        return (errors,) if len(errors) >= len(garbage) else None
+    errors = b._wait(all_errors, None, "%d parse errors" % len(garbage))[0]
     assert len(errors) == len(garbage)
     assert all(m["error"]["code"] == -32700 for m in errors), errors
     alive(b)
