@@ -37,6 +37,15 @@ static int content_bytes(json_object *obj, const char *name, int is_base64, cons
   return 0;
 }
 
+/* The params fs/read and fs/write share: sandboxId, path and encoding. */
+static int file_params(json_object *params, const char **id, const char **path, int *is_base64,
+                       struct osb_err *err) {
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, id, err) < 0 ||
+      params_string(params, "path", NULL, PARAM_NONEMPTY, path, err) < 0)
+    return -1;
+  return params_encoding(params, "encoding", NULL, is_base64, err);
+}
+
 int method_fs_write(void *ctx, struct call *c, json_object *params, json_object **result,
                     struct osb_err *err) {
   struct bridge *br = ctx;
@@ -48,9 +57,7 @@ int method_fs_write(void *ctx, struct call *c, json_object *params, json_object 
   struct backend *be = NULL;
   int rc = -1;
 
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0 ||
-      params_encoding(params, "encoding", NULL, &is_base64, err) < 0 ||
+  if (file_params(params, &id, &path, &is_base64, err) < 0 ||
       content_bytes(params, "content", is_base64, &data, &len, &owned, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
@@ -89,9 +96,7 @@ int method_fs_write_quick(void *ctx, struct call *c, json_object *params,
   const void *data = NULL;
   size_t len = 0;
   void *owned = NULL;
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0 ||
-      params_encoding(params, "encoding", NULL, &is_base64, err) < 0 ||
+  if (file_params(params, &id, &path, &is_base64, err) < 0 ||
       content_bytes(params, "content", is_base64, &data, &len, &owned, err) < 0)
     return -1;
   struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
@@ -161,9 +166,7 @@ int method_fs_read(void *ctx, struct call *c, json_object *params, json_object *
   struct backend *be = NULL;
   int rc = -1;
 
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0 ||
-      params_encoding(params, "encoding", NULL, &is_base64, err) < 0)
+  if (file_params(params, &id, &path, &is_base64, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
   if (!be || methods_require(be->ops->read_file != NULL, "fs/read", err) < 0)
@@ -186,9 +189,7 @@ int method_fs_read_quick(void *ctx, struct call *c, json_object *params,
                          struct rpc_async *pending, json_object **result, struct osb_err *err) {
   const char *id = NULL, *path = NULL;
   int is_base64 = 0;
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0 ||
-      params_encoding(params, "encoding", NULL, &is_base64, err) < 0)
+  if (file_params(params, &id, &path, &is_base64, err) < 0)
     return -1;
   struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
   if (!s)

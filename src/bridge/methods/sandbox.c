@@ -423,6 +423,22 @@ int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
   return rc;
 }
 
+/* sandbox/setEnv's params (shared by its blocking and quick handlers): *env is owned. */
+static int set_env_params(json_object *params, const char **id, struct backend_kv **env,
+                          size_t *n_env, struct osb_err *err) {
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, id, err) < 0)
+    return -1;
+  return params_env(params, "env", 1, env, n_env, err);
+}
+
+/* sandbox/setCwd's params. */
+static int set_cwd_params(json_object *params, const char **id, const char **cwd,
+                          struct osb_err *err) {
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, id, err) < 0)
+    return -1;
+  return params_string(params, "cwd", NULL, PARAM_NONEMPTY, cwd, err);
+}
+
 int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result,
                            struct osb_err *err) {
   struct bridge *br = ctx;
@@ -432,8 +448,7 @@ int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_
   struct backend *be = NULL;
   int rc = -1;
 
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_env(params, "env", 1, &env, &n_env, err) < 0)
+  if (set_env_params(params, &id, &env, &n_env, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
   if (!be || methods_require(be->ops->set_env != NULL, "sandbox/setEnv", err) < 0)
@@ -454,8 +469,7 @@ int method_sandbox_set_env_quick(void *ctx, struct call *c, json_object *params,
   const char *id = NULL;
   struct backend_kv *env = NULL;
   size_t n_env = 0;
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_env(params, "env", 1, &env, &n_env, err) < 0)
+  if (set_env_params(params, &id, &env, &n_env, err) < 0)
     return -1;
   struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
   int rc = -1;
@@ -477,8 +491,7 @@ int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_
   struct backend *be = NULL;
   int rc = -1;
 
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "cwd", NULL, PARAM_NONEMPTY, &cwd, err) < 0)
+  if (set_cwd_params(params, &id, &cwd, err) < 0)
     goto out;
   be = methods_begin(br, c, 0, err);
   if (!be || methods_require(be->ops->set_cwd != NULL, "sandbox/setCwd", err) < 0)
@@ -496,8 +509,7 @@ int method_sandbox_set_cwd_quick(void *ctx, struct call *c, json_object *params,
                                  struct rpc_async *pending, json_object **result,
                                  struct osb_err *err) {
   const char *id = NULL, *cwd = NULL;
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "cwd", NULL, PARAM_NONEMPTY, &cwd, err) < 0)
+  if (set_cwd_params(params, &id, &cwd, err) < 0)
     return -1;
   struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
   if (!s)
