@@ -352,6 +352,30 @@ static void run_done(void *arg, int rc, struct backend_run_res *res, struct osb_
   free(p);
 }
 
+/* The backend's run_async and run_start slots. */
+typedef int (*run_slot)(struct backend *be, struct call *c, const char *id,
+                        const struct backend_run_req *req, backend_run_done done, void *arg,
+                        struct osb_err *err);
+
+/* Start rp with slot; run_done then answers pending and lets go of be. Returns the slot's
+ * result: 0 when started, else nothing is held beyond be and rp (the caller's). */
+static int run_launch(struct bridge *br, struct backend *be, run_slot slot, struct call *c,
+                      const struct run_params *rp, struct rpc_async *pending,
+                      struct osb_err *err) {
+  struct run_pending *p = calloc(1, sizeof *p);
+  if (!p)
+    return methods_oom(err);
+  p->br = br;
+  p->be = be;
+  p->check = rp->check;
+  p->pending = pending;
+  struct backend_run_req req = run_request(rp);
+  int rc = slot(be, c, rp->id, &req, run_done, p, err);
+  if (rc != 0)
+    free(p);
+  return rc;
+}
+
 int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
                              struct rpc_async *pending, json_object **result,
                              struct osb_err *err) {
@@ -360,34 +384,17 @@ int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
   if (run_params_parse(params, &rp, err) < 0)
     return -1;
   struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
-  int rc = -1;
-  if (!be)
-    goto out;
-  if (!be->ops->run_async) { /* this backend can only run on our thread */
+  if (be && !be->ops->run_async) { /* this backend can only run on our thread */
     run_params_free(&rp);
     methods_end(br, be);
     return method_sandbox_run(ctx, c, params, result, err);
   }
-  struct run_pending *p = calloc(1, sizeof *p);
-  if (!p) {
-    methods_oom(err);
-    goto out;
-  }
-  p->br = br;
-  p->be = be;
-  p->check = rp.check;
-  p->pending = pending;
-  struct backend_run_req req = run_request(&rp);
-  if (be->ops->run_async(be, c, rp.id, &req, run_done, p, err) < 0) {
-    free(p);
-    goto out;
-  }
+  int rc = be ? run_launch(br, be, be->ops->run_async, c, &rp, pending, err) : -1;
   run_params_free(&rp);
-  return RPC_PENDING;
-out:
-  run_params_free(&rp);
+  if (rc == 0)
+    return RPC_PENDING;
   methods_end(br, be);
-  return rc;
+  return -1;
 }
 
 int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
@@ -398,29 +405,15 @@ int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
   if (run_params_parse(params, &rp, err) < 0)
     return -1;
   struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
-  if (!be) {
-    run_params_free(&rp);
-    return -1;
-  }
-  struct run_pending *p = be->ops->run_start ? calloc(1, sizeof *p) : NULL;
-  int rc = RPC_DEFER;
-  if (p) {
-    p->br = br;
-    p->be = be;
-    p->check = rp.check;
-    p->pending = pending;
-    struct backend_run_req req = run_request(&rp);
-    rc = be->ops->run_start(be, c, rp.id, &req, run_done, p, err);
-    if (rc == 0) {
-      run_params_free(&rp);
-      return RPC_PENDING;
-    }
-    free(p);
-    rc = rc == BACKEND_BLOCKING ? RPC_DEFER : -1;
-  }
+  int rc = -1;
+  if (be)
+    rc = be->ops->run_start ? run_launch(br, be, be->ops->run_start, c, &rp, pending, err)
+                            : BACKEND_BLOCKING;
   run_params_free(&rp);
+  if (rc == 0)
+    return RPC_PENDING;
   bridge_backend_put_deferred(br, be); /* never close a backend on the reader thread */
-  return rc;
+  return rc == BACKEND_BLOCKING ? RPC_DEFER : -1;
 }
 
 /* sandbox/setEnv's params (shared by its blocking and quick handlers): *env is owned. */

@@ -404,30 +404,34 @@ static void write_msg_init(Sandbox__WriteFileRequest *rq, const char *id, const 
   rq->content.len = len;
 }
 
+/* Make one blocking WriteFile call: *msg is its decoded reply (see grpc_unary). */
+static int write_call(struct remote_grpc *g, struct call *c, const char *id, const char *path,
+                      const void *data, size_t len, ProtobufCMessage **msg,
+                      struct osb_err *err) {
+  struct remote_where w = {.sandbox_id = id, .path = path};
+  Sandbox__WriteFileRequest rq;
+  write_msg_init(&rq, id, path, data, len);
+  return grpc_unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, msg,
+                    &w, 0, err);
+}
+
 /* One WriteFile. Returns 0 with *why NULL (written) or malloc'd (the server's reason for not
  * writing it), or -1 with *err filled. */
 static int write_one(struct remote_grpc *g, struct call *c, const char *id, const char *path,
                      const void *data, size_t len, char **why, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__WriteFileRequest rq;
-  write_msg_init(&rq, id, path, data, len);
   ProtobufCMessage *msg = NULL;
   *why = NULL;
-  if (grpc_unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &msg,
-                 &w, 0, err) != 0)
+  if (write_call(g, c, id, path, data, len, &msg, err) != 0)
     return -1;
   return write_why(msg, why, err);
 }
 
 int remote_grpc_write_file(struct remote_grpc *g, struct call *c, const char *id,
                            const char *path, const void *data, size_t len, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__WriteFileRequest rq;
-  write_msg_init(&rq, id, path, data, len);
   ProtobufCMessage *msg = NULL;
-  if (grpc_unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &msg,
-                 &w, 0, err) != 0)
+  if (write_call(g, c, id, path, data, len, &msg, err) != 0)
     return -1;
+  struct remote_where w = {.sandbox_id = id, .path = path};
   struct remote_where full = where_of(g, M_WRITE_FILE, &w);
   return write_file_reply(NULL, msg, &full, err);
 }
