@@ -178,13 +178,19 @@ static long cg_current(int fd) {
   return v;
 }
 
+/* How many times a command waiting for room in a full session looks again, the waits
+ * doubling from 1 ms: ~255 ms in all. Room is usually there within a few ms (the leftovers
+ * of ended runs being reaped), but 64 runs back to back under ASan needed more than the
+ * ~60 ms this was before (a rootless run was refused in a CI run). */
+#define ROOM_TRIES 9
+
 /* Join the session's pids cgroup. Joining is a migration, which the kernel never refuses
- * for the limit, so the limit is checked here: wait a little (up to ~60 ms, for the
+ * for the limit, so the limit is checked here: wait a little (ROOM_TRIES, for the
  * leftovers of ended runs to be reaped) while the session is full, then join and check
  * again (two commands may join at once). A command that does not fit ends like a shell
  * whose fork failed: a message and status 126. */
 static void join_cgroup(const struct child_spec *c) {
-  for (int i = 0, delay_ms = 1; i < 7; i++, delay_ms *= 2) {
+  for (int i = 0, delay_ms = 1; i < ROOM_TRIES - 1; i++, delay_ms *= 2) {
     long cur = cg_current(c->cg_cur_fd);
     if (cur < 0 || cur < (long)ENGINE_MAX_PROCS)
       break;
@@ -205,7 +211,7 @@ static void join_cgroup(const struct child_spec *c) {
  * (user namespace, uid), so per session: init and every process of its commands. The
  * command was created by the intermediate, outside that limit; it checks for room itself
  * with a child that exits at once, made under a limit one higher (so that it fits when
- * the command does), retried like join_cgroup (~60 ms) while the session is full, then
+ * the command does), retried like join_cgroup (ROOM_TRIES) while the session is full, then
  * sets the limit its processes inherit. */
 static void join_nproc(void) {
   struct rlimit host, np = {ENGINE_ROOTLESS_NPROC + 1, ENGINE_ROOTLESS_NPROC + 1};
@@ -224,7 +230,7 @@ static void join_nproc(void) {
     }
     if (errno != EAGAIN)
       child_die("fork", errno, 126);
-    if (i == 6) {
+    if (i == ROOM_TRIES - 1) {
       child_write(2, "fork: Resource temporarily unavailable (the session is at its limit of "
                      "64 processes)\n", NULL, NULL);
       _exit(126);
