@@ -8,6 +8,7 @@
 #include "rpc/transport.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,17 +213,23 @@ static int parse_headers(struct transport *t, const char *p, size_t n, unsigned 
         const char *ve = p + line_end;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
           ve--;
-        if (v == ve || ve - v > 19) {
+        if (v == ve) {
           snprintf(t->why, sizeof t->why, "Content-Length is not a valid length");
           return -1;
         }
+        /* Any run of digits is a length; one past 64 bits saturates, so that it is over
+         * --max-message like any other big length rather than a malformed header. */
         unsigned long long value = 0;
         for (const char *q = v; q < ve; q++) {
           if (*q < '0' || *q > '9') {
             snprintf(t->why, sizeof t->why, "Content-Length is not a valid length");
             return -1;
           }
-          value = value * 10 + (unsigned)(*q - '0');
+          unsigned digit = (unsigned)(*q - '0');
+          if (value > (ULLONG_MAX - digit) / 10)
+            value = ULLONG_MAX;
+          else
+            value = value * 10 + digit;
         }
         *length = value;
         have = 1;
