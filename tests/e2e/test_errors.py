@@ -31,6 +31,19 @@ def test_run_with_invalid_params_names_the_field(bridge, params, field):
     assert field in e["message"], "message %r should name %r" % (e["message"], field)
 
 
+@pytest.mark.parametrize("field,value", [
+    ("nofile", 2 ** 64), ("nofile", 2 ** 64 - 1), ("nofile", 2 ** 63 - 1), ("timeoutMs", 10 ** 30),
+    ("memKb", 2 ** 200), ("fsizeKb", -(2 ** 70)), ("timeoutMs", -(2 ** 63)),
+])
+def test_integer_past_its_range_is_invalid_however_large(bridge, sandbox, field, value):
+    # json-c saturates big integers: the bridge must refuse them, not clamp and run.
+    e = bridge.error("sandbox/run", {"sandboxId": sandbox, "command": "touch /tmp/ran",
+                                     field: value}, code=-32602)
+    assert field in e["message"], e
+    e = bridge.error("fs/read", {"sandboxId": sandbox, "path": "/tmp/ran"})
+    assert e["code"] == -32005, e
+
+
 def test_run_with_both_command_and_argv_is_invalid(bridge, sandbox):
     e = bridge.error("sandbox/run", {"sandboxId": sandbox, "command": "true", "argv": ["true"]},
                      code=-32602)

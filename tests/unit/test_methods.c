@@ -242,6 +242,18 @@ TEST(integers_must_be_json_integers_in_range) {
   }
   expect_error(method_sandbox_run, "{\"sandboxId\":\"s\",\"command\":\"x\",\"memKb\":-1}",
                OSB_ERR_INVALID_PARAMS, "memKb: must be an integer >= 0");
+  /* Past 64 bits json-c saturates: the number must still be refused, never clamped. */
+  const char *huge[] = {"18446744073709551616", "18446744073709551615", "9223372036854775807",
+                        "1844674407370955161600000000"};
+  for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+    char p[160];
+    snprintf(p, sizeof p, "{\"sandboxId\":\"s\",\"command\":\"x\",\"nofile\":%s}", huge[i]);
+    expect_error(method_sandbox_run, p, OSB_ERR_INVALID_PARAMS,
+                 "nofile: is out of range (must be an integer from 0 to 9223372036854775806)");
+  }
+  expect_error(method_sandbox_run,
+               "{\"sandboxId\":\"s\",\"command\":\"x\",\"memKb\":-99999999999999999999999}",
+               OSB_ERR_INVALID_PARAMS, "memKb: must be an integer >= 0");
   expect_error(method_process_start, "{\"sandboxId\":\"s\",\"command\":\"x\",\"port\":70000}",
                OSB_ERR_INVALID_PARAMS, "port: must be an integer from 0 to 65535");
   expect_error(method_sandbox_run, "{\"sandboxId\":\"s\",\"command\":\"x\",\"check\":1}",

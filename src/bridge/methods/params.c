@@ -65,12 +65,22 @@ int params_int(json_object *params, const char *field, int64_t min, int64_t max,
   json_object *v = member(params, field);
   if (!v)
     return 0;
-  /* json-c keeps JSON integers (even past INT64_MAX, saturated) as json_type_int and
-   * anything with a fraction or exponent as json_type_double. */
+  /* json-c keeps JSON integers as json_type_int and anything with a fraction or exponent
+   * as json_type_double. Integers past 64 bits saturate (to INT64_MIN, INT64_MAX or
+   * UINT64_MAX), so both int64 extremes count as out of range: no parameter's range
+   * reaches them, and a number that big cannot be told from one that saturated. */
+  int unbounded = max == INT64_MAX;
+  if (unbounded)
+    max = INT64_MAX - 1;
+  if (min == INT64_MIN)
+    min = INT64_MIN + 1;
   int64_t x = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : 0;
   if (!json_object_is_type(v, json_type_int) || x < min || x > max) {
-    char rule[96];
-    if (max == INT64_MAX)
+    char rule[112];
+    if (unbounded && json_object_is_type(v, json_type_int) && x > max)
+      snprintf(rule, sizeof rule, "is out of range (must be an integer from %" PRId64
+               " to %" PRId64 ")", min, max);
+    else if (unbounded)
       snprintf(rule, sizeof rule, "must be an integer >= %" PRId64, min);
     else
       snprintf(rule, sizeof rule, "must be an integer from %" PRId64 " to %" PRId64, min, max);
