@@ -7,6 +7,7 @@
  * so destroy can run concurrently with anything. */
 #include "engine/engine_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -255,6 +256,7 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
   eng->ttl_secs = opts->ttl_secs ? opts->ttl_secs : ENGINE_DEFAULT_TTL;
   eng->self_pid = getpid();
   pthread_mutex_init(&eng->lock, NULL);
+  pthread_mutex_init(&eng->admit_lock, NULL);
   pthread_cond_init(&eng->bg_cond, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -278,6 +280,7 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
   if (rc < 0) {
     pthread_cond_destroy(&eng->ttl_cond);
     pthread_cond_destroy(&eng->bg_cond);
+    pthread_mutex_destroy(&eng->admit_lock);
     pthread_mutex_destroy(&eng->lock);
     free(eng->state_dir);
     free(eng);
@@ -305,10 +308,12 @@ void engine_close(struct engine *eng) {
   }
   engine_run_bg_wait_threads(eng);
   engine_io_fini(eng); /* every run was killed with its session: wait for the callbacks */
+  assert(!eng->admit_head); /* waiters of dead sessions left the line with their runs */
   engine_sandbox_fini(eng);
   free(eng->sessions);
   pthread_cond_destroy(&eng->ttl_cond);
   pthread_cond_destroy(&eng->bg_cond);
+  pthread_mutex_destroy(&eng->admit_lock);
   pthread_mutex_destroy(&eng->lock);
   free(eng->state_dir);
   free(eng);
@@ -529,7 +534,7 @@ int engine_run_async(struct engine *eng, const char *id, const struct engine_run
   struct engine_session *s = call_begin(eng, id);
   if (!s)
     return -ESRCH;
-  int rc = run_opts_valid(opts) ? engine_run_start(eng, s, opts, cb, arg) : -EINVAL;
+  int rc = run_opts_valid(opts) ? engine_admit_run(eng, s, opts, cb, arg) : -EINVAL;
   if (rc < 0)
     call_end(s); /* on success the I/O thread ends the call */
   return rc;

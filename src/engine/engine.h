@@ -29,6 +29,8 @@ struct engine;
 #define ENGINE_DEFAULT_FSIZE_KB 1048576u
 #define ENGINE_DEFAULT_NOFILE 256u
 #define ENGINE_MAX_PROCS 64u
+/* API runs a session works on at once; more wait in line, in order (engine_run_async). */
+#define ENGINE_MAX_RUNS 32u
 #define ENGINE_ID_LEN 36 /* a UUIDv4 in text, without the NUL */
 
 struct engine_opts {
@@ -119,12 +121,16 @@ struct engine_run_result {
 
 /* Run a command in the session and wait for it. Returns 0 with *res filled (free with
  * engine_run_result_free) when the command ran, whatever its exit status; a command that
- * cannot be executed (not found) is exit code 127 with a message on stderr. A run that
- * does not fit under the session's ENGINE_MAX_PROCS processes (after a wait of ~60 ms for
- * room) is, like a shell's failed fork, exit code 126 with "fork: Resource temporarily
- * unavailable ..." on stderr; only the command counts against that limit, never the
- * engine's helper processes. A run whose session is destroyed (or the engine closed)
- * meanwhile ends as killed: rc 0 and signal 9 (or -ESRCH if it had not started).
+ * cannot be executed (not found) is exit code 127 with a message on stderr. A session
+ * works on at most ENGINE_MAX_RUNS runs at once: later ones wait in line, in order, within
+ * their own time limit (a run whose time passes in line ends as killed, signal 9, with a
+ * note on stderr; a cancelled one leaves the line at once), so runs never fail because
+ * other runs hold the session's processes. The ENGINE_MAX_PROCS limit is for what a
+ * command forks: a command that does not fit (after a wait of ~255 ms for room) is, like
+ * a shell's failed fork, exit code 126 with "fork: Resource temporarily unavailable ..."
+ * on stderr; only the command counts against that limit, never the engine's helper
+ * processes. A run whose session is destroyed (or the engine closed) meanwhile ends as
+ * killed: rc 0 and signal 9 (or -ESRCH if it had not started).
  * It is engine_run_async plus a wait: its output is watched by the engine's I/O thread. */
 int engine_run(struct engine *eng, const char *id, const struct engine_run_opts *opts,
                struct engine_run_result *res);

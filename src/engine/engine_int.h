@@ -50,6 +50,8 @@ struct engine_session {
   struct engine_bg **bg;      /* background processes, oldest first */
   size_t n_bg;
   pid_t *runs;                /* pids of runs in progress, not yet reaped (unsafe destroy) */
+  unsigned runs_admitted;     /* API runs holding one of its ENGINE_MAX_RUNS slots
+                               * (admit.c; guarded by eng->admit_lock) */
   size_t n_runs, cap_runs;
   struct buf log;             /* last ENGINE_BG_LOG_MAX bytes of background output */
 
@@ -103,7 +105,13 @@ struct engine {
   int sp_stop;
 
   struct engine_io *io;       /* the I/O thread watching every run (io.c) */
+
+  /* runs waiting for a slot of their session, in arrival order (admit.c) */
+  pthread_mutex_t admit_lock; /* guards the list and every session's runs_admitted */
+  struct engine_admit_wait *admit_head, *admit_tail;
 };
+
+struct engine_admit_wait; /* admit.c */
 
 /* ---- engine.c ---- */
 int64_t engine_now_ms(void);
@@ -164,6 +172,16 @@ int engine_run_bg_status(struct engine_session *s, struct engine_bg_status **pro
 void engine_run_bg_free(struct engine_session *s);
 /* Wait until every background output thread has ended. */
 void engine_run_bg_wait_threads(struct engine *eng);
+
+/* ---- admit.c: at most ENGINE_MAX_RUNS API runs per session, the rest wait in line ---- */
+/* engine_run_async after validation: start the run when its session has a free slot, else
+ * queue it (0: cb will be called once, from the I/O thread). Takes the caller's call on s
+ * when it returns 0; on a negative return nothing runs and cb is never called. */
+int engine_admit_run(struct engine *eng, struct engine_session *s,
+                     const struct engine_run_opts *opts, engine_run_cb cb, void *arg);
+/* From the I/O thread's tick: end waiters whose time ran out, that were cancelled or whose
+ * session is gone; lowers *next_tick to the earliest deadline still waiting. */
+void engine_admit_tick(struct engine *eng, int64_t now, int64_t *next_tick);
 
 /* ---- io.c: the I/O thread ---- */
 /* What a started command hands to the I/O thread; every fd is given over. */

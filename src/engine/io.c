@@ -67,6 +67,7 @@ struct engine_io_run {
 };
 
 struct engine_io {
+  struct engine *eng;
   int epfd, evfd;
   pthread_t thread;
   pthread_mutex_t lock;       /* guards queue, inflight, stop */
@@ -341,6 +342,7 @@ static void on_event(struct engine_io *io, struct watch *w, uint32_t events, int
 /* Cancel flags, deadlines and drain graces of every watched run; lowers *next_tick to
  * the earliest moment one of them is due. */
 static void tick(struct engine_io *io, int64_t now, int64_t *next_tick) {
+  engine_admit_tick(io->eng, now, next_tick);
   for (struct engine_io_run *r = io->runs, *nx; r; r = nx) {
     nx = r->next;
     if (!r->exited && r->pidfd < 0 && exited_nopidfd(r))
@@ -490,6 +492,7 @@ int engine_io_init(struct engine *eng) {
     free(io);
     return rc;
   }
+  io->eng = eng;
   eng->io = io;
   return 0;
 }

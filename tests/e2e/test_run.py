@@ -260,3 +260,15 @@ def test_run_error_on_unknown_sandbox_is_not_found(bridge):
         bridge.run("no-such-sandbox-0000", "true")
     assert ei.value.code == -32001
     assert ei.value.data["sandboxId"] == "no-such-sandbox-0000"
+
+
+def test_200_pipelined_runs_on_one_sandbox_all_succeed(bridge, sandbox):
+    # Runs the API starts wait for room in their session instead of failing with 126
+    # because other API runs hold its processes (the 64-process limit is for forks).
+    ids = [bridge.start("sandbox/run", {"sandboxId": sandbox, "argv": ["echo", str(n)]})
+           for n in range(200)]
+    for n, i in enumerate(ids):
+        r = bridge.reply(i, timeout=scaled(60))
+        assert "result" in r, r
+        res = r["result"]
+        assert (res["exitCode"], res["signal"], res["stdout"]) == (0, 0, "%d\n" % n), res
