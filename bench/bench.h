@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "bridge/backend.h"
+#include "bridge/backend_sync.h"
 #include "common/err.h"
 
 /* Nanoseconds on CLOCK_MONOTONIC. Cannot fail. */

@@ -533,14 +533,14 @@ static const struct backend_kv bench_env = {"BENCH", "1"};
 static void direct_setenv(struct backend *be, const char *sid) {
   struct call c = bench_call(30);
   struct osb_err err = OSB_ERR_INIT;
-  bench_check(be->ops->set_env(be, &c, sid, &bench_env, 1, &err), &err, "(b) set_env");
+  bench_check(backend_sync_set_env(be, &c, sid, &bench_env, 1, &err), &err, "(b) set_env");
 }
 
 static char *direct_create(struct backend *be) {
   struct call c = bench_call(30);
   struct osb_err err = OSB_ERR_INIT;
   struct backend_session s = {0};
-  bench_check(be->ops->create(be, &c, NULL, 0, &s, &err), &err, "(b) create");
+  bench_check(backend_sync_create(be, &c, NULL, 0, &s, &err), &err, "(b) create");
   char *id = s.id;
   s.id = NULL;
   backend_session_free(&s);
@@ -550,7 +550,7 @@ static char *direct_create(struct backend *be) {
 static void direct_destroy(struct backend *be, const char *sid) {
   struct call c = bench_call(30);
   struct osb_err err = OSB_ERR_INIT;
-  bench_check(be->ops->destroy(be, &c, sid, &err), &err, "(b) destroy");
+  bench_check(backend_sync_destroy(be, &c, sid, &err), &err, "(b) destroy");
 }
 
 static int64_t direct_op(struct client *cl, enum op op) {
@@ -566,14 +566,14 @@ static int64_t direct_op(struct client *cl, enum op op) {
     break;
   case OP_WRITE_1K:
   case OP_WRITE_1M:
-    bench_check(be->ops->write_file(be, &c, cl->sid, path, payload, size, &err), &err,
+    bench_check(backend_sync_write_file(be, &c, cl->sid, path, payload, size, &err), &err,
                 "(b) write_file");
     break;
   case OP_READ_1K:
   case OP_READ_1M: {
     char *data = NULL;
     size_t len = 0;
-    bench_check(be->ops->read_file(be, &c, cl->sid, path, &data, &len, &err), &err,
+    bench_check(backend_sync_read_file(be, &c, cl->sid, path, &data, &len, &err), &err,
                 "(b) read_file");
     if (len != size)
       bench_die("(b) read_file: %zu bytes, expected %zu", len, size);
@@ -585,7 +585,7 @@ static int64_t direct_op(struct client *cl, enum op op) {
                                   .mem_kb = 2097152, .fsize_kb = 1048576, .nofile = 256,
                                   .cwd = ""};
     struct backend_run_res res = {0};
-    bench_check(be->ops->run(be, &c, cl->sid, &req, &res, &err), &err, "(b) run");
+    bench_check(backend_sync_run(be, &c, cl->sid, &req, &res, &err), &err, "(b) run");
     if (res.exit_code != 0 || res.signal != 0)
       bench_die("(b) run: exit %d signal %d", res.exit_code, res.signal);
     backend_run_res_free(&res);

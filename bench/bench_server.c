@@ -40,7 +40,7 @@ static void do_run(struct backend *be, const char *id, const char *const *argv, 
   struct osb_err err = OSB_ERR_INIT;
   struct backend_run_req req = run_req(argv, argc);
   struct backend_run_res res = {0};
-  bench_check(be->ops->run(be, &c, id, &req, &res, &err), &err, "run");
+  bench_check(backend_sync_run(be, &c, id, &req, &res, &err), &err, "run");
   if (res.exit_code != 0 || res.signal != 0 || (expect_out && strcmp(res.out, expect_out) != 0))
     bench_die("run %s: exit %d signal %d stdout '%s' stderr '%s'", argv[argc - 1], res.exit_code,
               res.signal, res.out ? res.out : "", res.err ? res.err : "");
@@ -51,7 +51,7 @@ static void do_write(struct backend *be, const char *id, const char *path, const
                      size_t len) {
   struct call c = bench_call(60);
   struct osb_err err = OSB_ERR_INIT;
-  bench_check(be->ops->write_file(be, &c, id, path, data, len, &err), &err, "write_file");
+  bench_check(backend_sync_write_file(be, &c, id, path, data, len, &err), &err, "write_file");
 }
 
 static void do_read(struct backend *be, const char *id, const char *path, size_t expect_len) {
@@ -59,7 +59,7 @@ static void do_read(struct backend *be, const char *id, const char *path, size_t
   struct osb_err err = OSB_ERR_INIT;
   char *data = NULL;
   size_t len = 0;
-  bench_check(be->ops->read_file(be, &c, id, path, &data, &len, &err), &err, "read_file");
+  bench_check(backend_sync_read_file(be, &c, id, path, &data, &len, &err), &err, "read_file");
   if (len != expect_len)
     bench_die("read_file %s: %zu bytes, expected %zu", path, len, expect_len);
   free(data);
@@ -69,7 +69,7 @@ static char *do_create(struct backend *be) {
   struct call c = bench_call(60);
   struct osb_err err = OSB_ERR_INIT;
   struct backend_session s = {0};
-  bench_check(be->ops->create(be, &c, NULL, 0, &s, &err), &err, "create");
+  bench_check(backend_sync_create(be, &c, NULL, 0, &s, &err), &err, "create");
   char *id = s.id;
   s.id = NULL;
   backend_session_free(&s);
@@ -79,7 +79,7 @@ static char *do_create(struct backend *be) {
 static void do_destroy(struct backend *be, const char *id) {
   struct call c = bench_call(60);
   struct osb_err err = OSB_ERR_INIT;
-  bench_check(be->ops->destroy(be, &c, id, &err), &err, "destroy");
+  bench_check(backend_sync_destroy(be, &c, id, &err), &err, "destroy");
 }
 
 /* ---- the table ---- */

@@ -1,10 +1,100 @@
-/* backend.c - the free helpers of the backend result structs (see backend.h), shared by
- * both backends and the methods. Each accepts NULL and zero counts, and leaves a freed
- * struct zeroed so that a second free is harmless. Layer: backend. */
+/* backend.c - what both backends and their callers share (see backend.h): starting an
+ * operation, the one blocking call (start + wait), and the free helpers of the result
+ * structs. Each free helper accepts NULL and zero counts, and leaves a freed struct zeroed
+ * so that a second free is harmless. Layer: backend. */
 #include "bridge/backend.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+int backend_supports(const struct backend *be, enum backend_op_kind kind) {
+  return be && (unsigned)kind < BACKEND_OP_COUNT && (be->ops->kinds & (1u << kind)) != 0;
+}
+
+void backend_start(struct backend *be, struct backend_op *op) {
+  memset(&op->out, 0, sizeof op->out);
+  memset(&op->impl, 0, sizeof op->impl);
+  op->rc = 0;
+  op->err = (struct osb_err)OSB_ERR_INIT;
+  if (!backend_supports(be, op->kind)) {
+    op->rc = osb_err_set(&op->err, OSB_ERR_UNSUPPORTED, NULL,
+                         "the %s backend does not support this operation",
+                         be ? be->ops->name : "?");
+    op->done(op);
+    return;
+  }
+  be->ops->start(be, op);
+}
+
+/* What backend_call waits on. */
+struct backend_waiter {
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  int done;
+};
+
+static void backend_waiter_done(struct backend_op *op) {
+  struct backend_waiter *w = op->arg;
+  pthread_mutex_lock(&w->lock);
+  w->done = 1;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->lock);
+}
+
+int backend_call(struct backend *be, struct backend_op *op) {
+  struct backend_waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+  op->done = backend_waiter_done;
+  op->arg = &w;
+  backend_start(be, op);
+  pthread_mutex_lock(&w.lock);
+  while (!w.done)
+    pthread_cond_wait(&w.cv, &w.lock);
+  pthread_mutex_unlock(&w.lock);
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&w.lock);
+  return op->rc;
+}
+
+void backend_op_clear(struct backend_op *op) {
+  switch (op->kind) {
+  case BACKEND_CREATE:
+    backend_session_free(&op->out.session);
+    break;
+  case BACKEND_LIST:
+    backend_session_infos_free(op->out.list.infos, op->out.list.n);
+    break;
+  case BACKEND_GET:
+    backend_session_info_free(&op->out.info);
+    break;
+  case BACKEND_RUN:
+    backend_run_res_free(&op->out.run);
+    break;
+  case BACKEND_READ_FILE:
+    free(op->out.bytes.data);
+    break;
+  case BACKEND_WRITE_FILES:
+    backend_file_errors_free(op->out.file_errors.errors, op->out.file_errors.n);
+    break;
+  case BACKEND_LIST_FILES:
+    backend_dirents_free(op->out.dir.entries, op->out.dir.n);
+    break;
+  case BACKEND_BG_START:
+    free(op->out.bg.preview_url);
+    break;
+  case BACKEND_BG_KILL_ALL:
+    free(op->out.killed.pids);
+    break;
+  case BACKEND_BG_STATUS:
+    free(op->out.status.procs);
+    free(op->out.status.log);
+    break;
+  default:
+    break;
+  }
+  memset(&op->out, 0, sizeof op->out);
+  osb_err_clear(&op->err);
+}
 
 void backend_session_free(struct backend_session *s) {
   if (!s)

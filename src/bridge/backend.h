@@ -1,13 +1,11 @@
 /* backend.h - what the bridge's methods call to reach sandboxes: one interface, two
  * implementations (remote: HTTP + gRPC to an OpenSandbox server; local: the engine
- * in-process). Slots take typed C structs, never JSON, and know nothing of JSON-RPC ids.
+ * in-process). Operations take typed C structs, never JSON, and know nothing of JSON-RPC ids.
  *
- * Every slot returns 0, or -1 with *err filled (kind per API.md: NOT_FOUND for an unknown
- * sandbox, CONNECTION, FILE, TIMEOUT, CANCELLED, UNSUPPORTED, SERVER...). Every slot gets a
- * struct call and honours it: it stops promptly (kind CANCELLED) once call->cancelled is
- * raised, and fails with TIMEOUT when it cannot finish by call->deadline_ms.
- * A NULL slot means the backend cannot do that; the method answers UnsupportedError.
- * Slots may be called concurrently from many threads. */
+ * One shape for every operation: start it with a completion callback and a cancel handle
+ * (struct backend_op, backend_start); the blocking call, for programs that wait (tests,
+ * tools, benchmarks), is start + wait, written once (backend_call). A backend fails an
+ * operation with kind UNSUPPORTED when it cannot do it. Layer: backend. */
 #ifndef OSB_BRIDGE_BACKEND_H
 #define OSB_BRIDGE_BACKEND_H
 
@@ -119,103 +117,140 @@ struct backend_bg_proc {
 
 struct backend;
 
-/* Completion of an asynchronous run: called exactly once, from any thread (never from
- * inside run_async itself). rc 0: *res is filled (the callee takes it: free it with
- * backend_run_res_free when done); rc -1: *err is filled (the callee clears it). */
-typedef void (*backend_run_done)(void *arg, int rc, struct backend_run_res *res,
-                                 struct osb_err *err);
+struct backend_session_list {
+  struct backend_session_info *infos; /* owned: malloc'd array */
+  size_t n;
+};
 
-/* Completion of a started operation (the *_start slots): called exactly once, from another
- * thread (never from inside the slot). rc 0: done, outputs filled; rc -1: *err is filled (the
- * callee clears it); rc BACKEND_BLOCKING: nothing was done and *err is empty: the operation
- * needs the blocking slot after all (auto transport found gRPC unreachable). */
-typedef void (*backend_done)(void *arg, int rc, struct osb_err *err);
+struct backend_bg_killed {
+  int *pids;  /* owned */
+  size_t n;
+  int total;
+};
 
-/* A *_start slot (or the done it called) saying: use the blocking slot, on a thread that may
- * wait (the operation would block here: it goes over HTTP). */
-#define BACKEND_BLOCKING 1
+struct backend_bg_status {
+  struct backend_bg_proc *procs; /* owned */
+  size_t n;
+  char *log;                     /* owned, or NULL */
+};
+
+struct backend_file_errors {
+  struct backend_file_error *errors; /* owned: per-file failures, or NULL */
+  size_t n;
+};
+
+struct backend_dir {
+  struct backend_dirent *entries; /* owned */
+  size_t n;
+};
+
+struct backend_bytes {
+  char *data;  /* owned, malloc'd, NUL-terminated */
+  size_t len;
+};
+
+/* What an operation does (API.md method in brackets). */
+enum backend_op_kind {
+  BACKEND_CREATE,      /* POST /sessions                      [sandbox/create] */
+  BACKEND_DESTROY,     /* DELETE /sessions/{id}               [sandbox/destroy] */
+  BACKEND_LIST,        /* GET /sessions                       [sandbox/list] */
+  BACKEND_GET,         /* GET /sessions/{id}                  [sandbox/get] */
+  BACKEND_RUN,         /* RunCommand                          [sandbox/run] */
+  BACKEND_SET_ENV,     /* SetEnv                              [sandbox/setEnv] */
+  BACKEND_SET_CWD,     /* SetCwd                              [sandbox/setCwd] */
+  BACKEND_WRITE_FILE,  /* WriteFile: success=false -> FILE     [fs/write] */
+  BACKEND_READ_FILE,   /* ReadFile                            [fs/read] */
+  BACKEND_WRITE_FILES, /* WriteFiles: per-file failures listed [fs/writeMany] */
+  BACKEND_LIST_FILES,  /* GET /sessions/{id}/files/list       [fs/list] */
+  BACKEND_BG_START,    /* POST /sessions/{id}/background      [process/start] */
+  BACKEND_BG_KILL_ALL, /* DELETE /sessions/{id}/background    [process/killAll] */
+  BACKEND_BG_STATUS,   /* GET /sessions/{id}/background/status [process/status] */
+  BACKEND_HEALTH,      /* GET /health, or a self-check         [server/health] */
+  BACKEND_OP_COUNT
+};
+
+/* The stream a run's output chunk belongs to (backend_op.on_output). */
+enum { BACKEND_STDOUT = 1, BACKEND_STDERR = 2 };
+
+/* One operation on a backend, from start to completion. The caller fills kind, c, id, in,
+ * done (and arg, on_output); the backend fills out, rc and err, then calls done.
+ *
+ * Life: the caller owns the op and everything its inputs point to; they must stay valid
+ * and unchanged until done has been called (a backend may read them on another thread).
+ * out is zeroed by backend_start; after done the caller frees it with backend_op_clear.
+ *
+ * Cancellation: op->c is the operation's cancel handle. A backend stops the operation
+ * promptly once call_cancel(c) is called (it installs a canceller with
+ * call_set_canceller: an event, never a poll) and completes it with kind CANCELLED; it
+ * fails with TIMEOUT when the work cannot end by c->deadline_ms. */
+struct backend_op {
+  enum backend_op_kind kind;
+  struct call *c;       /* cancel handle and deadline; valid until done */
+  const char *id;       /* the sandbox; NULL for CREATE, LIST and HEALTH */
+  union {               /* the inputs of kind, borrowed */
+    struct { const struct backend_kv *env; size_t n_env; } env;  /* CREATE, SET_ENV */
+    struct backend_run_req run;                                    /* RUN */
+    const char *cwd;                                               /* SET_CWD */
+    struct backend_file file;     /* WRITE_FILE (path, data, len); READ_FILE, LIST_FILES: path */
+    struct { const struct backend_file *files; size_t n; } files;  /* WRITE_FILES */
+    struct backend_bg_req bg;                                      /* BG_START */
+  } in;
+  union {               /* the outputs of kind, filled when rc is 0 (owned by the op) */
+    struct backend_session session;     /* CREATE */
+    struct backend_session_list list;   /* LIST */
+    struct backend_session_info info;   /* GET */
+    struct backend_run_res run;         /* RUN */
+    struct backend_bytes bytes;         /* READ_FILE */
+    struct backend_file_errors file_errors; /* WRITE_FILES */
+    struct backend_dir dir;             /* LIST_FILES */
+    struct backend_bg_started bg;       /* BG_START */
+    struct backend_bg_killed killed;    /* BG_KILL_ALL */
+    struct backend_bg_status status;    /* BG_STATUS */
+  } out;
+  int rc;               /* 0, or -1 with err filled (kind per API.md: NOT_FOUND, CONNECTION,
+                           FILE, TIMEOUT, CANCELLED, UNSUPPORTED, SERVER...) */
+  struct osb_err err;   /* owned by the op: backend_op_clear clears it */
+
+  /* Completion: called exactly once per backend_start, from any thread, possibly from
+   * inside backend_start itself (an operation that needs no waiting). done owns the op
+   * again: it may free it (clear it first). It must not block: it may run on a backend's
+   * own event loop. */
+  void (*done)(struct backend_op *op);
+  void *arg;            /* the caller's */
+
+  /* Live output (RUN only; optional, NULL: not wanted). A backend that can stream calls it
+   * with each chunk of the command's output as it arrives, before done and never after;
+   * never concurrently for one op, always from the backend's own thread (so it must not
+   * block; copy the bytes to keep them). stream is BACKEND_STDOUT or BACKEND_STDERR. The
+   * result in out.run still carries the whole output (capped), as without on_output; a
+   * backend that cannot stream simply never calls it. Slot for live output ($/progress)
+   * and exec sessions (API.md "Live output, exec sessions and host files"). */
+  void (*on_output)(struct backend_op *op, int stream, const char *data, size_t len);
+
+  /* The backend's own, while the op is in flight (e.g. to put its completion in front of
+   * the caller's, as remote's gRPC-to-HTTP fallback does); callers never touch it. */
+  struct {
+    void (*done)(struct backend_op *op);
+    void *arg;
+    int64_t t0;
+    void *p;
+  } impl;
+};
 
 struct backend_ops {
   const char *name; /* "remote" or "local" */
 
-  /* POST /sessions */
-  int (*create)(struct backend *be, struct call *c, const struct backend_kv *env, size_t n_env,
-                struct backend_session *out, struct osb_err *err);
-  /* DELETE /sessions/{id} */
-  int (*destroy)(struct backend *be, struct call *c, const char *id, struct osb_err *err);
-  /* GET /sessions: *out malloc'd array of *n */
-  int (*list)(struct backend *be, struct call *c, struct backend_session_info **out, size_t *n,
-              struct osb_err *err);
-  /* GET /sessions/{id} */
-  int (*get)(struct backend *be, struct call *c, const char *id, struct backend_session_info *out,
-             struct osb_err *err);
-  /* RunCommand */
-  int (*run)(struct backend *be, struct call *c, const char *id, const struct backend_run_req *req,
-             struct backend_run_res *out, struct osb_err *err);
-  /* RunCommand without holding the caller's thread while the command runs. req is read only
-   * during the call; c must stay valid until done runs. Returns 0 once
-   * the run is started (done is then called exactly once, later, from another thread), or
-   * -1 with *err filled (done is never called). Must notice call->cancelled and
-   * call->deadline_ms within about 50 ms on its own, since nobody waits on it.
-   * NULL: the method calls `run` on a worker thread instead. */
-  int (*run_async)(struct backend *be, struct call *c, const char *id,
-                   const struct backend_run_req *req, backend_run_done done, void *arg,
-                   struct osb_err *err);
-  /* The slots ending in _start begin what their blocking twin does without ever blocking
-   * the caller (it may be the thread reading stdin): they return 0 once started (done is
-   * then called exactly once, later, from another thread), -1 with *err filled (done never
-   * called), or BACKEND_BLOCKING when the blocking twin must be used instead. The request's
-   * strings and bytes are read only during the slot; c must stay valid until done; outputs
-   * (read_file_start's *data and *len) are filled before done with rc 0. They notice
-   * call->cancelled and call->deadline_ms on their own. NULL: use the blocking twin.
-   * run_start is run_async that never blocks; its done never gets BACKEND_BLOCKING. */
-  int (*run_start)(struct backend *be, struct call *c, const char *id,
-                   const struct backend_run_req *req, backend_run_done done, void *arg,
-                   struct osb_err *err);
-  int (*set_env_start)(struct backend *be, struct call *c, const char *id,
-                       const struct backend_kv *env, size_t n_env, backend_done done, void *arg,
-                       struct osb_err *err);
-  int (*set_cwd_start)(struct backend *be, struct call *c, const char *id, const char *cwd,
-                       backend_done done, void *arg, struct osb_err *err);
-  int (*write_file_start)(struct backend *be, struct call *c, const char *id, const char *path,
-                          const void *data, size_t len, backend_done done, void *arg,
-                          struct osb_err *err);
-  int (*read_file_start)(struct backend *be, struct call *c, const char *id, const char *path,
-                         char **data, size_t *len, backend_done done, void *arg,
-                         struct osb_err *err);
-  /* SetEnv */
-  int (*set_env)(struct backend *be, struct call *c, const char *id, const struct backend_kv *env,
-                 size_t n_env, struct osb_err *err);
-  /* SetCwd */
-  int (*set_cwd)(struct backend *be, struct call *c, const char *id, const char *cwd,
-                 struct osb_err *err);
-  /* WriteFile: FILE error (data.path, data.reason) when the server says success=false */
-  int (*write_file)(struct backend *be, struct call *c, const char *id, const char *path,
-                    const void *data, size_t len, struct osb_err *err);
-  /* ReadFile: *data malloc'd, NUL-terminated */
-  int (*read_file)(struct backend *be, struct call *c, const char *id, const char *path,
-                   char **data, size_t *len, struct osb_err *err);
-  /* WriteFiles: per-file failures go to *errors (malloc'd array of *n_errors) */
-  int (*write_files)(struct backend *be, struct call *c, const char *id,
-                     const struct backend_file *files, size_t n_files,
-                     struct backend_file_error **errors, size_t *n_errors, struct osb_err *err);
-  /* GET /sessions/{id}/files/list */
-  int (*list_files)(struct backend *be, struct call *c, const char *id, const char *path,
-                    struct backend_dirent **out, size_t *n, struct osb_err *err);
-  /* POST /sessions/{id}/background */
-  int (*bg_start)(struct backend *be, struct call *c, const char *id,
-                  const struct backend_bg_req *req, struct backend_bg_started *out,
-                  struct osb_err *err);
-  /* DELETE /sessions/{id}/background: *pids malloc'd */
-  int (*bg_kill_all)(struct backend *be, struct call *c, const char *id, int **pids, size_t *n,
-                     int *total, struct osb_err *err);
-  /* GET /sessions/{id}/background/status */
-  int (*bg_status)(struct backend *be, struct call *c, const char *id,
-                   struct backend_bg_proc **procs, size_t *n, char **log, struct osb_err *err);
-  /* GET /health (remote) or a self-check (local): 0 when healthy */
-  int (*health)(struct backend *be, struct call *c, struct osb_err *err);
+  /* The operation kinds this backend does, as bits (1u << kind): the methods answer
+   * UnsupportedError for the others without calling start. */
+  unsigned kinds;
 
-  /* Release everything; accepts NULL. */
+  /* Start op (see struct backend_op): always ends in op->done, exactly once. Never blocks
+   * the caller on the network, on a process or on a lock held across I/O: it may be the
+   * thread that reads stdin. May be called concurrently from many threads. */
+  void (*start)(struct backend *be, struct backend_op *op);
+
+  /* Release everything; accepts NULL. Operations still in flight complete (CANCELLED)
+   * before it returns. Never called from inside a done. */
   void (*close)(struct backend *be);
 };
 
@@ -231,6 +266,21 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
 
 /* Open the local backend (the engine in-process). */
 struct backend *backend_local_open(const struct backend_config *config, struct osb_err *err);
+
+/* Start op on be: zeroes op->out, op->rc and op->err, then be->ops->start (or, for a kind
+ * the backend lacks, completes it at once with UNSUPPORTED). */
+void backend_start(struct backend *be, struct backend_op *op);
+
+/* The blocking call: start op and wait for its done (op->done and op->arg are set here).
+ * Returns op->rc; the caller frees the outputs with backend_op_clear. Must not be called
+ * on a backend's own thread (from inside a done). */
+int backend_call(struct backend *be, struct backend_op *op);
+
+/* Free op's outputs (per its kind) and clear its err; leaves out zeroed. */
+void backend_op_clear(struct backend_op *op);
+
+/* Whether be does kind. */
+int backend_supports(const struct backend *be, enum backend_op_kind kind);
 
 /* Free helpers for the result structs; all accept NULL / zero counts. */
 void backend_session_free(struct backend_session *s);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bridge/methods/methods.h"
+#include "common/defaults.h"
 #include "common/log.h"
 #include "rpc/rpc.h"
 
@@ -97,12 +98,12 @@ int main(int argc, char **argv) {
    * serve the small allocations. */
   mallopt(M_ARENA_MAX, 1);
   char *url = NULL, *api_key = NULL, *cacert = NULL;
-  int grpc_port = 50051;
+  int grpc_port = OSB_DEFAULT_GRPC_PORT;
   int grpc_insecure = 0;
   int transport = BACKEND_TRANSPORT_AUTO;
   long long request_timeout_ms = 30000;
-  struct rpc_opts opts = {RPC_FRAMING_AUTO, (size_t)64 << 20, 1024, give_memory_back};
-  size_t max_output = (size_t)16 << 20;
+  struct rpc_opts opts = {RPC_FRAMING_AUTO, OSB_DEFAULT_MAX_MESSAGE, OSB_DEFAULT_MAX_INFLIGHT, give_memory_back};
+  size_t max_output = OSB_DEFAULT_MAX_OUTPUT;
 
   /* Environment first; flags override it. */
   const char *env;

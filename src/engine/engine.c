@@ -718,3 +718,8 @@ const char *engine_strerror(int code) {
   const char *d = code < 0 ? strerrordesc_np(-code) : NULL;
   return d ? d : "unknown error";
 }
+
+void engine_cancel_notify(struct engine *eng) {
+  if (eng && eng->io)
+    engine_io_wake(eng);
+}

@@ -106,7 +106,8 @@ struct engine_run_opts {
   const struct engine_kv *env; /* overlaid on the session env */
   size_t n_env;
   const char *cwd;         /* NULL, "" or "/": the session cwd */
-  const atomic_int *cancel; /* NULL, or a flag the caller raises to kill the run */
+  const atomic_int *cancel; /* NULL, or a flag the caller raises to kill the run; after
+                              raising it, call engine_cancel_notify (the flag is not polled) */
 };
 
 struct engine_run_result {
@@ -151,6 +152,11 @@ typedef void (*engine_run_cb)(void *arg, int rc, struct engine_run_result *res);
  * of runs in flight cost no thread each. */
 int engine_run_async(struct engine *eng, const char *id, const struct engine_run_opts *opts,
                      engine_run_cb cb, void *arg);
+
+/* A run's cancel flag was raised: the I/O thread looks at every run's flag now and kills
+ * the cancelled ones at once. Cheap (one eventfd write); safe from any thread, including
+ * under the caller's own locks, while the engine is open. */
+void engine_cancel_notify(struct engine *eng);
 
 /* ---- files (paths are inside the session root; `..` and symlinks cannot escape) ---- */
 

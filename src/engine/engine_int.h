@@ -196,6 +196,8 @@ struct engine_io_cmd {
  * callback returned): the runs' processes must be dying (their sessions destroyed). */
 int engine_io_init(struct engine *eng);
 void engine_io_fini(struct engine *eng);
+/* Wake the I/O thread so that it looks at every run's cancel flag now. */
+void engine_io_wake(struct engine *eng);
 /* A run's record, allocated before its command starts so that handing it over cannot
  * fail. NULL when out of memory. Free one never submitted with engine_io_run_free. */
 struct engine_io_run *engine_io_run_new(struct engine *eng);

@@ -30,7 +30,7 @@
 #include "common/utf8.h"
 
 #define READ_CHUNK 65536
-#define CANCEL_POLL_MS 50  /* how often every run's cancel flag and deadline are looked at */
+#define NOPIDFD_POLL_MS 50 /* without a pidfd (valgrind) a run's exit is polled this often */
 #define DRAIN_GRACE_MS 100 /* after the command ends, how long leftovers may hold the pipes */
 #define MAX_EVENTS 256
 
@@ -310,9 +310,9 @@ static void adopt(struct engine_io *io, struct engine_io_run *r, int64_t *next_t
     finish(io, r);
     return;
   }
-  int64_t due = engine_now_ms() + CANCEL_POLL_MS; /* its cancel flag is looked at soon */
-  if (r->deadline < due)
-    due = r->deadline;
+  int64_t due = r->deadline;
+  if (r->pidfd < 0 && engine_now_ms() + NOPIDFD_POLL_MS < due)
+    due = engine_now_ms() + NOPIDFD_POLL_MS;
   if (due < *next_tick)
     *next_tick = due;
 }
@@ -340,13 +340,17 @@ static void on_event(struct engine_io *io, struct watch *w, uint32_t events, int
 }
 
 /* Cancel flags, deadlines and drain graces of every watched run; lowers *next_tick to
- * the earliest moment one of them is due. */
+ * the earliest moment one of them is due. Runs when one is due and whenever the thread is
+ * woken (a run submitted, a cancel flag raised: engine_cancel_notify), never on a timer
+ * for cancel flags. */
 static void tick(struct engine_io *io, int64_t now, int64_t *next_tick) {
   engine_admit_tick(io->eng, now, next_tick);
   for (struct engine_io_run *r = io->runs, *nx; r; r = nx) {
     nx = r->next;
     if (!r->exited && r->pidfd < 0 && exited_nopidfd(r))
       on_exit_event(io, r, next_tick);
+    if (!r->exited && r->pidfd < 0 && now + NOPIDFD_POLL_MS < *next_tick)
+      *next_tick = now + NOPIDFD_POLL_MS;
     if (!r->exited) {
       if (r->killed)
         continue;
@@ -421,27 +425,29 @@ static void *io_main(void *p) {
     int timeout = -1;
     if (io->done) {
       timeout = 0;
-    } else if (io->runs) {
+    } else if (io->runs && next_tick != INT64_MAX) {
       int64_t wait = next_tick - now;
-      timeout = wait <= 0 ? 0 : wait > CANCEL_POLL_MS ? CANCEL_POLL_MS : (int)wait;
+      timeout = wait <= 0 ? 0 : wait > INT32_MAX ? INT32_MAX : (int)wait;
     }
     int n = epoll_wait(io->epfd, ev, MAX_EVENTS, timeout);
     if (n < 0 && errno != EINTR) {
       log_warn("engine: epoll_wait: %s", strerror(errno));
       usleep(10 * 1000);
     }
+    int woken = 0;
     for (int i = 0; i < n; i++) {
       if (!ev[i].data.ptr) {
         uint64_t cnt;
         ssize_t rd = read(io->evfd, &cnt, sizeof cnt);
         (void)rd;
+        woken = 1; /* a run submitted or a cancel flag raised: look at every run now */
         continue;
       }
       on_event(io, ev[i].data.ptr, ev[i].events, &next_tick);
     }
     now = engine_now_ms();
-    if (now >= next_tick) {
-      next_tick = now + CANCEL_POLL_MS;
+    if (woken || now >= next_tick) {
+      next_tick = INT64_MAX;
       tick(io, now, &next_tick);
     }
     while (io->done) {
@@ -495,6 +501,13 @@ int engine_io_init(struct engine *eng) {
   io->eng = eng;
   eng->io = io;
   return 0;
+}
+
+void engine_io_wake(struct engine *eng) {
+  struct engine_io *io = eng->io;
+  uint64_t one = 1;
+  ssize_t w = write(io->evfd, &one, sizeof one);
+  (void)w; /* only fails when the counter is already huge: the thread is awake anyway */
 }
 
 void engine_io_fini(struct engine *eng) {

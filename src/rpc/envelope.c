@@ -1,7 +1,8 @@
 /* envelope.c - JSON-RPC 2.0 envelopes: one framed message (or batch) in, replies for what
  * is answered at once (parse errors, invalid requests, builtins such as `shutdown`, `exit`
- * and `$/cancelRequest`) and requests created and handed to rpc.c for the rest. Ids are
- * copied with their exact source text. Layer: rpc. */
+ * and `$/cancelRequest`) and requests handed to rpc.c for the rest (rpc_core_request). Ids
+ * are copied with their exact source text. Asks rpc.c for everything about the core through
+ * rpc_int.h. Layer: rpc. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,17 +40,6 @@ static json_object *own_id(json_object *id, const char *raw, size_t raw_len) {
   }
 }
 
-/* The method called name (len bytes: a JSON string may hold a NUL, and
- * "sandbox/list\u0000x" must not find sandbox/list). */
-static const struct rpc_method *find_method(struct rpc_core *core, const char *name, size_t len) {
-  if (strlen(name) != len)
-    return NULL;
-  for (size_t i = 0; i < core->n_methods; i++)
-    if (strcmp(core->methods[i].name, name) == 0)
-      return &core->methods[i];
-  return NULL;
-}
-
 enum builtin { BUILTIN_NONE, BUILTIN_SHUTDOWN, BUILTIN_EXIT, BUILTIN_CANCEL, BUILTIN_INITIALIZED };
 
 static enum builtin builtin_of(const char *name) {
@@ -66,11 +56,9 @@ static enum builtin builtin_of(const char *name) {
 
 /* Handle one request object. raw/raw_len is its source text (for exact numeric ids).
  * Returns the immediate reply (error or builtin result) to deliver, or NULL when the
- * request was dispatched or needs no reply. *is_notification tells the caller whether a
- * reply may be sent at all. */
+ * request was handed to rpc.c or needs no reply. */
 static json_object *handle_one(struct rpc_core *core, json_object *msg, const char *raw,
-                               size_t raw_len, struct batch *batch, size_t batch_index,
-                               struct request **own) {
+                               size_t raw_len, struct rpc_batch *batch, size_t batch_index) {
   json_object *id = NULL;
   int has_id = 0;
   int id_valid = 1;
@@ -78,7 +66,7 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
   json_object *reply = NULL;
 
   if (!json_object_is_type(msg, json_type_object))
-    return reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+    return rpc_reply_error(NULL, OSB_ERR_INVALID_REQUEST, NULL,
                               "Invalid Request: a request must be a JSON object");
 
   if (json_object_object_get_ex(msg, "id", &id)) {
@@ -101,18 +89,18 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
   json_object *v = NULL;
   if (!json_object_object_get_ex(msg, "jsonrpc", &v) || !json_object_is_type(v, json_type_string) ||
       strcmp(json_object_get_string(v), "2.0") != 0) {
-    reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+    reply = rpc_reply_error(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
                                "Invalid Request: jsonrpc must be \"2.0\"");
     goto out;
   }
   if (!id_valid) {
-    reply = reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+    reply = rpc_reply_error(NULL, OSB_ERR_INVALID_REQUEST, NULL,
                                "Invalid Request: id must be a string, a number or null");
     goto out;
   }
   json_object *m = NULL;
   if (!json_object_object_get_ex(msg, "method", &m) || !json_object_is_type(m, json_type_string)) {
-    reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+    reply = rpc_reply_error(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
                                "Invalid Request: method must be a string");
     goto out;
   }
@@ -129,12 +117,12 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
     } else if (json_object_is_type(p, json_type_array)) {
       if (json_object_array_length(p) != 0) {
         if (has_id)
-          reply = reply_error_simple(reply_id, OSB_ERR_INVALID_PARAMS, NULL,
+          reply = rpc_reply_error(reply_id, OSB_ERR_INVALID_PARAMS, NULL,
                                      "Invalid params: params must be an object (by name)");
         goto out;
       }
     } else {
-      reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+      reply = rpc_reply_error(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
                                  "Invalid Request: params must be an object or an array");
       goto out;
     }
@@ -146,14 +134,14 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
 
   enum builtin b = strlen(name) == name_len ? builtin_of(name) : BUILTIN_NONE;
   if (b == BUILTIN_EXIT) {
-    core->exit_requested = 1;
+    rpc_core_exit(core);
     json_object_put(params);
     goto out; /* exit never replies */
   }
-  if (core->shutdown) {
+  if (rpc_core_is_shut_down(core)) {
     json_object_put(params);
     if (has_id)
-      reply = reply_error_simple(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
+      reply = rpc_reply_error(reply_id, OSB_ERR_INVALID_REQUEST, NULL,
                                  "Invalid Request: the server is shut down");
     goto out;
   }
@@ -162,13 +150,13 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
     if (json_object_object_get_ex(params, "id", &cid)) {
       char *key = id_key_of(cid);
       if (key) {
-        cancel_by_key(core, key);
+        rpc_core_cancel(core, key);
         free(key);
       }
     }
     json_object_put(params);
     if (has_id) { /* sent as a request: acknowledge */
-      reply = reply_new(reply_id);
+      reply = rpc_reply_new(reply_id);
       json_object_object_add(reply, "result", NULL);
     }
     goto out;
@@ -179,14 +167,14 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
   }
   if (b == BUILTIN_SHUTDOWN) {
     json_object_put(params);
-    core->shutdown = 1;
+    rpc_core_shutdown(core);
     if (has_id) {
-      reply = reply_new(reply_id);
+      reply = rpc_reply_new(reply_id);
       json_object_object_add(reply, "result", NULL);
     }
     goto out;
   }
-  const struct rpc_method *method = find_method(core, name, name_len);
+  const struct rpc_method *method = rpc_core_find(core, name, name_len);
   if (!method) {
     json_object_put(params);
     if (has_id) {
@@ -194,70 +182,25 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
       char msgbuf[300];
       size_t shown = utf8_cut(name, strnlen(name, name_len), 200);
       snprintf(msgbuf, sizeof msgbuf, "Method not found: %.*s", (int)shown, name);
-      reply = reply_error_simple(reply_id, OSB_ERR_METHOD_NOT_FOUND, NULL, msgbuf);
+      reply = rpc_reply_error(reply_id, OSB_ERR_METHOD_NOT_FOUND, NULL, msgbuf);
     }
     goto out;
   }
 
-  pthread_mutex_lock(&core->lock);
-  if (core->n_inflight >= core->opts.max_inflight) {
-    pthread_mutex_unlock(&core->lock);
-    json_object_put(params);
-    if (has_id) {
-      json_object *data = json_object_new_object();
-      json_object_object_add(data, "limit", json_object_new_int64(core->opts.max_inflight));
-      reply = reply_error_simple(reply_id, OSB_ERR_BUSY, data,
-                                 "too many requests in flight; retry later");
-    } else {
-      log_warn("dropping notification %s: too many requests in flight", name);
+  char *id_key = NULL;
+  if (has_id && !json_object_is_type(reply_id, json_type_null)) {
+    id_key = id_key_of(id);
+    if (!id_key) {
+      json_object_put(params);
+      reply = rpc_reply_error(reply_id, OSB_ERR_INTERNAL, NULL, "out of memory");
+      goto out;
     }
-    goto out;
   }
-  struct request *req = calloc(1, sizeof *req);
-  if (!req) {
-    pthread_mutex_unlock(&core->lock);
-    json_object_put(params);
-    if (has_id)
-      reply = reply_error_simple(reply_id, OSB_ERR_INTERNAL, NULL, "out of memory");
-    goto out;
-  }
-  req->core = core;
-  req->has_id = has_id;
-  req->id = has_id ? reply_id : NULL; /* the request takes our own id */
+  /* the request takes our own id (a notification has none) */
+  json_object *req_id = has_id ? reply_id : NULL;
   if (has_id)
     id_exact = NULL;
-  if (has_id && !json_object_is_type(reply_id, json_type_null))
-    req->id_key = id_key_of(id);
-  req->method = method;
-  req->params = params;
-  req->batch = batch;
-  req->batch_index = batch_index;
-  req->refs = 2;
-  req->next = core->inflight;
-  if (core->inflight)
-    core->inflight->prev = req;
-  core->inflight = req;
-  core->n_inflight++;
-  core->requests_seen++;
-  if (batch && has_id)
-    batch->pending++;
-  if (method->inline_call) {
-    pthread_mutex_unlock(&core->lock);
-    request_execute(req);
-  } else {
-    if (method->fn_quick) {
-      pthread_mutex_unlock(&core->lock);
-      int deferred = request_quick(req);
-      pthread_mutex_lock(&core->lock);
-      if (!deferred)
-        req = NULL;
-    }
-    if (req && own && handoff_possible_locked(core))
-      *own = req; /* executed by this thread once reading is handed on */
-    else if (req)
-      dispatch_locked(core, req);
-    pthread_mutex_unlock(&core->lock);
-  }
+  reply = rpc_core_request(core, method, req_id, has_id, id_key, params, batch, batch_index);
 
 out:
   json_object_put(id_exact);
@@ -282,20 +225,19 @@ static void handle_batch(struct rpc_core *core, json_object *arr,
                          const char *raw, size_t raw_len) {
   size_t n = json_object_array_length(arr);
   if (n == 0) {
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
-                                            "Invalid Request: empty batch"));
+    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+                                        "Invalid Request: empty batch"));
     return;
   }
-  struct batch *b = calloc(1, sizeof *b);
+  struct rpc_batch *b = rpc_batch_new(core, n);
   const char **eraw = calloc(n, sizeof *eraw);
   size_t *elen = calloc(n, sizeof *elen);
-  json_object **replies = calloc(n, sizeof *replies);
-  if (!b || !eraw || !elen || !replies) {
-    free(b);
+  if (!b || !eraw || !elen) {
     free(eraw);
     free(elen);
-    free(replies);
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
+    if (b)
+      rpc_batch_release(core, b); /* nothing in it: sends nothing */
+    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
     return;
   }
   struct batch_scan bs = {eraw, elen, n};
@@ -306,32 +248,23 @@ static void handle_batch(struct rpc_core *core, json_object *arr,
     memset(eraw, 0, n * sizeof *eraw);
     memset(elen, 0, n * sizeof *elen);
   }
-  b->replies = replies;
-  b->n = n;
-  b->holds = 1;
   for (size_t i = 0; i < n; i++) {
-    json_object *reply = handle_one(core, json_object_array_get_idx(arr, i), eraw[i], elen[i], b, i, NULL);
-    if (reply) {
-      pthread_mutex_lock(&core->lock);
-      b->replies[i] = reply;
-      pthread_mutex_unlock(&core->lock);
-    }
+    json_object *reply = handle_one(core, json_object_array_get_idx(arr, i), eraw[i], elen[i], b, i);
+    if (reply)
+      rpc_batch_answer(core, b, i, reply);
   }
   free(eraw);
   free(elen);
-  pthread_mutex_lock(&core->lock);
-  b->holds = 0;
-  batch_send_locked(core, b);
-  pthread_mutex_unlock(&core->lock);
+  rpc_batch_release(core, b);
 }
 
 /* Parse msg with json-c: into *out (NULL for the JSON value null) and return 0, or send
  * the parse error reply and return -1. */
 static int parse_json_c(struct rpc_core *core, const char *msg, size_t len, json_object **out) {
   *out = NULL;
-  struct json_tokener *tok = json_tokener_new_ex(PARSE_DEPTH);
+  struct json_tokener *tok = json_tokener_new_ex(RPC_PARSE_DEPTH);
   if (!tok) {
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
+    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
     return -1;
   }
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
@@ -367,7 +300,7 @@ static int parse_json_c(struct rpc_core *core, const char *msg, size_t len, json
                                                        : json_tokener_error_desc(jerr)));
     json_object_put(obj);
     json_tokener_free(tok);
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL, why));
+    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_PARSE, NULL, why));
     return -1;
   }
   json_tokener_free(tok);
@@ -375,15 +308,12 @@ static int parse_json_c(struct rpc_core *core, const char *msg, size_t len, json
   return 0;
 }
 
-/* Handle one message. *own (when not NULL on return) is a request this thread is to execute
- * itself once it has handed reading on (see reader_run). */
-void handle_message(struct rpc_core *core, const char *msg, size_t len,
-                           struct request **own) {
+void rpc_envelope_handle(struct rpc_core *core, const char *msg, size_t len) {
   log_trace("<- %.*s", (int)(len > 1000 ? 1000 : len), msg);
   /* json-c's own check lets overlong forms, surrogates and code points past U+10FFFF
    * through, and they could come back out in ids: check strictly first. */
   if (!utf8_valid(msg, len)) {
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_PARSE, NULL,
+    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_PARSE, NULL,
                                             "Parse error: the message is not valid UTF-8"));
     return;
   }
@@ -391,16 +321,16 @@ void handle_message(struct rpc_core *core, const char *msg, size_t len,
    * declines (malformed, or one of json-c's laxer forms) goes to json-c, which decides
    * and words any error as before. */
   json_object *obj = NULL;
-  if (jsonparse(msg, len, PARSE_DEPTH, &obj) < 0 && parse_json_c(core, msg, len, &obj) < 0)
+  if (jsonparse(msg, len, RPC_PARSE_DEPTH, &obj) < 0 && parse_json_c(core, msg, len, &obj) < 0)
     return;
   if (!obj) { /* the message was the JSON value null */
-    send_immediate(core, reply_error_simple(NULL, OSB_ERR_INVALID_REQUEST, NULL,
+    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INVALID_REQUEST, NULL,
                                             "Invalid Request: a request must be a JSON object"));
     return;
   }
   if (json_object_is_type(obj, json_type_array))
     handle_batch(core, obj, msg, len);
   else
-    send_immediate(core, handle_one(core, obj, msg, len, NULL, 0, own));
+    rpc_core_send(core, handle_one(core, obj, msg, len, NULL, 0));
   json_object_put(obj);
 }

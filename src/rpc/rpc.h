@@ -1,5 +1,5 @@
 /* rpc.h - the JSON-RPC 2.0 server core: reads framed messages from a transport, validates
- * envelopes and batches, dispatches requests to a method table on worker threads, tracks
+ * envelopes and batches, calls the method table's handlers on the reading thread, tracks
  * ids for $/cancelRequest, and hands replies to the writer. Handles `shutdown`, `exit` and
  * `$/cancelRequest` itself. Knows nothing of sandboxes, backends or the wire.
  * Layer: rpc. */
@@ -12,58 +12,50 @@
 #include "common/call.h"
 #include "common/err.h"
 
-/* A method handler. Runs on a worker thread, possibly concurrently with others.
+/* One request in flight, as its handler sees it. */
+struct rpc_req;
+
+/* A method handler: the one kind. It runs on the thread that reads stdin, in the order the
+ * requests came, and must never wait (on the network, a process, a disk, a lock held
+ * across I/O): it either answers now, returning 0 (with *result: a new reference, NULL
+ * meaning JSON null) or -1 (with *err filled); or it starts work and returns RPC_PENDING,
+ * and then rpc_complete(req, ...) is called exactly once, from any thread, possibly before
+ * the handler has even returned.
  *   ctx     the pointer given to rpc_serve
- *   c       this request's cancel flag and deadline (deadline 0 at entry: set it if needed)
- *   params  borrowed; always an object (an empty one when the request had no params)
- *   result  on success, a new reference to the result (NULL means JSON null)
- * Returns 0, or -1 with *err filled. */
-typedef int (*rpc_handler)(void *ctx, struct call *c, json_object *params, json_object **result,
-                           struct osb_err *err);
-
-/* One request whose handler finishes later, from any thread (see rpc_async_handler). */
-struct rpc_async;
-
-/* An asynchronous handler: like rpc_handler, but it may start work and return
- * RPC_PENDING instead of finishing; it must then call rpc_async_complete(pending, ...)
- * exactly once, from any thread. Returning 0 or -1 finishes at once as rpc_handler does
- * (and pending must not be used). Runs on a worker thread, which is freed for other
- * requests as soon as it returns. */
+ *   req     this request: rpc_req_call(req) is its cancel handle and deadline
+ *   params  borrowed; always an object (an empty one when the request had no params); it
+ *           and every string in it live until rpc_complete returns */
 #define RPC_PENDING 1
-typedef int (*rpc_async_handler)(void *ctx, struct call *c, json_object *params,
-                                 struct rpc_async *pending, json_object **result,
-                                 struct osb_err *err);
+typedef int (*rpc_handler)(void *ctx, struct rpc_req *req, json_object *params,
+                           json_object **result, struct osb_err *err);
 
-/* Finish a pending request: rc 0 with result (taken; NULL means JSON null) or -1 with
- * *err (cleared here). c (the request's struct call) is invalid afterwards. */
-void rpc_async_complete(struct rpc_async *pending, int rc, json_object *result,
-                        struct osb_err *err);
+/* The request's struct call: its cancel flag (raised by $/cancelRequest, exit, stop) and its
+ * deadline (0 at entry: the handler sets it if needed). Valid until rpc_complete. Work
+ * started for it installs its canceller there (call_set_canceller). */
+struct call *rpc_req_call(struct rpc_req *req);
 
-/* A quick handler (rpc_method.fn_quick) may also return RPC_DEFER: nothing was started, and
- * the request goes to a worker thread (fn_async, else fn) as if there were no fn_quick. */
-#define RPC_DEFER 2
-
-/* Give a pending request of a quick handler to a worker thread after all (fn_async, else
- * fn, runs it anew with the same params), from any thread; instead of rpc_async_complete. */
-void rpc_async_defer(struct rpc_async *pending);
+/* Finish a pending request: rc 0 with result (taken; NULL means JSON null) or -1 with *err
+ * (cleared here; err may be NULL for rc 0). req is invalid afterwards. A request that was
+ * answered already (cancelled) drops the result. */
+void rpc_complete(struct rpc_req *req, int rc, json_object *result, struct osb_err *err);
 
 struct rpc_method {
   const char *name;
-  rpc_handler fn;            /* used when fn_async is NULL */
-  int inline_call;           /* nonzero: run on the reader thread, in order (cheap methods only) */
-  rpc_async_handler fn_async;/* optional */
-  /* Optional, tried first, on the reader thread itself: an asynchronous handler that never
-   * blocks (it only starts work that finishes on another thread), or returns RPC_DEFER.
-   * Saves the hand-offs to and from a worker thread, which cost more than a short call. */
-  rpc_async_handler fn_quick;
+  rpc_handler fn;
 };
+
+/* Call method m with params outside of any JSON-RPC stream and wait for its answer (the
+ * blocking call, for tests and tools): returns what the reply would say, 0 with *result
+ * or -1 with *err. */
+int rpc_call_wait(const struct rpc_method *m, void *ctx, json_object *params,
+                  json_object **result, struct osb_err *err);
 
 enum rpc_framing { RPC_FRAMING_AUTO, RPC_FRAMING_LSP, RPC_FRAMING_NDJSON };
 
 struct rpc_opts {
   enum rpc_framing framing;
-  size_t max_message;     /* bytes; default 64 MiB */
-  unsigned max_inflight;  /* requests worked on at once; default 1024 */
+  size_t max_message;     /* bytes; default OSB_DEFAULT_MAX_MESSAGE */
+  unsigned max_inflight;  /* requests worked on at once; default OSB_DEFAULT_MAX_INFLIGHT */
   /* Optional: called (from rpc_serve's thread) once per quiet spell, when nothing has been
    * in flight or arrived for 5 s after some requests: a moment to give memory back. */
   void (*on_idle)(void);

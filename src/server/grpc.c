@@ -418,6 +418,7 @@ static void on_close(struct gcall *c) {
   if (c->cancelled) {
     log_debug("grpc: call cancelled (client, deadline or shutdown)");
     atomic_store(&c->cancel, 1);
+    engine_cancel_notify(c->srv->eng);
   }
   gcall_unref(c);
 }

@@ -439,6 +439,7 @@ struct watch {
   int sock;          /* the client's socket (borrowed) */
   int efd;           /* eventfd: written when the run is over */
   atomic_int *cancel;
+  struct engine *eng; /* told when cancel is raised */
   pthread_t thread;
   int started;
 };
@@ -455,6 +456,7 @@ static void *watch_thread(void *arg) {
     if (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
       log_debug("http: client closed the connection of a run, killing it");
       atomic_store(w->cancel, 1);
+      engine_cancel_notify(w->eng);
       return NULL;
     }
   }
@@ -466,6 +468,7 @@ static void watch_start(struct hctx *c, struct watch *w, atomic_int *cancel) {
       MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
   memset(w, 0, sizeof *w);
   w->cancel = cancel;
+  w->eng = c->srv->eng;
   w->efd = -1;
   if (!ci)
     return;
@@ -1242,6 +1245,7 @@ void srv_http_stop(struct srv_http *s) {
   for (struct hrun *r = s->runs; r; r = r->next)
     atomic_store(&r->cancel, 1);
   pthread_mutex_unlock(&s->lock);
+  engine_cancel_notify(s->eng);
   MHD_stop_daemon(s->d); /* joins every connection thread */
   if (lsock != MHD_INVALID_SOCKET)
     close(lsock);

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/defaults.h"
 #include "common/log.h"
 #include "engine/engine.h"
 #include "server/grpc.h"
@@ -324,7 +325,7 @@ static size_t max_size(size_t a, size_t b) {
 int main(int argc, char **argv) {
   struct config cfg = {
       .port = 8080,
-      .grpc_port = 50051,
+      .grpc_port = OSB_DEFAULT_GRPC_PORT,
       .bind = "127.0.0.1",
       .ttl = 300,
       .max_output = 16u << 20,

@@ -427,9 +427,9 @@ TEST(large_output_completes_without_deadlock) {
 
 static atomic_int cancel_flag;
 static void *raise_cancel(void *p) {
-  (void)p;
   usleep(200 * 1000);
   atomic_store(&cancel_flag, 1);
+  engine_cancel_notify(p); /* the flag is not polled: say it was raised */
   return NULL;
 }
 
@@ -441,7 +441,7 @@ TEST(cancel_flag_kills_run) {
   struct engine_run_opts o = {.argv = argv, .argc = 2, .cancel = &cancel_flag};
   struct engine_run_result r;
   pthread_t t;
-  pthread_create(&t, NULL, raise_cancel, NULL);
+  pthread_create(&t, NULL, raise_cancel, e);
   int64_t t0 = now_ms();
   ASSERT_EQ(engine_run(e, id, &o, &r), -ECANCELED);
   int64_t dt = now_ms() - t0;
@@ -1170,6 +1170,7 @@ TEST(async_run_cancel_flag_kills_it) {
   usleep(100 * 1000);
   int64_t t0 = now_ms();
   atomic_store(&flag, 1);
+  engine_cancel_notify(e);
   wait_async(1, 5000);
   ASSERT(now_ms() - t0 < 300);
   ASSERT_EQ(atomic_load(&sl.calls), 1);

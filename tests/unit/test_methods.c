@@ -30,25 +30,22 @@ static struct fake {
   int fail_path_b; /* write_file fails with FILE for path "b" */
 } fake;
 
-static int fake_create(struct backend *be, struct call *c, const struct backend_kv *env,
-                       size_t n_env, struct backend_session *out, struct osb_err *err) {
-  fake.calls++;
-  out->id = strdup("sb-1");
-  out->preview_url = NULL;
+static int fake_create(struct backend_op *op) {
+  op->out.session.id = strdup("sb-1");
+  op->out.session.preview_url = NULL;
   return 0;
 }
 
-static int fake_run(struct backend *be, struct call *c, const char *id,
-                    const struct backend_run_req *req, struct backend_run_res *out,
-                    struct osb_err *err) {
-  fake.calls++;
+static int fake_run(struct backend_op *op) {
+  const struct backend_run_req *req = &op->in.run;
+  struct backend_run_res *out = &op->out.run;
   fake.argc = req->argc;
   snprintf(fake.argv0, sizeof fake.argv0, "%s", req->argv[0]);
   snprintf(fake.argv1, sizeof fake.argv1, "%s", req->argc > 1 ? req->argv[1] : "");
   snprintf(fake.argv2, sizeof fake.argv2, "%s", req->argc > 2 ? req->argv[2] : "");
   fake.time_ms = req->time_ms;
   fake.mem_kb = req->mem_kb;
-  fake.deadline_ms = c->deadline_ms;
+  fake.deadline_ms = op->c->deadline_ms;
   out->out = malloc(fake.out_len + 1);
   memcpy(out->out, fake.out ? fake.out : "", fake.out_len);
   out->out[fake.out_len] = 0;
@@ -61,43 +58,64 @@ static int fake_run(struct backend *be, struct call *c, const char *id,
   return 0;
 }
 
-static int fake_write_file(struct backend *be, struct call *c, const char *id, const char *path,
-                           const void *data, size_t len, struct osb_err *err) {
-  fake.calls++;
-  if (fake.fail_path_b && strcmp(path, "b") == 0) {
-    osb_err_set(err, OSB_ERR_FILE, NULL, "b: Permission denied");
-    osb_err_add(err, "path", json_object_new_string(path));
+static int fake_write_file(struct backend_op *op) {
+  const struct backend_file *f = &op->in.file;
+  if (fake.fail_path_b && strcmp(f->path, "b") == 0) {
+    osb_err_set(&op->err, OSB_ERR_FILE, NULL, "b: Permission denied");
+    osb_err_add(&op->err, "path", json_object_new_string(f->path));
     return -1;
   }
-  snprintf(fake.path, sizeof fake.path, "%s", path);
-  fake.len = len < sizeof fake.data ? len : sizeof fake.data;
-  memcpy(fake.data, data, fake.len);
+  snprintf(fake.path, sizeof fake.path, "%s", f->path);
+  fake.len = f->len < sizeof fake.data ? f->len : sizeof fake.data;
+  memcpy(fake.data, f->data, fake.len);
   return 0;
 }
 
-static int fake_read_file(struct backend *be, struct call *c, const char *id, const char *path,
-                          char **data, size_t *len, struct osb_err *err) {
+/* WriteFiles as a server without it would do it: one write per file, FILE errors listed. */
+static int fake_write_files(struct backend_op *op) {
+  struct backend_file_errors *fe = &op->out.file_errors;
+  fe->errors = calloc(op->in.files.n + 1, sizeof *fe->errors);
+  for (size_t i = 0; i < op->in.files.n; i++) {
+    if (fake.fail_path_b && strcmp(op->in.files.files[i].path, "b") == 0) {
+      fe->errors[fe->n].path = strdup("b");
+      fe->errors[fe->n].error = strdup("b: Permission denied");
+      fe->n++;
+    }
+  }
+  return 0;
+}
+
+static int fake_read_file(struct backend_op *op) {
+  op->out.bytes.data = malloc(fake.file_len + 1);
+  memcpy(op->out.bytes.data, fake.file, fake.file_len);
+  op->out.bytes.data[fake.file_len] = 0;
+  op->out.bytes.len = fake.file_len;
+  return 0;
+}
+
+static int fake_bg_start(struct backend_op *op) {
+  fake.port = op->in.bg.port;
+  op->out.bg.pid = 42;
+  op->out.bg.port = op->in.bg.port ? op->in.bg.port : 40000;
+  op->out.bg.preview_url = NULL;
+  return 0;
+}
+
+static int fake_health(struct backend_op *op) {
+  return 0;
+}
+
+/* Completes every operation on the caller's thread, as the local backend's quick calls do. */
+static void fake_start(struct backend *be, struct backend_op *op) {
+  static int (*const fns[BACKEND_OP_COUNT])(struct backend_op *) = {
+      [BACKEND_CREATE] = fake_create,         [BACKEND_RUN] = fake_run,
+      [BACKEND_WRITE_FILE] = fake_write_file, [BACKEND_WRITE_FILES] = fake_write_files,
+      [BACKEND_READ_FILE] = fake_read_file,   [BACKEND_BG_START] = fake_bg_start,
+      [BACKEND_HEALTH] = fake_health,
+  };
   fake.calls++;
-  *data = malloc(fake.file_len + 1);
-  memcpy(*data, fake.file, fake.file_len);
-  (*data)[fake.file_len] = 0;
-  *len = fake.file_len;
-  return 0;
-}
-
-static int fake_bg_start(struct backend *be, struct call *c, const char *id,
-                         const struct backend_bg_req *req, struct backend_bg_started *out,
-                         struct osb_err *err) {
-  fake.calls++;
-  fake.port = req->port;
-  out->pid = 42;
-  out->port = req->port ? req->port : 40000;
-  out->preview_url = NULL;
-  return 0;
-}
-
-static int fake_health(struct backend *be, struct call *c, struct osb_err *err) {
-  return 0;
+  op->rc = fns[op->kind](op) < 0 ? -1 : 0;
+  op->done(op);
 }
 
 static void fake_close(struct backend *be) {
@@ -107,12 +125,10 @@ static void fake_close(struct backend *be) {
 
 static const struct backend_ops fake_ops = {
     .name = "local",
-    .create = fake_create,
-    .run = fake_run,
-    .write_file = fake_write_file,
-    .read_file = fake_read_file,
-    .bg_start = fake_bg_start,
-    .health = fake_health,
+    .kinds = 1u << BACKEND_CREATE | 1u << BACKEND_RUN | 1u << BACKEND_WRITE_FILE |
+             1u << BACKEND_WRITE_FILES | 1u << BACKEND_READ_FILE | 1u << BACKEND_BG_START |
+             1u << BACKEND_HEALTH,
+    .start = fake_start,
     .close = fake_close,
 };
 
@@ -137,10 +153,9 @@ static int call(rpc_handler fn, const char *params_json, json_object **result,
                 struct osb_err *err) {
   json_object *params = json_tokener_parse(params_json);
   ASSERT(params != NULL);
-  struct call c;
-  memset(&c, 0, sizeof c);
   *result = NULL;
-  int rc = fn(&br, &c, params, result, err);
+  struct rpc_method m = {"test", fn};
+  int rc = rpc_call_wait(&m, &br, params, result, err);
   json_object_put(params);
   return rc;
 }
@@ -407,7 +422,7 @@ TEST(fs_read_refuses_non_utf8_as_text_and_encodes_base64) {
   teardown();
 }
 
-TEST(write_many_falls_back_to_write_file_and_collects_file_errors) {
+TEST(write_many_collects_file_errors) {
   bridge_with_fake(1 << 20);
   fake.fail_path_b = 1;
   json_object *r = expect_ok(method_fs_write_many,
@@ -420,7 +435,7 @@ TEST(write_many_falls_back_to_write_file_and_collects_file_errors) {
   teardown();
 }
 
-TEST(null_slot_is_unsupported_naming_the_method) {
+TEST(missing_operation_is_unsupported_naming_the_method) {
   bridge_with_fake(1 << 20);
   json_object *r = NULL;
   struct osb_err err = OSB_ERR_INIT;
@@ -645,8 +660,8 @@ int main(int argc, char **argv) {
   RUN(check_turns_a_failed_run_into_command_error);
   RUN(fs_write_decodes_base64_and_reports_bytes);
   RUN(fs_read_refuses_non_utf8_as_text_and_encodes_base64);
-  RUN(write_many_falls_back_to_write_file_and_collects_file_errors);
-  RUN(null_slot_is_unsupported_naming_the_method);
+  RUN(write_many_collects_file_errors);
+  RUN(missing_operation_is_unsupported_naming_the_method);
   RUN(process_start_asks_for_5173_unless_told);
   RUN(create_returns_id_and_null_preview);
   RUN(health_reports_ok_backend_and_latency);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "bridge/backend.h"
+#include "bridge/backend_sync.h"
 #include "test.h"
 
 /* A listening socket on 127.0.0.1 that never accepts: connections complete, nothing is ever
@@ -128,32 +129,32 @@ TEST(refused_connection_is_connection_error) {
   snprintf(url, sizeof url, "http://127.0.0.1:%d", hp);
   snprintf(target, sizeof target, "127.0.0.1:%d", gp);
 
-  ASSERT_EQ(be->ops->health(be, &c, &err), -1);
+  ASSERT_EQ(backend_sync_health(be, &c, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
   ASSERT_STR_EQ(data_str(&err, "url"), url);
   osb_err_clear(&err);
 
   struct backend_session s;
-  ASSERT_EQ(be->ops->create(be, &c, NULL, 0, &s, &err), -1);
+  ASSERT_EQ(backend_sync_create(be, &c, NULL, 0, &s, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
   osb_err_clear(&err);
 
   struct backend_run_res rr;
-  ASSERT_EQ(be->ops->run(be, &c, "sid", &echo_req, &rr, &err), -1);
+  ASSERT_EQ(backend_sync_run(be, &c, "sid", &echo_req, &rr, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
   ASSERT_STR_EQ(data_str(&err, "url"), target);
   osb_err_clear(&err);
 
   char *data;
   size_t len;
-  ASSERT_EQ(be->ops->read_file(be, &c, "sid", "/tmp/x", &data, &len, &err), -1);
+  ASSERT_EQ(backend_sync_read_file(be, &c, "sid", "/tmp/x", &data, &len, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
   osb_err_clear(&err);
   be->ops->close(be);
 
   /* auto: gRPC cannot connect, so the run is tried over HTTP, which names the base URL */
   be = open_transport(hp, gp, BACKEND_TRANSPORT_AUTO);
-  ASSERT_EQ(be->ops->run(be, &c, "sid", &echo_req, &rr, &err), -1);
+  ASSERT_EQ(backend_sync_run(be, &c, "sid", &echo_req, &rr, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
   ASSERT_STR_EQ(data_str(&err, "url"), url);
   osb_err_clear(&err);
@@ -170,7 +171,7 @@ TEST(silent_server_times_out_at_request_timeout) {
   struct osb_err err = OSB_ERR_INIT;
 
   int64_t t0 = call_now_ms();
-  ASSERT_EQ(be->ops->health(be, &c, &err), -1);
+  ASSERT_EQ(backend_sync_health(be, &c, &err), -1);
   int64_t took = call_now_ms() - t0;
   ASSERT_EQ(err.kind, OSB_ERR_TIMEOUT);
   ASSERT_EQ(data_int(&err, "timeoutMs"), 300);
@@ -178,7 +179,7 @@ TEST(silent_server_times_out_at_request_timeout) {
   osb_err_clear(&err);
 
   t0 = call_now_ms();
-  ASSERT_EQ(be->ops->set_cwd(be, &c, "sid", "/tmp", &err), -1);
+  ASSERT_EQ(backend_sync_set_cwd(be, &c, "sid", "/tmp", &err), -1);
   took = call_now_ms() - t0;
   ASSERT_EQ(err.kind, OSB_ERR_TIMEOUT);
   ASSERT_EQ(data_int(&err, "timeoutMs"), 300);
@@ -198,7 +199,7 @@ TEST(run_is_bounded_by_the_call_deadline) {
   struct osb_err err = OSB_ERR_INIT;
   struct backend_run_res rr;
   int64_t t0 = call_now_ms();
-  ASSERT_EQ(be->ops->run(be, &c, "sid", &echo_req, &rr, &err), -1);
+  ASSERT_EQ(backend_sync_run(be, &c, "sid", &echo_req, &rr, &err), -1);
   int64_t took = call_now_ms() - t0;
   ASSERT_EQ(err.kind, OSB_ERR_TIMEOUT);
   ASSERT(took >= 500 && took < 3000);
@@ -215,7 +216,7 @@ struct canceller {
 static void *cancel_later(void *arg) {
   struct canceller *k = arg;
   usleep((useconds_t)k->ms * 1000);
-  atomic_store(&k->c->cancelled, 1);
+  call_cancel(k->c);
   return NULL;
 }
 
@@ -232,8 +233,8 @@ TEST(cancel_ends_waiting_requests_promptly) {
     ASSERT(pthread_create(&th, NULL, cancel_later, &k) == 0);
     int64_t t0 = call_now_ms();
     struct backend_run_res rr;
-    int rc = which == 0 ? be->ops->run(be, &c, "sid", &echo_req, &rr, &err)
-                        : be->ops->health(be, &c, &err);
+    int rc = which == 0 ? backend_sync_run(be, &c, "sid", &echo_req, &rr, &err)
+                        : backend_sync_health(be, &c, &err);
     int64_t took = call_now_ms() - t0;
     pthread_join(th, NULL);
     ASSERT_EQ(rc, -1);
@@ -250,17 +251,17 @@ TEST(cancelled_or_expired_call_fails_at_once) {
   struct backend *be = open_at(closed_port(), closed_port(), 5000);
   struct osb_err err = OSB_ERR_INIT;
   struct call c = {0};
-  atomic_store(&c.cancelled, 1);
-  ASSERT_EQ(be->ops->destroy(be, &c, "sid", &err), -1);
+  call_cancel(&c);
+  ASSERT_EQ(backend_sync_destroy(be, &c, "sid", &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CANCELLED);
   osb_err_clear(&err);
-  ASSERT_EQ(be->ops->set_env(be, &c, "sid", NULL, 0, &err), -1);
+  ASSERT_EQ(backend_sync_set_env(be, &c, "sid", NULL, 0, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CANCELLED);
   osb_err_clear(&err);
   struct call late = {0};
   late.deadline_ms = call_now_ms() - 1;
   struct backend_run_res rr;
-  ASSERT_EQ(be->ops->run(be, &late, "sid", &echo_req, &rr, &err), -1);
+  ASSERT_EQ(backend_sync_run(be, &late, "sid", &echo_req, &rr, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_TIMEOUT);
   osb_err_clear(&err);
   be->ops->close(be);
@@ -356,7 +357,7 @@ static char *new_session(struct backend *be) {
   struct call c = {0};
   struct backend_session s;
   struct osb_err err = OSB_ERR_INIT;
-  if (be->ops->create(be, &c, NULL, 0, &s, &err) != 0)
+  if (backend_sync_create(be, &c, NULL, 0, &s, &err) != 0)
     fprintf(stderr, "  create: %s\n", err.message);
   ASSERT(err.kind == OSB_ERR_NONE);
   free(s.preview_url);
@@ -376,13 +377,19 @@ struct outcome {
 static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
 static int n_done;
-static __thread int inside_run_async; /* done must never run inside run_async */
+static __thread int inside_run_async; /* a started run never completes inside start */
+static __thread struct osb_err inline_err; /* a run that could not start: why */
+static __thread int inline_done;
 static int done_inside;
 
 static void on_done(void *arg, int rc, struct backend_run_res *res, struct osb_err *err) {
   struct outcome *o = arg;
-  if (inside_run_async)
-    done_inside = 1;
+  if (inside_run_async) { /* refused at the start: not an outcome of a started run */
+    inline_done = 1;
+    inline_err = *err;
+    *err = (struct osb_err)OSB_ERR_INIT;
+    return;
+  }
   pthread_mutex_lock(&done_lock);
   o->rc = rc;
   o->at = call_now_ms();
@@ -402,13 +409,36 @@ static void on_done(void *arg, int rc, struct backend_run_res *res, struct osb_e
   pthread_mutex_unlock(&done_lock);
 }
 
+static void on_op_done(struct backend_op *op) {
+  on_done(op->arg, op->rc, &op->out.run, &op->err);
+  if (op->rc == 0 && !inside_run_async)
+    memset(&op->out.run, 0, sizeof op->out.run); /* moved to the outcome */
+  backend_op_clear(op);
+  free(op);
+}
+
+/* Start a run; -1 with *err when it completed at once (could not start), else 0. */
 static int start_async(struct backend *be, struct call *c, const char *id,
                        const struct backend_run_req *req, struct outcome *o,
                        struct osb_err *err) {
+  struct backend_op *op = calloc(1, sizeof *op);
+  ASSERT(op);
+  op->kind = BACKEND_RUN;
+  op->c = c;
+  op->id = id;
+  op->in.run = *req;
+  op->done = on_op_done;
+  op->arg = o;
   inside_run_async = 1;
-  int rc = be->ops->run_async(be, c, id, req, on_done, o, err);
+  inline_done = 0;
+  backend_start(be, op);
   inside_run_async = 0;
-  return rc;
+  if (inline_done) {
+    *err = inline_err;
+    inline_err = (struct osb_err)OSB_ERR_INIT;
+    return -1;
+  }
+  return 0;
 }
 
 /* Wait until n_done reaches want (or ms pass). Returns n_done. */
@@ -508,7 +538,7 @@ TEST(async_run_cancel_and_deadline) {
   ASSERT_EQ(start_async(be, &c1, id, &req, &cancelled, &err), 0);
   usleep(300 * 1000);
   int64_t raised = call_now_ms();
-  atomic_store(&c1.cancelled, 1);
+  call_cancel(&c1);
   ASSERT(wait_done(1, 3000) == 1);
   ASSERT_EQ(cancelled.rc, -1);
   ASSERT_EQ(cancelled.kind, OSB_ERR_CANCELLED);
@@ -529,7 +559,7 @@ TEST(async_run_cancel_and_deadline) {
   struct call c = {0};
   char *data = NULL;
   size_t len;
-  ASSERT_EQ(be->ops->read_file(be, &c, id, "/tmp/after", &data, &len, &err), -1);
+  ASSERT_EQ(backend_sync_read_file(be, &c, id, "/tmp/after", &data, &len, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_FILE);
   osb_err_clear(&err);
   free(id);
@@ -544,7 +574,7 @@ TEST(async_run_refusals_and_server_down) {
   struct osb_err err = OSB_ERR_INIT;
   static struct outcome o1, o2;
   struct call dead = {0};
-  atomic_store(&dead.cancelled, 1);
+  call_cancel(&dead);
   ASSERT_EQ(start_async(down, &dead, "sid", &echo_req, &o1, &err), -1);
   ASSERT_EQ(err.kind, OSB_ERR_CANCELLED);
   osb_err_clear(&err);
@@ -627,7 +657,7 @@ TEST(transports_with_an_unreachable_grpc_port) {
     char *id = new_session(be);
     struct call c = {0};
     struct osb_err err = OSB_ERR_INIT;
-    int rc = be->ops->write_file(be, &c, id, "/tmp/t.txt", "a\0b", 3, &err);
+    int rc = backend_sync_write_file(be, &c, id, "/tmp/t.txt", "a\0b", 3, &err);
     if (t == BACKEND_TRANSPORT_GRPC) {
       ASSERT_EQ(rc, -1);
       ASSERT_EQ(err.kind, OSB_ERR_CONNECTION);
@@ -644,23 +674,23 @@ TEST(transports_with_an_unreachable_grpc_port) {
       ASSERT_EQ(rc, 0);
       char *data = NULL;
       size_t len = 0;
-      ASSERT_EQ(be->ops->read_file(be, &c, id, "/tmp/t.txt", &data, &len, &err), 0);
+      ASSERT_EQ(backend_sync_read_file(be, &c, id, "/tmp/t.txt", &data, &len, &err), 0);
       ASSERT_MEM_EQ(data, len, "a\0b", 3);
       free(data);
-      ASSERT_EQ(be->ops->set_cwd(be, &c, id, "/tmp", &err), 0);
+      ASSERT_EQ(backend_sync_set_cwd(be, &c, id, "/tmp", &err), 0);
       struct backend_kv kv = {(char *)"X", (char *)"from-env"};
-      ASSERT_EQ(be->ops->set_env(be, &c, id, &kv, 1, &err), 0);
+      ASSERT_EQ(backend_sync_set_env(be, &c, id, &kv, 1, &err), 0);
       const char *argv[] = {"/bin/sh", "-c", "printf '%s:' \"$X\"; pwd"};
       struct backend_run_req req = {.argv = argv, .argc = 3, .time_ms = 5000, .mem_kb = 1 << 20,
                                     .fsize_kb = 1 << 20, .nofile = 64, .cwd = ""};
       struct backend_run_res rr;
-      ASSERT_EQ(be->ops->run(be, &c, id, &req, &rr, &err), 0);
+      ASSERT_EQ(backend_sync_run(be, &c, id, &req, &rr, &err), 0);
       ASSERT_STR_EQ(rr.out, "from-env:/tmp\n");
       backend_run_res_free(&rr);
       struct backend_file files[] = {{"/tmp/m1", "one", 3}, {"/tmp/m2", "two", 3}};
       struct backend_file_error *fe = NULL;
       size_t nfe = 9;
-      ASSERT_EQ(be->ops->write_files(be, &c, id, files, 2, &fe, &nfe, &err), 0);
+      ASSERT_EQ(backend_sync_write_files(be, &c, id, files, 2, &fe, &nfe, &err), 0);
       ASSERT_EQ(nfe, 0);
       /* async over HTTP, and its cancellation aborts the transfer */
       static struct outcome oa, ob;
@@ -678,7 +708,7 @@ TEST(transports_with_an_unreachable_grpc_port) {
       ASSERT_EQ(start_async(be, &cc, id, &sreq, &ob, &err), 0);
       usleep(200 * 1000);
       int64_t raised = call_now_ms();
-      atomic_store(&cc.cancelled, 1);
+      call_cancel(&cc);
       ASSERT(wait_done(before + 2, 3000) == before + 2);
       ASSERT_EQ(ob.kind, OSB_ERR_CANCELLED);
       ASSERT(ob.at - raised < 250);

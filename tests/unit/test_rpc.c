@@ -6,46 +6,87 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/thread.h"
 #include "rpc/rpc.h"
 #include "test.h"
 
-static int m_echo(void *ctx, struct call *c, json_object *params, json_object **result,
+static int m_echo(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                   struct osb_err *err) {
   *result = json_object_get(params);
   return 0;
 }
 
-/* Sleeps up to params.ms (default 5000) unless cancelled. */
-static int m_slow(void *ctx, struct call *c, json_object *params, json_object **result,
-                  struct osb_err *err) {
-  json_object *ms = NULL;
-  int64_t total = json_object_object_get_ex(params, "ms", &ms) ? json_object_get_int64(ms) : 5000;
-  for (int64_t waited = 0; waited < total; waited += 5) {
-    if (call_is_cancelled(c))
-      return osb_err_set(err, OSB_ERR_CANCELLED, NULL, "cancelled");
-    usleep(5000);
-  }
-  *result = json_object_new_string("slept");
-  return 0;
+/* "slow": answers "slept" after params.ms (default 5000) on a thread of its own, or
+ * CANCELLED as soon as its call is cancelled (its canceller wakes the thread). */
+struct slow {
+  struct rpc_req *req;
+  int64_t ms;
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  int cancelled;
+};
+
+static void slow_cancel(void *arg) {
+  struct slow *w = arg;
+  pthread_mutex_lock(&w->lock);
+  w->cancelled = 1;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->lock);
 }
 
-static int m_fail(void *ctx, struct call *c, json_object *params, json_object **result,
+static void *slow_main(void *arg) {
+  struct slow *w = arg;
+  int64_t until = call_now_ms() + w->ms;
+  pthread_mutex_lock(&w->lock);
+  while (!w->cancelled && call_now_ms() < until)
+    thread_wait_until(&w->cv, &w->lock, until);
+  int cancelled = w->cancelled;
+  pthread_mutex_unlock(&w->lock);
+  call_clear_canceller(rpc_req_call(w->req));
+  struct osb_err err = OSB_ERR_INIT;
+  if (cancelled) {
+    osb_err_set(&err, OSB_ERR_CANCELLED, NULL, "cancelled");
+    rpc_complete(w->req, -1, NULL, &err);
+  } else {
+    rpc_complete(w->req, 0, json_object_new_string("slept"), NULL);
+  }
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+  return NULL;
+}
+
+static int m_slow(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                  struct osb_err *err) {
+  json_object *ms = NULL;
+  struct slow *w = calloc(1, sizeof *w);
+  w->req = req;
+  w->ms = json_object_object_get_ex(params, "ms", &ms) ? json_object_get_int64(ms) : 5000;
+  pthread_mutex_init(&w->lock, NULL);
+  thread_cond_init(&w->cv);
+  if (call_set_canceller(rpc_req_call(req), slow_cancel, w))
+    w->cancelled = 1;
+  ASSERT_EQ(thread_spawn(slow_main, w, 0), 0);
+  return RPC_PENDING;
+}
+
+static int m_fail(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                   struct osb_err *err) {
   json_object *data = json_object_new_object();
   json_object_object_add(data, "sandboxId", json_object_new_string("x"));
   return osb_err_set(err, OSB_ERR_NOT_FOUND, data, "sandbox x not found");
 }
 
-/* Asynchronous "later": requests wait in a list that one completer thread finishes when
- * told to, so hundreds can be pending with no thread each. */
+/* "later": requests wait in a list that one completer thread finishes when told to, so
+ * hundreds can be pending with no thread each. */
 static pthread_mutex_t later_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct rpc_async *later_list[2048];
+static struct rpc_req *later_list[2048];
 static size_t later_count;
 
-static int m_later(void *ctx, struct call *c, json_object *params, struct rpc_async *pending,
-                   json_object **result, struct osb_err *err) {
+static int m_later(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                   struct osb_err *err) {
   pthread_mutex_lock(&later_lock);
-  later_list[later_count++] = pending;
+  later_list[later_count++] = req;
   pthread_mutex_unlock(&later_lock);
   return RPC_PENDING;
 }
@@ -60,7 +101,7 @@ static size_t later_pending(void) {
 static void later_complete_all(void) {
   pthread_mutex_lock(&later_lock);
   for (size_t i = 0; i < later_count; i++)
-    rpc_async_complete(later_list[i], 0, json_object_new_string("later"), NULL);
+    rpc_complete(later_list[i], 0, json_object_new_string("later"), NULL);
   later_count = 0;
   pthread_mutex_unlock(&later_lock);
 }
@@ -77,54 +118,17 @@ static int thread_count(void) {
   return n;
 }
 
-/* "quick": its quick handler answers at once (mode "now"), defers to the blocking handler at
- * once ("defer") or later from another thread ("later", see quick_defer_all). */
-static struct rpc_async *quick_list[64];
-static size_t quick_count;
-
-static int m_blocking(void *ctx, struct call *c, json_object *params, json_object **result,
-                      struct osb_err *err) {
-  *result = json_object_new_string("blocking");
-  return 0;
+/* "inline": completes with rpc_complete before returning RPC_PENDING (what a backend
+ * operation that needs no waiting does). */
+static int m_inline(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                    struct osb_err *err) {
+  rpc_complete(req, 0, json_object_new_string("inline"), NULL);
+  return RPC_PENDING;
 }
 
-static int m_quick(void *ctx, struct call *c, json_object *params, struct rpc_async *pending,
-                   json_object **result, struct osb_err *err) {
-  json_object *mode = NULL;
-  json_object_object_get_ex(params, "mode", &mode);
-  const char *m = mode ? json_object_get_string(mode) : "";
-  if (strcmp(m, "defer") == 0)
-    return RPC_DEFER;
-  if (strcmp(m, "later") == 0) {
-    pthread_mutex_lock(&later_lock);
-    quick_list[quick_count++] = pending;
-    pthread_mutex_unlock(&later_lock);
-    return RPC_PENDING;
-  }
-  *result = json_object_new_string("quick");
-  return 0;
-}
-
-static size_t quick_pending(void) {
-  pthread_mutex_lock(&later_lock);
-  size_t n = quick_count;
-  pthread_mutex_unlock(&later_lock);
-  return n;
-}
-
-static void quick_defer_all(void) {
-  pthread_mutex_lock(&later_lock);
-  for (size_t i = 0; i < quick_count; i++)
-    rpc_async_defer(quick_list[i]);
-  quick_count = 0;
-  pthread_mutex_unlock(&later_lock);
-}
-
-static const struct rpc_method methods[] = {{"echo", m_echo, 0, NULL, NULL},
-                                            {"slow", m_slow, 0, NULL, NULL},
-                                            {"fail", m_fail, 0, NULL, NULL},
-                                            {"later", NULL, 0, m_later, NULL},
-                                            {"quick", m_blocking, 0, NULL, m_quick}};
+static const struct rpc_method methods[] = {{"echo", m_echo},   {"slow", m_slow},
+                                            {"fail", m_fail},   {"later", m_later},
+                                            {"inline", m_inline}};
 
 struct server {
   int in_w;   /* we write requests here */
@@ -473,34 +477,30 @@ TEST(cancelled_async_request_is_answered_once) {
   ASSERT_EQ(finish(&s), 0);
 }
 
-TEST(quick_handlers_answer_defer_and_defer_later) {
+TEST(pending_handler_may_complete_before_it_returns) {
   struct server s;
   start(&s, 16, 1 << 20);
-  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"quick\",\"params\":{\"mode\":\"now\"}}\n");
-  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"quick\"}");
-  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"quick\",\"params\":{\"mode\":\"defer\"}}\n");
-  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"blocking\"}");
-  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"quick\",\"params\":{\"mode\":\"later\"}}\n");
-  for (int i = 0; i < 300 && quick_pending() < 1; i++)
-    usleep(10000);
-  ASSERT_EQ(quick_pending(), 1u);
-  expect_nothing(&s, 100);
-  quick_defer_all();
-  expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":\"blocking\"}");
+  for (int i = 1; i <= 3; i++) {
+    char line[128], want[128];
+    snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"inline\"}\n", i);
+    snprintf(want, sizeof want, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"result\":\"inline\"}", i);
+    send_text(&s, line);
+    expect_line(&s, want);
+  }
   ASSERT_EQ(finish(&s), 0);
 }
 
-TEST(cancelled_quick_request_is_answered_once) {
+TEST(cancelled_slow_request_is_answered_once_and_its_work_told) {
   struct server s;
   start(&s, 16, 1 << 20);
-  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"quick\",\"params\":{\"mode\":\"later\"}}\n");
-  for (int i = 0; i < 300 && quick_pending() < 1; i++)
-    usleep(10000);
+  send_text(&s, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"slow\",\"params\":{\"ms\":20000}}\n");
+  usleep(50000);
+  int64_t t0 = call_now_ms();
   send_text(&s, "{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":9}}\n");
   expect_line(&s, "{\"jsonrpc\":\"2.0\",\"id\":9,\"error\":{\"code\":-32800,\"message\":\"request cancelled\"}}");
-  quick_defer_all(); /* the worker sees the cancel flag; no second reply */
-  expect_nothing(&s, 200);
-  ASSERT_EQ(finish(&s), 0);
+  expect_nothing(&s, 200); /* the work's own CANCELLED is dropped */
+  ASSERT_EQ(finish(&s), 0); /* the work ended at once: nothing left in flight */
+  ASSERT(call_now_ms() - t0 < 2000);
 }
 
 /* Replies written while the client does not read (stdout full: no direct writes) and
@@ -561,8 +561,8 @@ int main(void) {
   RUN(lsp_replies_use_exact_headers);
   RUN(async_requests_in_flight_hold_no_thread);
   RUN(cancelled_async_request_is_answered_once);
-  RUN(quick_handlers_answer_defer_and_defer_later);
-  RUN(cancelled_quick_request_is_answered_once);
+  RUN(pending_handler_may_complete_before_it_returns);
+  RUN(cancelled_slow_request_is_answered_once_and_its_work_told);
   RUN(replies_stay_whole_when_the_client_reads_late);
   TEST_MAIN_END();
 }

@@ -1,7 +1,14 @@
 /* local.c - the local backend: the engine in-process, one engine per backend (sessions
- * live as long as the bridge process, or until initialize swaps the backend). Every slot
- * is a thin call into engine.h; engine error codes become bridge errors in one place,
- * local_fail(). Knows nothing of JSON-RPC, HTTP or gRPC. Layer: backend. */
+ * live as long as the bridge process, or until initialize swaps the backend). Every
+ * operation is a thin call into engine.h; engine error codes become bridge errors in one
+ * place, local_fail(). Knows nothing of JSON-RPC, HTTP or gRPC. Layer: backend.
+ *
+ * How each operation is started without blocking the caller: a run goes to the engine's
+ * I/O thread (engine_run_async; its canceller wakes that thread, which kills the command
+ * at once); the engine's quick calls (env, cwd, get, list, files, status: memory and a few
+ * file syscalls) complete on the caller's thread, with no hand-off; the calls that fork,
+ * kill or remove trees (create, destroy, background processes, writeMany) go to a small
+ * pool of LOCAL_POOL_MAX threads. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,14 +16,21 @@
 
 #include "bridge/backend.h"
 #include "common/log.h"
+#include "common/thread.h"
 #include "engine/engine.h"
+
+enum {
+  LOCAL_POOL_MAX = 4,         /* threads for the engine calls that block */
+  LOCAL_POOL_IDLE_MS = 10000, /* an idle pool thread leaves after this */
+};
 
 struct local {
   struct engine *eng;
+  struct pool *pool;
 };
 
-static struct engine *eng_of(struct backend *be) {
-  return ((struct local *)be->impl)->eng;
+static struct local *local_of(struct backend *be) {
+  return be->impl;
 }
 
 /* ---- errors ---- */
@@ -106,34 +120,28 @@ static struct engine_kv *kv_lend(const struct backend_kv *kv, size_t n, int *ok)
 
 /* ---- sessions ---- */
 
-static int local_create(struct backend *be, struct call *c, const struct backend_kv *env,
-                        size_t n_env, struct backend_session *out, struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
+static int local_create(struct engine *eng, struct backend_op *op) {
   char id[ENGINE_ID_LEN + 1];
   int ok;
-  struct engine_kv *ekv = kv_lend(env, n_env, &ok);
+  struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env, &ok);
   if (!ok)
-    return oom(err);
-  int rc = engine_session_create(eng_of(be), ekv, n_env, id);
+    return oom(&op->err);
+  int rc = engine_session_create(eng, ekv, op->in.env.n_env, id);
   free(ekv);
   if (rc < 0)
-    return local_fail(rc, "sandbox/create", NULL, NULL, err);
-  out->id = strdup(id);
-  out->preview_url = NULL;
-  if (!out->id) {
-    engine_session_destroy(eng_of(be), id);
-    return oom(err);
+    return local_fail(rc, "sandbox/create", NULL, NULL, &op->err);
+  op->out.session.id = strdup(id);
+  op->out.session.preview_url = NULL;
+  if (!op->out.session.id) {
+    engine_session_destroy(eng, id);
+    return oom(&op->err);
   }
   return 0;
 }
 
-static int local_destroy(struct backend *be, struct call *c, const char *id,
-                         struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
-  int rc = engine_session_destroy(eng_of(be), id);
-  return rc < 0 ? local_fail(rc, "sandbox/destroy", id, NULL, err) : 0;
+static int local_destroy(struct engine *eng, struct backend_op *op) {
+  int rc = engine_session_destroy(eng, op->id);
+  return rc < 0 ? local_fail(rc, "sandbox/destroy", op->id, NULL, &op->err) : 0;
 }
 
 /* Copy an engine session info into a backend one. Returns 0, or -1 when out of memory
@@ -169,72 +177,58 @@ static int info_copy(const struct engine_session_info *in, struct backend_sessio
   return 0;
 }
 
-static int local_list(struct backend *be, struct call *c, struct backend_session_info **out,
-                      size_t *n, struct osb_err *err) {
-  *out = NULL;
-  *n = 0;
-  if (cancelled(c, err))
-    return -1;
+static int local_list(struct engine *eng, struct backend_op *op) {
   struct engine_session_info *infos = NULL;
   size_t count = 0;
-  int rc = engine_session_list(eng_of(be), &infos, &count);
+  int rc = engine_session_list(eng, &infos, &count);
   if (rc < 0)
-    return local_fail(rc, "sandbox/list", NULL, NULL, err);
+    return local_fail(rc, "sandbox/list", NULL, NULL, &op->err);
   struct backend_session_info *arr = calloc(count ? count : 1, sizeof *arr);
   if (!arr) {
     engine_session_infos_free(infos, count);
-    return oom(err);
+    return oom(&op->err);
   }
   for (size_t i = 0; i < count; i++) {
     if (info_copy(&infos[i], &arr[i]) < 0) {
       backend_session_infos_free(arr, i + 1);
       engine_session_infos_free(infos, count);
-      return oom(err);
+      return oom(&op->err);
     }
   }
   engine_session_infos_free(infos, count);
-  *out = arr;
-  *n = count;
+  op->out.list.infos = arr;
+  op->out.list.n = count;
   return 0;
 }
 
-static int local_get(struct backend *be, struct call *c, const char *id,
-                     struct backend_session_info *out, struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
+static int local_get(struct engine *eng, struct backend_op *op) {
   struct engine_session_info info;
   memset(&info, 0, sizeof info);
-  int rc = engine_session_get(eng_of(be), id, &info);
+  int rc = engine_session_get(eng, op->id, &info);
   if (rc < 0)
-    return local_fail(rc, "sandbox/get", id, NULL, err);
-  rc = info_copy(&info, out);
+    return local_fail(rc, "sandbox/get", op->id, NULL, &op->err);
+  rc = info_copy(&info, &op->out.info);
   engine_session_info_free(&info);
   if (rc < 0) {
-    backend_session_info_free(out);
-    return oom(err);
+    backend_session_info_free(&op->out.info);
+    return oom(&op->err);
   }
   return 0;
 }
 
-static int local_set_env(struct backend *be, struct call *c, const char *id,
-                         const struct backend_kv *env, size_t n_env, struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
+static int local_set_env(struct engine *eng, struct backend_op *op) {
   int ok;
-  struct engine_kv *ekv = kv_lend(env, n_env, &ok);
+  struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env, &ok);
   if (!ok)
-    return oom(err);
-  int rc = engine_session_setenv(eng_of(be), id, ekv, n_env);
+    return oom(&op->err);
+  int rc = engine_session_setenv(eng, op->id, ekv, op->in.env.n_env);
   free(ekv);
-  return rc < 0 ? local_fail(rc, "sandbox/setEnv", id, NULL, err) : 0;
+  return rc < 0 ? local_fail(rc, "sandbox/setEnv", op->id, NULL, &op->err) : 0;
 }
 
-static int local_set_cwd(struct backend *be, struct call *c, const char *id, const char *cwd,
-                         struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
-  int rc = engine_session_setcwd(eng_of(be), id, cwd);
-  return rc < 0 ? local_fail(rc, "sandbox/setCwd", id, cwd, err) : 0;
+static int local_set_cwd(struct engine *eng, struct backend_op *op) {
+  int rc = engine_session_setcwd(eng, op->id, op->in.cwd);
+  return rc < 0 ? local_fail(rc, "sandbox/setCwd", op->id, op->in.cwd, &op->err) : 0;
 }
 
 /* ---- runs ---- */
@@ -258,173 +252,120 @@ static int take_result(struct engine_run_result *res, struct backend_run_res *ou
   return 0;
 }
 
-/* The engine's view of a run request. *ekv is malloc'd (lends the strings). Returns 0, or
- * -1 with *err when out of memory. */
-static int run_opts(struct call *c, const struct backend_run_req *req,
-                    struct engine_run_opts *opts, struct engine_kv **ekv, struct osb_err *err) {
+/* The canceller of a run: the call's flag is raised already; the I/O thread kills it. */
+static void local_run_cancel(void *arg) {
+  engine_cancel_notify(arg);
+}
+
+/* Runs on the engine's I/O thread: must not block or call back into the engine. */
+static void local_run_finished(void *arg, int rc, struct engine_run_result *res) {
+  struct backend_op *op = arg;
+  call_clear_canceller(op->c);
+  if (rc < 0)
+    local_fail(rc, "sandbox/run", op->id, NULL, &op->err);
+  else
+    rc = take_result(res, &op->out.run, &op->err);
+  engine_run_result_free(res);
+  op->rc = rc < 0 ? -1 : 0;
+  op->done(op);
+}
+
+/* Start the run; 1 when it was started (local_run_finished completes it), else -1 with
+ * op->err filled. */
+static int local_run(struct engine *eng, struct backend_op *op) {
+  const struct backend_run_req *req = &op->in.run;
   int ok;
-  *ekv = kv_lend(req->env, req->n_env, &ok);
+  struct engine_kv *ekv = kv_lend(req->env, req->n_env, &ok);
   if (!ok)
-    return oom(err);
-  struct engine_run_opts o = {
+    return oom(&op->err);
+  struct engine_run_opts opts = {
       .argv = req->argv,
       .argc = req->argc,
       .time_ms = req->time_ms,
       .mem_kb = req->mem_kb,
       .fsize_kb = req->fsize_kb,
       .nofile = req->nofile,
-      .env = *ekv,
+      .env = ekv,
       .n_env = req->n_env,
       .cwd = req->cwd,
-      .cancel = c ? &c->cancelled : NULL,
+      .cancel = op->c ? &op->c->cancelled : NULL,
   };
-  *opts = o;
-  return 0;
-}
-
-static int local_run(struct backend *be, struct call *c, const char *id,
-                     const struct backend_run_req *req, struct backend_run_res *out,
-                     struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
-  struct engine_run_opts opts;
-  struct engine_kv *ekv = NULL;
-  if (run_opts(c, req, &opts, &ekv, err) < 0)
-    return -1;
-  struct engine_run_result res;
-  memset(&res, 0, sizeof res);
-  int rc = engine_run(eng_of(be), id, &opts, &res);
-  free(ekv);
-  if (rc < 0)
-    return local_fail(rc, "sandbox/run", id, NULL, err);
-  return take_result(&res, out, err);
-}
-
-/* One asynchronous run between engine_run_async and its completion. */
-struct local_pending {
-  backend_run_done done;
-  void *arg;
-  char id[ENGINE_ID_LEN + 1];
-};
-
-/* Runs on the engine's I/O thread: must not block or call back into the engine. */
-static void local_run_finished(void *arg, int rc, struct engine_run_result *res) {
-  struct local_pending *p = arg;
-  struct osb_err err = OSB_ERR_INIT;
-  struct backend_run_res out;
-  memset(&out, 0, sizeof out);
-  if (rc < 0) {
-    local_fail(rc, "sandbox/run", p->id, NULL, &err);
-    engine_run_result_free(res);
-    p->done(p->arg, -1, NULL, &err);
-  } else if (take_result(res, &out, &err) < 0) {
-    engine_run_result_free(res);
-    p->done(p->arg, -1, NULL, &err);
-  } else {
-    engine_run_result_free(res);
-    p->done(p->arg, 0, &out, NULL);
+  /* installed first: a cancel between the start and the install would go unseen */
+  if (call_set_canceller(op->c, local_run_cancel, eng)) {
+    free(ekv);
+    return local_fail(-ECANCELED, "sandbox/run", op->id, NULL, &op->err);
   }
-  osb_err_clear(&err); /* the callee took it, or it was never set */
-  free(p);
-}
-
-static int local_run_async(struct backend *be, struct call *c, const char *id,
-                           const struct backend_run_req *req, backend_run_done done, void *arg,
-                           struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
-  struct local_pending *p = calloc(1, sizeof *p);
-  if (!p)
-    return oom(err);
-  p->done = done;
-  p->arg = arg;
-  snprintf(p->id, sizeof p->id, "%s", id);
-  struct engine_run_opts opts;
-  struct engine_kv *ekv = NULL;
-  if (run_opts(c, req, &opts, &ekv, err) < 0) {
-    free(p);
-    return -1;
-  }
-  int rc = engine_run_async(eng_of(be), id, &opts, local_run_finished, p);
+  int rc = engine_run_async(eng, op->id, &opts, local_run_finished, op);
   free(ekv);
   if (rc < 0) {
-    free(p);
-    return local_fail(rc, "sandbox/run", id, NULL, err);
+    call_clear_canceller(op->c);
+    return local_fail(rc, "sandbox/run", op->id, NULL, &op->err);
   }
-  return 0;
+  return 1;
 }
 
 /* ---- files ---- */
 
-static int local_write_file(struct backend *be, struct call *c, const char *id, const char *path,
-                            const void *data, size_t len, struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
-  int rc = engine_file_write(eng_of(be), id, path, data, len);
-  return rc < 0 ? local_fail(rc, "fs/write", id, path, err) : 0;
+static int local_write_file(struct engine *eng, struct backend_op *op) {
+  const struct backend_file *f = &op->in.file;
+  int rc = engine_file_write(eng, op->id, f->path, f->data, f->len);
+  return rc < 0 ? local_fail(rc, "fs/write", op->id, f->path, &op->err) : 0;
 }
 
-static int local_read_file(struct backend *be, struct call *c, const char *id, const char *path,
-                           char **data, size_t *len, struct osb_err *err) {
-  *data = NULL;
-  *len = 0;
-  if (cancelled(c, err))
-    return -1;
-  int rc = engine_file_read(eng_of(be), id, path, data, len);
-  return rc < 0 ? local_fail(rc, "fs/read", id, path, err) : 0;
+static int local_read_file(struct engine *eng, struct backend_op *op) {
+  const char *path = op->in.file.path;
+  int rc = engine_file_read(eng, op->id, path, &op->out.bytes.data, &op->out.bytes.len);
+  return rc < 0 ? local_fail(rc, "fs/read", op->id, path, &op->err) : 0;
 }
 
-static int local_write_files(struct backend *be, struct call *c, const char *id,
-                             const struct backend_file *files, size_t n_files,
-                             struct backend_file_error **errors, size_t *n_errors,
-                             struct osb_err *err) {
-  *errors = NULL;
-  *n_errors = 0;
+static int local_write_files(struct engine *eng, struct backend_op *op) {
+  const struct backend_file *files = op->in.files.files;
+  size_t n_files = op->in.files.n;
   struct backend_file_error *errs = calloc(n_files ? n_files : 1, sizeof *errs);
   if (!errs)
-    return oom(err);
+    return oom(&op->err);
   size_t ne = 0;
   for (size_t i = 0; i < n_files; i++) {
-    if (cancelled(c, err)) {
+    if (cancelled(op->c, &op->err)) {
       backend_file_errors_free(errs, ne);
       return -1;
     }
-    int rc = engine_file_write(eng_of(be), id, files[i].path, files[i].data, files[i].len);
+    int rc = engine_file_write(eng, op->id, files[i].path, files[i].data, files[i].len);
     if (rc == 0)
       continue;
     if (rc == -ESRCH || rc == -ECANCELED || rc == -ENOSYS || rc == -ENOMEM) {
       backend_file_errors_free(errs, ne);
-      return local_fail(rc, "fs/writeMany", id, NULL, err);
+      return local_fail(rc, "fs/writeMany", op->id, NULL, &op->err);
     }
     errs[ne].path = strdup(files[i].path);
     errs[ne].error = strdup(engine_strerror(rc));
     ne++;
     if (!errs[ne - 1].path || !errs[ne - 1].error) {
       backend_file_errors_free(errs, ne);
-      return oom(err);
+      return oom(&op->err);
     }
   }
-  *errors = errs;
-  *n_errors = ne;
+  if (ne == 0) {
+    free(errs);
+    errs = NULL;
+  }
+  op->out.file_errors.errors = errs;
+  op->out.file_errors.n = ne;
   return 0;
 }
 
-static int local_list_files(struct backend *be, struct call *c, const char *id, const char *path,
-                            struct backend_dirent **out, size_t *n, struct osb_err *err) {
-  *out = NULL;
-  *n = 0;
-  if (cancelled(c, err))
-    return -1;
+static int local_list_files(struct engine *eng, struct backend_op *op) {
+  const char *path = op->in.file.path;
   struct engine_dirent *ents = NULL;
   size_t count = 0;
-  int rc = engine_file_list(eng_of(be), id, path, &ents, &count);
+  int rc = engine_file_list(eng, op->id, path, &ents, &count);
   if (rc < 0)
-    return local_fail(rc, "fs/list", id, path, err);
+    return local_fail(rc, "fs/list", op->id, path, &op->err);
   /* Same layout of owned strings; copy field by field to stay independent of it. */
   struct backend_dirent *arr = calloc(count ? count : 1, sizeof *arr);
   if (!arr) {
     engine_dirents_free(ents, count);
-    return oom(err);
+    return oom(&op->err);
   }
   for (size_t i = 0; i < count; i++) {
     arr[i].name = ents[i].name;
@@ -435,22 +376,19 @@ static int local_list_files(struct backend *be, struct call *c, const char *id, 
     arr[i].size = ents[i].size;
   }
   engine_dirents_free(ents, count);
-  *out = arr;
-  *n = count;
+  op->out.dir.entries = arr;
+  op->out.dir.n = count;
   return 0;
 }
 
 /* ---- background processes ---- */
 
-static int local_bg_start(struct backend *be, struct call *c, const char *id,
-                          const struct backend_bg_req *req, struct backend_bg_started *out,
-                          struct osb_err *err) {
-  if (cancelled(c, err))
-    return -1;
+static int local_bg_start(struct engine *eng, struct backend_op *op) {
+  const struct backend_bg_req *req = &op->in.bg;
   int ok;
   struct engine_kv *ekv = kv_lend(req->env, req->n_env, &ok);
   if (!ok)
-    return oom(err);
+    return oom(&op->err);
   struct engine_bg_opts opts = {
       .argv = req->argv,
       .argc = req->argc,
@@ -460,72 +398,126 @@ static int local_bg_start(struct backend *be, struct call *c, const char *id,
       .cwd = req->cwd,
   };
   int pid = 0, port = 0;
-  int rc = engine_bg_start(eng_of(be), id, &opts, &pid, &port);
+  int rc = engine_bg_start(eng, op->id, &opts, &pid, &port);
   free(ekv);
   if (rc < 0)
-    return local_fail(rc, "process/start", id, NULL, err);
-  out->pid = pid;
-  out->port = port;
-  out->preview_url = NULL;
+    return local_fail(rc, "process/start", op->id, NULL, &op->err);
+  op->out.bg.pid = pid;
+  op->out.bg.port = port;
+  op->out.bg.preview_url = NULL;
   return 0;
 }
 
-static int local_bg_kill_all(struct backend *be, struct call *c, const char *id, int **pids,
-                             size_t *n, int *total, struct osb_err *err) {
-  *pids = NULL;
-  *n = 0;
-  *total = 0;
-  if (cancelled(c, err))
-    return -1;
-  int rc = engine_bg_kill_all(eng_of(be), id, pids, n);
+static int local_bg_kill_all(struct engine *eng, struct backend_op *op) {
+  struct backend_bg_killed *k = &op->out.killed;
+  int rc = engine_bg_kill_all(eng, op->id, &k->pids, &k->n);
   if (rc < 0)
-    return local_fail(rc, "process/killAll", id, NULL, err);
-  *total = (int)*n;
+    return local_fail(rc, "process/killAll", op->id, NULL, &op->err);
+  k->total = (int)k->n;
   return 0;
 }
 
-static int local_bg_status(struct backend *be, struct call *c, const char *id,
-                           struct backend_bg_proc **procs, size_t *n, char **log,
-                           struct osb_err *err) {
-  *procs = NULL;
-  *n = 0;
-  *log = NULL;
-  if (cancelled(c, err))
-    return -1;
+static int local_bg_status(struct engine *eng, struct backend_op *op) {
   struct engine_bg_status *st = NULL;
   size_t count = 0;
-  int rc = engine_bg_status(eng_of(be), id, &st, &count, log);
+  char *log = NULL;
+  int rc = engine_bg_status(eng, op->id, &st, &count, &log);
   if (rc < 0)
-    return local_fail(rc, "process/status", id, NULL, err);
+    return local_fail(rc, "process/status", op->id, NULL, &op->err);
   struct backend_bg_proc *arr = calloc(count ? count : 1, sizeof *arr);
   if (!arr) {
     free(st);
-    free(*log);
-    *log = NULL;
-    return oom(err);
+    free(log);
+    return oom(&op->err);
   }
   for (size_t i = 0; i < count; i++) {
     arr[i].pid = st[i].pid;
     arr[i].alive = st[i].alive;
   }
   free(st);
-  *procs = arr;
-  *n = count;
+  op->out.status.procs = arr;
+  op->out.status.n = count;
+  op->out.status.log = log;
   return 0;
 }
 
-/* ---- lifecycle ---- */
-
-static int local_health(struct backend *be, struct call *c, struct osb_err *err) {
+static int local_health(struct engine *eng, struct backend_op *op) {
   return 0; /* the engine lives in this process: if we answer, it is up */
+}
+
+/* ---- starting ---- */
+
+/* How each kind runs: its function (0, -1 with op->err, or 1 when it completes later by
+ * itself) and whether it blocks (then it goes to the pool). */
+static const struct {
+  int (*fn)(struct engine *eng, struct backend_op *op);
+  int blocks;
+} local_kinds[BACKEND_OP_COUNT] = {
+    [BACKEND_CREATE] = {local_create, 1},          /* engine_session_create: forks */
+    [BACKEND_DESTROY] = {local_destroy, 1},        /* kills, waits, removes the root */
+    [BACKEND_LIST] = {local_list, 0},
+    [BACKEND_GET] = {local_get, 0},
+    [BACKEND_RUN] = {local_run, 0},                /* engine_run_async: the I/O thread */
+    [BACKEND_SET_ENV] = {local_set_env, 0},
+    [BACKEND_SET_CWD] = {local_set_cwd, 0},
+    [BACKEND_WRITE_FILE] = {local_write_file, 0},
+    [BACKEND_READ_FILE] = {local_read_file, 0},
+    [BACKEND_WRITE_FILES] = {local_write_files, 1}, /* many files: not on the reader */
+    [BACKEND_LIST_FILES] = {local_list_files, 0},
+    [BACKEND_BG_START] = {local_bg_start, 1},      /* forks */
+    [BACKEND_BG_KILL_ALL] = {local_bg_kill_all, 1},
+    [BACKEND_BG_STATUS] = {local_bg_status, 0},
+    [BACKEND_HEALTH] = {local_health, 0},
+};
+
+struct local_job {
+  struct engine *eng;
+  struct backend_op *op;
+};
+
+/* Run op's function here and complete it unless it completes by itself. */
+static void local_exec(struct engine *eng, struct backend_op *op) {
+  int rc = cancelled(op->c, &op->err) ? -1 : local_kinds[op->kind].fn(eng, op);
+  if (rc == 1)
+    return;
+  op->rc = rc < 0 ? -1 : 0;
+  op->done(op);
+}
+
+static void local_job_main(void *arg) {
+  struct local_job *j = arg;
+  struct engine *eng = j->eng;
+  struct backend_op *op = j->op;
+  free(j);
+  local_exec(eng, op);
+}
+
+static void local_start(struct backend *be, struct backend_op *op) {
+  struct local *l = local_of(be);
+  if (!local_kinds[op->kind].blocks) {
+    local_exec(l->eng, op);
+    return;
+  }
+  struct local_job *j = malloc(sizeof *j);
+  if (j) {
+    j->eng = l->eng;
+    j->op = op;
+    if (pool_submit(l->pool, local_job_main, j) == 0)
+      return;
+    free(j);
+  }
+  op->rc = osb_err_set(&op->err, OSB_ERR_INTERNAL, NULL, "local backend: no thread for the call");
+  op->done(op);
 }
 
 static void local_close(struct backend *be) {
   if (!be)
     return;
   struct local *l = be->impl;
-  if (l)
+  if (l) {
+    pool_free(l->pool); /* blocking calls end first: they use the engine */
     engine_close(l->eng);
+  }
   free(l);
   free((char *)be->config.base_url);
   free((char *)be->config.api_key);
@@ -535,23 +527,9 @@ static void local_close(struct backend *be) {
 
 static const struct backend_ops local_ops = {
     .name = "local",
-    .create = local_create,           /* engine_session_create; previewUrl always null */
-    .destroy = local_destroy,         /* engine_session_destroy */
-    .list = local_list,               /* engine_session_list */
-    .get = local_get,                 /* engine_session_get */
-    .run = local_run,                 /* engine_run; cancel flag kills the process */
-    .run_async = local_run_async,     /* engine_run_async: no thread held while it runs */
-    .set_env = local_set_env,         /* engine_session_setenv */
-    .set_cwd = local_set_cwd,         /* engine_session_setcwd */
-    .write_file = local_write_file,   /* engine_file_write */
-    .read_file = local_read_file,     /* engine_file_read */
-    .write_files = local_write_files, /* engine_file_write per file; errors per file */
-    .list_files = local_list_files,   /* engine_file_list */
-    .bg_start = local_bg_start,       /* engine_bg_start */
-    .bg_kill_all = local_bg_kill_all, /* engine_bg_kill_all; total = killed */
-    .bg_status = local_bg_status,     /* engine_bg_status */
-    .health = local_health,           /* always healthy */
-    .close = local_close,             /* engine_close: every local session ends */
+    .kinds = (1u << BACKEND_OP_COUNT) - 1, /* every operation */
+    .start = local_start,
+    .close = local_close, /* engine_close: every local session ends */
 };
 
 static char *dup_or_null(const char *s) {
@@ -561,12 +539,15 @@ static char *dup_or_null(const char *s) {
 struct backend *backend_local_open(const struct backend_config *config, struct osb_err *err) {
   struct backend *be = calloc(1, sizeof *be);
   struct local *l = calloc(1, sizeof *l);
-  if (!be || !l) {
+  struct pool *pool = pool_new(LOCAL_POOL_MAX, LOCAL_POOL_IDLE_MS);
+  if (!be || !l || !pool) {
     free(be);
     free(l);
+    pool_free(pool);
     oom(err);
     return NULL;
   }
+  l->pool = pool;
   be->ops = &local_ops;
   be->impl = l;
   if (config) {

@@ -46,51 +46,17 @@ static int file_params(json_object *params, const char **id, const char **path, 
   return params_encoding(params, "encoding", NULL, is_base64, err);
 }
 
-int method_fs_write(void *ctx, struct call *c, json_object *params, json_object **result,
-                    struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL, *path = NULL;
-  int is_base64 = 0;
-  const void *data = NULL;
-  size_t len = 0;
-  void *owned = NULL;
-  struct backend *be = NULL;
-  int rc = -1;
-
-  if (file_params(params, &id, &path, &is_base64, err) < 0 ||
-      content_bytes(params, "content", is_base64, &data, &len, &owned, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->write_file != NULL, "fs/write", err) < 0)
-    goto out;
-  if (be->ops->write_file(be, c, id, path, data, len, err) < 0)
-    goto out;
-  json_object *r = json_object_new_object();
-  if (!r) {
-    methods_oom(err);
-    goto out;
-  }
-  methods_set(r, "bytesWritten", json_object_new_int64((int64_t)len));
-  *result = r;
-  rc = 0;
-out:
-  free(owned);
-  methods_end(br, be);
-  return rc;
-}
-
-static int write_started_result(struct methods_started *s, json_object **result,
-                                struct osb_err *err) {
+static int write_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   json_object *r = json_object_new_object();
   if (!r)
     return methods_oom(err);
-  methods_set(r, "bytesWritten", json_object_new_int64(s->count));
+  methods_set(r, "bytesWritten", json_object_new_int64(m->count));
   *result = r;
   return 0;
 }
 
-int method_fs_write_quick(void *ctx, struct call *c, json_object *params,
-                          struct rpc_async *pending, json_object **result, struct osb_err *err) {
+int method_fs_write(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                    struct osb_err *err) {
   const char *id = NULL, *path = NULL;
   int is_base64 = 0;
   const void *data = NULL;
@@ -99,19 +65,17 @@ int method_fs_write_quick(void *ctx, struct call *c, json_object *params,
   if (file_params(params, &id, &path, &is_base64, err) < 0 ||
       content_bytes(params, "content", is_base64, &data, &len, &owned, err) < 0)
     return -1;
-  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
-  int rc = -1;
-  if (s && !s->be->ops->write_file_start) {
-    methods_started_free(s);
-    rc = RPC_DEFER;
-  } else if (s) {
-    s->count = (int64_t)len;
-    s->result = write_started_result;
-    rc = methods_started_return(s, s->be->ops->write_file_start(s->be, c, id, path, data, len,
-                                                                methods_started_done, s, err));
+  struct methods_op *m = methods_op_new(ctx, req, "fs/write", BACKEND_WRITE_FILE, 0, err);
+  if (!m) {
+    free(owned);
+    return -1;
   }
-  free(owned);
-  return rc;
+  m->owned = owned;
+  m->count = (int64_t)len;
+  m->op.id = id;
+  m->op.in.file = (struct backend_file){path, data, len};
+  m->result = write_result;
+  return methods_op_start(m);
 }
 
 /* fs/read's result for the bytes read from path: {content, encoding, size}. Text must be
@@ -156,58 +120,25 @@ static int read_result(const char *path, int is_base64, const char *data, size_t
   return 0;
 }
 
-int method_fs_read(void *ctx, struct call *c, json_object *params, json_object **result,
+static int read_op_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  return read_result(m->op.in.file.path, m->is_base64, m->op.out.bytes.data,
+                     m->op.out.bytes.len, result, err);
+}
+
+int method_fs_read(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                    struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL, *path = NULL;
-  int is_base64 = 0;
-  char *data = NULL;
-  size_t len = 0;
-  struct backend *be = NULL;
-  int rc = -1;
-
-  if (file_params(params, &id, &path, &is_base64, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->read_file != NULL, "fs/read", err) < 0)
-    goto out;
-  if (be->ops->read_file(be, c, id, path, &data, &len, err) < 0)
-    goto out;
-  rc = read_result(path, is_base64, data, len, result, err);
-out:
-  free(data);
-  methods_end(br, be);
-  return rc;
-}
-
-static int read_started_result(struct methods_started *s, json_object **result,
-                               struct osb_err *err) {
-  return read_result(s->path, s->is_base64, s->data, s->len, result, err);
-}
-
-int method_fs_read_quick(void *ctx, struct call *c, json_object *params,
-                         struct rpc_async *pending, json_object **result, struct osb_err *err) {
   const char *id = NULL, *path = NULL;
   int is_base64 = 0;
   if (file_params(params, &id, &path, &is_base64, err) < 0)
     return -1;
-  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
-  if (!s)
+  struct methods_op *m = methods_op_new(ctx, req, "fs/read", BACKEND_READ_FILE, 0, err);
+  if (!m)
     return -1;
-  if (!s->be->ops->read_file_start) {
-    methods_started_free(s);
-    return RPC_DEFER;
-  }
-  s->path = strdup(path);
-  if (!s->path) {
-    methods_started_free(s);
-    return methods_oom(err);
-  }
-  s->is_base64 = is_base64;
-  s->result = read_started_result;
-  return methods_started_return(s, s->be->ops->read_file_start(s->be, c, id, path, &s->data,
-                                                                &s->len, methods_started_done,
-                                                                s, err));
+  m->is_base64 = is_base64;
+  m->op.id = id;
+  m->op.in.file.path = path;
+  m->result = read_op_result;
+  return methods_op_start(m);
 }
 
 /* The files of fs/writeMany, validated and decoded. */
@@ -256,122 +187,92 @@ static int many_parse(json_object *params, struct many *m, struct osb_err *err) 
   return 0;
 }
 
-/* fs/writeMany on a backend without write_files: one write_file per file, a FILE failure
- * becoming an entry of *errors, any other failure ending the call. */
-static int write_each(struct backend *be, struct call *c, const char *id, const struct many *m,
-                      struct backend_file_error **errors, size_t *n_errors,
-                      struct osb_err *err) {
-  *errors = calloc(m->n ? m->n : 1, sizeof **errors);
-  *n_errors = 0;
-  if (!*errors)
-    return methods_oom(err);
-  for (size_t i = 0; i < m->n; i++) {
-    struct osb_err e = OSB_ERR_INIT;
-    if (be->ops->write_file(be, c, id, m->files[i].path, m->files[i].data, m->files[i].len,
-                            &e) == 0)
-      continue;
-    if (e.kind != OSB_ERR_FILE) {
-      *err = e; /* hand the error over whole */
+static int write_many_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  const struct backend_file_errors *fe = &m->op.out.file_errors;
+  json_object *arr = NULL;
+  json_object *r = methods_result_with_array("errors", &arr, err);
+  if (!r)
+    return -1;
+  for (size_t i = 0; i < fe->n; i++) {
+    json_object *e = json_object_new_object();
+    if (methods_append(arr, e, err) < 0) {
+      json_object_put(r);
       return -1;
     }
-    struct backend_file_error *fe = &(*errors)[(*n_errors)++];
-    fe->path = strdup(m->files[i].path);
-    fe->error = strdup(e.message ? e.message : "write failed");
-    osb_err_clear(&e);
-    if (!fe->path || !fe->error)
-      return methods_oom(err);
+    methods_set(e, "path", json_object_new_string(fe->errors[i].path ? fe->errors[i].path : ""));
+    methods_set(e, "error",
+                json_object_new_string(fe->errors[i].error ? fe->errors[i].error : ""));
   }
+  *result = r;
   return 0;
 }
 
-int method_fs_write_many(void *ctx, struct call *c, json_object *params, json_object **result,
-                         struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL;
-  struct many m = {0};
-  struct backend_file_error *errors = NULL;
-  size_t n_errors = 0;
-  struct backend *be = NULL;
-  json_object *r = NULL;
-  int rc = -1;
-
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      many_parse(params, &m, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be)
-    goto out;
-  if (be->ops->write_files) {
-    if (be->ops->write_files(be, c, id, m.files, m.n, &errors, &n_errors, err) < 0)
-      goto out;
-  } else if (be->ops->write_file) {
-    if (write_each(be, c, id, &m, &errors, &n_errors, err) < 0)
-      goto out;
-  } else {
-    methods_unsupported("fs/writeMany", err);
-    goto out;
-  }
-  json_object *arr = NULL;
-  r = methods_result_with_array("errors", &arr, err);
-  if (!r)
-    goto out;
-  for (size_t i = 0; i < n_errors; i++) {
-    json_object *e = json_object_new_object();
-    if (methods_append(arr, e, err) < 0)
-      goto out;
-    methods_set(e, "path", json_object_new_string(errors[i].path ? errors[i].path : ""));
-    methods_set(e, "error", json_object_new_string(errors[i].error ? errors[i].error : ""));
-  }
-  *result = r;
-  r = NULL;
-  rc = 0;
-out:
-  json_object_put(r);
-  backend_file_errors_free(errors, n_errors);
-  many_free(&m);
-  methods_end(br, be);
-  return rc;
+static void many_cleanup(struct methods_op *m) {
+  many_free(m->extra);
+  free(m->extra);
 }
 
-int method_fs_list(void *ctx, struct call *c, json_object *params, json_object **result,
-                   struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL, *path = NULL;
-  struct backend_dirent *entries = NULL;
-  size_t n = 0;
-  struct backend *be = NULL;
-  json_object *r = NULL;
-  int rc = -1;
-
+int method_fs_write_many(void *ctx, struct rpc_req *req, json_object *params,
+                         json_object **result, struct osb_err *err) {
+  const char *id = NULL;
+  struct many *many = calloc(1, sizeof *many);
+  if (!many)
+    return methods_oom(err);
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
-      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->list_files != NULL, "fs/list", err) < 0)
-    goto out;
-  if (be->ops->list_files(be, c, id, path, &entries, &n, err) < 0)
-    goto out;
+      many_parse(params, many, err) < 0) {
+    many_free(many);
+    free(many);
+    return -1;
+  }
+  struct methods_op *m = methods_op_new(ctx, req, "fs/writeMany", BACKEND_WRITE_FILES, 0, err);
+  if (!m) {
+    many_free(many);
+    free(many);
+    return -1;
+  }
+  m->extra = many;
+  m->cleanup = many_cleanup;
+  m->op.id = id;
+  m->op.in.files.files = many->files;
+  m->op.in.files.n = many->n;
+  m->result = write_many_result;
+  return methods_op_start(m);
+}
+
+static int list_files_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  const struct backend_dir *d = &m->op.out.dir;
   json_object *arr = NULL;
-  r = methods_result_with_array("entries", &arr, err);
+  json_object *r = methods_result_with_array("entries", &arr, err);
   if (!r)
-    goto out;
-  for (size_t i = 0; i < n; i++) {
+    return -1;
+  for (size_t i = 0; i < d->n; i++) {
     json_object *e = json_object_new_object();
-    if (methods_append(arr, e, err) < 0)
-      goto out;
-    const char *name = entries[i].name ? entries[i].name : "";
-    const char *epath = entries[i].path ? entries[i].path : "";
+    if (methods_append(arr, e, err) < 0) {
+      json_object_put(r);
+      return -1;
+    }
+    const char *name = d->entries[i].name ? d->entries[i].name : "";
+    const char *epath = d->entries[i].path ? d->entries[i].path : "";
     methods_set(e, "name", methods_utf8_string(name, strlen(name), err));
     methods_set(e, "path", methods_utf8_string(epath, strlen(epath), err));
-    methods_set(e, "isDirectory", json_object_new_boolean(entries[i].is_directory));
-    methods_set(e, "size", json_object_new_int64(entries[i].size));
+    methods_set(e, "isDirectory", json_object_new_boolean(d->entries[i].is_directory));
+    methods_set(e, "size", json_object_new_int64(d->entries[i].size));
   }
   *result = r;
-  r = NULL;
-  rc = 0;
-out:
-  json_object_put(r);
-  backend_dirents_free(entries, n);
-  methods_end(br, be);
-  return rc;
+  return 0;
+}
+
+int method_fs_list(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                   struct osb_err *err) {
+  const char *id = NULL, *path = NULL;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0)
+    return -1;
+  struct methods_op *m = methods_op_new(ctx, req, "fs/list", BACKEND_LIST_FILES, 0, err);
+  if (!m)
+    return -1;
+  m->op.id = id;
+  m->op.in.file.path = path;
+  m->result = list_files_result;
+  return methods_op_start(m);
 }

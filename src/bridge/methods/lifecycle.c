@@ -106,7 +106,7 @@ static json_object *capabilities(int remote) {
   return caps;
 }
 
-int method_initialize(void *ctx, struct call *c, json_object *params, json_object **result,
+int method_initialize(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                       struct osb_err *err) {
   struct bridge *br = ctx;
   struct backend_config cfg;
@@ -144,8 +144,8 @@ int method_initialize(void *ctx, struct call *c, json_object *params, json_objec
   return 0;
 }
 
-int method_rpc_discover(void *ctx, struct call *c, json_object *params, json_object **result,
-                        struct osb_err *err) {
+int method_rpc_discover(void *ctx, struct rpc_req *req, json_object *params,
+                        json_object **result, struct osb_err *err) {
   json_object *doc = json_tokener_parse(osb_openrpc_json);
   if (!doc)
     return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "the embedded OpenRPC document is invalid");
@@ -153,43 +153,35 @@ int method_rpc_discover(void *ctx, struct call *c, json_object *params, json_obj
   return 0;
 }
 
-int method_server_health(void *ctx, struct call *c, json_object *params, json_object **result,
-                         struct osb_err *err) {
-  struct bridge *br = ctx;
-  struct osb_err herr = OSB_ERR_INIT;
-  int rc = -1;
-
-  struct backend *be = methods_begin(br, c, 0, err);
-  if (!be)
+static int health_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  int64_t latency = call_now_ms() - m->count;
+  int ok = m->op.rc == 0;
+  if (!ok && m->op.err.kind == OSB_ERR_CANCELLED) {
+    *err = m->op.err; /* a cancelled request is answered as cancelled, not as unhealthy */
+    m->op.err = (struct osb_err)OSB_ERR_INIT;
     return -1;
-  if (!be->ops->health) {
-    methods_unsupported("server/health", err);
-    goto out;
-  }
-  int64_t t0 = call_now_ms();
-  int ok = be->ops->health(be, c, &herr) == 0;
-  int64_t latency = call_now_ms() - t0;
-  if (!ok && herr.kind == OSB_ERR_CANCELLED) {
-    *err = herr; /* a cancelled request is answered as cancelled, not as unhealthy */
-    herr = (struct osb_err)OSB_ERR_INIT;
-    goto out;
   }
   if (!ok)
-    log_debug("server/health: %s", herr.message ? herr.message : "unhealthy");
+    log_debug("server/health: %s", m->op.err.message ? m->op.err.message : "unhealthy");
   json_object *r = json_object_new_object();
-  if (!r) {
-    methods_oom(err);
-    goto out;
-  }
+  if (!r)
+    return methods_oom(err);
   methods_set(r, "ok", json_object_new_boolean(ok));
-  methods_set(r, "backend", json_object_new_string(be->ops->name ? be->ops->name : "local"));
-  if (be->config.base_url && be->config.base_url[0])
-    methods_set(r, "url", json_object_new_string(be->config.base_url));
+  methods_set(r, "backend", json_object_new_string(m->be->ops->name ? m->be->ops->name : "local"));
+  if (m->be->config.base_url && m->be->config.base_url[0])
+    methods_set(r, "url", json_object_new_string(m->be->config.base_url));
   methods_set(r, "latencyMs", json_object_new_int64(latency));
   *result = r;
-  rc = 0;
-out:
-  osb_err_clear(&herr);
-  methods_end(br, be);
-  return rc;
+  return 0;
+}
+
+int method_server_health(void *ctx, struct rpc_req *req, json_object *params,
+                         json_object **result, struct osb_err *err) {
+  struct methods_op *m = methods_op_new(ctx, req, "server/health", BACKEND_HEALTH, 0, err);
+  if (!m)
+    return -1;
+  m->count = call_now_ms();
+  m->also_on_failure = 1;
+  m->result = health_result;
+  return methods_op_start(m);
 }

@@ -55,45 +55,41 @@ int bridge_reconfigure(struct bridge *br, struct backend_config *config);
  * call runs any more). Does not destroy the mutex. Accepts a bridge never used. */
 void bridge_close(struct bridge *br);
 
-/* Handlers, by namespace. All follow rpc_handler. */
-int method_initialize(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_rpc_discover(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_server_health(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-
-int method_sandbox_create(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_sandbox_destroy(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_sandbox_list(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_sandbox_get(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
-                             struct rpc_async *pending, json_object **result,
-                             struct osb_err *err);
-int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-
-/* Quick handlers (rpc_method.fn_quick): the same methods started on the backend's *_start
- * slots from the reader thread; RPC_DEFER when the backend would block. */
-int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
-                             struct rpc_async *pending, json_object **result,
-                             struct osb_err *err);
-int method_sandbox_set_env_quick(void *ctx, struct call *c, json_object *params,
-                                 struct rpc_async *pending, json_object **result,
-                                 struct osb_err *err);
-int method_sandbox_set_cwd_quick(void *ctx, struct call *c, json_object *params,
-                                 struct rpc_async *pending, json_object **result,
-                                 struct osb_err *err);
-int method_fs_write_quick(void *ctx, struct call *c, json_object *params,
-                          struct rpc_async *pending, json_object **result, struct osb_err *err);
-int method_fs_read_quick(void *ctx, struct call *c, json_object *params,
-                         struct rpc_async *pending, json_object **result, struct osb_err *err);
-
-int method_fs_write(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_fs_read(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_fs_write_many(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_fs_list(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-
-int method_process_start(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_process_kill_all(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
-int method_process_status(void *ctx, struct call *c, json_object *params, json_object **result, struct osb_err *err);
+/* Handlers, by namespace. All follow rpc_handler: they run on the thread that reads stdin
+ * and never wait (see methods_op in methods_int.h). */
+int method_initialize(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                      struct osb_err *err);
+int method_rpc_discover(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                        struct osb_err *err);
+int method_server_health(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                         struct osb_err *err);
+int method_sandbox_create(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                          struct osb_err *err);
+int method_sandbox_destroy(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                           struct osb_err *err);
+int method_sandbox_list(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                        struct osb_err *err);
+int method_sandbox_get(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                       struct osb_err *err);
+int method_sandbox_run(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                       struct osb_err *err);
+int method_sandbox_set_env(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                           struct osb_err *err);
+int method_sandbox_set_cwd(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                           struct osb_err *err);
+int method_fs_write(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                    struct osb_err *err);
+int method_fs_read(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                   struct osb_err *err);
+int method_fs_write_many(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                         struct osb_err *err);
+int method_fs_list(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                   struct osb_err *err);
+int method_process_start(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                         struct osb_err *err);
+int method_process_kill_all(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                            struct osb_err *err);
+int method_process_status(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                          struct osb_err *err);
 
 #endif

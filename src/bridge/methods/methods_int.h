@@ -9,20 +9,15 @@
 #include "bridge/methods/methods.h"
 #include "bridge/methods/params.h"
 
-/* Start a call on the backend: hold it (bridge_backend) and set c->deadline_ms to now +
- * span_ms when span_ms > 0, else now + config.request_timeout_ms when that is set.
- * Returns NULL with *err filled. Pair with methods_end. */
+/* Hold the backend for a call (bridge_backend) and set c->deadline_ms to now + span_ms
+ * when span_ms > 0, else now + config.request_timeout_ms when that is set. Returns NULL
+ * with *err filled. Release with bridge_backend_put_deferred. */
 struct backend *methods_begin(struct bridge *br, struct call *c, int64_t span_ms,
                               struct osb_err *err);
 
-/* Let go of the backend from methods_begin; accepts NULL. */
-void methods_end(struct bridge *br, struct backend *be);
-
-/* UNSUPPORTED for a NULL backend slot, data.method = the JSON-RPC method. Returns -1. */
+/* UNSUPPORTED for an operation the backend lacks, data.method = the JSON-RPC method.
+ * Returns -1. */
 int methods_unsupported(const char *method, struct osb_err *err);
-
-/* 0 when the backend has the slot the method needs (present), else methods_unsupported. */
-int methods_require(int present, const char *method, struct osb_err *err);
 
 /* Add val to obj under key, taking val in every case (it is put if the add fails). */
 void methods_set(json_object *obj, const char *key, json_object *val);
@@ -42,38 +37,44 @@ json_object *methods_result_with_array(const char *key, json_object **arr, struc
  * or -1 with *err filled. */
 int methods_append(json_object *arr, json_object *item, struct osb_err *err);
 
-/* One request of a quick handler (rpc_method.fn_quick) started on a backend's *_start slot:
- * what methods_started_done needs to finish it. */
-struct methods_started {
+/* One method call carried by one backend operation, from the handler that starts it to
+ * the reply: every method that reaches the backend is "parse params, fill a methods_op,
+ * start it, return RPC_PENDING", and methods_op_done answers. */
+struct methods_op {
+  struct backend_op op;      /* op.arg is this */
   struct bridge *br;
-  struct backend *be;           /* held until the operation ends */
-  struct rpc_async *pending;
-  /* Builds the result once the backend succeeded (NULL: JSON null); 0 or -1 with *err. */
-  int (*result)(struct methods_started *s, json_object **result, struct osb_err *err);
-  char *data;                   /* fs/read: the content (freed with s) */
-  size_t len;
-  int is_base64;
-  char *path;                   /* fs/read: the path, for its messages (freed with s) */
-  int64_t count;                /* fs/write: bytesWritten */
+  struct backend *be;        /* held until the operation ends */
+  struct rpc_req *req;
+  /* Builds the result (NULL: JSON null); 0 or -1 with *err. Called when the operation
+   * succeeded, or whatever happened when also_on_failure (then op.rc says). */
+  int (*result)(struct methods_op *m, json_object **result, struct osb_err *err);
+  int also_on_failure;
+  /* what the method keeps for the operation and its result; freed with the op */
+  struct backend_kv *env;
+  size_t n_env;
+  const char **argv;         /* array owned, strings borrowed from params */
+  void *owned;               /* one buffer (decoded content...) */
+  void (*cleanup)(struct methods_op *m); /* frees what else the method hung on it */
+  void *extra;
+  int check;                 /* sandbox/run */
+  int is_base64;             /* fs/read */
+  int64_t count;             /* fs/write: bytesWritten; server/health: start time */
 };
 
-/* Begin a quick handler: the backend held (see methods_begin) and a methods_started for it.
- * Returns NULL with *err filled. When s->be lacks the start slot, the handler calls
- * methods_started_free and answers RPC_DEFER. */
-struct methods_started *methods_started_begin(struct bridge *br, struct call *c,
-                                              struct rpc_async *pending, int64_t span_ms,
-                                              struct osb_err *err);
+/* A methods_op for kind on the current backend, with its deadline (see methods_begin).
+ * Returns NULL with *err filled: no backend, out of memory, or UnsupportedError naming
+ * method when the backend lacks kind. Strings in op.in may be borrowed from params: they
+ * live until the reply. */
+struct methods_op *methods_op_new(struct bridge *br, struct rpc_req *req, const char *method,
+                                  enum backend_op_kind kind, int64_t span_ms,
+                                  struct osb_err *err);
 
-/* The backend_done of every start slot a quick handler calls (arg: its methods_started). */
-void methods_started_done(void *arg, int rc, struct osb_err *err);
+/* Start m on its backend; returns RPC_PENDING (what the handler returns): m then belongs to
+ * the operation, which answers the request when it ends. */
+int methods_op_start(struct methods_op *m);
 
-/* What a quick handler returns once its start slot returned rc: RPC_PENDING when started
- * (s now belongs to methods_started_done), else s is released and the outcome is -1
- * (failed, *err filled) or RPC_DEFER (BACKEND_BLOCKING). */
-int methods_started_return(struct methods_started *s, int rc);
-
-/* Release s when no start slot was called (the quick handler gives up or defers). */
-void methods_started_free(struct methods_started *s);
+/* Release m when it was never started (the handler fails before). Accepts NULL. */
+void methods_op_free(struct methods_op *m);
 
 /* An INTERNAL "out of memory" error; returns -1. */
 int methods_oom(struct osb_err *err);

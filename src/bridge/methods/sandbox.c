@@ -8,6 +8,7 @@
 
 #include "bridge/methods/methods.h"
 #include "bridge/methods/methods_int.h"
+#include "common/defaults.h"
 #include "common/utf8.h"
 
 #define RUN_DEFAULT_TIME_MS 300000
@@ -15,7 +16,6 @@
 #define RUN_DEFAULT_FSIZE_KB 1048576
 #define RUN_DEFAULT_NOFILE 256
 #define RUN_DEADLINE_SLACK_MS 30000
-#define DEFAULT_MAX_OUTPUT ((size_t)16 << 20)
 
 /* SandboxInfo of API.md; a new reference, or NULL when out of memory. */
 static json_object *info_to_json(const struct backend_session_info *info) {
@@ -44,120 +44,89 @@ static json_object *info_to_json(const struct backend_session_info *info) {
   return o;
 }
 
-int method_sandbox_create(void *ctx, struct call *c, json_object *params, json_object **result,
-                          struct osb_err *err) {
-  struct bridge *br = ctx;
+static int create_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  const struct backend_session *s = &m->op.out.session;
+  json_object *r = json_object_new_object();
+  if (!r)
+    return methods_oom(err);
+  methods_set(r, "sandboxId", json_object_new_string(s->id ? s->id : ""));
+  methods_set(r, "previewUrl", methods_str_or_null(s->preview_url));
+  *result = r;
+  return 0;
+}
+
+int method_sandbox_create(void *ctx, struct rpc_req *req, json_object *params,
+                          json_object **result, struct osb_err *err) {
   struct backend_kv *env = NULL;
   size_t n_env = 0;
-  struct backend_session s = {0};
-  struct backend *be = NULL;
-  int rc = -1;
-
   if (params_env(params, "env", 0, &env, &n_env, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->create != NULL, "sandbox/create", err) < 0)
-    goto out;
-  if (be->ops->create(be, c, env, n_env, &s, err) < 0)
-    goto out;
-  json_object *r = json_object_new_object();
-  if (!r) {
-    methods_oom(err);
-    goto out;
+    return -1;
+  struct methods_op *m = methods_op_new(ctx, req, "sandbox/create", BACKEND_CREATE, 0, err);
+  if (!m) {
+    backend_kvs_free(env, n_env);
+    return -1;
   }
-  methods_set(r, "sandboxId", json_object_new_string(s.id ? s.id : ""));
-  methods_set(r, "previewUrl", methods_str_or_null(s.preview_url));
-  *result = r;
-  rc = 0;
-out:
-  backend_session_free(&s);
-  backend_kvs_free(env, n_env);
-  methods_end(br, be);
-  return rc;
+  m->env = env;
+  m->n_env = n_env;
+  m->op.in.env.env = env;
+  m->op.in.env.n_env = n_env;
+  m->result = create_result;
+  return methods_op_start(m);
 }
 
-int method_sandbox_destroy(void *ctx, struct call *c, json_object *params, json_object **result,
-                           struct osb_err *err) {
-  struct bridge *br = ctx;
+/* A method whose only param is sandboxId and whose result comes from build (NULL: null). */
+static int on_sandbox(void *ctx, struct rpc_req *req, json_object *params, const char *method,
+                      enum backend_op_kind kind,
+                      int (*build)(struct methods_op *, json_object **, struct osb_err *),
+                      struct osb_err *err) {
   const char *id = NULL;
-  struct backend *be = NULL;
-  int rc = -1;
-
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->destroy != NULL, "sandbox/destroy", err) < 0)
-    goto out;
-  if (be->ops->destroy(be, c, id, err) < 0)
-    goto out;
-  *result = NULL;
-  rc = 0;
-out:
-  methods_end(br, be);
-  return rc;
+    return -1;
+  struct methods_op *m = methods_op_new(ctx, req, method, kind, 0, err);
+  if (!m)
+    return -1;
+  m->op.id = id;
+  m->result = build;
+  return methods_op_start(m);
 }
 
-int method_sandbox_list(void *ctx, struct call *c, json_object *params, json_object **result,
-                        struct osb_err *err) {
-  struct bridge *br = ctx;
-  struct backend_session_info *infos = NULL;
-  size_t n = 0;
-  json_object *r = NULL;
-  int rc = -1;
+int method_sandbox_destroy(void *ctx, struct rpc_req *req, json_object *params,
+                           json_object **result, struct osb_err *err) {
+  return on_sandbox(ctx, req, params, "sandbox/destroy", BACKEND_DESTROY, NULL, err);
+}
 
-  struct backend *be = methods_begin(br, c, 0, err);
-  if (!be)
-    goto out;
-  if (!be->ops->list) {
-    methods_unsupported("sandbox/list", err);
-    goto out;
-  }
-  if (be->ops->list(be, c, &infos, &n, err) < 0)
-    goto out;
+static int list_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   json_object *arr = NULL;
-  r = methods_result_with_array("sandboxes", &arr, err);
+  json_object *r = methods_result_with_array("sandboxes", &arr, err);
   if (!r)
-    goto out;
-  for (size_t i = 0; i < n; i++) {
-    json_object *info = info_to_json(&infos[i]);
-    if (methods_append(arr, info, err) < 0)
-      goto out;
+    return -1;
+  for (size_t i = 0; i < m->op.out.list.n; i++) {
+    if (methods_append(arr, info_to_json(&m->op.out.list.infos[i]), err) < 0) {
+      json_object_put(r);
+      return -1;
+    }
   }
   *result = r;
-  r = NULL;
-  rc = 0;
-out:
-  json_object_put(r);
-  backend_session_infos_free(infos, n);
-  methods_end(br, be);
-  return rc;
+  return 0;
 }
 
-int method_sandbox_get(void *ctx, struct call *c, json_object *params, json_object **result,
-                       struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL;
-  struct backend_session_info info = {0};
-  struct backend *be = NULL;
-  int rc = -1;
+int method_sandbox_list(void *ctx, struct rpc_req *req, json_object *params,
+                        json_object **result, struct osb_err *err) {
+  struct methods_op *m = methods_op_new(ctx, req, "sandbox/list", BACKEND_LIST, 0, err);
+  if (!m)
+    return -1;
+  m->result = list_result;
+  return methods_op_start(m);
+}
 
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->get != NULL, "sandbox/get", err) < 0)
-    goto out;
-  if (be->ops->get(be, c, id, &info, err) < 0)
-    goto out;
-  *result = info_to_json(&info);
-  if (!*result) {
-    methods_oom(err);
-    goto out;
-  }
-  rc = 0;
-out:
-  backend_session_info_free(&info);
-  methods_end(br, be);
-  return rc;
+static int get_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  *result = info_to_json(&m->op.out.info);
+  return *result ? 0 : methods_oom(err);
+}
+
+int method_sandbox_get(void *ctx, struct rpc_req *req, json_object *params,
+                       json_object **result, struct osb_err *err) {
+  return on_sandbox(ctx, req, params, "sandbox/get", BACKEND_GET, get_result, err);
 }
 
 /* One run stream as a JSON string: invalid UTF-8 repaired, then cut at a character boundary
@@ -254,7 +223,7 @@ static int run_result(struct bridge *br, int check, const struct backend_run_res
                       json_object **result, struct osb_err *err) {
   json_object *out_j = NULL, *err_j = NULL;
   int rc = -1;
-  size_t max = br->max_output ? br->max_output : DEFAULT_MAX_OUTPUT;
+  size_t max = br->max_output ? br->max_output : OSB_DEFAULT_MAX_OUTPUT;
   int truncated = res->truncated ? 1 : 0;
   out_j = run_stream(res->out, res->out_len, max, &truncated, err);
   if (!out_j)
@@ -298,122 +267,29 @@ out:
   return rc;
 }
 
-int method_sandbox_run(void *ctx, struct call *c, json_object *params, json_object **result,
-                       struct osb_err *err) {
-  struct bridge *br = ctx;
-  struct run_params rp;
-  struct backend_run_res res = {0};
-  int rc = -1;
-  if (run_params_parse(params, &rp, err) < 0)
-    return -1;
-  struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
-  if (!be)
-    goto out;
-  if (!be->ops->run) {
-    methods_unsupported("sandbox/run", err);
-    goto out;
-  }
-  struct backend_run_req req = run_request(&rp);
-  if (be->ops->run(be, c, rp.id, &req, &res, err) < 0)
-    goto out;
-  rc = run_result(br, rp.check, &res, result, err);
-out:
-  backend_run_res_free(&res);
-  run_params_free(&rp);
-  methods_end(br, be);
-  return rc;
+static int run_op_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  return run_result(m->br, m->check, &m->op.out.run, result, err);
 }
 
-/* One sandbox/run waiting for its backend (see method_sandbox_run_async). */
-struct run_pending {
-  struct bridge *br;
-  struct backend *be; /* held until the run ends */
-  int check;
-  struct rpc_async *pending;
-};
-
-static void run_done(void *arg, int rc, struct backend_run_res *res, struct osb_err *err) {
-  struct run_pending *p = arg;
-  json_object *result = NULL;
-  struct osb_err out_err = OSB_ERR_INIT;
-  int out_rc = -1;
-  if (rc == 0) {
-    out_rc = run_result(p->br, p->check, res, &result, &out_err);
-    backend_run_res_free(res);
-  } else {
-    out_err = *err; /* take it over */
-    err->kind = OSB_ERR_NONE;
-    err->message = NULL;
-    err->data = NULL;
-  }
-  /* We may be on the backend's own thread: never close a backend from here. */
-  bridge_backend_put_deferred(p->br, p->be);
-  rpc_async_complete(p->pending, out_rc, result, &out_err);
-  free(p);
-}
-
-/* The backend's run_async and run_start slots. */
-typedef int (*run_slot)(struct backend *be, struct call *c, const char *id,
-                        const struct backend_run_req *req, backend_run_done done, void *arg,
-                        struct osb_err *err);
-
-/* Start rp with slot; run_done then answers pending and lets go of be. Returns the slot's
- * result: 0 when started, else nothing is held beyond be and rp (the caller's). */
-static int run_launch(struct bridge *br, struct backend *be, run_slot slot, struct call *c,
-                      const struct run_params *rp, struct rpc_async *pending,
-                      struct osb_err *err) {
-  struct run_pending *p = calloc(1, sizeof *p);
-  if (!p)
-    return methods_oom(err);
-  p->br = br;
-  p->be = be;
-  p->check = rp->check;
-  p->pending = pending;
-  struct backend_run_req req = run_request(rp);
-  int rc = slot(be, c, rp->id, &req, run_done, p, err);
-  if (rc != 0)
-    free(p);
-  return rc;
-}
-
-int method_sandbox_run_async(void *ctx, struct call *c, json_object *params,
-                             struct rpc_async *pending, json_object **result,
-                             struct osb_err *err) {
-  struct bridge *br = ctx;
+int method_sandbox_run(void *ctx, struct rpc_req *req, json_object *params,
+                       json_object **result, struct osb_err *err) {
   struct run_params rp;
   if (run_params_parse(params, &rp, err) < 0)
     return -1;
-  struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
-  if (be && !be->ops->run_async) { /* this backend can only run on our thread */
+  struct methods_op *m =
+      methods_op_new(ctx, req, "sandbox/run", BACKEND_RUN, run_span_ms(&rp), err);
+  if (!m) {
     run_params_free(&rp);
-    methods_end(br, be);
-    return method_sandbox_run(ctx, c, params, result, err);
-  }
-  int rc = be ? run_launch(br, be, be->ops->run_async, c, &rp, pending, err) : -1;
-  run_params_free(&rp);
-  if (rc == 0)
-    return RPC_PENDING;
-  methods_end(br, be);
-  return -1;
-}
-
-int method_sandbox_run_quick(void *ctx, struct call *c, json_object *params,
-                             struct rpc_async *pending, json_object **result,
-                             struct osb_err *err) {
-  struct bridge *br = ctx;
-  struct run_params rp;
-  if (run_params_parse(params, &rp, err) < 0)
     return -1;
-  struct backend *be = methods_begin(br, c, run_span_ms(&rp), err);
-  int rc = -1;
-  if (be)
-    rc = be->ops->run_start ? run_launch(br, be, be->ops->run_start, c, &rp, pending, err)
-                            : BACKEND_BLOCKING;
-  run_params_free(&rp);
-  if (rc == 0)
-    return RPC_PENDING;
-  bridge_backend_put_deferred(br, be); /* never close a backend on the reader thread */
-  return rc == BACKEND_BLOCKING ? RPC_DEFER : -1;
+  }
+  m->env = rp.env; /* the op keeps what rp owns */
+  m->n_env = rp.n_env;
+  m->argv = rp.argv;
+  m->check = rp.check;
+  m->op.id = rp.id;
+  m->op.in.run = run_request(&rp);
+  m->result = run_op_result;
+  return methods_op_start(m);
 }
 
 /* sandbox/setEnv's params (shared by its blocking and quick handlers): *env is owned. */
@@ -432,85 +308,35 @@ static int set_cwd_params(json_object *params, const char **id, const char **cwd
   return params_string(params, "cwd", NULL, PARAM_NONEMPTY, cwd, err);
 }
 
-int method_sandbox_set_env(void *ctx, struct call *c, json_object *params, json_object **result,
-                           struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL;
-  struct backend_kv *env = NULL;
-  size_t n_env = 0;
-  struct backend *be = NULL;
-  int rc = -1;
-
-  if (set_env_params(params, &id, &env, &n_env, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->set_env != NULL, "sandbox/setEnv", err) < 0)
-    goto out;
-  if (be->ops->set_env(be, c, id, env, n_env, err) < 0)
-    goto out;
-  *result = NULL;
-  rc = 0;
-out:
-  backend_kvs_free(env, n_env);
-  methods_end(br, be);
-  return rc;
-}
-
-int method_sandbox_set_env_quick(void *ctx, struct call *c, json_object *params,
-                                 struct rpc_async *pending, json_object **result,
-                                 struct osb_err *err) {
+int method_sandbox_set_env(void *ctx, struct rpc_req *req, json_object *params,
+                           json_object **result, struct osb_err *err) {
   const char *id = NULL;
   struct backend_kv *env = NULL;
   size_t n_env = 0;
   if (set_env_params(params, &id, &env, &n_env, err) < 0)
     return -1;
-  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
-  int rc = -1;
-  if (s && !s->be->ops->set_env_start) {
-    methods_started_free(s);
-    rc = RPC_DEFER;
-  } else if (s) {
-    rc = methods_started_return(s, s->be->ops->set_env_start(s->be, c, id, env, n_env,
-                                                             methods_started_done, s, err));
+  struct methods_op *m = methods_op_new(ctx, req, "sandbox/setEnv", BACKEND_SET_ENV, 0, err);
+  if (!m) {
+    backend_kvs_free(env, n_env);
+    return -1;
   }
-  backend_kvs_free(env, n_env);
-  return rc;
+  m->env = env;
+  m->n_env = n_env;
+  m->op.id = id;
+  m->op.in.env.env = env;
+  m->op.in.env.n_env = n_env;
+  return methods_op_start(m);
 }
 
-int method_sandbox_set_cwd(void *ctx, struct call *c, json_object *params, json_object **result,
-                           struct osb_err *err) {
-  struct bridge *br = ctx;
-  const char *id = NULL, *cwd = NULL;
-  struct backend *be = NULL;
-  int rc = -1;
-
-  if (set_cwd_params(params, &id, &cwd, err) < 0)
-    goto out;
-  be = methods_begin(br, c, 0, err);
-  if (!be || methods_require(be->ops->set_cwd != NULL, "sandbox/setCwd", err) < 0)
-    goto out;
-  if (be->ops->set_cwd(be, c, id, cwd, err) < 0)
-    goto out;
-  *result = NULL;
-  rc = 0;
-out:
-  methods_end(br, be);
-  return rc;
-}
-
-int method_sandbox_set_cwd_quick(void *ctx, struct call *c, json_object *params,
-                                 struct rpc_async *pending, json_object **result,
-                                 struct osb_err *err) {
+int method_sandbox_set_cwd(void *ctx, struct rpc_req *req, json_object *params,
+                           json_object **result, struct osb_err *err) {
   const char *id = NULL, *cwd = NULL;
   if (set_cwd_params(params, &id, &cwd, err) < 0)
     return -1;
-  struct methods_started *s = methods_started_begin(ctx, c, pending, 0, err);
-  if (!s)
+  struct methods_op *m = methods_op_new(ctx, req, "sandbox/setCwd", BACKEND_SET_CWD, 0, err);
+  if (!m)
     return -1;
-  if (!s->be->ops->set_cwd_start) {
-    methods_started_free(s);
-    return RPC_DEFER;
-  }
-  return methods_started_return(
-      s, s->be->ops->set_cwd_start(s->be, c, id, cwd, methods_started_done, s, err));
+  m->op.id = id;
+  m->op.in.cwd = cwd;
+  return methods_op_start(m);
 }

@@ -8,27 +8,27 @@
 #include "bridge/methods/methods_int.h"
 #include "common/utf8.h"
 
-/* Cheap methods that must take effect in order (initialize) run inline on the reader
- * thread; everything that may wait on a backend runs on a worker, except what a quick
- * handler can start without waiting (on the remote backend's gRPC calls). */
+/* Every handler runs on the thread that reads stdin and never waits: it either answers at
+ * once (initialize, rpc.discover, bad params) or starts one backend operation and answers
+ * when it ends (see methods_op). */
 const struct rpc_method methods_table[] = {
-    {"initialize", method_initialize, 1, NULL, NULL},
-    {"rpc.discover", method_rpc_discover, 1, NULL, NULL},
-    {"server/health", method_server_health, 0, NULL, NULL},
-    {"sandbox/create", method_sandbox_create, 0, NULL, NULL},
-    {"sandbox/destroy", method_sandbox_destroy, 0, NULL, NULL},
-    {"sandbox/list", method_sandbox_list, 0, NULL, NULL},
-    {"sandbox/get", method_sandbox_get, 0, NULL, NULL},
-    {"sandbox/run", method_sandbox_run, 0, method_sandbox_run_async, method_sandbox_run_quick},
-    {"sandbox/setEnv", method_sandbox_set_env, 0, NULL, method_sandbox_set_env_quick},
-    {"sandbox/setCwd", method_sandbox_set_cwd, 0, NULL, method_sandbox_set_cwd_quick},
-    {"fs/write", method_fs_write, 0, NULL, method_fs_write_quick},
-    {"fs/read", method_fs_read, 0, NULL, method_fs_read_quick},
-    {"fs/writeMany", method_fs_write_many, 0, NULL, NULL},
-    {"fs/list", method_fs_list, 0, NULL, NULL},
-    {"process/start", method_process_start, 0, NULL, NULL},
-    {"process/killAll", method_process_kill_all, 0, NULL, NULL},
-    {"process/status", method_process_status, 0, NULL, NULL},
+    {"initialize", method_initialize},
+    {"rpc.discover", method_rpc_discover},
+    {"server/health", method_server_health},
+    {"sandbox/create", method_sandbox_create},
+    {"sandbox/destroy", method_sandbox_destroy},
+    {"sandbox/list", method_sandbox_list},
+    {"sandbox/get", method_sandbox_get},
+    {"sandbox/run", method_sandbox_run},
+    {"sandbox/setEnv", method_sandbox_set_env},
+    {"sandbox/setCwd", method_sandbox_set_cwd},
+    {"fs/write", method_fs_write},
+    {"fs/read", method_fs_read},
+    {"fs/writeMany", method_fs_write_many},
+    {"fs/list", method_fs_list},
+    {"process/start", method_process_start},
+    {"process/killAll", method_process_kill_all},
+    {"process/status", method_process_status},
 };
 
 const size_t methods_count = sizeof methods_table / sizeof methods_table[0];
@@ -50,65 +50,67 @@ struct backend *methods_begin(struct bridge *br, struct call *c, int64_t span_ms
   return be;
 }
 
-void methods_end(struct bridge *br, struct backend *be) {
-  bridge_backend_put(br, be);
-}
-
-struct methods_started *methods_started_begin(struct bridge *br, struct call *c,
-                                              struct rpc_async *pending, int64_t span_ms,
-                                              struct osb_err *err) {
+struct methods_op *methods_op_new(struct bridge *br, struct rpc_req *req, const char *method,
+                                  enum backend_op_kind kind, int64_t span_ms,
+                                  struct osb_err *err) {
+  struct call *c = rpc_req_call(req);
   struct backend *be = methods_begin(br, c, span_ms, err);
   if (!be)
     return NULL;
-  struct methods_started *s = calloc(1, sizeof *s);
-  if (!s) {
-    methods_oom(err);
+  if (!backend_supports(be, kind)) {
     bridge_backend_put_deferred(br, be);
+    methods_unsupported(method, err);
     return NULL;
   }
-  s->br = br;
-  s->be = be;
-  s->pending = pending;
-  return s;
+  struct methods_op *m = calloc(1, sizeof *m);
+  if (!m) {
+    bridge_backend_put_deferred(br, be);
+    methods_oom(err);
+    return NULL;
+  }
+  m->br = br;
+  m->be = be;
+  m->req = req;
+  m->op.kind = kind;
+  m->op.c = c;
+  m->op.arg = m;
+  return m;
 }
 
-void methods_started_free(struct methods_started *s) {
-  if (!s)
+void methods_op_free(struct methods_op *m) {
+  if (!m)
     return;
+  backend_op_clear(&m->op);
+  if (m->cleanup)
+    m->cleanup(m);
+  backend_kvs_free(m->env, m->n_env);
+  free(m->argv);
+  free(m->owned);
   /* never close a backend on the reader thread or a backend's own thread */
-  bridge_backend_put_deferred(s->br, s->be);
-  free(s->data);
-  free(s->path);
-  free(s);
+  bridge_backend_put_deferred(m->br, m->be);
+  free(m);
 }
 
-void methods_started_done(void *arg, int rc, struct osb_err *err) {
-  struct methods_started *s = arg;
-  struct rpc_async *pending = s->pending;
-  if (rc == BACKEND_BLOCKING) {
-    methods_started_free(s);
-    rpc_async_defer(pending);
-    return;
-  }
+static void methods_op_done(struct backend_op *op) {
+  struct methods_op *m = op->arg;
+  struct rpc_req *req = m->req;
   json_object *result = NULL;
-  struct osb_err out = OSB_ERR_INIT;
-  if (rc == 0) {
-    rc = s->result ? s->result(s, &result, &out) : 0;
+  struct osb_err err = OSB_ERR_INIT;
+  int rc = op->rc;
+  if (rc == 0 || m->also_on_failure) {
+    rc = m->result ? m->result(m, &result, &err) : 0;
   } else {
-    out = *err; /* take it over */
-    err->kind = OSB_ERR_NONE;
-    err->message = NULL;
-    err->data = NULL;
+    err = op->err; /* take it over */
+    op->err = (struct osb_err)OSB_ERR_INIT;
   }
-  methods_started_free(s);
-  rpc_async_complete(pending, rc, result, &out);
+  methods_op_free(m);
+  rpc_complete(req, rc, result, &err);
 }
 
-int methods_started_return(struct methods_started *s, int rc) {
-  if (rc == 0)
-    return RPC_PENDING;
-  methods_started_free(s);
-  return rc == BACKEND_BLOCKING ? RPC_DEFER : -1;
+int methods_op_start(struct methods_op *m) {
+  m->op.done = methods_op_done;
+  backend_start(m->be, &m->op);
+  return RPC_PENDING;
 }
 
 int methods_unsupported(const char *method, struct osb_err *err) {
@@ -180,6 +182,3 @@ int methods_append(json_object *arr, json_object *item, struct osb_err *err) {
   return 0;
 }
 
-int methods_require(int present, const char *method, struct osb_err *err) {
-  return present ? 0 : methods_unsupported(method, err);
-}

@@ -1,7 +1,7 @@
-/* grpc.c - the remote backend's gRPC methods (see grpc.h): each builds its request message
- * with protobuf-c and interprets the reply; grpc_call.c sends the message, blocking or
- * asynchronously, and maps the call's status. One interpreter per method serves both ways,
- * so a started call ends exactly as the blocking one would. Layer: backend (remote). */
+/* grpc.c - the remote backend's gRPC operations (see grpc.h): remote_grpc_start builds the
+ * request message of an operation with protobuf-c, grpc_call.c sends it and maps the call's
+ * status, and one interpreter per method turns the reply into the operation's outputs.
+ * Layer: backend (remote). */
 #include "bridge/remote/grpc.h"
 
 #include <stdlib.h>
@@ -63,7 +63,7 @@ static const ProtobufCMessageDescriptor run_reply_descriptor = {
     NULL};
 
 /* ======================================================================================
- * Shared by the methods
+ * Shared by the operations
  * ====================================================================================== */
 
 /* A malloc'd NUL-terminated copy of n bytes. NULL when out of memory. */
@@ -77,62 +77,22 @@ static char *copy_bytes(const void *p, size_t n) {
   return s;
 }
 
-/* where, completed with the method and the target, as failures report it. */
-static struct remote_where where_of(struct remote_grpc *g, enum grpc_method m,
-                                    const struct remote_where *w) {
-  struct remote_where full = *w;
-  full.op = grpc_method_path(m);
-  full.url = remote_grpc_target(g);
-  return full;
+/* Complete op with rc (0, or -1 with op->err filled). */
+static void op_end(struct backend_op *op, int rc) {
+  op->rc = rc < 0 ? -1 : 0;
+  op->done(op);
 }
 
-/* A started call of one of the methods below: the interpreter of its reply, and where the
- * outcome goes. */
-struct started {
-  struct remote_grpc *g;
-  /* 0, or -1 with *err filled; frees resp */
-  int (*interpret)(struct started *s, ProtobufCMessage *resp, const struct remote_where *w,
-                   struct osb_err *err);
-  backend_done done;
-  void *arg;
-  char **data; /* ReadFile's outputs */
-  size_t *len;
-};
-
-static void started_finish(void *ctx, int rc, ProtobufCMessage *resp,
-                           const struct remote_where *w, struct osb_err *err) {
-  struct started *s = ctx;
-  if (rc == 0)
-    rc = s->interpret(s, resp, w, err);
-  s->done(s->arg, rc == 0 ? 0 : -1, err);
-  free(s);
-}
-
-/* Start method m with req; the reply goes through interpret, then to done. */
-static int start(struct remote_grpc *g, struct call *c, enum grpc_method m,
-                 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
-                 const struct remote_where *w,
-                 int (*interpret)(struct started *, ProtobufCMessage *,
-                                  const struct remote_where *, struct osb_err *),
-                 char **data, size_t *len, backend_done done, void *arg, struct osb_err *err) {
-  struct started *s = calloc(1, sizeof *s);
-  if (!s)
-    return remote_fail_internal("out of memory", err);
-  s->g = g;
-  s->interpret = interpret;
-  s->done = done;
-  s->arg = arg;
-  s->data = data;
-  s->len = len;
-  if (grpc_unary_start(g, c, m, req, rdesc, w, started_finish, s, err) < 0) {
-    free(s);
-    return -1;
+/* Move a call's error into op->err. */
+static void take_err(struct backend_op *op, struct osb_err *err) {
+  if (op->err.kind == OSB_ERR_NONE) {
+    op->err = *err;
+    *err = (struct osb_err)OSB_ERR_INIT;
   }
-  return 0;
 }
 
 /* ======================================================================================
- * Methods
+ * Requests
  * ====================================================================================== */
 
 /* A RunCommandRequest over borrowed strings, and the env entries it points to. */
@@ -181,101 +141,6 @@ static void run_msg_free(struct run_msg *m) {
   free(m->env);
 }
 
-/* Turn a decoded RunCommandResponse (msg, freed here) into *out. Returns 0, or -1 with *err
- * filled (out zeroed). */
-static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct osb_err *err) {
-  struct run_reply *r = (struct run_reply *)msg;
-  memset(out, 0, sizeof *out);
-  out->out = copy_bytes(r->out.data, r->out.len);
-  out->out_len = r->out.len;
-  out->err = copy_bytes(r->err.data, r->err.len);
-  out->err_len = r->err.len;
-  out->exit_code = r->exit_code;
-  out->signal = r->signal;
-  protobuf_c_message_free_unpacked(msg, NULL);
-  if (!out->out || !out->err) {
-    backend_run_res_free(out);
-    memset(out, 0, sizeof *out);
-    return remote_fail_internal("out of memory", err);
-  }
-  return 0;
-}
-
-int remote_grpc_run(struct remote_grpc *g, struct call *c, const char *id,
-                    const struct backend_run_req *req, struct backend_run_res *out,
-                    struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id};
-  struct run_msg m;
-  if (run_msg_build(&m, id, req, err) < 0)
-    return -1;
-  ProtobufCMessage *msg = NULL;
-  int rc = grpc_unary(g, c, M_RUN, &m.rq.base, &run_reply_descriptor, &msg, &w, 0, err);
-  run_msg_free(&m);
-  if (rc != 0)
-    return -1;
-  return run_decode(msg, out, err);
-}
-
-/* A started RunCommand: its done has the run's own signature. */
-struct run_started {
-  backend_run_done done;
-  void *arg;
-};
-
-static void run_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct remote_where *w,
-                       struct osb_err *err) {
-  struct run_started *s = ctx;
-  struct backend_run_res res;
-  memset(&res, 0, sizeof res);
-  if (rc == 0)
-    rc = run_decode(resp, &res, err);
-  s->done(s->arg, rc == 0 ? 0 : -1, &res, err);
-  free(s);
-}
-
-int remote_grpc_run_async(struct remote_grpc *g, struct call *c, const char *id,
-                          const struct backend_run_req *req, backend_run_done done, void *arg,
-                          struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id};
-  struct run_started *s = calloc(1, sizeof *s);
-  if (!s)
-    return remote_fail_internal("out of memory", err);
-  s->done = done;
-  s->arg = arg;
-  struct run_msg m;
-  int rc = run_msg_build(&m, id, req, err);
-  if (rc == 0) {
-    rc = grpc_unary_start(g, c, M_RUN, &m.rq.base, &run_reply_descriptor, &w, run_finish, s,
-                          err);
-    run_msg_free(&m);
-  }
-  if (rc < 0)
-    free(s);
-  return rc;
-}
-
-/* ---- SetEnv and SetCwd: success or not ---- */
-
-static int success_or_fail(int ok, const struct remote_where *w, struct osb_err *err) {
-  if (!ok)
-    return remote_fail_reply(w, 0, "the server answered success=false", err);
-  return 0;
-}
-
-static int set_env_reply(struct started *s, ProtobufCMessage *resp, const struct remote_where *w,
-                         struct osb_err *err) {
-  int ok = ((Sandbox__SetEnvResponse *)resp)->success;
-  protobuf_c_message_free_unpacked(resp, NULL);
-  return success_or_fail(ok, w, err);
-}
-
-static int set_cwd_reply(struct started *s, ProtobufCMessage *resp, const struct remote_where *w,
-                         struct osb_err *err) {
-  int ok = ((Sandbox__SetCwdResponse *)resp)->success;
-  protobuf_c_message_free_unpacked(resp, NULL);
-  return success_or_fail(ok, w, err);
-}
-
 /* A SetEnvRequest over borrowed strings, and the entries it points to. */
 struct env_msg {
   Sandbox__SetEnvRequest rq;
@@ -311,61 +176,43 @@ static void env_msg_free(struct env_msg *m) {
   free(m->list);
 }
 
-int remote_grpc_set_env(struct remote_grpc *g, struct call *c, const char *id,
-                        const struct backend_kv *env, size_t n_env, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id};
-  struct env_msg m;
-  if (env_msg_build(&m, id, env, n_env, err) < 0)
-    return -1;
-  ProtobufCMessage *msg = NULL;
-  int rc = grpc_unary(g, c, M_SET_ENV, &m.rq.base, &sandbox__set_env_response__descriptor, &msg,
-                      &w, 0, err);
-  env_msg_free(&m);
-  if (rc != 0)
-    return -1;
-  struct remote_where full = where_of(g, M_SET_ENV, &w);
-  return set_env_reply(NULL, msg, &full, err);
+static void write_msg_init(Sandbox__WriteFileRequest *rq, const char *id, const char *path,
+                           const void *data, size_t len) {
+  Sandbox__WriteFileRequest init = SANDBOX__WRITE_FILE_REQUEST__INIT;
+  *rq = init;
+  rq->session_id = (char *)id;
+  rq->path = (char *)path;
+  rq->content.data = (uint8_t *)data;
+  rq->content.len = len;
 }
 
-int remote_grpc_set_env_start(struct remote_grpc *g, struct call *c, const char *id,
-                              const struct backend_kv *env, size_t n_env, backend_done done,
-                              void *arg, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id};
-  struct env_msg m;
-  if (env_msg_build(&m, id, env, n_env, err) < 0)
-    return -1;
-  int rc = start(g, c, M_SET_ENV, &m.rq.base, &sandbox__set_env_response__descriptor, &w,
-                 set_env_reply, NULL, NULL, done, arg, err);
-  env_msg_free(&m);
-  return rc;
+/* ======================================================================================
+ * Replies
+ * ====================================================================================== */
+
+/* RunCommandResponse (msg, freed here) into *out. Returns 0, or -1 with *err filled. */
+static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct osb_err *err) {
+  struct run_reply *r = (struct run_reply *)msg;
+  memset(out, 0, sizeof *out);
+  out->out = copy_bytes(r->out.data, r->out.len);
+  out->out_len = r->out.len;
+  out->err = copy_bytes(r->err.data, r->err.len);
+  out->err_len = r->err.len;
+  out->exit_code = r->exit_code;
+  out->signal = r->signal;
+  protobuf_c_message_free_unpacked(msg, NULL);
+  if (!out->out || !out->err) {
+    backend_run_res_free(out);
+    return remote_fail_internal("out of memory", err);
+  }
+  return 0;
 }
 
-int remote_grpc_set_cwd(struct remote_grpc *g, struct call *c, const char *id, const char *cwd,
-                        struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = cwd};
-  Sandbox__SetCwdRequest rq = SANDBOX__SET_CWD_REQUEST__INIT;
-  rq.session_id = (char *)id;
-  rq.cwd = (char *)cwd;
-  ProtobufCMessage *msg = NULL;
-  if (grpc_unary(g, c, M_SET_CWD, &rq.base, &sandbox__set_cwd_response__descriptor, &msg, &w, 0,
-                 err) != 0)
-    return -1;
-  struct remote_where full = where_of(g, M_SET_CWD, &w);
-  return set_cwd_reply(NULL, msg, &full, err);
+static int success_or_fail(int ok, const struct remote_where *w, struct osb_err *err) {
+  if (!ok)
+    return remote_fail_reply(w, 0, "the server answered success=false", err);
+  return 0;
 }
-
-int remote_grpc_set_cwd_start(struct remote_grpc *g, struct call *c, const char *id,
-                              const char *cwd, backend_done done, void *arg,
-                              struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = cwd};
-  Sandbox__SetCwdRequest rq = SANDBOX__SET_CWD_REQUEST__INIT;
-  rq.session_id = (char *)id;
-  rq.cwd = (char *)cwd;
-  return start(g, c, M_SET_CWD, &rq.base, &sandbox__set_cwd_response__descriptor, &w,
-               set_cwd_reply, NULL, NULL, done, arg, err);
-}
-
-/* ---- WriteFile ---- */
 
 /* The server's reason for not writing a file (a malloc'd *why, NULL when it was written).
  * Frees resp. Returns 0, or -1 out of memory. */
@@ -382,76 +229,10 @@ static int write_why(ProtobufCMessage *resp, char **why, struct osb_err *err) {
   return rc;
 }
 
-static int write_file_reply(struct started *s, ProtobufCMessage *resp,
-                            const struct remote_where *w, struct osb_err *err) {
-  char *why = NULL;
-  if (write_why(resp, &why, err) < 0)
-    return -1;
-  if (!why)
-    return 0;
-  remote_fail_file(w, why, err);
-  free(why);
-  return -1;
-}
-
-static void write_msg_init(Sandbox__WriteFileRequest *rq, const char *id, const char *path,
-                           const void *data, size_t len) {
-  Sandbox__WriteFileRequest init = SANDBOX__WRITE_FILE_REQUEST__INIT;
-  *rq = init;
-  rq->session_id = (char *)id;
-  rq->path = (char *)path;
-  rq->content.data = (uint8_t *)data;
-  rq->content.len = len;
-}
-
-/* Make one blocking WriteFile call: *msg is its decoded reply (see grpc_unary). */
-static int write_call(struct remote_grpc *g, struct call *c, const char *id, const char *path,
-                      const void *data, size_t len, ProtobufCMessage **msg,
-                      struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__WriteFileRequest rq;
-  write_msg_init(&rq, id, path, data, len);
-  return grpc_unary(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, msg,
-                    &w, 0, err);
-}
-
-/* One WriteFile. Returns 0 with *why NULL (written) or malloc'd (the server's reason for not
- * writing it), or -1 with *err filled. */
-static int write_one(struct remote_grpc *g, struct call *c, const char *id, const char *path,
-                     const void *data, size_t len, char **why, struct osb_err *err) {
-  ProtobufCMessage *msg = NULL;
-  *why = NULL;
-  if (write_call(g, c, id, path, data, len, &msg, err) != 0)
-    return -1;
-  return write_why(msg, why, err);
-}
-
-int remote_grpc_write_file(struct remote_grpc *g, struct call *c, const char *id,
-                           const char *path, const void *data, size_t len, struct osb_err *err) {
-  ProtobufCMessage *msg = NULL;
-  if (write_call(g, c, id, path, data, len, &msg, err) != 0)
-    return -1;
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  struct remote_where full = where_of(g, M_WRITE_FILE, &w);
-  return write_file_reply(NULL, msg, &full, err);
-}
-
-int remote_grpc_write_file_start(struct remote_grpc *g, struct call *c, const char *id,
-                                 const char *path, const void *data, size_t len,
-                                 backend_done done, void *arg, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__WriteFileRequest rq;
-  write_msg_init(&rq, id, path, data, len);
-  return start(g, c, M_WRITE_FILE, &rq.base, &sandbox__write_file_response__descriptor, &w,
-               write_file_reply, NULL, NULL, done, arg, err);
-}
-
-/* ---- ReadFile ---- */
-
-/* The content of a ReadFileResponse into *data and *len (a malloc'd NUL-terminated copy), or
- * FILE with the server's error. Frees resp. */
-static int read_decode(ProtobufCMessage *resp, const struct remote_where *w, char **data,
-                       size_t *len, struct osb_err *err) {
+/* The content of a ReadFileResponse into *out (a malloc'd NUL-terminated copy), or FILE with
+ * the server's error. Frees resp. */
+static int read_decode(ProtobufCMessage *resp, const struct remote_where *w,
+                       struct backend_bytes *out, struct osb_err *err) {
   Sandbox__ReadFileResponse *r = (Sandbox__ReadFileResponse *)resp;
   int rc = 0;
   if (r->error && r->error[0]) {
@@ -468,137 +249,274 @@ static int read_decode(ProtobufCMessage *resp, const struct remote_where *w, cha
         r->content.data = NULL; /* ours now: not freed with resp */
       r->content.len = 0;
       bytes[n] = '\0';
-      *data = bytes;
-      *len = n;
+      out->data = bytes;
+      out->len = n;
     }
   }
   protobuf_c_message_free_unpacked(resp, NULL);
   return rc;
 }
 
-static int read_file_reply(struct started *s, ProtobufCMessage *resp,
-                           const struct remote_where *w, struct osb_err *err) {
-  return read_decode(resp, w, s->data, s->len, err);
-}
-
-int remote_grpc_read_file(struct remote_grpc *g, struct call *c, const char *id,
-                          const char *path, char **data, size_t *len, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__ReadFileRequest rq = SANDBOX__READ_FILE_REQUEST__INIT;
-  rq.session_id = (char *)id;
-  rq.path = (char *)path;
-  ProtobufCMessage *msg = NULL;
-  if (grpc_unary(g, c, M_READ_FILE, &rq.base, &sandbox__read_file_response__descriptor, &msg,
-                 &w, 0, err) != 0)
-    return -1;
-  struct remote_where full = where_of(g, M_READ_FILE, &w);
-  return read_decode(msg, &full, data, len, err);
-}
-
-int remote_grpc_read_file_start(struct remote_grpc *g, struct call *c, const char *id,
-                                const char *path, char **data, size_t *len, backend_done done,
-                                void *arg, struct osb_err *err) {
-  struct remote_where w = {.sandbox_id = id, .path = path};
-  Sandbox__ReadFileRequest rq = SANDBOX__READ_FILE_REQUEST__INIT;
-  rq.session_id = (char *)id;
-  rq.path = (char *)path;
-  return start(g, c, M_READ_FILE, &rq.base, &sandbox__read_file_response__descriptor, &w,
-               read_file_reply, data, len, done, arg, err);
-}
-
 /* Append {path, why} to a growing error list (takes why). Returns 0, or -1 out of memory. */
-static int add_file_error(struct backend_file_error **list, size_t *n, const char *path,
-                          char *why) {
-  struct backend_file_error *grown = realloc(*list, (*n + 1) * sizeof **list);
+static int add_file_error(struct backend_file_errors *list, const char *path, char *why) {
+  struct backend_file_error *grown = realloc(list->errors, (list->n + 1) * sizeof *grown);
   if (!grown) {
     free(why);
     return -1;
   }
-  *list = grown;
-  grown[*n].path = strdup(path);
-  grown[*n].error = why;
-  if (!grown[*n].path) {
+  list->errors = grown;
+  grown[list->n].path = strdup(path);
+  grown[list->n].error = why;
+  if (!grown[list->n].path) {
     free(why);
     return -1;
   }
-  (*n)++;
+  list->n++;
   return 0;
 }
 
-/* WriteFiles unavailable: one WriteFile per file. */
-static int write_each(struct remote_grpc *g, struct call *c, const char *id,
-                      const struct backend_file *files, size_t n_files,
-                      struct backend_file_error **errors, size_t *n_errors, struct osb_err *err) {
-  struct backend_file_error *list = NULL;
-  size_t n = 0;
-  for (size_t i = 0; i < n_files; i++) {
-    char *why = NULL;
-    if (write_one(g, c, id, files[i].path, files[i].data, files[i].len, &why, err) < 0) {
-      backend_file_errors_free(list, n);
-      return -1;
-    }
-    if (why && add_file_error(&list, &n, files[i].path, why) < 0) {
-      backend_file_errors_free(list, n);
-      return remote_fail_internal("out of memory", err);
-    }
-  }
-  *errors = list;
-  *n_errors = n;
-  return 0;
-}
-
-int remote_grpc_write_files(struct remote_grpc *g, struct call *c, const char *id,
-                            const struct backend_file *files, size_t n_files,
-                            struct backend_file_error **errors, size_t *n_errors,
-                            struct osb_err *err) {
-  if (grpc_no_write_files(g))
-    return write_each(g, c, id, files, n_files, errors, n_errors, err);
-
-  struct remote_where w = {.sandbox_id = id};
-  Sandbox__WriteFilesRequest rq = SANDBOX__WRITE_FILES_REQUEST__INIT;
-  Sandbox__BulkFileEntry *entries = calloc(n_files ? n_files : 1, sizeof *entries);
-  Sandbox__BulkFileEntry **list = calloc(n_files ? n_files : 1, sizeof *list);
-  if (!entries || !list) {
-    free(entries);
-    free(list);
-    return remote_fail_internal("out of memory", err);
-  }
-  for (size_t i = 0; i < n_files; i++) {
-    sandbox__bulk_file_entry__init(&entries[i]);
-    entries[i].path = (char *)files[i].path;
-    entries[i].content.data = (uint8_t *)files[i].data;
-    entries[i].content.len = files[i].len;
-    list[i] = &entries[i];
-  }
-  rq.session_id = (char *)id;
-  rq.n_files = n_files;
-  rq.files = list;
-  ProtobufCMessage *msg = NULL;
-  int rc = grpc_unary(g, c, M_WRITE_FILES, &rq.base, &sandbox__write_files_response__descriptor, &msg,
-                 &w, 1, err);
-  free(entries);
-  free(list);
-  if (rc < 0)
-    return -1;
-  if (rc == 1) {
-    log_info("remote: %s lacks WriteFiles; writing one file at a time", remote_grpc_target(g));
-    grpc_set_no_write_files(g);
-    return write_each(g, c, id, files, n_files, errors, n_errors, err);
-  }
+static int write_files_decode(ProtobufCMessage *msg, struct backend_file_errors *out,
+                              struct osb_err *err) {
   Sandbox__WriteFilesResponse *r = (Sandbox__WriteFilesResponse *)msg;
-  struct backend_file_error *fe = NULL;
-  size_t n = 0;
-  for (size_t i = 0; i < r->n_errors; i++) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < r->n_errors; i++) {
     const Sandbox__FileError *e = r->errors[i];
     char *why = strdup(e->error && e->error[0] ? e->error : "write failed");
-    if (!why || add_file_error(&fe, &n, e->path ? e->path : "", why) < 0) {
-      backend_file_errors_free(fe, n);
-      protobuf_c_message_free_unpacked(msg, NULL);
-      return remote_fail_internal("out of memory", err);
-    }
+    if (!why || add_file_error(out, e->path ? e->path : "", why) < 0)
+      rc = remote_fail_internal("out of memory", err);
   }
   protobuf_c_message_free_unpacked(msg, NULL);
-  *errors = fe;
-  *n_errors = n;
-  return 0;
+  return rc;
+}
+
+/* Interpret the reply of op's call into op->out. Frees resp. 0, or -1 with op->err. */
+static int interpret(struct backend_op *op, ProtobufCMessage *resp,
+                     const struct remote_where *w) {
+  struct osb_err *err = &op->err;
+  int ok;
+  char *why = NULL;
+  switch (op->kind) {
+  case BACKEND_RUN:
+    return run_decode(resp, &op->out.run, err);
+  case BACKEND_SET_ENV:
+    ok = ((Sandbox__SetEnvResponse *)resp)->success;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return success_or_fail(ok, w, err);
+  case BACKEND_SET_CWD:
+    ok = ((Sandbox__SetCwdResponse *)resp)->success;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return success_or_fail(ok, w, err);
+  case BACKEND_WRITE_FILE:
+    if (write_why(resp, &why, err) < 0)
+      return -1;
+    if (!why)
+      return 0;
+    remote_fail_file(w, why, err);
+    free(why);
+    return -1;
+  case BACKEND_READ_FILE:
+    return read_decode(resp, w, &op->out.bytes, err);
+  case BACKEND_WRITE_FILES:
+    return write_files_decode(resp, &op->out.file_errors, err);
+  default:
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return remote_fail_internal("no gRPC method for the operation", err);
+  }
+}
+
+/* ======================================================================================
+ * WriteFiles without WriteFiles: one WriteFile after another
+ * ====================================================================================== */
+
+struct write_each {
+  struct remote_grpc *g;
+  struct backend_op *op;
+  size_t next;             /* the file to write next */
+};
+
+static int write_each_step(struct write_each *we);
+
+static void write_each_finish(void *ctx, int rc, ProtobufCMessage *resp,
+                              const struct remote_where *w, struct osb_err *err) {
+  struct write_each *we = ctx;
+  struct backend_op *op = we->op;
+  char *why = NULL;
+  if (rc == 0 && write_why(resp, &why, &op->err) < 0)
+    rc = -1;
+  else if (rc < 0)
+    take_err(op, err);
+  if (rc == 0 && why && add_file_error(&op->out.file_errors, w->path ? w->path : "", why) < 0)
+    rc = remote_fail_internal("out of memory", &op->err);
+  if (rc == 0 && write_each_step(we) == 0)
+    return; /* the next one is under way */
+  if (rc == 0 && op->err.kind == OSB_ERR_NONE) { /* all written */
+    free(we);
+    op_end(op, 0);
+    return;
+  }
+  free(we);
+  backend_file_errors_free(op->out.file_errors.errors, op->out.file_errors.n);
+  memset(&op->out.file_errors, 0, sizeof op->out.file_errors);
+  op_end(op, -1);
+}
+
+/* Start the WriteFile of the next file. Returns 0 when one was started, 1 when none is
+ * left, -1 with op->err filled when it could not start. */
+static int write_each_step(struct write_each *we) {
+  struct backend_op *op = we->op;
+  if (we->next >= op->in.files.n)
+    return 1;
+  const struct backend_file *f = &op->in.files.files[we->next++];
+  struct remote_where w = {.sandbox_id = op->id, .path = f->path};
+  Sandbox__WriteFileRequest rq;
+  write_msg_init(&rq, op->id, f->path, f->data, f->len);
+  return remote_grpc_unary_start(we->g, op->c, RG_WRITE_FILE, &rq.base,
+                                 &sandbox__write_file_response__descriptor, &w, 0,
+                                 write_each_finish, we, &op->err);
+}
+
+/* Write op's files one by one; completes op. */
+static void write_each_start(struct remote_grpc *g, struct backend_op *op) {
+  struct write_each *we = calloc(1, sizeof *we);
+  if (!we) {
+    op_end(op, remote_fail_internal("out of memory", &op->err));
+    return;
+  }
+  we->g = g;
+  we->op = op;
+  int rc = write_each_step(we);
+  if (rc == 0)
+    return;
+  free(we);
+  op_end(op, rc < 0 ? -1 : 0);
+}
+
+/* ======================================================================================
+ * Starting
+ * ====================================================================================== */
+
+static void on_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct remote_where *w,
+                      struct osb_err *err) {
+  struct backend_op *op = ctx;
+  if (rc == 1) { /* WriteFiles UNIMPLEMENTED */
+    struct remote_grpc *g = op->impl.p;
+    log_info("remote: %s lacks WriteFiles; writing one file at a time", remote_grpc_target(g));
+    remote_grpc_set_no_write_files(g);
+    write_each_start(g, op);
+    return;
+  }
+  if (rc == 0)
+    rc = interpret(op, resp, w);
+  else
+    take_err(op, err);
+  op_end(op, rc);
+}
+
+int remote_grpc_has(enum backend_op_kind kind) {
+  switch (kind) {
+  case BACKEND_RUN:
+  case BACKEND_SET_ENV:
+  case BACKEND_SET_CWD:
+  case BACKEND_WRITE_FILE:
+  case BACKEND_READ_FILE:
+  case BACKEND_WRITE_FILES:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+void remote_grpc_start(struct remote_grpc *g, struct backend_op *op) {
+  struct osb_err *err = &op->err;
+  struct remote_where w = {.sandbox_id = op->id};
+  struct call *c = op->c;
+  int rc;
+  op->impl.p = g; /* for on_finish; remote.c keeps only impl.done/arg/t0 */
+  switch (op->kind) {
+  case BACKEND_RUN: {
+    struct run_msg m;
+    rc = run_msg_build(&m, op->id, &op->in.run, err);
+    if (rc == 0) {
+      rc = remote_grpc_unary_start(g, c, RG_RUN, &m.rq.base, &run_reply_descriptor, &w, 0,
+                                   on_finish, op, err);
+      run_msg_free(&m);
+    }
+    break;
+  }
+  case BACKEND_SET_ENV: {
+    struct env_msg m;
+    rc = env_msg_build(&m, op->id, op->in.env.env, op->in.env.n_env, err);
+    if (rc == 0) {
+      rc = remote_grpc_unary_start(g, c, RG_SET_ENV, &m.rq.base,
+                                   &sandbox__set_env_response__descriptor, &w, 0, on_finish, op,
+                                   err);
+      env_msg_free(&m);
+    }
+    break;
+  }
+  case BACKEND_SET_CWD: {
+    Sandbox__SetCwdRequest rq = SANDBOX__SET_CWD_REQUEST__INIT;
+    rq.session_id = (char *)op->id;
+    rq.cwd = (char *)op->in.cwd;
+    w.path = op->in.cwd;
+    rc = remote_grpc_unary_start(g, c, RG_SET_CWD, &rq.base, &sandbox__set_cwd_response__descriptor,
+                                 &w, 0, on_finish, op, err);
+    break;
+  }
+  case BACKEND_WRITE_FILE: {
+    Sandbox__WriteFileRequest rq;
+    const struct backend_file *f = &op->in.file;
+    write_msg_init(&rq, op->id, f->path, f->data, f->len);
+    w.path = f->path;
+    rc = remote_grpc_unary_start(g, c, RG_WRITE_FILE, &rq.base,
+                                 &sandbox__write_file_response__descriptor, &w, 0, on_finish, op,
+                                 err);
+    break;
+  }
+  case BACKEND_READ_FILE: {
+    Sandbox__ReadFileRequest rq = SANDBOX__READ_FILE_REQUEST__INIT;
+    rq.session_id = (char *)op->id;
+    rq.path = (char *)op->in.file.path;
+    w.path = op->in.file.path;
+    rc = remote_grpc_unary_start(g, c, RG_READ_FILE, &rq.base,
+                                 &sandbox__read_file_response__descriptor, &w, 0, on_finish, op,
+                                 err);
+    break;
+  }
+  case BACKEND_WRITE_FILES: {
+    if (remote_grpc_no_write_files(g)) {
+      write_each_start(g, op);
+      return;
+    }
+    size_t n = op->in.files.n;
+    Sandbox__WriteFilesRequest rq = SANDBOX__WRITE_FILES_REQUEST__INIT;
+    Sandbox__BulkFileEntry *entries = calloc(n ? n : 1, sizeof *entries);
+    Sandbox__BulkFileEntry **list = calloc(n ? n : 1, sizeof *list);
+    if (!entries || !list) {
+      rc = remote_fail_internal("out of memory", err);
+    } else {
+      for (size_t i = 0; i < n; i++) {
+        sandbox__bulk_file_entry__init(&entries[i]);
+        entries[i].path = (char *)op->in.files.files[i].path;
+        entries[i].content.data = (uint8_t *)op->in.files.files[i].data;
+        entries[i].content.len = op->in.files.files[i].len;
+        list[i] = &entries[i];
+      }
+      rq.session_id = (char *)op->id;
+      rq.n_files = n;
+      rq.files = list;
+      rc = remote_grpc_unary_start(g, c, RG_WRITE_FILES, &rq.base,
+                                   &sandbox__write_files_response__descriptor, &w, 1, on_finish,
+                                   op, err);
+    }
+    free(entries);
+    free(list);
+    break;
+  }
+  default:
+    rc = remote_fail_internal("no gRPC method for the operation", err);
+    break;
+  }
+  if (rc < 0)
+    op_end(op, -1);
 }

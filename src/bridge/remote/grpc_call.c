@@ -6,7 +6,7 @@
  * its own, in 50 ms steps so that a raised cancel flag cancels it promptly. Asynchronous
  * calls all share the poller thread's queue: they cost no thread while they wait, and the
  * poller finishes each and cancels, every 50 ms, those whose cancel flag was raised. Status
- * codes go to remote_int.h's remote_fail_grpc, which owns their mapping. Layer: backend
+ * codes go to remote_fail.h's remote_fail_grpc, which owns their mapping. Layer: backend
  * (remote). The api key lives only in the authorization metadata and is never logged. */
 #include "bridge/remote/grpc_int.h"
 
@@ -25,23 +25,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/defaults.h"
 #include "common/log.h"
 
 enum {
-  POLL_MS = 50, /* how often a waiting call looks at the cancel flag */
   RECONNECT_MIN_MS = 100,
   RECONNECT_MAX_MS = 2000, /* a restarted server is found again within this */
   CONNECT_TIMEOUT_MS = 20000, /* one connection attempt (TCP + TLS + HTTP/2 settings) */
   BOUND_SLACK_MS = 100,       /* a deadline this close to the request timeout is that one */
 };
 
-static const char *const method_paths[M_COUNT] = {
-    [M_RUN] = "/sandbox.SandboxService/RunCommand",
-    [M_WRITE_FILE] = "/sandbox.SandboxService/WriteFile",
-    [M_WRITE_FILES] = "/sandbox.SandboxService/WriteFiles",
-    [M_READ_FILE] = "/sandbox.SandboxService/ReadFile",
-    [M_SET_ENV] = "/sandbox.SandboxService/SetEnv",
-    [M_SET_CWD] = "/sandbox.SandboxService/SetCwd",
+static const char *const method_paths[RG_COUNT] = {
+    [RG_RUN] = "/sandbox.SandboxService/RunCommand",
+    [RG_WRITE_FILE] = "/sandbox.SandboxService/WriteFile",
+    [RG_WRITE_FILES] = "/sandbox.SandboxService/WriteFiles",
+    [RG_READ_FILE] = "/sandbox.SandboxService/ReadFile",
+    [RG_SET_ENV] = "/sandbox.SandboxService/SetEnv",
+    [RG_SET_CWD] = "/sandbox.SandboxService/SetCwd",
 };
 
 struct remote_grpc {
@@ -53,7 +53,7 @@ struct remote_grpc {
   int max_recv;         /* GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH (-1: unlimited) */
   pthread_mutex_t lock; /* guards channel and handles */
   grpc_channel *channel;
-  void *handles[M_COUNT]; /* registered calls of channel */
+  void *handles[RG_COUNT]; /* registered calls of channel */
   grpc_completion_queue *poll_cq; /* the poller's queue; shut down to stop it */
   pthread_t poller;
   int has_poller;
@@ -64,12 +64,9 @@ struct remote_grpc {
 };
 
 /* One unary call from start to end: what it sends, what it receives, and the facts its
- * failure is reported with. Shared by blocking and asynchronous calls, so that both map
- * statuses and decode replies through the very same code (op_result). */
+ * failure is reported with. */
 struct op {
   struct remote_where w;      /* op, url and timeout_ms filled by op_prepare */
-  grpc_completion_queue *cq;  /* the queue the call reports to */
-  int own_cq;                 /* cq is this op's pluck queue (blocking call) */
   grpc_call *call;
   grpc_byte_buffer *send;
   grpc_metadata md;           /* authorization, when g->auth */
@@ -77,29 +74,30 @@ struct op {
   grpc_byte_buffer *recv;
   grpc_status_code status;
   grpc_slice details;
-  int cancelled;              /* we cancelled the call because its cancel flag was raised */
+  int cancelled;              /* we cancelled the call (its canceller ran, or close) */
 };
 
-/* An asynchronous call in flight on the poller's queue (see grpc_unary_start). */
+/* A call in flight on the poller's queue (see remote_grpc_unary_start). */
 struct acall {
   struct op op;               /* op.w's strings point into sandbox_id and path */
   struct call *c;             /* borrowed until finish is called */
   char *sandbox_id, *path;    /* owned copies of the where's strings */
   const ProtobufCMessageDescriptor *rdesc;
-  grpc_finish finish;
+  int allow_unimpl;
+  remote_grpc_finish finish;
   void *ctx;
   struct acall *prev, *next;  /* in g->calls, under g->calls_lock */
 };
 
-const char *grpc_method_path(enum grpc_method m) {
+const char *remote_grpc_method_path(enum remote_grpc_method m) {
   return method_paths[m];
 }
 
-int grpc_no_write_files(struct remote_grpc *g) {
+int remote_grpc_no_write_files(struct remote_grpc *g) {
   return atomic_load(&g->no_write_files);
 }
 
-void grpc_set_no_write_files(struct remote_grpc *g) {
+void remote_grpc_set_no_write_files(struct remote_grpc *g) {
   atomic_store(&g->no_write_files, 1);
 }
 
@@ -109,16 +107,19 @@ static gpr_timespec after_ms(int64_t ms) {
 
 static void acall_complete(struct remote_grpc *g, struct acall *a);
 
-/* Cancel the asynchronous calls whose cancel flag was raised (all of them when everything
- * is). */
-static void acall_scan(struct remote_grpc *g, int everything) {
+/* The canceller of a call (see call_set_canceller): runs under its struct call's lock, on
+ * the thread that cancels. */
+static void acall_cancel(void *arg) {
+  struct acall *a = arg;
+  a->op.cancelled = 1;
+  grpc_call_cancel(a->op.call, NULL);
+}
+
+/* Cancel every call in flight (remote_grpc_close). */
+static void acall_cancel_all(struct remote_grpc *g) {
   pthread_mutex_lock(&g->calls_lock);
-  for (struct acall *a = g->calls; a; a = a->next) {
-    if (!a->op.cancelled && (everything || call_is_cancelled(a->c))) {
-      grpc_call_cancel(a->op.call, NULL);
-      a->op.cancelled = 1;
-    }
-  }
+  for (struct acall *a = g->calls; a; a = a->next)
+    call_cancel(a->c); /* its canceller cancels the gRPC call */
   pthread_mutex_unlock(&g->calls_lock);
 }
 
@@ -126,28 +127,22 @@ static void acall_scan(struct remote_grpc *g, int everything) {
  * queue, so between calls nobody would notice that the server closed the connection (until
  * its 5 s backup poll), and the first call after a server restart would fail UNAVAILABLE on
  * the dead connection. This thread keeps waiting on its queue, which polls the sockets: a
- * closed connection is seen at once and the next call reconnects. The same queue carries the
- * asynchronous calls: the poller finishes each and, every POLL_MS, cancels those whose
- * cancel flag was raised. It ends when the queue is shut down and drained. */
+ * closed connection is seen at once and the next call reconnects. The same queue carries
+ * every call: the poller finishes each. It ends when the queue is shut down and drained. */
 static void *poll_main(void *arg) {
   struct remote_grpc *g = arg;
-  int64_t last_scan = call_now_ms();
   for (;;) {
-    grpc_event ev = grpc_completion_queue_next(g->poll_cq, after_ms(POLL_MS), NULL);
+    grpc_event ev =
+        grpc_completion_queue_next(g->poll_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
       break;
     if (ev.type == GRPC_OP_COMPLETE && ev.tag)
       acall_complete(g, ev.tag);
-    int64_t now = call_now_ms();
-    if (now - last_scan >= POLL_MS) {
-      acall_scan(g, 0);
-      last_scan = now;
-    }
   }
   return NULL;
 }
 /* The shared channel (created on first use) and the registered handle of method m. */
-static grpc_channel *channel_get(struct remote_grpc *g, enum grpc_method m, void **handle) {
+static grpc_channel *channel_get(struct remote_grpc *g, enum remote_grpc_method m, void **handle) {
   pthread_mutex_lock(&g->lock);
   if (!g->channel) {
     grpc_arg args[7];
@@ -182,7 +177,7 @@ static grpc_channel *channel_get(struct remote_grpc *g, enum grpc_method m, void
                : grpc_insecure_credentials_create();
     g->channel = grpc_channel_create(g->target, creds, &chargs);
     grpc_channel_credentials_release(creds);
-    for (int i = 0; i < M_COUNT; i++)
+    for (int i = 0; i < RG_COUNT; i++)
       g->handles[i] = grpc_channel_register_call(g->channel, method_paths[i], NULL, NULL);
     g->poll_cq = grpc_completion_queue_create_for_next(NULL);
     g->has_poller = pthread_create(&g->poller, NULL, poll_main, g) == 0;
@@ -198,9 +193,9 @@ static grpc_channel *channel_get(struct remote_grpc *g, enum grpc_method m, void
 
 /* The time bound of a call in ms (-1: none): the call's remaining deadline, and for anything
  * but RunCommand also the request timeout. */
-static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum grpc_method m) {
+static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum remote_grpc_method m) {
   int64_t left = call_remaining_ms(c);
-  if (m == M_RUN)
+  if (m == RG_RUN)
     return left;
   if (g->timeout_ms > 0 && (left < 0 || g->timeout_ms < left))
     return g->timeout_ms;
@@ -223,14 +218,6 @@ static void op_release(struct op *op) {
   if (op->call)
     grpc_call_unref(op->call);
   op->call = NULL;
-  if (op->own_cq && op->cq) {
-    grpc_completion_queue_shutdown(op->cq);
-    while (grpc_completion_queue_pluck(op->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-               .type != GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(op->cq);
-  }
-  op->cq = NULL;
   if (op->send)
     grpc_byte_buffer_destroy(op->send);
   op->send = NULL;
@@ -243,11 +230,11 @@ static void op_release(struct op *op) {
   op->recv = NULL;
 }
 
-/* Make the call of method m carrying req (packed now: req may go once this returns), on a
- * fresh pluck queue of its own, or on the poller's queue when async. Fails at once (-1, *err
- * filled, nothing to release) when c is already cancelled or past its deadline. */
-static int op_prepare(struct remote_grpc *g, struct call *c, enum grpc_method m,
-                      const ProtobufCMessage *req, const struct remote_where *where, int async,
+/* Make the call of method m carrying req (packed now: req may go once this returns), on the
+ * poller's queue. Fails at once (-1, *err filled, nothing to release) when c is already
+ * cancelled or past its deadline. */
+static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
+                      const ProtobufCMessage *req, const struct remote_where *where,
                       struct op *op, struct osb_err *err) {
   memset(op, 0, sizeof *op);
   op->details = grpc_empty_slice();
@@ -258,7 +245,7 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum grpc_method m,
   int64_t bound = call_bound(g, c, m);
   op->w.op = method_paths[m];
   op->w.url = g->target;
-  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == M_RUN);
+  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == RG_RUN);
   if (call_is_cancelled(c))
     return remote_fail_cancelled(&op->w, err);
   if (bound == 0)
@@ -275,18 +262,12 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum grpc_method m,
 
   void *handle;
   grpc_channel *ch = channel_get(g, m, &handle);
-  if (async) {
-    if (!g->has_poller) {
-      op_release(op);
-      return remote_fail_internal("no gRPC poller thread for asynchronous calls", err);
-    }
-    op->cq = g->poll_cq;
-  } else {
-    op->cq = grpc_completion_queue_create_for_pluck(NULL);
-    op->own_cq = 1;
+  if (!g->has_poller) {
+    op_release(op);
+    return remote_fail_internal("no gRPC poller thread", err);
   }
   gpr_timespec deadline = bound < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : after_ms(bound);
-  op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, op->cq,
+  op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, g->poll_cq,
                                                  handle, deadline, NULL);
   if (g->auth) {
     op->md.key = grpc_slice_from_static_string("authorization");
@@ -371,33 +352,6 @@ static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessag
 }
 
 
-int grpc_unary(struct remote_grpc *g, struct call *c, enum grpc_method m,
-               const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
-               ProtobufCMessage **resp, const struct remote_where *where, int allow_unimpl,
-               struct osb_err *err) {
-  struct op op;
-  if (op_prepare(g, c, m, req, where, 0, &op, err) < 0)
-    return -1;
-  int rc;
-  void *tag = &op;
-  if (op_launch(g, &op, tag, err) < 0) {
-    rc = -1;
-  } else {
-    for (;;) {
-      grpc_event ev = grpc_completion_queue_pluck(op.cq, tag, after_ms(POLL_MS), NULL);
-      if (ev.type == GRPC_OP_COMPLETE || ev.type == GRPC_QUEUE_SHUTDOWN)
-        break;
-      if (!op.cancelled && call_is_cancelled(c)) {
-        grpc_call_cancel(op.call, NULL);
-        op.cancelled = 1;
-      }
-    }
-    rc = op_result(g, &op, rdesc, resp, allow_unimpl, err);
-  }
-  op_release(&op);
-  return rc;
-}
-
 static void acall_unlink(struct remote_grpc *g, struct acall *a) {
   pthread_mutex_lock(&g->calls_lock);
   if (a->prev)
@@ -415,23 +369,24 @@ static void acall_free(struct acall *a) {
   free(a);
 }
 
-/* Called by the poller when an asynchronous call's batch ended: unlink it, interpret it
- * exactly as a blocking call would be, hand the outcome to its finisher, free it. */
+/* Called by the poller when a call's batch ended: unlink it, interpret it, hand the outcome
+ * to its finisher, free it. */
 static void acall_complete(struct remote_grpc *g, struct acall *a) {
   acall_unlink(g, a);
+  call_clear_canceller(a->c); /* after this, a->op.cancelled is settled */
   struct osb_err err = OSB_ERR_INIT;
   ProtobufCMessage *resp = NULL;
-  int rc = op_result(g, &a->op, a->rdesc, &resp, 0, &err);
+  int rc = op_result(g, &a->op, a->rdesc, &resp, a->allow_unimpl, &err);
   op_release(&a->op);
   a->finish(a->ctx, rc, rc == 0 ? resp : NULL, &a->op.w, &err);
   osb_err_clear(&err); /* in case the finisher left it */
   acall_free(a);
 }
 
-int grpc_unary_start(struct remote_grpc *g, struct call *c, enum grpc_method m,
-                     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
-                     const struct remote_where *where, grpc_finish finish, void *ctx,
-                     struct osb_err *err) {
+int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
+                            const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+                            const struct remote_where *where, int allow_unimpl,
+                            remote_grpc_finish finish, void *ctx, struct osb_err *err) {
   struct acall *a = calloc(1, sizeof *a);
   if (!a)
     return remote_fail_internal("out of memory", err);
@@ -443,12 +398,19 @@ int grpc_unary_start(struct remote_grpc *g, struct call *c, enum grpc_method m,
   }
   a->c = c;
   a->rdesc = rdesc;
+  a->allow_unimpl = allow_unimpl;
   a->finish = finish;
   a->ctx = ctx;
   struct remote_where w = *where;
   w.sandbox_id = a->sandbox_id;
   w.path = a->path;
-  if (op_prepare(g, c, m, req, &w, 1, &a->op, err) < 0) {
+  if (op_prepare(g, c, m, req, &w, &a->op, err) < 0) {
+    acall_free(a);
+    return -1;
+  }
+  if (call_set_canceller(c, acall_cancel, a)) { /* cancelled meanwhile */
+    remote_fail_cancelled(&a->op.w, err);
+    op_release(&a->op);
     acall_free(a);
     return -1;
   }
@@ -461,6 +423,7 @@ int grpc_unary_start(struct remote_grpc *g, struct call *c, enum grpc_method m,
   pthread_mutex_unlock(&g->calls_lock);
   if (op_launch(g, &a->op, a, err) < 0) {
     acall_unlink(g, a);
+    call_clear_canceller(c);
     op_release(&a->op);
     acall_free(a);
     return -1;
@@ -498,7 +461,7 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
   if (cfg->api_key && asprintf(&g->auth, "Bearer %s", cfg->api_key) < 0)
     g->auth = NULL;
   g->timeout_ms = cfg->request_timeout_ms;
-  size_t max = cfg->max_message ? cfg->max_message : (size_t)64 << 20;
+  size_t max = cfg->max_message ? cfg->max_message : OSB_DEFAULT_MAX_MESSAGE;
   g->max_recv = max >= (size_t)INT_MAX ? -1 : (int)max;
   atomic_init(&g->no_write_files, 0);
   atomic_init(&g->unreached_ms, 0);
@@ -524,7 +487,7 @@ void remote_grpc_close(struct remote_grpc *g) {
   if (g->poll_cq) {
     /* asynchronous calls still in flight end CANCELLED (the poller finishes them: it
      * drains the queue before it sees the shutdown) */
-    acall_scan(g, 1);
+    acall_cancel_all(g);
     grpc_completion_queue_shutdown(g->poll_cq);
     if (g->has_poller)
       pthread_join(g->poller, NULL);

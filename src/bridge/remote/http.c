@@ -1,38 +1,37 @@
 /* http.c - the remote backend's HTTP/1.1 + JSON side over libcurl (see http.h).
- * Each request borrows a (multi, easy) handle pair from a small pool, so connections stay
- * alive between requests; the transfer is driven by curl_multi_poll in 50 ms steps so that a
- * raised cancel flag aborts it promptly. Failures are handed to remote_int.h's helpers, which
- * own the mapping to osb_err. Layer: backend (remote). The only file that includes
- * <curl/curl.h>; never logs the api key (it lives only in the Authorization header). */
+ * One curl multi handle, driven by one event-loop thread (curl_multi_poll, woken by
+ * curl_multi_wakeup), carries every transfer at once: an operation costs no thread while it
+ * waits, and its connection stays in the multi handle's pool for the next one. A cancelled
+ * call's transfer is removed from the multi handle at once (its canceller wakes the loop).
+ * Failures are handed to remote_fail.h's helpers, which own the mapping to osb_err.
+ * Layer: backend (remote). The only file that includes <curl/curl.h>; never logs the api key
+ * (it lives only in the Authorization header). */
 #include "bridge/remote/http.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "bridge/remote/remote_int.h"
+#include "bridge/remote/remote_fail.h"
+#include "common/assert.h"
 #include "common/b64.h"
 #include "common/buf.h"
+#include "common/defaults.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/utf8.h"
 
 enum {
-  POOL_MAX = 16,              /* idle handle pairs kept for reuse */
-  POLL_MS = 50,               /* how often a transfer looks at the cancel flag */
+  MAX_HOST_CONNECTIONS = 256, /* transfers past this wait inside curl for a connection */
+  LOOP_IDLE_MS = 1000,        /* the loop's longest sleep (curl's own timers wake it earlier) */
   CONNECT_TIMEOUT_MS = 10000, /* connecting longer than this is "unreachable" */
   BODY_TEXT_MAX = 300,        /* bytes of a plain-text error body quoted in a message */
   BOUND_SLACK_MS = 100,       /* a deadline this close to the request timeout is that one */
-};
-
-/* One reusable transfer context: the easy handle keeps its connection in the multi's pool. */
-struct slot {
-  CURLM *multi;
-  CURL *easy;
-  struct slot *next;
 };
 
 struct remote_http {
@@ -41,9 +40,22 @@ struct remote_http {
   char *cacert;        /* CA file, or NULL */
   int64_t timeout_ms;  /* request timeout (runs excepted); <= 0: none */
   size_t max_reply;    /* largest reply body accepted */
-  pthread_mutex_t lock; /* guards pool and n_pool */
-  struct slot *pool;
-  size_t n_pool;
+  CURLM *multi;        /* every transfer; touched by the loop thread only (but wakeup) */
+  pthread_t loop;
+  int has_loop;
+  pthread_mutex_t lock; /* guards incoming and stopping */
+  struct list incoming; /* transfers handed to the loop, not yet added */
+  int stopping;
+  atomic_int cancels;   /* a call was cancelled: the loop looks at its transfers */
+  struct list active;   /* the loop's own: transfers in the multi handle */
+};
+
+/* What a 404 from a session route means once GET /sessions/{id} has answered. */
+enum on_404 {
+  ON404_STATUS,      /* not a session route: report the status */
+  ON404_NOT_FOUND,   /* the route is about the session itself: NOT_FOUND at once */
+  ON404_FILE,        /* session alive -> FILE (an unreadable file) */
+  ON404_UNSUPPORTED, /* session alive -> UNSUPPORTED (the server lacks the route) */
 };
 
 /* One reply: status and body (capped at max_reply). */
@@ -51,6 +63,34 @@ struct resp {
   long status;
   struct buf body;
   int too_big;
+};
+
+struct xfer;
+
+/* What a transfer's 2xx reply becomes: the operation's outputs (0), or -1 with op->err. */
+typedef int (*xfer_parse)(struct xfer *x, json_object *reply);
+
+/* One HTTP request of an operation (a 404 probe is a second one for the same operation). */
+struct xfer {
+  struct list_node node;      /* h->incoming, then h->active */
+  struct remote_http *h;
+  struct backend_op *op;
+  CURL *easy;
+  struct curl_slist *hdrs;
+  char *url;                  /* owned */
+  char *body;                 /* owned JSON text, or NULL */
+  size_t body_len;
+  const char *method;
+  int is_run;                 /* bounded by the call's deadline only */
+  int64_t bound;              /* ms, -1: none */
+  struct remote_where w;      /* strings borrowed from the op */
+  enum on_404 how;
+  json_type want;             /* the reply's JSON type (when parse) */
+  xfer_parse parse;           /* NULL: the reply's body does not matter */
+  int write_file;             /* WRITE_FILE's own status rules */
+  struct xfer *probing;       /* this is the 404 probe of that transfer (which waits) */
+  struct resp rs;
+  char errbuf[CURL_ERROR_SIZE];
 };
 
 /* ======================================================================================
@@ -70,52 +110,6 @@ static void global_init(void) {
  * links this file (the bridge; opensandboxd does not). Later calls of pthread_once do nothing. */
 __attribute__((constructor)) static void global_init_at_start(void) {
   pthread_once(&global_once, global_init);
-}
-
-static void slot_free(struct slot *s) {
-  if (!s)
-    return;
-  if (s->easy)
-    curl_easy_cleanup(s->easy);
-  if (s->multi)
-    curl_multi_cleanup(s->multi);
-  free(s);
-}
-
-/* A handle pair from the pool or a new one. Returns NULL when libcurl cannot make one. */
-static struct slot *slot_get(struct remote_http *h) {
-  pthread_mutex_lock(&h->lock);
-  struct slot *s = h->pool;
-  if (s) {
-    h->pool = s->next;
-    h->n_pool--;
-  }
-  pthread_mutex_unlock(&h->lock);
-  if (s)
-    return s;
-  s = calloc(1, sizeof *s);
-  if (!s)
-    return NULL;
-  s->multi = curl_multi_init();
-  s->easy = curl_easy_init();
-  if (!s->multi || !s->easy) {
-    slot_free(s);
-    return NULL;
-  }
-  return s;
-}
-
-/* Give a handle pair back (kept for reuse while the pool has room). */
-static void slot_put(struct remote_http *h, struct slot *s) {
-  pthread_mutex_lock(&h->lock);
-  if (h->n_pool < POOL_MAX) {
-    s->next = h->pool;
-    h->pool = s;
-    h->n_pool++;
-    s = NULL;
-  }
-  pthread_mutex_unlock(&h->lock);
-  slot_free(s);
 }
 
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
@@ -139,165 +133,8 @@ static int64_t request_bound(const struct remote_http *h, const struct call *c, 
   return left;
 }
 
-/* Run one request. body (len bytes, or NULL) is sent as JSON. Returns 0 once any HTTP reply
- * arrived (rs->status says which; rs->body must be freed by the caller either way), or -1 with
- * *err filled for transport failures, cancellation and timeouts. */
-static int perform(struct remote_http *h, struct call *c, const char *method, const char *url,
-                   const char *body, size_t len, int is_run, const struct remote_where *where,
-                   struct resp *rs, struct osb_err *err) {
-  struct remote_where w = *where;
-  int64_t bound = request_bound(h, c, is_run);
-  w.url = h->base;
-  /* data.timeoutMs: the request timeout when that is what bounds it (the call's deadline may
-   * be that same timeout, started a moment earlier upstream), else the time that was left */
-  w.timeout_ms = bound > 0 ? bound : 0;
-  if (!is_run && h->timeout_ms > 0 && bound >= h->timeout_ms - BOUND_SLACK_MS)
-    w.timeout_ms = h->timeout_ms;
-  rs->status = 0;
-  rs->too_big = 0;
-  buf_init(&rs->body, h->max_reply);
-  if (call_is_cancelled(c))
-    return remote_fail_cancelled(&w, err);
-  if (bound == 0)
-    return remote_fail_timeout(&w, err);
-
-  struct slot *s = slot_get(h);
-  if (!s)
-    return remote_fail_internal("cannot start a libcurl transfer", err);
-  CURL *e = s->easy;
-  curl_easy_reset(e);
-
-  struct curl_slist *hdrs = NULL, *tmp;
-  const char *lines[] = {"Accept: application/json",
-                         body ? "Content-Type: application/json" : NULL, "Expect:", h->auth};
-  for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
-    if (!lines[i])
-      continue;
-    tmp = curl_slist_append(hdrs, lines[i]);
-    if (!tmp) {
-      curl_slist_free_all(hdrs);
-      slot_put(h, s);
-      return remote_fail_internal("out of memory", err);
-    }
-    hdrs = tmp;
-  }
-
-  char errbuf[CURL_ERROR_SIZE];
-  errbuf[0] = '\0';
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "opensandbox-bridge");
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, rs);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-  if (bound > 0) {
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)bound);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(bound < CONNECT_TIMEOUT_MS ? bound : CONNECT_TIMEOUT_MS));
-  } else {
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
-  }
-  if (h->cacert)
-    curl_easy_setopt(e, CURLOPT_CAINFO, h->cacert);
-  if (strcmp(method, "GET") == 0) {
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-  } else if (strcmp(method, "POST") == 0) {
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? len : 0));
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-  } else {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-  }
-
-  log_trace("remote: %s %s", method, url);
-  CURLcode rc = CURLE_OK;
-  int cancelled = 0, failed = 0;
-  if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
-    curl_slist_free_all(hdrs);
-    slot_free(s);
-    return remote_fail_internal("cannot start a libcurl transfer", err);
-  }
-  for (;;) {
-    int running = 0;
-    if (curl_multi_perform(s->multi, &running) != CURLM_OK) {
-      failed = 1;
-      break;
-    }
-    if (!running)
-      break;
-    if (call_is_cancelled(c)) {
-      cancelled = 1;
-      break;
-    }
-    if (curl_multi_poll(s->multi, NULL, 0, POLL_MS, NULL) != CURLM_OK) {
-      failed = 1;
-      break;
-    }
-  }
-  if (!cancelled && !failed) {
-    CURLMsg *m;
-    int queued;
-    rc = CURLE_GOT_NOTHING;
-    for (;;) {
-      m = curl_multi_info_read(s->multi, &queued);
-      if (!m)
-        break;
-      if (m->msg == CURLMSG_DONE && m->easy_handle == e)
-        rc = m->data.result;
-    }
-  }
-  curl_multi_remove_handle(s->multi, e);
-  curl_slist_free_all(hdrs);
-
-  if (cancelled) {
-    slot_put(h, s);
-    buf_free(&rs->body);
-    return remote_fail_cancelled(&w, err);
-  }
-  if (failed) {
-    slot_free(s);
-    buf_free(&rs->body);
-    return remote_fail_internal("libcurl's transfer loop failed", err);
-  }
-  if (rc == CURLE_OK) {
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &rs->status);
-    slot_put(h, s);
-    log_trace("remote: %s %s -> %ld (%zu bytes)", method, url, rs->status, rs->body.len);
-    return 0;
-  }
-
-  char detail[CURL_ERROR_SIZE + 64];
-  snprintf(detail, sizeof detail, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-  curl_off_t connect_us = 0;
-  curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect_us);
-  slot_put(h, s);
-  buf_free(&rs->body);
-  log_debug("remote: %s %s failed: %s", method, url, detail);
-  switch (rc) {
-  case CURLE_ABORTED_BY_CALLBACK:
-    return remote_fail_cancelled(&w, err);
-  case CURLE_OPERATION_TIMEDOUT:
-    if (connect_us == 0 && (bound < 0 || bound > CONNECT_TIMEOUT_MS))
-      return remote_fail_unreachable(&w, detail, err);
-    return remote_fail_timeout(&w, err);
-  case CURLE_WRITE_ERROR:
-    if (rs->too_big) {
-      snprintf(detail, sizeof detail, "the reply is larger than %zu bytes", h->max_reply);
-      return remote_fail_reply(&w, 200, detail, err);
-    }
-    return remote_fail_internal(detail, err);
-  case CURLE_OUT_OF_MEMORY:
-    return remote_fail_internal("out of memory", err);
-  default:
-    return remote_fail_unreachable(&w, detail, err);
-  }
-}
-
 /* ======================================================================================
- * URLs, JSON and the 404 rule
+ * URLs and JSON
  * ====================================================================================== */
 
 /* base + "/sessions/" + id + suffix [+ "?path=" + path], escaped. NULL when out of memory. */
@@ -321,13 +158,6 @@ static char *plain_url(const struct remote_http *h, const char *route) {
   if (asprintf(&url, "%s%s", h->base, route) < 0)
     return NULL;
   return url;
-}
-
-/* The serialized form of o (owned by o). */
-static const char *json_text(json_object *o, size_t *len) {
-  const char *s = json_object_to_json_string_length(
-      o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
-  return s;
 }
 
 /* Parse a reply body as JSON of the wanted type. Returns a new reference, or NULL. */
@@ -391,83 +221,6 @@ static char *body_text(const struct resp *rs) {
   }
   json_object_put(o);
   return out;
-}
-
-/* What a 404 from a session route means once GET /sessions/{id} has answered. */
-enum on_404 {
-  ON404_STATUS,      /* not a session route: report the status */
-  ON404_NOT_FOUND,   /* the route is about the session itself: NOT_FOUND at once */
-  ON404_FILE,        /* session alive -> FILE (an unreadable file) */
-  ON404_UNSUPPORTED, /* session alive -> UNSUPPORTED (the server lacks the route) */
-};
-
-/* Turn a reply that is not a success into *err (the 404 rule of API.md). Returns -1. */
-static int fail_status(struct remote_http *h, struct call *c, const struct remote_where *w,
-                       const struct resp *rs, enum on_404 how, struct osb_err *err) {
-  char *text = body_text(rs);
-  int rc;
-  if (rs->status == 404 && how != ON404_STATUS && w->sandbox_id) {
-    if (how == ON404_NOT_FOUND) {
-      rc = remote_fail_not_found(w, err);
-    } else {
-      struct remote_where pw = {.op = "GET /sessions/{id}", .sandbox_id = w->sandbox_id};
-      struct resp probe;
-      char *url = session_url(h, w->sandbox_id, "", NULL);
-      if (!url) {
-        rc = remote_fail_internal("out of memory", err);
-      } else if (perform(h, c, "GET", url, NULL, 0, 0, &pw, &probe, err) < 0) {
-        rc = -1;
-      } else {
-        if (probe.status == 404)
-          rc = remote_fail_not_found(w, err);
-        else if (probe.status / 100 != 2)
-          rc = remote_fail_http(w, rs->status, text, err);
-        else if (how == ON404_FILE)
-          rc = remote_fail_file(w, text ? text : "not found or not readable", err);
-        else
-          rc = remote_fail_unsupported(w, err);
-        buf_free(&probe.body);
-      }
-      free(url);
-    }
-  } else {
-    rc = remote_fail_http(w, rs->status, text, err);
-  }
-  free(text);
-  return rc;
-}
-
-/* Send a request (body: a JSON object or NULL, borrowed) and require a 2xx reply; on success
- * *reply (when non-NULL) gets the parsed JSON of type want (a new reference). url is freed.
- * Returns 0 or -1 with *err filled. */
-static int call_json(struct remote_http *h, struct call *c, const char *method, char *url,
-                     json_object *body, int is_run, const struct remote_where *w,
-                     enum on_404 how, json_type want, json_object **reply, struct osb_err *err) {
-  if (!url)
-    return remote_fail_internal("out of memory", err);
-  size_t len = 0;
-  const char *text = body ? json_text(body, &len) : NULL;
-  if (body && !text) {
-    free(url);
-    return remote_fail_internal("out of memory", err);
-  }
-  struct resp rs;
-  int rc = perform(h, c, method, url, text, len, is_run, w, &rs, err);
-  free(url);
-  if (rc < 0)
-    return -1;
-  if (rs.status / 100 != 2) {
-    rc = fail_status(h, c, w, &rs, how, err);
-  } else if (reply) {
-    *reply = reply_json(&rs, want);
-    if (!*reply) {
-      struct remote_where rw = *w;
-      rw.url = h->base;
-      rc = remote_fail_reply(&rw, rs.status, "the reply is not the JSON expected", err);
-    }
-  }
-  buf_free(&rs.body);
-  return rc;
 }
 
 /* Members of a reply object, with defaults for absent or null ones. */
@@ -591,6 +344,378 @@ static int bad_reply(const struct remote_http *h, const struct remote_where *w, 
 }
 
 /* ======================================================================================
+ * Transfers: created by remote_http_start, driven by the loop, ended by xfer_end
+ * ====================================================================================== */
+
+static void xfer_free(struct xfer *x) {
+  if (!x)
+    return;
+  if (x->easy)
+    curl_easy_cleanup(x->easy);
+  curl_slist_free_all(x->hdrs);
+  free(x->url);
+  free(x->body);
+  buf_free(&x->rs.body);
+  free(x);
+}
+
+/* Complete op with rc (op->err filled when -1). */
+static void op_end(struct backend_op *op, int rc) {
+  call_clear_canceller(op->c);
+  op->rc = rc < 0 ? -1 : 0;
+  op->done(op);
+}
+
+/* The canceller of an operation's call: the loop looks at its transfers now. */
+static void http_cancel(void *arg) {
+  struct remote_http *h = arg;
+  atomic_store(&h->cancels, 1);
+  curl_multi_wakeup(h->multi);
+}
+
+/* A transfer for op: method on url (taken), body (a JSON object, borrowed, or NULL).
+ * NULL when out of memory (url freed). */
+static struct xfer *xfer_new(struct remote_http *h, struct backend_op *op, const char *method,
+                             char *url, json_object *body, const char *what, enum on_404 how) {
+  struct xfer *x = calloc(1, sizeof *x);
+  if (!x || !url) {
+    free(url);
+    free(x);
+    return NULL;
+  }
+  x->h = h;
+  x->op = op;
+  x->method = method;
+  x->url = url;
+  x->how = how;
+  x->want = json_type_object;
+  x->w.op = what;
+  x->w.sandbox_id = op->id;
+  x->w.url = h->base;
+  buf_init(&x->rs.body, h->max_reply);
+  if (body) {
+    size_t len = 0;
+    const char *text = json_object_to_json_string_length(
+        body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    x->body = text ? malloc(len + 1) : NULL;
+    if (!x->body) {
+      xfer_free(x);
+      return NULL;
+    }
+    memcpy(x->body, text, len + 1);
+    x->body_len = len;
+  }
+  return x;
+}
+
+/* Configure x's easy handle. Returns 0, or -1 with x->op->err filled. */
+static int xfer_setup(struct xfer *x) {
+  struct remote_http *h = x->h;
+  x->bound = request_bound(h, x->op->c, x->is_run);
+  /* data.timeoutMs: the request timeout when that is what bounds it (the call's deadline may
+   * be that same timeout, started a moment earlier upstream), else the time that was left */
+  x->w.timeout_ms = x->bound > 0 ? x->bound : 0;
+  if (!x->is_run && h->timeout_ms > 0 && x->bound >= h->timeout_ms - BOUND_SLACK_MS)
+    x->w.timeout_ms = h->timeout_ms;
+  if (call_is_cancelled(x->op->c))
+    return remote_fail_cancelled(&x->w, &x->op->err);
+  if (x->bound == 0)
+    return remote_fail_timeout(&x->w, &x->op->err);
+  CURL *e = x->easy = curl_easy_init();
+  if (!e)
+    return remote_fail_internal("cannot start a libcurl transfer", &x->op->err);
+  const char *lines[] = {"Accept: application/json",
+                         x->body ? "Content-Type: application/json" : NULL, "Expect:", h->auth};
+  for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+    if (!lines[i])
+      continue;
+    struct curl_slist *tmp = curl_slist_append(x->hdrs, lines[i]);
+    if (!tmp)
+      return remote_fail_internal("out of memory", &x->op->err);
+    x->hdrs = tmp;
+  }
+  x->errbuf[0] = '\0';
+  curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(e, CURLOPT_URL, x->url);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "opensandbox-bridge");
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &x->rs);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  if (x->bound > 0) {
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->bound);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(x->bound < CONNECT_TIMEOUT_MS ? x->bound : CONNECT_TIMEOUT_MS));
+  } else {
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+  }
+  if (h->cacert)
+    curl_easy_setopt(e, CURLOPT_CAINFO, h->cacert);
+  if (strcmp(x->method, "GET") == 0) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(x->method, "POST") == 0) {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(x->body ? x->body_len : 0));
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body ? x->body : "");
+  } else {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, x->method);
+  }
+  return 0;
+}
+
+/* Hand x to the loop thread. */
+static void xfer_submit(struct xfer *x) {
+  struct remote_http *h = x->h;
+  pthread_mutex_lock(&h->lock);
+  int stopping = h->stopping;
+  if (!stopping)
+    list_push_back(&h->incoming, &x->node);
+  pthread_mutex_unlock(&h->lock);
+  if (stopping) { /* closing: never started */
+    struct backend_op *op = x->op;
+    remote_fail_cancelled(&x->w, &op->err);
+    xfer_free(x->probing);
+    xfer_free(x);
+    op_end(op, -1);
+    return;
+  }
+  curl_multi_wakeup(h->multi);
+}
+
+/* Start op's first transfer: its canceller installed, then handed to the loop. */
+static void xfer_start(struct xfer *x) {
+  struct backend_op *op = x->op;
+  if (call_set_canceller(op->c, http_cancel, x->h)) {
+    remote_fail_cancelled(&x->w, &op->err);
+    xfer_free(x);
+    op->rc = -1;
+    op->done(op);
+    return;
+  }
+  xfer_submit(x);
+}
+
+static void xfer_reply(struct xfer *x);
+
+/* The loop: x's transfer ended with rc (CURLE_ABORTED_BY_CALLBACK: cancelled). Map a
+ * failure, else go on with the reply. Runs on the loop thread. */
+static void xfer_done(struct xfer *x, CURLcode rc) {
+  struct backend_op *op = x->op;
+  struct osb_err *err = &op->err;
+  if (rc == CURLE_OK) {
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->rs.status);
+    log_trace("remote: %s %s -> %ld (%zu bytes)", x->method, x->url, x->rs.status,
+              x->rs.body.len);
+    xfer_reply(x);
+    return;
+  }
+  char detail[CURL_ERROR_SIZE + 64];
+  snprintf(detail, sizeof detail, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+  curl_off_t connect_us = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  log_debug("remote: %s %s failed: %s", x->method, x->url, detail);
+  switch (rc) {
+  case CURLE_ABORTED_BY_CALLBACK:
+    remote_fail_cancelled(&x->w, err);
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    if (connect_us == 0 && (x->bound < 0 || x->bound > CONNECT_TIMEOUT_MS))
+      remote_fail_unreachable(&x->w, detail, err);
+    else
+      remote_fail_timeout(&x->w, err);
+    break;
+  case CURLE_WRITE_ERROR:
+    if (x->rs.too_big) {
+      snprintf(detail, sizeof detail, "the reply is larger than %zu bytes", x->h->max_reply);
+      remote_fail_reply(&x->w, 200, detail, err);
+    } else {
+      remote_fail_internal(detail, err);
+    }
+    break;
+  case CURLE_OUT_OF_MEMORY:
+    remote_fail_internal("out of memory", err);
+    break;
+  default:
+    remote_fail_unreachable(&x->w, detail, err);
+    break;
+  }
+  struct xfer *orig = x->probing;
+  xfer_free(x);
+  xfer_free(orig);
+  op_end(op, -1);
+}
+
+/* The 404 probe of orig ended (x is the probe, its reply in x->rs): decide orig's error. */
+static void probe_reply(struct xfer *x) {
+  struct xfer *orig = x->probing;
+  struct backend_op *op = x->op;
+  char *text = body_text(&orig->rs);
+  if (x->rs.status == 404)
+    remote_fail_not_found(&orig->w, &op->err);
+  else if (x->rs.status / 100 != 2)
+    remote_fail_http(&orig->w, orig->rs.status, text, &op->err);
+  else if (orig->how == ON404_FILE)
+    remote_fail_file(&orig->w, text ? text : "not found or not readable", &op->err);
+  else
+    remote_fail_unsupported(&orig->w, &op->err);
+  free(text);
+  xfer_free(x);
+  xfer_free(orig);
+  op_end(op, -1);
+}
+
+/* A reply that is not a success: the 404 rule of API.md (which may probe the session), else
+ * the status. Takes x. */
+static void xfer_fail_status(struct xfer *x) {
+  struct backend_op *op = x->op;
+  if (x->rs.status == 404 && x->how != ON404_STATUS && x->w.sandbox_id) {
+    if (x->how == ON404_NOT_FOUND) {
+      remote_fail_not_found(&x->w, &op->err);
+    } else {
+      struct xfer *probe = xfer_new(x->h, op, "GET", session_url(x->h, x->w.sandbox_id, "", NULL),
+                                    NULL, "GET /sessions/{id}", ON404_STATUS);
+      if (probe) {
+        probe->probing = x;
+        xfer_submit(probe);
+        return;
+      }
+      remote_fail_internal("out of memory", &op->err);
+    }
+  } else {
+    char *text = body_text(&x->rs);
+    remote_fail_http(&x->w, x->rs.status, text, &op->err);
+    free(text);
+  }
+  xfer_free(x);
+  op_end(op, -1);
+}
+
+/* WRITE_FILE's reply rules: the public server answers 500 when the write fails (a file
+ * error), and a 2xx may still say success=false. */
+static int write_file_reply(struct xfer *x) {
+  struct backend_op *op = x->op;
+  if (x->rs.status / 100 == 5) {
+    char *why = body_text(&x->rs);
+    remote_fail_file(&x->w, why ? why : "the server could not write the file", &op->err);
+    free(why);
+    return -1;
+  }
+  json_object *reply = reply_json(&x->rs, json_type_object);
+  json_object *ok = reply ? member(reply, "success") : NULL;
+  int rc = 0;
+  if (ok && !json_object_get_boolean(ok)) {
+    char *why = member_str(reply, "error", NULL);
+    rc = remote_fail_file(&x->w, why ? why : "the server could not write the file", &op->err);
+    free(why);
+  }
+  json_object_put(reply);
+  return rc;
+}
+
+/* x's transfer got an HTTP reply: turn it into the operation's outcome. Takes x. */
+static void xfer_reply(struct xfer *x) {
+  struct backend_op *op = x->op;
+  if (x->probing) {
+    probe_reply(x);
+    return;
+  }
+  int rc = 0;
+  int failed = x->rs.status / 100 != 2;
+  if (failed && !(x->write_file && x->rs.status / 100 == 5)) {
+    xfer_fail_status(x);
+    return;
+  }
+  if (x->write_file) {
+    rc = write_file_reply(x);
+  } else if (x->parse) {
+    json_object *reply = reply_json(&x->rs, x->want);
+    if (!reply)
+      rc = remote_fail_reply(&x->w, x->rs.status, "the reply is not the JSON expected", &op->err);
+    else
+      rc = x->parse(x, reply);
+    json_object_put(reply);
+  }
+  xfer_free(x);
+  op_end(op, rc);
+}
+
+/* ======================================================================================
+ * The loop thread
+ * ====================================================================================== */
+
+/* Take x out of the multi handle and end it as cancelled. */
+static void loop_cancel(struct remote_http *h, struct xfer *x) {
+  curl_multi_remove_handle(h->multi, x->easy);
+  list_remove(&x->node);
+  xfer_done(x, CURLE_ABORTED_BY_CALLBACK);
+}
+
+static void *loop_main(void *arg) {
+  struct remote_http *h = arg;
+  for (;;) {
+    struct list fresh;
+    list_init(&fresh);
+    pthread_mutex_lock(&h->lock);
+    while (!list_empty(&h->incoming))
+      list_push_back(&fresh, list_pop_front(&h->incoming));
+    int stopping = h->stopping;
+    pthread_mutex_unlock(&h->lock);
+    for (struct list_node *n; (n = list_pop_front(&fresh));) {
+      struct xfer *x = LIST_ENTRY(n, struct xfer, node);
+      if (xfer_setup(x) < 0 || curl_multi_add_handle(h->multi, x->easy) != CURLM_OK) {
+        struct backend_op *op = x->op;
+        if (op->err.kind == OSB_ERR_NONE)
+          remote_fail_internal("cannot start a libcurl transfer", &op->err);
+        struct xfer *orig = x->probing;
+        xfer_free(x);
+        xfer_free(orig);
+        op_end(op, -1);
+        continue;
+      }
+      log_trace("remote: %s %s", x->method, x->url);
+      list_push_back(&h->active, &x->node);
+    }
+    /* cancelled calls (or everything, when closing): out of the multi handle at once */
+    if (atomic_exchange(&h->cancels, 0) || stopping) {
+      for (struct list_node *n = LIST_FIRST(&h->active), *nx; n != LIST_END(&h->active); n = nx) {
+        nx = n->next;
+        struct xfer *x = LIST_ENTRY(n, struct xfer, node);
+        if (stopping || call_is_cancelled(x->op->c))
+          loop_cancel(h, x);
+      }
+    }
+    if (stopping && list_empty(&h->active)) {
+      pthread_mutex_lock(&h->lock);
+      int more = !list_empty(&h->incoming);
+      pthread_mutex_unlock(&h->lock);
+      if (!more)
+        break;
+      continue;
+    }
+    int running = 0;
+    curl_multi_perform(h->multi, &running);
+    CURLMsg *m;
+    int queued;
+    while ((m = curl_multi_info_read(h->multi, &queued))) {
+      if (m->msg != CURLMSG_DONE)
+        continue;
+      struct xfer *x = NULL;
+      CURL *e = m->easy_handle;
+      CURLcode rc = m->data.result;
+      curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+      curl_multi_remove_handle(h->multi, e);
+      list_remove(&x->node);
+      xfer_done(x, rc);
+    }
+    curl_multi_poll(h->multi, NULL, 0, LOOP_IDLE_MS, NULL);
+  }
+  return NULL;
+}
+
+/* ======================================================================================
  * Setup
  * ====================================================================================== */
 
@@ -633,6 +758,9 @@ struct remote_http *remote_http_open(const struct remote_http_config *cfg, struc
   if (!h)
     goto nomem;
   pthread_mutex_init(&h->lock, NULL);
+  list_init(&h->incoming);
+  list_init(&h->active);
+  atomic_init(&h->cancels, 0);
   h->base = strdup(cfg->base_url);
   if (!h->base)
     goto nomem;
@@ -649,7 +777,17 @@ struct remote_http *remote_http_open(const struct remote_http_config *cfg, struc
       goto nomem;
   }
   h->timeout_ms = cfg->request_timeout_ms;
-  h->max_reply = cfg->max_reply ? cfg->max_reply : (size_t)64 << 20;
+  h->max_reply = cfg->max_reply ? cfg->max_reply : OSB_DEFAULT_MAX_MESSAGE;
+  h->multi = curl_multi_init();
+  if (!h->multi)
+    goto nomem;
+  curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)MAX_HOST_CONNECTIONS);
+  if (pthread_create(&h->loop, NULL, loop_main, h) != 0) {
+    remote_http_close(h);
+    remote_fail_internal("cannot start the HTTP thread", err);
+    return NULL;
+  }
+  h->has_loop = 1;
   return h;
 nomem:
   remote_http_close(h);
@@ -660,11 +798,15 @@ nomem:
 void remote_http_close(struct remote_http *h) {
   if (!h)
     return;
-  while (h->pool) {
-    struct slot *s = h->pool;
-    h->pool = s->next;
-    slot_free(s);
+  if (h->has_loop) { /* every transfer ends CANCELLED, then the loop leaves */
+    pthread_mutex_lock(&h->lock);
+    h->stopping = 1;
+    pthread_mutex_unlock(&h->lock);
+    curl_multi_wakeup(h->multi);
+    pthread_join(h->loop, NULL);
   }
+  if (h->multi)
+    curl_multi_cleanup(h->multi);
   pthread_mutex_destroy(&h->lock);
   free(h->base);
   if (h->auth) {
@@ -676,104 +818,55 @@ void remote_http_close(struct remote_http *h) {
 }
 
 /* ======================================================================================
- * Lifecycle and HTTP-only routes
+ * The operations: each builds its request and parses its reply
  * ====================================================================================== */
 
-int remote_http_create(struct remote_http *h, struct call *c, const struct backend_kv *env,
-                       size_t n_env, struct backend_session *out, struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions"};
-  json_object *body = json_object_new_object(), *reply = NULL;
-  if (!body || put(body, "env", kv_object(env, n_env)) < 0) {
-    json_object_put(body);
-    return remote_fail_internal("out of memory", err);
-  }
-  int rc = call_json(h, c, "POST", plain_url(h, "/sessions"), body, 0, &w, ON404_STATUS,
-                     json_type_object, &reply, err);
-  json_object_put(body);
-  if (rc < 0)
-    return -1;
-  char *id = member_str(reply, "session_id", NULL);
-  if (!id) {
-    json_object_put(reply);
-    return bad_reply(h, &w, "the reply has no session_id", err);
-  }
-  out->id = id;
+static int parse_create(struct xfer *x, json_object *reply) {
+  struct backend_session *out = &x->op->out.session;
+  out->id = member_str(reply, "session_id", NULL);
+  if (!out->id)
+    return bad_reply(x->h, &x->w, "the reply has no session_id", &x->op->err);
   out->preview_url = member_str(reply, "preview_url", NULL);
-  json_object_put(reply);
   return 0;
 }
 
-int remote_http_destroy(struct remote_http *h, struct call *c, const char *id,
-                        struct osb_err *err) {
-  struct remote_where w = {.op = "DELETE /sessions/{id}", .sandbox_id = id};
-  return call_json(h, c, "DELETE", session_url(h, id, "", NULL), NULL, 0, &w, ON404_NOT_FOUND,
-                   json_type_null, NULL, err);
-}
-
-int remote_http_list(struct remote_http *h, struct call *c, struct backend_session_info **out,
-                     size_t *n, struct osb_err *err) {
-  struct remote_where w = {.op = "GET /sessions"};
-  json_object *reply = NULL;
-  if (call_json(h, c, "GET", plain_url(h, "/sessions"), NULL, 0, &w, ON404_STATUS,
-                json_type_array, &reply, err) < 0)
-    return -1;
+static int parse_list(struct xfer *x, json_object *reply) {
   size_t count = json_object_array_length(reply);
   struct backend_session_info *infos = calloc(count ? count : 1, sizeof *infos);
-  if (!infos) {
-    json_object_put(reply);
-    return remote_fail_internal("out of memory", err);
-  }
+  if (!infos)
+    return remote_fail_internal("out of memory", &x->op->err);
   size_t got = 0;
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(reply, i);
     if (!json_object_is_type(o, json_type_object) || parse_info(o, &infos[got]) < 0) {
       backend_session_infos_free(infos, got);
-      json_object_put(reply);
-      return bad_reply(h, &w, "a session in the reply has no id", err);
+      return bad_reply(x->h, &x->w, "a session in the reply has no id", &x->op->err);
     }
     got++;
   }
-  json_object_put(reply);
   if (got == 0) {
     free(infos);
     infos = NULL;
   }
-  *out = infos;
-  *n = got;
+  x->op->out.list.infos = infos;
+  x->op->out.list.n = got;
   return 0;
 }
 
-int remote_http_get(struct remote_http *h, struct call *c, const char *id,
-                    struct backend_session_info *out, struct osb_err *err) {
-  struct remote_where w = {.op = "GET /sessions/{id}", .sandbox_id = id};
-  json_object *reply = NULL;
-  if (call_json(h, c, "GET", session_url(h, id, "", NULL), NULL, 0, &w, ON404_NOT_FOUND,
-                json_type_object, &reply, err) < 0)
-    return -1;
-  int rc = parse_info(reply, out);
-  json_object_put(reply);
-  return rc < 0 ? bad_reply(h, &w, "the session in the reply has no id", err) : 0;
+static int parse_get(struct xfer *x, json_object *reply) {
+  if (parse_info(reply, &x->op->out.info) < 0)
+    return bad_reply(x->h, &x->w, "the session in the reply has no id", &x->op->err);
+  return 0;
 }
 
-int remote_http_list_files(struct remote_http *h, struct call *c, const char *id,
-                           const char *path, struct backend_dirent **out, size_t *n,
-                           struct osb_err *err) {
-  struct remote_where w = {.op = "GET /sessions/{id}/files/list", .sandbox_id = id, .path = path};
-  json_object *reply = NULL;
-  if (call_json(h, c, "GET", session_url(h, id, "/files/list", path), NULL, 0, &w, ON404_FILE,
-                json_type_object, &reply, err) < 0)
-    return -1;
+static int parse_list_files(struct xfer *x, json_object *reply) {
   json_object *files = member(reply, "files");
-  if (!files || !json_object_is_type(files, json_type_array)) {
-    json_object_put(reply);
-    return bad_reply(h, &w, "the reply has no files array", err);
-  }
+  if (!files || !json_object_is_type(files, json_type_array))
+    return bad_reply(x->h, &x->w, "the reply has no files array", &x->op->err);
   size_t count = json_object_array_length(files), got = 0;
   struct backend_dirent *ents = calloc(count ? count : 1, sizeof *ents);
-  if (!ents) {
-    json_object_put(reply);
-    return remote_fail_internal("out of memory", err);
-  }
+  if (!ents)
+    return remote_fail_internal("out of memory", &x->op->err);
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(files, i);
     if (!json_object_is_type(o, json_type_object))
@@ -798,95 +891,55 @@ int remote_http_list_files(struct remote_http *h, struct call *c, const char *id
     d->size = member_int(o, "size", 0);
     got++;
   }
-  json_object_put(reply);
   if (got == 0) {
     free(ents);
     ents = NULL;
   }
-  *out = ents;
-  *n = got;
+  x->op->out.dir.entries = ents;
+  x->op->out.dir.n = got;
   return 0;
 }
 
-int remote_http_bg_start(struct remote_http *h, struct call *c, const char *id,
-                         const struct backend_bg_req *req, struct backend_bg_started *out,
-                         struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions/{id}/background", .sandbox_id = id};
-  json_object *body = json_object_new_object(), *reply = NULL;
-  int bad = !body || put(body, "command", argv_array(req->argv, req->argc)) < 0;
-  if (!bad && req->port >= 0)
-    bad = put(body, "port", json_object_new_int(req->port)) < 0;
-  if (!bad && req->n_env > 0)
-    bad = put(body, "env", kv_object(req->env, req->n_env)) < 0;
-  if (!bad && req->cwd && req->cwd[0])
-    bad = put(body, "cwd", json_object_new_string(req->cwd)) < 0;
-  if (bad) {
-    json_object_put(body);
-    return remote_fail_internal("out of memory", err);
-  }
-  int rc = call_json(h, c, "POST", session_url(h, id, "/background", NULL), body, 0, &w,
-                     ON404_UNSUPPORTED, json_type_object, &reply, err);
-  json_object_put(body);
-  if (rc < 0)
-    return -1;
+static int parse_bg_start(struct xfer *x, json_object *reply) {
+  struct backend_bg_started *out = &x->op->out.bg;
   out->pid = (int)member_int(reply, "pid", 0);
-  out->port = (int)member_int(reply, "port", req->port);
+  out->port = (int)member_int(reply, "port", x->op->in.bg.port);
   out->preview_url = member_str(reply, "preview_url", NULL);
-  json_object_put(reply);
   return 0;
 }
 
-int remote_http_bg_kill_all(struct remote_http *h, struct call *c, const char *id, int **pids,
-                            size_t *n, int *total, struct osb_err *err) {
-  struct remote_where w = {.op = "DELETE /sessions/{id}/background", .sandbox_id = id};
-  json_object *reply = NULL;
-  if (call_json(h, c, "DELETE", session_url(h, id, "/background", NULL), NULL, 0, &w,
-                ON404_UNSUPPORTED, json_type_object, &reply, err) < 0)
-    return -1;
+static int parse_bg_kill_all(struct xfer *x, json_object *reply) {
+  struct backend_bg_killed *out = &x->op->out.killed;
   json_object *killed = member(reply, "killed");
   size_t count = killed && json_object_is_type(killed, json_type_array)
                      ? json_object_array_length(killed)
                      : 0;
-  int *list = NULL;
   if (count > 0) {
-    list = calloc(count, sizeof *list);
-    if (!list) {
-      json_object_put(reply);
-      return remote_fail_internal("out of memory", err);
-    }
+    out->pids = calloc(count, sizeof *out->pids);
+    if (!out->pids)
+      return remote_fail_internal("out of memory", &x->op->err);
     for (size_t i = 0; i < count; i++)
-      list[i] = json_object_get_int(json_object_array_get_idx(killed, i));
+      out->pids[i] = json_object_get_int(json_object_array_get_idx(killed, i));
   }
-  *pids = list;
-  *n = count;
-  *total = (int)member_int(reply, "total", (int64_t)count);
-  json_object_put(reply);
+  out->n = count;
+  out->total = (int)member_int(reply, "total", (int64_t)count);
   return 0;
 }
 
-int remote_http_bg_status(struct remote_http *h, struct call *c, const char *id,
-                          struct backend_bg_proc **procs, size_t *n, char **log,
-                          struct osb_err *err) {
-  struct remote_where w = {.op = "GET /sessions/{id}/background/status", .sandbox_id = id};
-  json_object *reply = NULL;
-  if (call_json(h, c, "GET", session_url(h, id, "/background/status", NULL), NULL, 0, &w,
-                ON404_UNSUPPORTED, json_type_object, &reply, err) < 0)
-    return -1;
+static int parse_bg_status(struct xfer *x, json_object *reply) {
+  struct backend_bg_status *out = &x->op->out.status;
   json_object *list = member(reply, "pids");
   size_t count = list && json_object_is_type(list, json_type_array)
                      ? json_object_array_length(list)
                      : 0;
-  struct backend_bg_proc *ps = NULL;
   char *text = member_str(reply, "log", NULL);
   if (!text)
     text = strdup("");
-  if (count > 0)
-    ps = calloc(count, sizeof *ps);
+  struct backend_bg_proc *ps = count > 0 ? calloc(count, sizeof *ps) : NULL;
   if (!text || (count > 0 && !ps)) {
     free(text);
     free(ps);
-    json_object_put(reply);
-    return remote_fail_internal("out of memory", err);
+    return remote_fail_internal("out of memory", &x->op->err);
   }
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(list, i);
@@ -899,47 +952,14 @@ int remote_http_bg_status(struct remote_http *h, struct call *c, const char *id,
       ps[i].alive = 1;
     }
   }
-  json_object_put(reply);
-  *procs = ps;
-  *n = count;
-  *log = text;
+  out->procs = ps;
+  out->n = count;
+  out->log = text;
   return 0;
 }
 
-int remote_http_health(struct remote_http *h, struct call *c, struct osb_err *err) {
-  struct remote_where w = {.op = "GET /health"};
-  return call_json(h, c, "GET", plain_url(h, "/health"), NULL, 0, &w, ON404_STATUS,
-                   json_type_null, NULL, err);
-}
-
-/* ======================================================================================
- * The gRPC operations over HTTP
- * ====================================================================================== */
-
-int remote_http_run(struct remote_http *h, struct call *c, const char *id,
-                    const struct backend_run_req *req, struct backend_run_res *out,
-                    struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions/{id}/run", .sandbox_id = id};
-  json_object *body = json_object_new_object(), *reply = NULL;
-  int bad = !body || put(body, "command", argv_array(req->argv, req->argc)) < 0 ||
-            put(body, "time", json_object_new_int64((int64_t)req->time_ms)) < 0 ||
-            put(body, "mem", json_object_new_int64((int64_t)req->mem_kb)) < 0 ||
-            put(body, "fsize", json_object_new_int64((int64_t)req->fsize_kb)) < 0 ||
-            put(body, "nofile", json_object_new_int64((int64_t)req->nofile)) < 0;
-  if (!bad && req->n_env > 0)
-    bad = put(body, "env", kv_object(req->env, req->n_env)) < 0;
-  if (!bad && req->cwd && req->cwd[0])
-    bad = put(body, "cwd", json_object_new_string(req->cwd)) < 0;
-  if (bad) {
-    json_object_put(body);
-    return remote_fail_internal("out of memory", err);
-  }
-  int rc = call_json(h, c, "POST", session_url(h, id, "/run", NULL), body, 1, &w,
-                     ON404_UNSUPPORTED, json_type_object, &reply, err);
-  json_object_put(body);
-  if (rc < 0)
-    return -1;
-  memset(out, 0, sizeof *out);
+static int parse_run(struct xfer *x, json_object *reply) {
+  struct backend_run_res *out = &x->op->out.run;
   out->out = member_str(reply, "stdout", &out->out_len);
   out->err = member_str(reply, "stderr", &out->err_len);
   if (!out->out)
@@ -948,41 +968,58 @@ int remote_http_run(struct remote_http *h, struct call *c, const char *id,
     out->err = strdup("");
   out->exit_code = (int)member_int(reply, "exit_code", 0);
   out->signal = (int)member_int(reply, "signal", 0);
-  json_object_put(reply);
   if (!out->out || !out->err) {
     backend_run_res_free(out);
-    memset(out, 0, sizeof *out);
-    return remote_fail_internal("out of memory", err);
+    return remote_fail_internal("out of memory", &x->op->err);
   }
   return 0;
 }
 
-int remote_http_set_env(struct remote_http *h, struct call *c, const char *id,
-                        const struct backend_kv *env, size_t n_env, struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions/{id}/env", .sandbox_id = id};
-  json_object *body = json_object_new_object();
-  if (!body || put(body, "env", kv_object(env, n_env)) < 0) {
-    json_object_put(body);
-    return remote_fail_internal("out of memory", err);
-  }
-  int rc = call_json(h, c, "POST", session_url(h, id, "/env", NULL), body, 0, &w,
-                     ON404_UNSUPPORTED, json_type_null, NULL, err);
-  json_object_put(body);
-  return rc;
+static int parse_read_file(struct xfer *x, json_object *reply) {
+  json_object *content = member(reply, "content");
+  if (!content || !json_object_is_type(content, json_type_string))
+    return bad_reply(x->h, &x->w, "the reply has no content", &x->op->err);
+  size_t n;
+  errno = 0;
+  char *bytes = b64_decode(json_object_get_string(content),
+                           (size_t)json_object_get_string_len(content), &n);
+  if (!bytes)
+    return errno == ENOMEM ? remote_fail_internal("out of memory", &x->op->err)
+                           : bad_reply(x->h, &x->w, "the content is not valid base64",
+                                       &x->op->err);
+  x->op->out.bytes.data = bytes;
+  x->op->out.bytes.len = n;
+  return 0;
 }
 
-int remote_http_set_cwd(struct remote_http *h, struct call *c, const char *id, const char *cwd,
-                        struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions/{id}/cwd", .sandbox_id = id, .path = cwd};
-  json_object *body = json_object_new_object();
-  if (!body || put(body, "cwd", json_object_new_string(cwd)) < 0) {
-    json_object_put(body);
-    return remote_fail_internal("out of memory", err);
+static int parse_write_files(struct xfer *x, json_object *reply) {
+  json_object *errs = member(reply, "errors");
+  size_t count = errs && json_object_is_type(errs, json_type_array)
+                     ? json_object_array_length(errs)
+                     : 0;
+  struct backend_file_error *fe = count ? calloc(count, sizeof *fe) : NULL;
+  size_t got = 0;
+  if (count && !fe)
+    return remote_fail_internal("out of memory", &x->op->err);
+  for (size_t i = 0; i < count; i++) {
+    json_object *o = json_object_array_get_idx(errs, i);
+    if (!json_object_is_type(o, json_type_object))
+      continue;
+    fe[got].path = member_str(o, "path", NULL);
+    fe[got].error = member_str(o, "error", NULL);
+    if (!fe[got].path)
+      fe[got].path = strdup("");
+    if (!fe[got].error)
+      fe[got].error = strdup("write failed");
+    got++;
   }
-  int rc = call_json(h, c, "POST", session_url(h, id, "/cwd", NULL), body, 0, &w,
-                     ON404_UNSUPPORTED, json_type_null, NULL, err);
-  json_object_put(body);
-  return rc;
+  if (got == 0) {
+    free(fe);
+    fe = NULL;
+  }
+  x->op->out.file_errors.errors = fe;
+  x->op->out.file_errors.n = got;
+  return 0;
 }
 
 /* {"path": path, "content": base64(data)}. NULL when out of memory. */
@@ -999,129 +1036,141 @@ static json_object *file_object(const char *path, const void *data, size_t len) 
   return o;
 }
 
-int remote_http_write_file(struct remote_http *h, struct call *c, const char *id,
-                           const char *path, const void *data, size_t len, struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions/{id}/files/write", .sandbox_id = id,
-                           .path = path};
-  json_object *body = file_object(path, data, len);
-  if (!body)
-    return remote_fail_internal("out of memory", err);
-  size_t blen;
-  const char *text = json_text(body, &blen);
-  char *url = session_url(h, id, "/files/write", NULL);
-  struct resp rs;
-  int rc;
-  if (!text || !url) {
-    rc = remote_fail_internal("out of memory", err);
-  } else if (perform(h, c, "POST", url, text, blen, 0, &w, &rs, err) < 0) {
-    rc = -1;
-  } else {
-    if (rs.status / 100 == 5) {
-      /* the public server answers 500 when the write fails: a file error */
-      char *why = body_text(&rs);
-      rc = remote_fail_file(&w, why ? why : "the server could not write the file", err);
-      free(why);
-    } else if (rs.status / 100 != 2) {
-      rc = fail_status(h, c, &w, &rs, ON404_UNSUPPORTED, err);
-    } else {
-      json_object *reply = reply_json(&rs, json_type_object);
-      json_object *ok = reply ? member(reply, "success") : NULL;
-      rc = 0;
-      if (ok && !json_object_get_boolean(ok)) {
-        char *why = member_str(reply, "error", NULL);
-        rc = remote_fail_file(&w, why ? why : "the server could not write the file", err);
-        free(why);
-      }
-      json_object_put(reply);
-    }
-    buf_free(&rs.body);
+/* The request body of op (a new JSON object; *none set when it has none). NULL with *none
+ * clear when out of memory. */
+static json_object *op_body(const struct backend_op *op, int *none) {
+  json_object *body = json_object_new_object();
+  int bad = !body;
+  *none = 0;
+  switch (op->kind) {
+  case BACKEND_CREATE:
+  case BACKEND_SET_ENV:
+    bad = bad || put(body, "env", kv_object(op->in.env.env, op->in.env.n_env)) < 0;
+    break;
+  case BACKEND_SET_CWD:
+    bad = bad || put(body, "cwd", json_object_new_string(op->in.cwd)) < 0;
+    break;
+  case BACKEND_RUN: {
+    const struct backend_run_req *req = &op->in.run;
+    bad = bad || put(body, "command", argv_array(req->argv, req->argc)) < 0 ||
+          put(body, "time", json_object_new_int64((int64_t)req->time_ms)) < 0 ||
+          put(body, "mem", json_object_new_int64((int64_t)req->mem_kb)) < 0 ||
+          put(body, "fsize", json_object_new_int64((int64_t)req->fsize_kb)) < 0 ||
+          put(body, "nofile", json_object_new_int64((int64_t)req->nofile)) < 0;
+    if (!bad && req->n_env > 0)
+      bad = put(body, "env", kv_object(req->env, req->n_env)) < 0;
+    if (!bad && req->cwd && req->cwd[0])
+      bad = put(body, "cwd", json_object_new_string(req->cwd)) < 0;
+    break;
   }
-  free(url);
-  json_object_put(body);
-  return rc;
-}
-
-int remote_http_read_file(struct remote_http *h, struct call *c, const char *id,
-                          const char *path, char **data, size_t *len, struct osb_err *err) {
-  struct remote_where w = {.op = "GET /sessions/{id}/files/read", .sandbox_id = id, .path = path};
-  json_object *reply = NULL;
-  if (call_json(h, c, "GET", session_url(h, id, "/files/read", path), NULL, 0, &w, ON404_FILE,
-                json_type_object, &reply, err) < 0)
-    return -1;
-  json_object *content = member(reply, "content");
-  if (!content || !json_object_is_type(content, json_type_string)) {
-    json_object_put(reply);
-    return bad_reply(h, &w, "the reply has no content", err);
+  case BACKEND_BG_START: {
+    const struct backend_bg_req *req = &op->in.bg;
+    bad = bad || put(body, "command", argv_array(req->argv, req->argc)) < 0;
+    if (!bad && req->port >= 0)
+      bad = put(body, "port", json_object_new_int(req->port)) < 0;
+    if (!bad && req->n_env > 0)
+      bad = put(body, "env", kv_object(req->env, req->n_env)) < 0;
+    if (!bad && req->cwd && req->cwd[0])
+      bad = put(body, "cwd", json_object_new_string(req->cwd)) < 0;
+    break;
   }
-  size_t n;
-  char *bytes = b64_decode(json_object_get_string(content),
-                           (size_t)json_object_get_string_len(content), &n);
-  int nomem = !bytes && errno == ENOMEM;
-  json_object_put(reply);
-  if (!bytes)
-    return nomem ? remote_fail_internal("out of memory", err)
-                 : bad_reply(h, &w, "the content is not valid base64", err);
-  *data = bytes;
-  *len = n;
-  return 0;
-}
-
-int remote_http_write_files(struct remote_http *h, struct call *c, const char *id,
-                            const struct backend_file *files, size_t n_files,
-                            struct backend_file_error **errors, size_t *n_errors,
-                            struct osb_err *err) {
-  struct remote_where w = {.op = "POST /sessions/{id}/files/write-bulk", .sandbox_id = id};
-  json_object *body = json_object_new_object(), *list = json_object_new_array(), *reply = NULL;
-  int bad = !body || !list;
-  for (size_t i = 0; !bad && i < n_files; i++) {
-    json_object *f = file_object(files[i].path, files[i].data, files[i].len);
-    if (!f || json_object_array_add(list, f) < 0) {
-      json_object_put(f);
-      bad = 1;
-    }
-  }
-  if (!bad) {
-    bad = put(body, "files", list) < 0;
-    list = NULL;
-  }
-  json_object_put(list);
-  if (bad) {
+  case BACKEND_WRITE_FILE:
     json_object_put(body);
-    return remote_fail_internal("out of memory", err);
+    return file_object(op->in.file.path, op->in.file.data, op->in.file.len);
+  case BACKEND_WRITE_FILES: {
+    json_object *list = json_object_new_array();
+    bad = bad || !list;
+    for (size_t i = 0; !bad && i < op->in.files.n; i++) {
+      const struct backend_file *f = &op->in.files.files[i];
+      json_object *o = file_object(f->path, f->data, f->len);
+      if (!o || json_object_array_add(list, o) < 0) {
+        json_object_put(o);
+        bad = 1;
+      }
+    }
+    if (!bad) {
+      bad = put(body, "files", list) < 0;
+      list = NULL;
+    }
+    json_object_put(list);
+    break;
   }
-  int rc = call_json(h, c, "POST", session_url(h, id, "/files/write-bulk", NULL), body, 0, &w,
-                     ON404_UNSUPPORTED, json_type_object, &reply, err);
+  default:
+    *none = 1;
+    break;
+  }
+  if (bad || *none) {
+    json_object_put(body);
+    return NULL;
+  }
+  return body;
+}
+
+/* Each operation's route, the 404 rule of its route, and what its reply becomes. */
+static const struct {
+  const char *method;
+  const char *suffix;       /* after /sessions/{id}, or the whole route when no id */
+  const char *what;         /* data.method and messages */
+  enum on_404 how;
+  json_type want;
+  xfer_parse parse;
+  int with_path;            /* ?path= from op->in.file.path */
+} routes[BACKEND_OP_COUNT] = {
+    [BACKEND_CREATE] = {"POST", "/sessions", "POST /sessions", ON404_STATUS, json_type_object,
+                        parse_create, 0},
+    [BACKEND_DESTROY] = {"DELETE", "", "DELETE /sessions/{id}", ON404_NOT_FOUND, json_type_null,
+                         NULL, 0},
+    [BACKEND_LIST] = {"GET", "/sessions", "GET /sessions", ON404_STATUS, json_type_array,
+                      parse_list, 0},
+    [BACKEND_GET] = {"GET", "", "GET /sessions/{id}", ON404_NOT_FOUND, json_type_object, parse_get,
+                     0},
+    [BACKEND_RUN] = {"POST", "/run", "POST /sessions/{id}/run", ON404_UNSUPPORTED,
+                     json_type_object, parse_run, 0},
+    [BACKEND_SET_ENV] = {"POST", "/env", "POST /sessions/{id}/env", ON404_UNSUPPORTED,
+                         json_type_null, NULL, 0},
+    [BACKEND_SET_CWD] = {"POST", "/cwd", "POST /sessions/{id}/cwd", ON404_UNSUPPORTED,
+                         json_type_null, NULL, 0},
+    [BACKEND_WRITE_FILE] = {"POST", "/files/write", "POST /sessions/{id}/files/write",
+                            ON404_UNSUPPORTED, json_type_null, NULL, 0},
+    [BACKEND_READ_FILE] = {"GET", "/files/read", "GET /sessions/{id}/files/read", ON404_FILE,
+                           json_type_object, parse_read_file, 1},
+    [BACKEND_WRITE_FILES] = {"POST", "/files/write-bulk", "POST /sessions/{id}/files/write-bulk",
+                             ON404_UNSUPPORTED, json_type_object, parse_write_files, 0},
+    [BACKEND_LIST_FILES] = {"GET", "/files/list", "GET /sessions/{id}/files/list", ON404_FILE,
+                            json_type_object, parse_list_files, 1},
+    [BACKEND_BG_START] = {"POST", "/background", "POST /sessions/{id}/background",
+                          ON404_UNSUPPORTED, json_type_object, parse_bg_start, 0},
+    [BACKEND_BG_KILL_ALL] = {"DELETE", "/background", "DELETE /sessions/{id}/background",
+                             ON404_UNSUPPORTED, json_type_object, parse_bg_kill_all, 0},
+    [BACKEND_BG_STATUS] = {"GET", "/background/status", "GET /sessions/{id}/background/status",
+                           ON404_UNSUPPORTED, json_type_object, parse_bg_status, 0},
+    [BACKEND_HEALTH] = {"GET", "/health", "GET /health", ON404_STATUS, json_type_null, NULL, 0},
+};
+
+void remote_http_start(struct remote_http *h, struct backend_op *op) {
+  const char *path = routes[op->kind].with_path ? op->in.file.path : NULL;
+  int none = 0;
+  json_object *body = op_body(op, &none);
+  char *url = op->id ? session_url(h, op->id, routes[op->kind].suffix, path)
+                     : plain_url(h, routes[op->kind].suffix);
+  struct xfer *x = (body || none) ? xfer_new(h, op, routes[op->kind].method, url, body,
+                                             routes[op->kind].what, routes[op->kind].how)
+                                  : NULL;
+  if (!body && !none)
+    free(url);
   json_object_put(body);
-  if (rc < 0)
-    return -1;
-  json_object *errs = member(reply, "errors");
-  size_t count = errs && json_object_is_type(errs, json_type_array)
-                     ? json_object_array_length(errs)
-                     : 0;
-  struct backend_file_error *fe = count ? calloc(count, sizeof *fe) : NULL;
-  size_t got = 0;
-  if (count && !fe) {
-    json_object_put(reply);
-    return remote_fail_internal("out of memory", err);
+  if (!x) {
+    op->rc = remote_fail_internal("out of memory", &op->err);
+    op->done(op);
+    return;
   }
-  for (size_t i = 0; i < count; i++) {
-    json_object *o = json_object_array_get_idx(errs, i);
-    if (!json_object_is_type(o, json_type_object))
-      continue;
-    fe[got].path = member_str(o, "path", NULL);
-    fe[got].error = member_str(o, "error", NULL);
-    if (!fe[got].path)
-      fe[got].path = strdup("");
-    if (!fe[got].error)
-      fe[got].error = strdup("write failed");
-    got++;
-  }
-  json_object_put(reply);
-  if (got == 0) {
-    free(fe);
-    fe = NULL;
-  }
-  *errors = fe;
-  *n_errors = got;
-  return 0;
+  x->want = routes[op->kind].want;
+  x->parse = routes[op->kind].parse;
+  x->is_run = op->kind == BACKEND_RUN;
+  x->write_file = op->kind == BACKEND_WRITE_FILE;
+  if (op->kind == BACKEND_SET_CWD)
+    x->w.path = op->in.cwd;
+  else if (op->kind == BACKEND_WRITE_FILE || routes[op->kind].with_path)
+    x->w.path = op->in.file.path;
+  xfer_start(x);
 }

@@ -1,10 +1,11 @@
-/* remote_int.h - what the remote backend's files share: the failure helpers of remote.c.
- * http.c and grpc.c translate their library's codes (CURLcode, grpc_status_code) into one
- * of these calls; remote.c alone decides the osb_err kind, message and data of every remote
- * failure (the one place where server and transport failures are mapped).
+/* remote_fail.h - the failure helpers of the remote backend (remote_fail.c): http.c and
+ * grpc.c translate their library's codes (CURLcode, grpc_status_code) into one of these
+ * calls; remote_fail.c alone decides the osb_err kind, message and data of every remote
+ * failure (the one place where server and transport failures are mapped, with the gRPC
+ * status table). Depends on nothing else of remote/, so remote's files form no cycle.
  * Layer: backend (remote). Knows nothing of libcurl or gRPC types. */
-#ifndef OSB_BRIDGE_REMOTE_REMOTE_INT_H
-#define OSB_BRIDGE_REMOTE_REMOTE_INT_H
+#ifndef OSB_BRIDGE_REMOTE_REMOTE_FAIL_H
+#define OSB_BRIDGE_REMOTE_REMOTE_FAIL_H
 
 #include <stdint.h>
 
