@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <pthread.h>
 
+#include "common/assert.h"
 #include "common/log.h"
+#include "common/thread.h"
 #include <string.h>
 
 struct bridge_retired {
@@ -61,13 +63,16 @@ static struct backend *backend_release(struct bridge *br, struct backend *be) {
   struct backend *to_close = NULL;
   pthread_mutex_lock(&br->lock);
   if (be == br->backend) {
-    if (br->backend_refs > 0)
-      br->backend_refs--;
+    OSB_ASSERT(br->backend_refs > 0);
+    br->backend_refs--;
   } else {
+    int found = 0;
     for (struct bridge_retired **pp = &br->retired; *pp; pp = &(*pp)->next) {
       struct bridge_retired *r = *pp;
       if (r->be != be)
         continue;
+      found = 1;
+      OSB_ASSERT(r->refs > 0);
       if (--r->refs == 0) {
         *pp = r->next;
         to_close = r->be;
@@ -75,6 +80,7 @@ static struct backend *backend_release(struct bridge *br, struct backend *be) {
       }
       break;
     }
+    OSB_ASSERT(found); /* every held backend is current or retired */
   }
   pthread_mutex_unlock(&br->lock);
   return to_close;
@@ -97,13 +103,8 @@ void bridge_backend_put_deferred(struct bridge *br, struct backend *be) {
   struct backend *to_close = backend_release(br, be);
   if (!to_close)
     return;
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, close_thread, to_close) != 0)
+  if (thread_spawn(close_thread, to_close, 0) != 0)
     log_warn("cannot close a retired backend (no thread); leaking it");
-  pthread_attr_destroy(&attr);
 }
 
 int bridge_reconfigure(struct bridge *br, struct backend_config *config) {

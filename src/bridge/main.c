@@ -14,6 +14,7 @@
 #include "bridge/methods/methods.h"
 #include "common/defaults.h"
 #include "common/log.h"
+#include "common/thread.h"
 #include "rpc/rpc.h"
 
 #define BRIDGE_VERSION "0.1.0"
@@ -219,12 +220,8 @@ int main(int argc, char **argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-  pthread_t sig_thread;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_create(&sig_thread, &attr, signal_thread, &stop_signals);
-  pthread_attr_destroy(&attr);
+  if (thread_spawn(signal_thread, &stop_signals, 0) != 0)
+    log_warn("no signal thread: SIGTERM will not stop the bridge cleanly");
 
   struct bridge br;
   memset(&br, 0, sizeof br);

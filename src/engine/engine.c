@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/assert.h"
 #include "common/log.h"
 
 /* ---- small helpers ---- */
@@ -125,7 +126,11 @@ static int env_merge(struct engine_kv **dst, size_t *n, const struct engine_kv *
 /* ---- session references ---- */
 
 void engine_session_put(struct engine_session *s) {
-  if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+  if (!s)
+    return;
+  int before = atomic_fetch_sub(&s->refs, 1);
+  OSB_ASSERT(before >= 1);
+  if (before != 1)
     return;
   engine_sandbox_release(s);
   engine_run_bg_free(s);
@@ -167,7 +172,8 @@ static struct engine_session *call_begin(struct engine *eng, const char *id) {
 
 void engine_call_end(struct engine_session *s) {
   touch(s);
-  atomic_fetch_sub(&s->active, 1);
+  int before = atomic_fetch_sub(&s->active, 1);
+  OSB_ASSERT(before >= 1);
   engine_session_put(s);
 }
 
@@ -264,7 +270,7 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
   pthread_cond_init(&eng->ttl_cond, &ca);
   pthread_condattr_destroy(&ca);
 
-  int rc = engine_sandbox_init(eng, opts->unsafe_no_isolation);
+  int rc = engine_sandbox_init(eng, opts->unsafe_no_isolation, opts->userns);
   if (rc == 0) {
     rc = engine_io_init(eng);
     if (rc < 0)

@@ -39,6 +39,10 @@ struct engine_opts {
   size_t max_file;          /* largest file read; 0: 64 MiB */
   unsigned ttl_secs;        /* idle sessions older than this are reaped; 0: 300 */
   int unsafe_no_isolation;  /* run without namespaces (refused otherwise when unavailable) */
+  int userns;               /* user namespaces: 0 (default) picks the mode itself (root:
+                               plain namespaces; otherwise rootless, in a user namespace,
+                               when one can be made); 1 forces rootless mode even as root;
+                               -1 never uses a user namespace (as if unavailable) */
 };
 
 struct engine_kv {

@@ -126,11 +126,9 @@ void engine_call_end(struct engine_session *s);
 /* Decide the isolation mode, prepare state_dir and the pids cgroup, clean leftovers of
  * dead engines, start the spawner thread. Returns 0 or -errno (-EPERM: no isolation and
  * unsafe not allowed). */
-int engine_sandbox_init(struct engine *eng, int unsafe_ok);
-/* Tests and operators: 0 (default) picks the mode itself (root: namespaces; otherwise a
- * user namespace when one can be made), 1 forces rootless mode even as root, -1 never
- * uses a user namespace (as if unavailable). Read by engine_sandbox_init; the environment
- * variable OSB_ENGINE_ROOTLESS ("1" or "0") does the same when this is 0. */
+int engine_sandbox_init(struct engine *eng, int unsafe_ok, int userns);
+/* Tests: overrides engine_opts.userns of engines opened afterwards when nonzero (same
+ * values). Read by engine_sandbox_init. */
 extern atomic_int engine_sandbox_userns;
 /* The RLIMIT_NPROC of a rootless session's commands: ENGINE_MAX_PROCS plus its init. */
 #define ENGINE_ROOTLESS_NPROC (ENGINE_MAX_PROCS + 1u)

@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/assert.h"
 #include "common/log.h"
 #include "common/utf8.h"
 
@@ -237,6 +238,7 @@ static void unwatch(struct engine_io *io, int *fd) {
 
 /* Take r off the watched list onto the done list; its fds leave the epoll set. */
 static void finish(struct engine_io *io, struct engine_io_run *r) {
+  OSB_ASSERT(!r->finished && r->exited);
   unwatch(io, &r->out.fd);
   unwatch(io, &r->err.fd);
   if (r->pidfd >= 0 && !r->exited)
@@ -269,6 +271,7 @@ static void maybe_finish(struct engine_io *io, struct engine_io_run *r) {
 /* The command ended: take down what it left in its group (while its pid, still unreaped,
  * cannot name anyone else), collect its status, start the drain grace. */
 static void on_exit_event(struct engine_io *io, struct engine_io_run *r, int64_t *next_tick) {
+  OSB_ASSERT(!r->exited && !r->finished);
   kill(-r->pid, SIGKILL);
   engine_run_forget(r->s, r->pid);
   if (r->pidfd >= 0)
@@ -373,6 +376,7 @@ static void tick(struct engine_io *io, int64_t now, int64_t *next_tick) {
 
 /* Build the result, end the session call, call back, free. */
 static void complete(struct engine_io *io, struct engine_io_run *r) {
+  OSB_ASSERT(r->finished && r->exited);
   struct engine_run_result res;
   memset(&res, 0, sizeof res);
   int rc;
@@ -396,6 +400,7 @@ static void complete(struct engine_io *io, struct engine_io_run *r) {
   engine_call_end(s);
   cb(arg, rc, &res);
   pthread_mutex_lock(&io->lock);
+  OSB_ASSERT(io->inflight > 0);
   if (--io->inflight == 0)
     pthread_cond_broadcast(&io->idle);
   pthread_mutex_unlock(&io->lock);

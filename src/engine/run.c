@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/thread.h"
 #include "common/utf8.h"
 
 #define READ_CHUNK 65536
@@ -873,13 +874,7 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   pthread_mutex_lock(&eng->lock);
   eng->bg_threads++;
   pthread_mutex_unlock(&eng->lock);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  int err = pthread_create(&t, &attr, bg_thread, a);
-  pthread_attr_destroy(&attr);
+  int err = thread_spawn(bg_thread, a, 256 * 1024);
   if (err) {
     /* no thread to read and reap: kill it, reap it here and let the entry be dropped */
     pthread_mutex_lock(&s->lock);

@@ -715,20 +715,13 @@ static int probe_userns(void) {
   return err;
 }
 
-/* The user-namespace setting: engine_sandbox_userns, else OSB_ENGINE_ROOTLESS. */
-static int userns_setting(void) {
+/* The user-namespace setting: engine_sandbox_userns (tests), else engine_opts.userns. */
+static int userns_setting(int opt) {
   int v = atomic_load(&engine_sandbox_userns);
-  if (v)
-    return v;
-  const char *env = getenv("OSB_ENGINE_ROOTLESS");
-  if (env && strcmp(env, "1") == 0)
-    return 1;
-  if (env && strcmp(env, "0") == 0)
-    return -1;
-  return 0;
+  return v ? v : opt;
 }
 
-int engine_sandbox_init(struct engine *eng, int unsafe_ok) {
+int engine_sandbox_init(struct engine *eng, int unsafe_ok, int userns_opt) {
   struct open_how_probe {
     uint64_t flags, mode, resolve;
   } how = {O_PATH | O_CLOEXEC, 0, 0};
@@ -740,7 +733,7 @@ int engine_sandbox_init(struct engine *eng, int unsafe_ok) {
   else
     return -errno;
 
-  int userns = userns_setting();
+  int userns = userns_setting(userns_opt);
   eng->isolated = userns == 1 ? 0 : probe_isolation();
   int userns_err = 0;
   if (!eng->isolated && userns >= 0) {

@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/assert.h"
 #include "common/log.h"
 
 struct item {
@@ -114,6 +115,7 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&w->lock);
     if (broken)
       w->broken = 1;
+    OSB_ASSERT(w->writing && w->pending >= (size_t)count);
     w->writing = 0;
     w->pending -= (size_t)count;
     pthread_cond_broadcast(&w->less);
@@ -180,6 +182,7 @@ static int send_direct(struct writer *w, char *bytes, size_t off, size_t len,
   pthread_mutex_lock(&w->lock);
   if (broken)
     w->broken = 1;
+  OSB_ASSERT(w->writing && w->pending > 0);
   w->writing = 0;
   w->pending--;
   if (w->head || w->closing)
