@@ -413,6 +413,7 @@ static void *io_main(void *p) {
   pthread_sigmask(SIG_SETMASK, &all, NULL);
   struct epoll_event ev[MAX_EVENTS];
   int64_t next_tick = INT64_MAX;
+  int look = 0; /* woken (a run submitted, a cancel flag raised): look at every run */
   for (;;) {
     pthread_mutex_lock(&io->lock);
     struct engine_io_run *q = io->queue;
@@ -424,14 +425,24 @@ static void *io_main(void *p) {
       adopt(io, q, &next_tick);
       q = nx;
     }
+    /* after adopting: a flag raised before a run was adopted is seen now, even when its
+     * wake-up was read in the round that came before the adoption */
+    int64_t now = engine_now_ms();
+    if (look || now >= next_tick) {
+      next_tick = INT64_MAX;
+      tick(io, now, &next_tick);
+      look = 0;
+    }
+    while (io->done) {
+      struct engine_io_run *r = io->done;
+      io->done = r->next;
+      complete(io, r);
+    }
     if (stop && !io->runs && !io->done)
       break;
-    int64_t now = engine_now_ms();
     int timeout = -1;
-    if (io->done) {
-      timeout = 0;
-    } else if (io->runs && next_tick != INT64_MAX) {
-      int64_t wait = next_tick - now;
+    if (io->runs && next_tick != INT64_MAX) {
+      int64_t wait = next_tick - engine_now_ms();
       timeout = wait <= 0 ? 0 : wait > INT32_MAX ? INT32_MAX : (int)wait;
     }
     int n = epoll_wait(io->epfd, ev, MAX_EVENTS, timeout);
@@ -439,26 +450,15 @@ static void *io_main(void *p) {
       log_warn("engine: epoll_wait: %s", strerror(errno));
       usleep(10 * 1000);
     }
-    int woken = 0;
     for (int i = 0; i < n; i++) {
       if (!ev[i].data.ptr) {
         uint64_t cnt;
         ssize_t rd = read(io->evfd, &cnt, sizeof cnt);
         (void)rd;
-        woken = 1; /* a run submitted or a cancel flag raised: look at every run now */
+        look = 1;
         continue;
       }
       on_event(io, ev[i].data.ptr, ev[i].events, &next_tick);
-    }
-    now = engine_now_ms();
-    if (woken || now >= next_tick) {
-      next_tick = INT64_MAX;
-      tick(io, now, &next_tick);
-    }
-    while (io->done) {
-      struct engine_io_run *r = io->done;
-      io->done = r->next;
-      complete(io, r);
     }
   }
   return NULL;
