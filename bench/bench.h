@@ -128,8 +128,7 @@ static inline struct backend *bench_backend_open(const char *base_url, int grpc_
 
 /* A fresh call context with a deadline seconds from now. */
 static inline struct call bench_call(int seconds) {
-  struct call c;
-  atomic_init(&c.cancelled, 0);
+  struct call c = CALL_INIT;
   c.deadline_ms = call_now_ms() + (int64_t)seconds * 1000;
   return c;
 }

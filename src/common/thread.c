@@ -8,6 +8,7 @@
 #include "common/assert.h"
 #include "common/call.h"
 #include "common/list.h"
+#include "common/mem.h"
 
 int thread_spawn(void *(*fn)(void *), void *arg, size_t stack) {
   pthread_attr_t attr;
@@ -82,9 +83,7 @@ static void *pool_main(void *arg) {
 }
 
 struct pool *pool_new(unsigned max, int64_t idle_ms) {
-  struct pool *p = calloc(1, sizeof *p);
-  if (!p)
-    return NULL;
+  struct pool *p = xcalloc(1, sizeof *p);
   pthread_mutex_init(&p->lock, NULL);
   thread_cond_init(&p->work);
   pthread_cond_init(&p->gone, NULL);
@@ -95,9 +94,7 @@ struct pool *pool_new(unsigned max, int64_t idle_ms) {
 }
 
 int pool_submit(struct pool *p, void (*fn)(void *), void *arg) {
-  struct job *j = malloc(sizeof *j);
-  if (!j)
-    return -1;
+  struct job *j = xmalloc(sizeof *j);
   j->fn = fn;
   j->arg = arg;
   pthread_mutex_lock(&p->lock);

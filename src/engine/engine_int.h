@@ -180,6 +180,8 @@ int engine_admit_run(struct engine *eng, struct engine_session *s,
 /* From the I/O thread's tick: end waiters whose time ran out, that were cancelled or whose
  * session is gone; lowers *next_tick to the earliest deadline still waiting. */
 void engine_admit_tick(struct engine *eng, int64_t now, int64_t *next_tick);
+/* Whether any run waits in line (1) or none (0). */
+int engine_admit_waiting(struct engine *eng);
 
 /* ---- io.c: the I/O thread ---- */
 /* What a started command hands to the I/O thread; every fd is given over. */

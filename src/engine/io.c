@@ -441,7 +441,7 @@ static void *io_main(void *p) {
     if (stop && !io->runs && !io->done)
       break;
     int timeout = -1;
-    if (io->runs && next_tick != INT64_MAX) {
+    if (next_tick != INT64_MAX) { /* runs, and runs waiting in line (admit.c) */
       int64_t wait = next_tick - engine_now_ms();
       timeout = wait <= 0 ? 0 : wait > INT32_MAX ? INT32_MAX : (int)wait;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 #include "rpc/jsonparse.h"
 #include "rpc/jsonscan.h"
@@ -16,7 +17,7 @@
 
 static char *id_key_of(json_object *id) {
   const char *s = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
-  return strdup(s ? s : "null");
+  return xstrdup(osb_nonnull((void *)s)); /* NULL only when out of memory */
 }
 
 /* An id of our own for the reply, never shared with the parsed message: json-c's
@@ -128,7 +129,7 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
     }
   }
   if (!params)
-    params = json_object_new_object();
+    params = OSB_J(json_object_new_object());
 
   log_debug("<- %s%s", name, has_id ? "" : " (notification)");
 
@@ -188,14 +189,8 @@ static json_object *handle_one(struct rpc_core *core, json_object *msg, const ch
   }
 
   char *id_key = NULL;
-  if (has_id && !json_object_is_type(reply_id, json_type_null)) {
+  if (has_id && !json_object_is_type(reply_id, json_type_null))
     id_key = id_key_of(id);
-    if (!id_key) {
-      json_object_put(params);
-      reply = rpc_reply_error(reply_id, OSB_ERR_INTERNAL, NULL, "out of memory");
-      goto out;
-    }
-  }
   /* the request takes our own id (a notification has none) */
   json_object *req_id = has_id ? reply_id : NULL;
   if (has_id)
@@ -230,16 +225,8 @@ static void handle_batch(struct rpc_core *core, json_object *arr,
     return;
   }
   struct rpc_batch *b = rpc_batch_new(core, n);
-  const char **eraw = calloc(n, sizeof *eraw);
-  size_t *elen = calloc(n, sizeof *elen);
-  if (!b || !eraw || !elen) {
-    free(eraw);
-    free(elen);
-    if (b)
-      rpc_batch_release(core, b); /* nothing in it: sends nothing */
-    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
-    return;
-  }
+  const char **eraw = xcalloc(n, sizeof *eraw);
+  size_t *elen = xcalloc(n, sizeof *elen);
   struct batch_scan bs = {eraw, elen, n};
   if (jsonscan_elements(raw, raw_len, batch_scan_cb, &bs) == n) {
     for (size_t i = 0; i < n; i++)
@@ -262,11 +249,7 @@ static void handle_batch(struct rpc_core *core, json_object *arr,
  * the parse error reply and return -1. */
 static int parse_json_c(struct rpc_core *core, const char *msg, size_t len, json_object **out) {
   *out = NULL;
-  struct json_tokener *tok = json_tokener_new_ex(RPC_PARSE_DEPTH);
-  if (!tok) {
-    rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INTERNAL, NULL, "out of memory"));
-    return -1;
-  }
+  struct json_tokener *tok = osb_nonnull(json_tokener_new_ex(RPC_PARSE_DEPTH));
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
   json_object *obj = json_tokener_parse_ex(tok, msg, (int)len);
   enum json_tokener_error jerr = json_tokener_get_error(tok);

@@ -32,6 +32,7 @@
 #include "common/defaults.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/thread.h"
 #include "rpc/jsonwrite.h"
 #include "rpc/rpc_int.h"
@@ -111,18 +112,18 @@ void rpc_request_stop(void) {
  * not atomic, and a request's id may be read by two threads at once (one completing it and
  * the reader cancelling it). */
 json_object *rpc_reply_new(json_object *id) {
-  json_object *r = json_object_new_object();
+  json_object *r = OSB_J(json_object_new_object());
   json_object *id_copy = NULL;
   if (id && json_object_deep_copy(id, &id_copy, NULL) != 0)
-    id_copy = NULL;
-  json_object_object_add(r, "jsonrpc", json_object_new_string("2.0"));
+    osb_oom(); /* the copy of an id that parsed fails only for want of memory */
+  json_object_object_add(r, "jsonrpc", OSB_J(json_object_new_string("2.0")));
   json_object_object_add(r, "id", id_copy);
   return r;
 }
 
 static json_object *reply_for_err(json_object *id, const struct osb_err *err) {
   json_object *r = rpc_reply_new(id);
-  json_object_object_add(r, "error", osb_err_to_json(err));
+  json_object_object_add(r, "error", OSB_J(osb_err_to_json(err)));
   return r;
 }
 
@@ -142,12 +143,8 @@ static void send_json(struct rpc_core *core, json_object *msg, void (*done)(void
   size_t len = 0;
   char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
   json_object_put(msg);
-  if (!buf) {
-    log_error("out of memory serializing a reply");
-    if (done)
-      done(arg);
-    return;
-  }
+  if (!buf)
+    osb_oom();
   log_trace("-> %.*s", (int)(len > 1000 ? 1000 : len), buf + TRANSPORT_FRAME_FRONT);
   size_t off = 0;
   size_t flen = transport_frame(core->framing, buf, len, &off);
@@ -200,7 +197,7 @@ static void request_reply_written(void *arg) {
 static void batch_send_locked(struct rpc_core *core, struct rpc_batch *b) {
   if (b->pending > 0 || b->held)
     return;
-  json_object *arr = json_object_new_array();
+  json_object *arr = OSB_J(json_object_new_array());
   size_t count = 0;
   for (size_t i = 0; i < b->n; i++) {
     if (b->replies[i]) {
@@ -307,21 +304,15 @@ json_object *rpc_core_request(struct rpc_core *core, const struct rpc_method *me
   if (core->n_inflight >= core->opts.max_inflight) {
     pthread_mutex_unlock(&core->lock);
     if (has_id) {
-      json_object *data = json_object_new_object();
-      json_object_object_add(data, "limit", json_object_new_int64(core->opts.max_inflight));
+      json_object *data = OSB_J(json_object_new_object());
+      json_object_object_add(data, "limit", OSB_J(json_object_new_int64(core->opts.max_inflight)));
       reply = rpc_reply_error(id, OSB_ERR_BUSY, data, "too many requests in flight; retry later");
     } else {
       log_warn("dropping notification %s: too many requests in flight", method->name);
     }
     goto fail;
   }
-  struct rpc_req *req = calloc(1, sizeof *req);
-  if (!req) {
-    pthread_mutex_unlock(&core->lock);
-    if (has_id)
-      reply = rpc_reply_error(id, OSB_ERR_INTERNAL, NULL, "out of memory");
-    goto fail;
-  }
+  struct rpc_req *req = xcalloc(1, sizeof *req);
   req->core = core;
   req->has_id = has_id;
   req->id = id;
@@ -351,9 +342,7 @@ int rpc_call_wait(const struct rpc_method *m, void *ctx, json_object *params,
                   json_object **result, struct osb_err *err) {
   struct rpc_direct d = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL,
                          OSB_ERR_INIT};
-  struct rpc_req *req = calloc(1, sizeof *req);
-  if (!req)
-    return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
+  struct rpc_req *req = xcalloc(1, sizeof *req);
   req->direct = &d;
   req->method = m;
   req->params = json_object_get(params);
@@ -374,14 +363,8 @@ int rpc_call_wait(const struct rpc_method *m, void *ctx, json_object *params,
 /* ---- batches ---- */
 
 struct rpc_batch *rpc_batch_new(struct rpc_core *core, size_t n) {
-  struct rpc_batch *b = calloc(1, sizeof *b);
-  json_object **replies = calloc(n ? n : 1, sizeof *replies);
-  if (!b || !replies) {
-    free(b);
-    free(replies);
-    return NULL;
-  }
-  b->replies = replies;
+  struct rpc_batch *b = xcalloc(1, sizeof *b);
+  b->replies = xcalloc(n, sizeof *b->replies);
   b->n = n;
   b->held = 1;
   return b;
@@ -497,8 +480,9 @@ static void *reader_main(void *arg) {
     if (ev == TRANSPORT_MESSAGE) {
       rpc_envelope_handle(core, msg, len);
     } else if (ev == TRANSPORT_TOO_BIG) {
-      json_object *data = json_object_new_object();
-      json_object_object_add(data, "limit", json_object_new_int64((int64_t)core->opts.max_message));
+      json_object *data = OSB_J(json_object_new_object());
+      json_object_object_add(data, "limit",
+                             OSB_J(json_object_new_int64((int64_t)core->opts.max_message)));
       rpc_core_send(core, rpc_reply_error(NULL, OSB_ERR_INVALID_REQUEST, data,
                                           "Invalid Request: message larger than --max-message"));
     } else if (ev == TRANSPORT_BAD_HEADER) {
@@ -563,9 +547,7 @@ static void drain(struct rpc_core *core, int64_t grace_ms) {
 
 int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_methods,
               void *ctx, const struct rpc_opts *opts) {
-  struct rpc_core *core = calloc(1, sizeof *core);
-  if (!core)
-    return 1;
+  struct rpc_core *core = xcalloc(1, sizeof *core);
   core->methods = methods;
   core->n_methods = n_methods;
   core->ctx = ctx;

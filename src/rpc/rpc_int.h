@@ -47,7 +47,7 @@ json_object *rpc_core_request(struct rpc_core *core, const struct rpc_method *me
                               json_object *id, int has_id, char *id_key, json_object *params,
                               struct rpc_batch *batch, size_t index);
 
-/* A batch of n elements, held by the caller until rpc_batch_release. NULL: out of memory. */
+/* A batch of n elements, held by the caller until rpc_batch_release. */
 struct rpc_batch *rpc_batch_new(struct rpc_core *core, size_t n);
 /* Element i was answered at once with reply (taken). */
 void rpc_batch_answer(struct rpc_core *core, struct rpc_batch *b, size_t i, json_object *reply);

@@ -1326,6 +1326,7 @@ TEST(waiting_run_keeps_its_own_time_limit_and_cancel) {
   struct engine_run_opts cancelled = {.argv = echo, .argc = 2, .cancel = &cancel};
   ASSERT_EQ(engine_run_async(e, id, &cancelled, async_cb, &sl[ENGINE_MAX_RUNS + 1]), 0);
   atomic_store(&cancel, 1);
+  engine_cancel_notify(e); /* the flag is not polled: say it was raised */
   wait_async(2, 2500);
   int64_t took = now_ms() - t0;
   ASSERT_EQ(atomic_load(&async_done), 2);

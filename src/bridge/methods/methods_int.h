@@ -73,6 +73,13 @@ struct methods_op *methods_op_new(struct bridge *br, struct rpc_req *req, const 
  * the operation, which answers the request when it ends. */
 int methods_op_start(struct methods_op *m);
 
+/* A method whose only param is sandboxId: one operation of kind, its result made by build
+ * (NULL: JSON null). What the handler returns. */
+int methods_on_sandbox(void *ctx, struct rpc_req *req, json_object *params, const char *method,
+                       enum backend_op_kind kind,
+                       int (*build)(struct methods_op *, json_object **, struct osb_err *),
+                       struct osb_err *err);
+
 /* Release m when it was never started (the handler fails before). Accepts NULL. */
 void methods_op_free(struct methods_op *m);
 

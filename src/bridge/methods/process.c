@@ -95,30 +95,14 @@ static int status_result(struct methods_op *m, json_object **result, struct osb_
   return 0;
 }
 
-/* process/killAll and process/status: sandboxId only. */
-static int on_processes(void *ctx, struct rpc_req *req, json_object *params, const char *method,
-                        enum backend_op_kind kind,
-                        int (*build)(struct methods_op *, json_object **, struct osb_err *),
-                        struct osb_err *err) {
-  const char *id = NULL;
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
-    return -1;
-  struct methods_op *m = methods_op_new(ctx, req, method, kind, 0, err);
-  if (!m)
-    return -1;
-  m->op.id = id;
-  m->result = build;
-  return methods_op_start(m);
-}
-
 int method_process_kill_all(void *ctx, struct rpc_req *req, json_object *params,
                             json_object **result, struct osb_err *err) {
-  return on_processes(ctx, req, params, "process/killAll", BACKEND_BG_KILL_ALL, kill_all_result,
-                      err);
+  return methods_on_sandbox(ctx, req, params, "process/killAll", BACKEND_BG_KILL_ALL,
+                            kill_all_result, err);
 }
 
 int method_process_status(void *ctx, struct rpc_req *req, json_object *params,
                           json_object **result, struct osb_err *err) {
-  return on_processes(ctx, req, params, "process/status", BACKEND_BG_STATUS, status_result,
-                      err);
+  return methods_on_sandbox(ctx, req, params, "process/status", BACKEND_BG_STATUS,
+                            status_result, err);
 }

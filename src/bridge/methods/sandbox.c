@@ -74,25 +74,9 @@ int method_sandbox_create(void *ctx, struct rpc_req *req, json_object *params,
   return methods_op_start(m);
 }
 
-/* A method whose only param is sandboxId and whose result comes from build (NULL: null). */
-static int on_sandbox(void *ctx, struct rpc_req *req, json_object *params, const char *method,
-                      enum backend_op_kind kind,
-                      int (*build)(struct methods_op *, json_object **, struct osb_err *),
-                      struct osb_err *err) {
-  const char *id = NULL;
-  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
-    return -1;
-  struct methods_op *m = methods_op_new(ctx, req, method, kind, 0, err);
-  if (!m)
-    return -1;
-  m->op.id = id;
-  m->result = build;
-  return methods_op_start(m);
-}
-
 int method_sandbox_destroy(void *ctx, struct rpc_req *req, json_object *params,
                            json_object **result, struct osb_err *err) {
-  return on_sandbox(ctx, req, params, "sandbox/destroy", BACKEND_DESTROY, NULL, err);
+  return methods_on_sandbox(ctx, req, params, "sandbox/destroy", BACKEND_DESTROY, NULL, err);
 }
 
 static int list_result(struct methods_op *m, json_object **result, struct osb_err *err) {
@@ -126,7 +110,7 @@ static int get_result(struct methods_op *m, json_object **result, struct osb_err
 
 int method_sandbox_get(void *ctx, struct rpc_req *req, json_object *params,
                        json_object **result, struct osb_err *err) {
-  return on_sandbox(ctx, req, params, "sandbox/get", BACKEND_GET, get_result, err);
+  return methods_on_sandbox(ctx, req, params, "sandbox/get", BACKEND_GET, get_result, err);
 }
 
 /* One run stream as a JSON string: invalid UTF-8 repaired, then cut at a character boundary

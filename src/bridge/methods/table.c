@@ -113,6 +113,21 @@ int methods_op_start(struct methods_op *m) {
   return RPC_PENDING;
 }
 
+int methods_on_sandbox(void *ctx, struct rpc_req *req, json_object *params, const char *method,
+                      enum backend_op_kind kind,
+                      int (*build)(struct methods_op *, json_object **, struct osb_err *),
+                      struct osb_err *err) {
+  const char *id = NULL;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0)
+    return -1;
+  struct methods_op *m = methods_op_new(ctx, req, method, kind, 0, err);
+  if (!m)
+    return -1;
+  m->op.id = id;
+  m->result = build;
+  return methods_op_start(m);
+}
+
 int methods_unsupported(const char *method, struct osb_err *err) {
   osb_err_set(err, OSB_ERR_UNSUPPORTED, NULL, "%s is not supported by this backend", method);
   osb_err_add(err, "method", json_object_new_string(method));

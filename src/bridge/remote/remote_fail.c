@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+#include "common/mem.h"
+
 /* ======================================================================================
  * Failures: the one mapping from what went wrong remotely to an osb_err
  * ====================================================================================== */
@@ -46,40 +48,40 @@ int remote_fail_cancelled(const struct remote_where *w, struct osb_err *err) {
 }
 
 int remote_fail_timeout(const struct remote_where *w, struct osb_err *err) {
-  json_object *data = json_object_new_object();
-  json_object_object_add(data, "timeoutMs", json_object_new_int64(w->timeout_ms));
+  json_object *data = OSB_J(json_object_new_object());
+  json_object_object_add(data, "timeoutMs", OSB_J(json_object_new_int64(w->timeout_ms)));
   return osb_err_set(err, OSB_ERR_TIMEOUT, data, "%s got no answer within %lld ms", op_name(w),
                      (long long)w->timeout_ms);
 }
 
 int remote_fail_unreachable(const struct remote_where *w, const char *detail,
                             struct osb_err *err) {
-  json_object *data = json_object_new_object();
-  json_object_object_add(data, "url", json_object_new_string(w->url ? w->url : ""));
+  json_object *data = OSB_J(json_object_new_object());
+  json_object_object_add(data, "url", OSB_J(json_object_new_string(w->url ? w->url : "")));
   return osb_err_set(err, OSB_ERR_CONNECTION, data, "cannot reach the OpenSandbox server at %s%s%s",
                      w->url ? w->url : "?", detail ? ": " : "", detail ? detail : "");
 }
 
 int remote_fail_not_found(const struct remote_where *w, struct osb_err *err) {
-  json_object *data = json_object_new_object();
+  json_object *data = OSB_J(json_object_new_object());
   json_object_object_add(data, "sandboxId",
-                         json_object_new_string(w->sandbox_id ? w->sandbox_id : ""));
+                         OSB_J(json_object_new_string(w->sandbox_id ? w->sandbox_id : "")));
   return osb_err_set(err, OSB_ERR_NOT_FOUND, data, "sandbox %s not found",
                      w->sandbox_id ? w->sandbox_id : "?");
 }
 
 int remote_fail_unsupported(const struct remote_where *w, struct osb_err *err) {
-  json_object *data = json_object_new_object();
-  json_object_object_add(data, "method", json_object_new_string(op_name(w)));
+  json_object *data = OSB_J(json_object_new_object());
+  json_object_object_add(data, "method", OSB_J(json_object_new_string(op_name(w))));
   return osb_err_set(err, OSB_ERR_UNSUPPORTED, data, "the server does not support %s",
                      op_name(w));
 }
 
 int remote_fail_file(const struct remote_where *w, const char *reason, struct osb_err *err) {
   const char *why = reason && reason[0] ? reason : "failed";
-  json_object *data = json_object_new_object();
-  json_object_object_add(data, "path", json_object_new_string(w->path ? w->path : ""));
-  json_object_object_add(data, "reason", json_object_new_string(why));
+  json_object *data = OSB_J(json_object_new_object());
+  json_object_object_add(data, "path", OSB_J(json_object_new_string(w->path ? w->path : "")));
+  json_object_object_add(data, "reason", OSB_J(json_object_new_string(why)));
   return osb_err_set(err, OSB_ERR_FILE, data, "%s: %s", w->path ? w->path : "file", why);
 }
 
@@ -107,16 +109,16 @@ int remote_fail_grpc(const struct remote_where *w, int code, const char *detail,
     snprintf(unknown, sizeof unknown, "%d", code);
     name = unknown;
   }
-  json_object *data = json_object_new_object();
-  json_object_object_add(data, "status", json_object_new_string(name));
+  json_object *data = OSB_J(json_object_new_object());
+  json_object_object_add(data, "status", OSB_J(json_object_new_string(name)));
   return osb_err_set(err, OSB_ERR_SERVER, data, "%s failed with %s%s%s", op_name(w), name,
                      detail && detail[0] ? ": " : "", detail ? detail : "");
 }
 
 int remote_fail_http(const struct remote_where *w, long status, const char *body,
                      struct osb_err *err) {
-  json_object *data = json_object_new_object();
-  json_object_object_add(data, "status", json_object_new_int64(status));
+  json_object *data = OSB_J(json_object_new_object());
+  json_object_object_add(data, "status", OSB_J(json_object_new_int64(status)));
   const char *what = status == 401 || status == 403 ? " (unauthorized: check the api key)" : "";
   return osb_err_set(err, OSB_ERR_SERVER, data, "%s failed with HTTP %ld%s%s%s", op_name(w),
                      status, what, body && body[0] ? ": " : "", body ? body : "");
@@ -124,9 +126,10 @@ int remote_fail_http(const struct remote_where *w, long status, const char *body
 
 int remote_fail_reply(const struct remote_where *w, long status, const char *detail,
                       struct osb_err *err) {
-  json_object *data = json_object_new_object();
+  json_object *data = OSB_J(json_object_new_object());
   json_object_object_add(data, "status",
-                         status ? json_object_new_int64(status) : json_object_new_string("OK"));
+                         OSB_J(status ? json_object_new_int64(status)
+                                : json_object_new_string("OK")));
   return osb_err_set(err, OSB_ERR_SERVER, data, "%s: bad reply from the server: %s", op_name(w),
                      detail ? detail : "undecodable");
 }
