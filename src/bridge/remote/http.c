@@ -27,7 +27,9 @@
 #include "common/utf8.h"
 
 enum {
-  MAX_HOST_CONNECTIONS = 256, /* transfers past this wait inside curl for a connection */
+  MAX_ACTIVE = 64,            /* transfers in the multi handle at once; the rest wait in
+                                 line, their request timeout not yet started (as they did
+                                 for a thread when each request had one) */
   LOOP_IDLE_MS = 1000,        /* the loop's longest sleep (curl's own timers wake it earlier) */
   CONNECT_TIMEOUT_MS = 10000, /* connecting longer than this is "unreachable" */
   BODY_TEXT_MAX = 300,        /* bytes of a plain-text error body quoted in a message */
@@ -48,6 +50,7 @@ struct remote_http {
   int stopping;
   atomic_int cancels;   /* a call was cancelled: the loop looks at its transfers */
   struct list active;   /* the loop's own: transfers in the multi handle */
+  unsigned n_active;
 };
 
 /* What a 404 from a session route means once GET /sessions/{id} has answered. */
@@ -650,6 +653,7 @@ static void xfer_reply(struct xfer *x) {
 static void loop_cancel(struct remote_http *h, struct xfer *x) {
   curl_multi_remove_handle(h->multi, x->easy);
   list_remove(&x->node);
+  h->n_active--;
   xfer_done(x, CURLE_ABORTED_BY_CALLBACK);
 }
 
@@ -658,13 +662,28 @@ static void *loop_main(void *arg) {
   for (;;) {
     struct list fresh;
     list_init(&fresh);
+    int cancels = atomic_exchange(&h->cancels, 0);
+    unsigned room = h->n_active < MAX_ACTIVE ? MAX_ACTIVE - h->n_active : 0;
     pthread_mutex_lock(&h->lock);
-    while (!list_empty(&h->incoming))
-      list_push_back(&fresh, list_pop_front(&h->incoming));
     int stopping = h->stopping;
+    for (struct list_node *n = LIST_FIRST(&h->incoming), *nx; n != LIST_END(&h->incoming);
+         n = nx) {
+      nx = n->next;
+      struct xfer *x = LIST_ENTRY(n, struct xfer, node);
+      /* in line order, as room allows; cancelled ones (and all, when closing) at once: their
+       * setup ends them */
+      if (room > 0 || stopping || (cancels && call_is_cancelled(x->op->c))) {
+        list_remove(n);
+        list_push_back(&fresh, n);
+        if (room > 0)
+          room--;
+      }
+    }
     pthread_mutex_unlock(&h->lock);
     for (struct list_node *n; (n = list_pop_front(&fresh));) {
       struct xfer *x = LIST_ENTRY(n, struct xfer, node);
+      if (stopping)
+        call_cancel(x->op->c); /* closing: its setup ends it CANCELLED */
       if (xfer_setup(x) < 0 || curl_multi_add_handle(h->multi, x->easy) != CURLM_OK) {
         struct backend_op *op = x->op;
         if (op->err.kind == OSB_ERR_NONE)
@@ -677,9 +696,10 @@ static void *loop_main(void *arg) {
       }
       log_trace("remote: %s %s", x->method, x->url);
       list_push_back(&h->active, &x->node);
+      h->n_active++;
     }
     /* cancelled calls (or everything, when closing): out of the multi handle at once */
-    if (atomic_exchange(&h->cancels, 0) || stopping) {
+    if (cancels || stopping) {
       for (struct list_node *n = LIST_FIRST(&h->active), *nx; n != LIST_END(&h->active); n = nx) {
         nx = n->next;
         struct xfer *x = LIST_ENTRY(n, struct xfer, node);
@@ -708,9 +728,14 @@ static void *loop_main(void *arg) {
       curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
       curl_multi_remove_handle(h->multi, e);
       list_remove(&x->node);
+      h->n_active--;
       xfer_done(x, rc);
     }
-    curl_multi_poll(h->multi, NULL, 0, LOOP_IDLE_MS, NULL);
+    /* transfers waiting in line while there is room: go round again at once */
+    pthread_mutex_lock(&h->lock);
+    int waiting = !list_empty(&h->incoming) && h->n_active < MAX_ACTIVE;
+    pthread_mutex_unlock(&h->lock);
+    curl_multi_poll(h->multi, NULL, 0, waiting ? 0 : LOOP_IDLE_MS, NULL);
   }
   return NULL;
 }
@@ -781,7 +806,6 @@ struct remote_http *remote_http_open(const struct remote_http_config *cfg, struc
   h->multi = curl_multi_init();
   if (!h->multi)
     goto nomem;
-  curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)MAX_HOST_CONNECTIONS);
   if (pthread_create(&h->loop, NULL, loop_main, h) != 0) {
     remote_http_close(h);
     remote_fail_internal("cannot start the HTTP thread", err);
