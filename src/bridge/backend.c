@@ -4,9 +4,10 @@
  * so that a second free is harmless. Layer: backend. */
 #include "bridge/backend.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/thread.h"
 
 int backend_supports(const struct backend *be, enum backend_op_kind kind) {
   return be && (unsigned)kind < BACKEND_OP_COUNT && (be->ops->kinds & (1u << kind)) != 0;
@@ -27,32 +28,16 @@ void backend_start(struct backend *be, struct backend_op *op) {
   be->ops->start(be, op);
 }
 
-/* What backend_call waits on. */
-struct backend_waiter {
-  pthread_mutex_t lock;
-  pthread_cond_t cv;
-  int done;
-};
-
-static void backend_waiter_done(struct backend_op *op) {
-  struct backend_waiter *w = op->arg;
-  pthread_mutex_lock(&w->lock);
-  w->done = 1;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->lock);
+static void backend_call_done(struct backend_op *op) {
+  thread_event_set(op->arg);
 }
 
 int backend_call(struct backend *be, struct backend_op *op) {
-  struct backend_waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-  op->done = backend_waiter_done;
-  op->arg = &w;
+  struct thread_event done = THREAD_EVENT_INIT;
+  op->done = backend_call_done;
+  op->arg = &done;
   backend_start(be, op);
-  pthread_mutex_lock(&w.lock);
-  while (!w.done)
-    pthread_cond_wait(&w.cv, &w.lock);
-  pthread_mutex_unlock(&w.lock);
-  pthread_cond_destroy(&w.cv);
-  pthread_mutex_destroy(&w.lock);
+  thread_event_wait(&done);
   return op->rc;
 }
 

@@ -36,6 +36,23 @@ int thread_wait_until(pthread_cond_t *cv, pthread_mutex_t *lock, int64_t until_m
   return rc == ETIMEDOUT ? ETIMEDOUT : 0;
 }
 
+void thread_event_set(struct thread_event *e) {
+  pthread_mutex_lock(&e->lock);
+  OSB_ASSERT(!e->set);
+  e->set = 1;
+  pthread_cond_signal(&e->cv);
+  pthread_mutex_unlock(&e->lock);
+}
+
+void thread_event_wait(struct thread_event *e) {
+  pthread_mutex_lock(&e->lock);
+  while (!e->set)
+    pthread_cond_wait(&e->cv, &e->lock);
+  pthread_mutex_unlock(&e->lock);
+  pthread_cond_destroy(&e->cv);
+  pthread_mutex_destroy(&e->lock);
+}
+
 /* ---- the pool ---- */
 
 struct job {

@@ -21,6 +21,21 @@ void thread_cond_init(pthread_cond_t *cv);
  * spuriously), ETIMEDOUT when the time has come. */
 int thread_wait_until(pthread_cond_t *cv, pthread_mutex_t *lock, int64_t until_ms);
 
+/* A one-shot event: one thread waits until another sets it (what "start + wait" waits on).
+ * Initialise with THREAD_EVENT_INIT; thread_event_wait destroys it once set. */
+struct thread_event {
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  int set;
+};
+#define THREAD_EVENT_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+/* Set e (what was written before is visible to the waiter once it wakes). */
+void thread_event_set(struct thread_event *e);
+
+/* Wait until e is set, then release it. */
+void thread_event_wait(struct thread_event *e);
+
 /* A pool of at most max threads, started on demand, each leaving after idle_ms without
  * work. Jobs run in submission order, each on some pool thread. */
 struct pool;

@@ -46,9 +46,7 @@
 
 /* The outcome of a request made by rpc_call_wait, and what its caller waits on. */
 struct rpc_direct {
-  pthread_mutex_t lock;
-  pthread_cond_t cv;
-  int done;
+  struct thread_event done;
   int rc;
   json_object *result;
   struct osb_err err;
@@ -256,15 +254,11 @@ void rpc_complete(struct rpc_req *req, int rc, json_object *result, struct osb_e
   }
   if (req->direct) { /* rpc_call_wait's: hand the outcome over */
     struct rpc_direct *d = req->direct;
-    pthread_mutex_lock(&d->lock);
-    OSB_ASSERT(!d->done);
     d->rc = rc == 0 ? 0 : -1;
     d->result = result;
     d->err = *err;
     *err = (struct osb_err)OSB_ERR_INIT;
-    d->done = 1;
-    pthread_cond_signal(&d->cv);
-    pthread_mutex_unlock(&d->lock);
+    thread_event_set(&d->done);
     return;
   }
   struct rpc_core *core = req->core;
@@ -340,20 +334,14 @@ fail:
 
 int rpc_call_wait(const struct rpc_method *m, void *ctx, json_object *params,
                   json_object **result, struct osb_err *err) {
-  struct rpc_direct d = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL,
-                         OSB_ERR_INIT};
+  struct rpc_direct d = {THREAD_EVENT_INIT, 0, NULL, OSB_ERR_INIT};
   struct rpc_req *req = xcalloc(1, sizeof *req);
   req->direct = &d;
   req->method = m;
   req->params = json_object_get(params);
   pthread_mutex_init(&req->call.lock, NULL);
   request_run(req, ctx);
-  pthread_mutex_lock(&d.lock);
-  while (!d.done)
-    pthread_cond_wait(&d.cv, &d.lock);
-  pthread_mutex_unlock(&d.lock);
-  pthread_cond_destroy(&d.cv);
-  pthread_mutex_destroy(&d.lock);
+  thread_event_wait(&d.done);
   request_free(req);
   *result = d.result;
   *err = d.err;
