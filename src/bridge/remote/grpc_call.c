@@ -1,13 +1,13 @@
 /* grpc_call.c - the life of one unary call of /sandbox.SandboxService over the gRPC C core:
- * the shared channel, the poller thread, blocking calls and asynchronous ones (see
- * grpc_int.h). grpc.c builds the messages; this file sends them and maps the outcome.
+ * the shared channel, the poller thread and the calls (see grpc_int.h). grpc.c builds the
+ * messages; this file sends them and maps the outcome.
  *
- * One lazily created channel, shared. A blocking call waits on a pluck completion queue of
- * its own, in 50 ms steps so that a raised cancel flag cancels it promptly. Asynchronous
- * calls all share the poller thread's queue: they cost no thread while they wait, and the
- * poller finishes each and cancels, every 50 ms, those whose cancel flag was raised. Status
- * codes go to remote_fail.h's remote_fail_grpc, which owns their mapping. Layer: backend
- * (remote). The api key lives only in the authorization metadata and is never logged. */
+ * One lazily created channel, shared. Every call is started without waiting, on the poller
+ * thread's completion queue: calls cost no thread while they wait, and the poller finishes
+ * each. A call is its struct call's canceller: call_cancel cancels it at once
+ * (grpc_call_cancel), no polling. Status codes go to remote_fail.h's remote_fail_grpc, which
+ * owns their mapping. Layer: backend (remote). The api key lives only in the authorization
+ * metadata and is never logged. */
 #include "bridge/remote/grpc_int.h"
 
 #include <grpc/byte_buffer.h>
@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common/defaults.h"
+#include "common/list.h"
 #include "common/log.h"
 
 enum {
@@ -60,7 +61,7 @@ struct remote_grpc {
   atomic_int no_write_files; /* the server answered WriteFiles with UNIMPLEMENTED */
   atomic_llong unreached_ms; /* when a call last failed to connect (call_now_ms); 0: never */
   pthread_mutex_t calls_lock; /* guards calls */
-  struct acall *calls;        /* asynchronous calls in flight on poll_cq */
+  struct list calls;          /* calls in flight on poll_cq */
 };
 
 /* One unary call from start to end: what it sends, what it receives, and the facts its
@@ -86,7 +87,7 @@ struct acall {
   int allow_unimpl;
   remote_grpc_finish finish;
   void *ctx;
-  struct acall *prev, *next;  /* in g->calls, under g->calls_lock */
+  struct list_node node;      /* in g->calls, under g->calls_lock */
 };
 
 const char *remote_grpc_method_path(enum remote_grpc_method m) {
@@ -118,8 +119,8 @@ static void acall_cancel(void *arg) {
 /* Cancel every call in flight (remote_grpc_close). */
 static void acall_cancel_all(struct remote_grpc *g) {
   pthread_mutex_lock(&g->calls_lock);
-  for (struct acall *a = g->calls; a; a = a->next)
-    call_cancel(a->c); /* its canceller cancels the gRPC call */
+  for (struct list_node *n = LIST_FIRST(&g->calls); n != LIST_END(&g->calls); n = n->next)
+    call_cancel(LIST_ENTRY(n, struct acall, node)->c); /* its canceller cancels the call */
   pthread_mutex_unlock(&g->calls_lock);
 }
 
@@ -354,12 +355,7 @@ static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessag
 
 static void acall_unlink(struct remote_grpc *g, struct acall *a) {
   pthread_mutex_lock(&g->calls_lock);
-  if (a->prev)
-    a->prev->next = a->next;
-  else
-    g->calls = a->next;
-  if (a->next)
-    a->next->prev = a->prev;
+  list_remove(&a->node);
   pthread_mutex_unlock(&g->calls_lock);
 }
 
@@ -416,10 +412,7 @@ int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_g
   }
   /* listed before the batch starts: the poller may finish it at once */
   pthread_mutex_lock(&g->calls_lock);
-  a->next = g->calls;
-  if (g->calls)
-    g->calls->prev = a;
-  g->calls = a;
+  list_push_back(&g->calls, &a->node);
   pthread_mutex_unlock(&g->calls_lock);
   if (op_launch(g, &a->op, a, err) < 0) {
     acall_unlink(g, a);
@@ -466,6 +459,7 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
   atomic_init(&g->no_write_files, 0);
   atomic_init(&g->unreached_ms, 0);
   pthread_mutex_init(&g->calls_lock, NULL);
+  list_init(&g->calls);
   if (!g->target || (cfg->root_certs && !g->root_certs) || (cfg->api_key && !g->auth)) {
     free(g->target);
     free(g->root_certs);
@@ -485,7 +479,7 @@ void remote_grpc_close(struct remote_grpc *g) {
   if (!g)
     return;
   if (g->poll_cq) {
-    /* asynchronous calls still in flight end CANCELLED (the poller finishes them: it
+    /* calls still in flight end CANCELLED (the poller finishes them: it
      * drains the queue before it sees the shutdown) */
     acall_cancel_all(g);
     grpc_completion_queue_shutdown(g->poll_cq);
