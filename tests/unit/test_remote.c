@@ -1,6 +1,6 @@
 /* test_remote.c - the remote backend: config checks, what a client sees when the server is
  * unreachable or silent (real sockets: a closed port, and a listening socket that never
- * answers), and run_async and the transports against a real opensandboxd that the test
+ *  answers), and started runs and the transports against a real opensandboxd that the test
  * starts (OSB_SERVER, or opensandboxd next to this binary's directory). */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -473,7 +473,7 @@ static int thread_count(void) {
 enum { N_ASYNC = 200 };
 
 /* 200 runs in flight at once over gRPC: each gets its own output back, none holds a thread
- * while it runs, and done is never called from inside run_async. */
+ * while it runs, and a started run never completes inside backend_start. */
 TEST(async_runs_in_flight_hold_no_thread_each) {
   struct server srv;
   server_start(&srv);
@@ -522,7 +522,7 @@ TEST(async_runs_in_flight_hold_no_thread_each) {
   server_stop(&srv);
 }
 
-/* A raised cancel flag ends an async run within ~50 ms of polling (CANCELLED), and the
+/* call_cancel ends a started run at once (CANCELLED: the gRPC call is cancelled), and the
  * server kills the command; a run past its deadline ends TIMEOUT. */
 TEST(async_run_cancel_and_deadline) {
   struct server srv;
@@ -567,7 +567,7 @@ TEST(async_run_cancel_and_deadline) {
   server_stop(&srv);
 }
 
-/* A call already cancelled or past its deadline fails inside run_async (done never called);
+/* A call already cancelled or past its deadline fails inside backend_start (done at once);
  * a server that is down ends the run CONNECTION naming host:port; output keeps NUL bytes. */
 TEST(async_run_refusals_and_server_down) {
   struct backend *down = open_transport(closed_port(), closed_port(), BACKEND_TRANSPORT_GRPC);
