@@ -1,6 +1,6 @@
 /* test_remote.c - the remote backend: config checks, what a client sees when the server is
  * unreachable or silent (real sockets: a closed port, and a listening socket that never
- *  answers), and started runs and the transports against a real opensandboxd that the test
+ * answers), and started runs and the transports against a real opensandboxd that the test
  * starts (OSB_SERVER, or opensandboxd next to this binary's directory). */
 #include <arpa/inet.h>
 #include <dirent.h>
