@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "engine/net.h"
+#include "engine/seccomp.h"
 
 /* ---- small helpers ---- */
 
@@ -266,14 +268,29 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
 
   int rc = engine_sandbox_init(eng, opts->unsafe_no_isolation);
   if (rc == 0) {
-    rc = engine_io_init(eng);
+    rc = engine_net_init(eng, opts->network);
+    if (rc == 0) {
+      rc = engine_seccomp_init(eng);
+      if (rc < 0)
+        engine_net_fini(eng);
+    }
     if (rc < 0)
       engine_sandbox_fini(eng);
+  }
+  if (rc == 0) {
+    rc = engine_io_init(eng);
+    if (rc < 0) {
+      engine_seccomp_fini(eng);
+      engine_net_fini(eng);
+      engine_sandbox_fini(eng);
+    }
   }
   if (rc == 0) {
     rc = -pthread_create(&eng->ttl_thread, NULL, ttl_main, eng);
     if (rc < 0) {
       engine_io_fini(eng);
+      engine_seccomp_fini(eng);
+      engine_net_fini(eng);
       engine_sandbox_fini(eng);
     }
   }
@@ -309,6 +326,8 @@ void engine_close(struct engine *eng) {
   engine_run_bg_wait_threads(eng);
   engine_io_fini(eng); /* every run was killed with its session: wait for the callbacks */
   assert(!eng->admit_head); /* waiters of dead sessions left the line with their runs */
+  engine_net_fini(eng);
+  engine_seccomp_fini(eng);
   engine_sandbox_fini(eng);
   free(eng->sessions);
   pthread_cond_destroy(&eng->ttl_cond);
@@ -323,7 +342,12 @@ void engine_close(struct engine *eng) {
 
 int engine_session_create(struct engine *eng, const struct engine_kv *env, size_t n_env,
                           char id_out[ENGINE_ID_LEN + 1]) {
-  if (!eng || !id_out || !env_valid(env, n_env))
+  return engine_session_create_net(eng, env, n_env, -1, id_out);
+}
+
+int engine_session_create_net(struct engine *eng, const struct engine_kv *env, size_t n_env,
+                              int network, char id_out[ENGINE_ID_LEN + 1]) {
+  if (!eng || !id_out || !env_valid(env, n_env) || network < -1 || network > ENGINE_NET_EGRESS)
     return -EINVAL;
   struct engine_session *s = calloc(1, sizeof *s);
   if (!s)
@@ -332,7 +356,9 @@ int engine_session_create(struct engine *eng, const struct engine_kv *env, size_
   s->eng = eng;
   s->init_pid = -1;
   s->init_pidfd = s->rootfd = s->cg_procs_fd = s->cg_current_fd = -1;
-  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = -1;
+  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = s->ns_net_fd = -1;
+  s->egress = network; /* engine_net_session_up reads and settles it */
+  s->egress_pid = s->egress_pidfd = -1;
   pthread_mutex_init(&s->lock, NULL);
   buf_init(&s->log, ENGINE_BG_LOG_MAX);
   s->created_ms = engine_now_ms();
@@ -665,6 +691,12 @@ int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_o
       rc = -EINVAL;
   if (rc == 0)
     rc = engine_run_bg_start(eng, s, opts, pid, port);
+  if (rc == 0) {
+    int frc = engine_net_forward(eng, s, *port); /* its preview port, from the host */
+    if (frc < 0)
+      log_warn("engine: session %s: cannot forward the host's 127.0.0.1:%d into it: %s",
+               s->id, *port, strerror(-frc));
+  }
   call_end(s);
   return rc;
 }
@@ -676,6 +708,8 @@ int engine_bg_kill_all(struct engine *eng, const char *id, int **pids, size_t *n
   if (!s)
     return -ESRCH;
   int rc = engine_run_bg_kill(s, pids, n);
+  if (rc == 0)
+    engine_net_unforward_all(eng, s);
   call_end(s);
   return rc;
 }

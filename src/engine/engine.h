@@ -33,12 +33,19 @@ struct engine;
 #define ENGINE_MAX_RUNS 32u
 #define ENGINE_ID_LEN 36 /* a UUIDv4 in text, without the NUL */
 
+/* A session's network (see README, "Isolation"). */
+#define ENGINE_NET_NONE 0   /* its own loopback only: reaches nothing outside */
+#define ENGINE_NET_EGRESS 1 /* also the outside, through pasta; never the host's loopback,
+                             * the host's own addresses or 169.254.0.0/16 */
+
 struct engine_opts {
   const char *state_dir;    /* where session state lives; NULL: a default under /tmp */
   size_t max_output;        /* bytes kept per stream per run; 0: 16 MiB */
   size_t max_file;          /* largest file read; 0: 64 MiB */
   unsigned ttl_secs;        /* idle sessions older than this are reaped; 0: 300 */
   int unsafe_no_isolation;  /* run without namespaces (refused otherwise when unavailable) */
+  int network;              /* ENGINE_NET_*: the sessions' default and the most a create
+                             * may ask for (egress needs pasta: -ENOENT without it) */
 };
 
 struct engine_kv {
@@ -60,6 +67,11 @@ void engine_close(struct engine *eng);
 /* Create a session whose env is env[0..n_env). Writes its id (NUL-terminated) to id_out. */
 int engine_session_create(struct engine *eng, const struct engine_kv *env, size_t n_env,
                           char id_out[ENGINE_ID_LEN + 1]);
+
+/* The same with a network of its own choosing: -1 the engine's default, or ENGINE_NET_*;
+ * -EPERM for ENGINE_NET_EGRESS when the engine was not opened with it. */
+int engine_session_create_net(struct engine *eng, const struct engine_kv *env, size_t n_env,
+                              int network, char id_out[ENGINE_ID_LEN + 1]);
 
 /* Kill every process of the session and remove it. -ESRCH if unknown. */
 int engine_session_destroy(struct engine *eng, const char *id);
