@@ -358,7 +358,7 @@ int engine_session_create_net(struct engine *eng, const struct engine_kv *env, s
   s->init_pidfd = s->rootfd = s->cg_procs_fd = s->cg_current_fd = -1;
   s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = s->ns_net_fd = -1;
   s->egress = network; /* engine_net_session_up reads and settles it */
-  s->egress_pid = s->egress_pidfd = -1;
+  s->egress_pid = s->egress_pidfd = s->egress_exit_fd = -1;
   pthread_mutex_init(&s->lock, NULL);
   buf_init(&s->log, ENGINE_BG_LOG_MAX);
   s->created_ms = engine_now_ms();

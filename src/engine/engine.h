@@ -35,7 +35,7 @@ struct engine;
 
 /* A session's network (see README, "Isolation"). */
 #define ENGINE_NET_NONE 0   /* its own loopback only: reaches nothing outside */
-#define ENGINE_NET_EGRESS 1 /* also the outside, through pasta; never the host's loopback,
+#define ENGINE_NET_EGRESS 1 /* also the outside, through slirp4netns; never the host's loopback,
                              * the host's own addresses or 169.254.0.0/16 */
 
 struct engine_opts {
@@ -45,7 +45,7 @@ struct engine_opts {
   unsigned ttl_secs;        /* idle sessions older than this are reaped; 0: 300 */
   int unsafe_no_isolation;  /* run without namespaces (refused otherwise when unavailable) */
   int network;              /* ENGINE_NET_*: the sessions' default and the most a create
-                             * may ask for (egress needs pasta: -ENOENT without it) */
+                             * may ask for (egress needs slirp4netns: -ENOENT without it) */
 };
 
 struct engine_kv {

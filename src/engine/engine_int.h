@@ -67,8 +67,9 @@ struct engine_session {
   int ns_user_fd, ns_mnt_fd, ns_pid_fd;
   int ns_net_fd;              /* the session's network namespace (both modes; net.c) */
   int egress;                 /* this session has egress (net.c) */
-  pid_t egress_pid;           /* the user-mode network stack serving it, or -1 */
+  pid_t egress_pid;           /* the user-mode network stack serving it (our child), or -1 */
   int egress_pidfd;
+  int egress_exit_fd;         /* closing it tells that stack to exit */
   char *cg_dir;
   char *dir;                  /* unsafe mode: the host directory used as root */
 };

@@ -1,5 +1,5 @@
 /* net.c - each session's network: a network namespace of its own (made by sandbox.c's
- * clone of init, whose loopback is brought up here), egress through pasta when asked for,
+ * clone of init, whose loopback is brought up here), egress through slirp4netns when asked for,
  * and the forwarding of preview ports from the host's 127.0.0.1 into the namespace.
  * Layer: engine. See net.h for the model.
  *
@@ -18,12 +18,17 @@
  * their fds from the epoll set), so an event never points at freed memory. Each object
  * holds a reference on its session.
  *
- * Egress: pasta (Debian's passt) attaches to the namespace through /proc/<engine>/fd/<the
- * namespace fd> (rootless: the session's user namespace too), configures its interface,
- * address and routes from the host's (--config-net), with --no-map-gw (the gateway address
- * is not the host's loopback) and no port forwarding in either direction (-t/-u/-T/-U
- * none). Then `prohibit` routes are added in the namespace for 169.254.0.0/16 and each of
- * the host's own addresses, so that link-local services (cloud metadata) and the host's
+ * Egress: slirp4netns attaches to the namespace through an fd we hand it (/proc/self/fd/3;
+ * rootless: the session's user namespace too, fd 4), configures tap0 as 10.0.2.100/24 with
+ * 10.0.2.2 as gateway, with --disable-host-loopback (10.0.2.2 is not the host's 127.0.0.1)
+ * and --disable-dns (10.0.2.3 relays nothing), its own sandbox and seccomp filter, and no
+ * port forwarded. It is our child; it exits when its --exit-fd's other end closes: at
+ * destroy, or when the engine dies (no PDEATHSIG: that follows the creating thread, which
+ * may be a short-lived server thread).
+ * (pasta was the first choice, but this Debian's pasta drops every capability before it
+ * enters the namespace, which in root mode belongs to the host's user namespace.) Then
+ * `prohibit` routes are added in the namespace for 169.254.0.0/16 and each of the host's
+ * own addresses, so that link-local services (cloud metadata) and the host's
  * listeners on other interfaces fail at once (EACCES) without a packet leaving. */
 #include "engine/net.h"
 
@@ -41,6 +46,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,7 +59,7 @@
 #include "engine/engine_int.h"
 
 #define FWD_BUF 65536
-#define PASTA_WAIT_MS 10000
+#define SLIRP_WAIT_MS 10000
 #define MAX_BLOCKS 32 /* prohibit routes installed for egress */
 
 atomic_int engine_net_disabled;
@@ -93,7 +99,7 @@ struct fwd_conn {
 };
 
 struct engine_net {
-  char *pasta;              /* path of pasta, or NULL when egress is not offered */
+  char *slirp;              /* path of slirp4netns, or NULL when egress is not offered */
   int epfd, wakefd;
   struct fwd_tag wake_tag;
   pthread_t thread;
@@ -386,12 +392,12 @@ static void wake(struct engine_net *n) {
 
 /* ---- engine-wide ---- */
 
-/* pasta's path, looked up in the usual places (the engine's PATH may be anything). */
-static char *find_pasta(void) {
+/* slirp4netns's path, looked up in the usual places (the engine's PATH may be anything). */
+static char *find_slirp(void) {
   static const char *const dirs[] = {"/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
     char path[64];
-    snprintf(path, sizeof path, "%s/pasta", dirs[i]);
+    snprintf(path, sizeof path, "%s/slirp4netns", dirs[i]);
     if (access(path, X_OK) == 0)
       return strdup(path);
   }
@@ -410,9 +416,10 @@ int engine_net_init(struct engine *eng, int network) {
     return -ENOMEM;
   n->epfd = n->wakefd = -1;
   if (eng->network == ENGINE_NET_EGRESS && eng->netns) {
-    n->pasta = find_pasta();
-    if (!n->pasta) {
-      log_error("engine: --network egress needs pasta (Debian package passt), not found");
+    n->slirp = find_slirp();
+    if (!n->slirp) {
+      log_error("engine: --network egress needs slirp4netns (Debian package slirp4netns), "
+                "not found");
       free(n);
       return -ENOENT;
     }
@@ -437,14 +444,14 @@ int engine_net_init(struct engine *eng, int network) {
     if (n->wakefd >= 0)
       close(n->wakefd);
     pthread_mutex_destroy(&n->lock);
-    free(n->pasta);
+    free(n->slirp);
     free(n);
     return rc;
   }
   eng->net = n;
   if (eng->netns)
     log_info("engine: each session has its own network namespace (loopback only)%s",
-             eng->network == ENGINE_NET_EGRESS ? "; egress through pasta" : "");
+             eng->network == ENGINE_NET_EGRESS ? "; egress through slirp4netns" : "");
   return 0;
 }
 
@@ -469,7 +476,7 @@ void engine_net_fini(struct engine *eng) {
   close(n->epfd);
   close(n->wakefd);
   pthread_mutex_destroy(&n->lock);
-  free(n->pasta);
+  free(n->slirp);
   free(n);
   eng->net = NULL;
 }
@@ -652,48 +659,52 @@ static int add_blocks(struct engine *eng, struct engine_session *s) {
   return pid < 0 ? -errno : wait_child(pid);
 }
 
-static void msleep(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-/* Start pasta on s's namespace and wait until it has configured it (it forks into the
- * background once ready; its pid comes back through a pid file). */
-static int start_pasta(struct engine *eng, struct engine_session *s) {
-  char netns[64], userns[64], pidfile[4096];
-  snprintf(netns, sizeof netns, "/proc/%d/fd/%d", (int)eng->self_pid, s->ns_net_fd);
-  snprintf(userns, sizeof userns, "/proc/%d/fd/%d", (int)eng->self_pid, s->ns_user_fd);
-  snprintf(pidfile, sizeof pidfile, "%s/%d-%s.pasta", eng->state_dir, (int)eng->self_pid,
-           s->id);
-  const char *argv[32];
-  size_t a = 0;
-  argv[a++] = eng->net->pasta;
-  argv[a++] = "--quiet";
-  argv[a++] = "--config-net";
-  argv[a++] = "--no-map-gw"; /* the gateway's address stays the gateway, not our loopback */
-  argv[a++] = "--tcp-ports";
-  argv[a++] = "none";
-  argv[a++] = "--udp-ports";
-  argv[a++] = "none";
-  argv[a++] = "--tcp-ns";
-  argv[a++] = "none";
-  argv[a++] = "--udp-ns";
-  argv[a++] = "none";
-  argv[a++] = "--pid";
-  argv[a++] = pidfile;
-  if (eng->rootless) {
-    argv[a++] = "--userns";
-    argv[a++] = userns;
+/* Start slirp4netns on s's namespace and wait until it has configured it (--ready-fd).
+ * It exits when the engine closes its --exit-fd (or dies), and is killed at destroy. */
+static int start_slirp(struct engine *eng, struct engine_session *s) {
+  int ready[2], ex[2];
+  if (pipe2(ready, O_CLOEXEC) < 0)
+    return -errno;
+  if (pipe2(ex, O_CLOEXEC) < 0) {
+    int rc = -errno;
+    close(ready[0]);
+    close(ready[1]);
+    return rc;
   }
-  argv[a++] = "--netns";
-  argv[a++] = netns;
+  const char *argv[24];
+  size_t a = 0;
+  argv[a++] = eng->net->slirp;
+  argv[a++] = "--configure";
+  argv[a++] = "--mtu=65520";
+  argv[a++] = "--disable-host-loopback"; /* 10.0.2.2 is not the host's 127.0.0.1 */
+  argv[a++] = "--disable-dns";           /* nor is 10.0.2.3 a relay to the host's resolver */
+  argv[a++] = "--enable-sandbox";
+  argv[a++] = "--enable-seccomp";
+  argv[a++] = "--netns-type=path";
+  argv[a++] = "--ready-fd=5";
+  argv[a++] = "--exit-fd=6";
+  if (eng->rootless)
+    argv[a++] = "--userns-path=/proc/self/fd/4";
+  argv[a++] = "/proc/self/fd/3";
+  argv[a++] = "tap0";
   argv[a] = NULL;
-  pid_t pid = engine_sandbox_clone(0, NULL);
+  int fds[4] = {s->ns_net_fd, eng->rootless ? s->ns_user_fd : s->ns_net_fd, ready[1], ex[0]};
+  int pidfd = -1;
+  pid_t pid = engine_sandbox_clone(0, &pidfd);
   if (pid == 0) {
+    int hi[4];
+    for (int i = 0; i < 4; i++)
+      if ((hi[i] = fcntl(fds[i], F_DUPFD, 10)) < 0)
+        _exit(126);
+    for (int i = 0; i < 4; i++)
+      if (dup2(hi[i], 3 + i) < 0)
+        _exit(126);
+    syscall(SYS_close_range, 7, ~0U, 0);
     int nul = open("/dev/null", O_RDWR);
-    if (nul >= 0) {
+    if (nul >= 0) { /* its chatter ("sent tapfd=...") stays out of the server's log */
       dup2(nul, 0);
       dup2(nul, 1);
+      dup2(nul, 2);
     }
     sigset_t none;
     sigemptyset(&none);
@@ -702,38 +713,30 @@ static int start_pasta(struct engine *eng, struct engine_session *s) {
     execve(argv[0], (char *const *)argv, envp);
     _exit(127);
   }
-  if (pid < 0)
-    return -errno;
-  int rc = wait_child(pid); /* pasta's first process exits once its daemon is ready */
-  if (rc < 0) {
-    log_warn("engine: pasta failed for session %s (exit %d)", s->id, -rc);
-    unlink(pidfile);
-    return -EIO;
+  int rc = pid < 0 ? -errno : 0;
+  close(ready[1]);
+  close(ex[0]);
+  if (rc == 0) {
+    struct pollfd pf = {.fd = ready[0], .events = POLLIN};
+    char c = 0;
+    int r;
+    do {
+      r = poll(&pf, 1, SLIRP_WAIT_MS);
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0 || read(ready[0], &c, 1) != 1 || c != '1')
+      rc = -EIO;
   }
-  char num[32] = "";
-  for (int waited = 0; waited < PASTA_WAIT_MS; waited += 5) {
-    int fd = open(pidfile, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ssize_t r = read(fd, num, sizeof num - 1);
-      close(fd);
-      if (r > 0 && num[r - 1] == '\n') {
-        num[r] = '\0';
-        break;
-      }
-      num[0] = '\0';
-    }
-    msleep(5);
+  close(ready[0]);
+  if (pid > 0) {
+    s->egress_pid = pid;
+    s->egress_pidfd = pidfd;
+    s->egress_exit_fd = ex[1];
+  } else {
+    close(ex[1]);
   }
-  unlink(pidfile);
-  long dpid = strtol(num, NULL, 10);
-  if (dpid <= 0)
-    return -EIO;
-  s->egress_pid = (pid_t)dpid;
-  s->egress_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)dpid, 0);
-  if (s->egress_pidfd < 0)
-    return -errno;
-  fcntl(s->egress_pidfd, F_SETFD, FD_CLOEXEC);
-  return 0;
+  if (rc < 0)
+    log_warn("engine: slirp4netns did not configure session %s's network", s->id);
+  return rc;
 }
 
 int engine_net_session_up(struct engine *eng, struct engine_session *s) {
@@ -750,10 +753,10 @@ int engine_net_session_up(struct engine *eng, struct engine_session *s) {
     egress = eng->network == ENGINE_NET_EGRESS;
   if (!egress)
     return 0;
-  if (eng->network != ENGINE_NET_EGRESS || !eng->net->pasta)
+  if (eng->network != ENGINE_NET_EGRESS || !eng->net->slirp)
     return -EPERM; /* the server does not offer egress */
   s->egress = 1;
-  int rc = start_pasta(eng, s);
+  int rc = start_slirp(eng, s);
   if (rc == 0)
     rc = add_blocks(eng, s);
   return rc;
@@ -761,8 +764,15 @@ int engine_net_session_up(struct engine *eng, struct engine_session *s) {
 
 void engine_net_session_down(struct engine *eng, struct engine_session *s) {
   unforward(eng, s, 1);
+  if (s->egress_exit_fd >= 0) {
+    close(s->egress_exit_fd);
+    s->egress_exit_fd = -1;
+  }
   if (s->egress_pidfd >= 0) {
     syscall(SYS_pidfd_send_signal, s->egress_pidfd, SIGKILL, NULL, 0);
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)s->egress_pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+    }
     close(s->egress_pidfd);
     s->egress_pidfd = -1;
     s->egress_pid = -1;

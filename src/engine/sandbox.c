@@ -998,7 +998,9 @@ void engine_sandbox_release(struct engine_session *s) {
   s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = s->ns_net_fd = -1;
   if (s->egress_pidfd >= 0)
     close(s->egress_pidfd);
-  s->egress_pidfd = -1;
+  if (s->egress_exit_fd >= 0)
+    close(s->egress_exit_fd);
+  s->egress_pidfd = s->egress_exit_fd = -1;
   free(s->cg_dir);
   free(s->dir);
   s->rootfd = s->cg_procs_fd = s->cg_current_fd = s->init_pidfd = -1;
