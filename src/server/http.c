@@ -501,10 +501,28 @@ static void h_session_create(struct hctx *c) {
   size_t n_env = 0;
   json_object *o;
   int rc;
-  if (get_env(c, "env", &env, &n_env) < 0)
+  const char *net = NULL;
+  int network = -1; /* the server's --network */
+  if (get_env(c, "env", &env, &n_env) < 0 || get_string(c, "network", &net) < 0) {
+    free(env);
     return;
-  rc = engine_session_create(c->srv->eng, env, n_env, id);
+  }
+  if (net && strcmp(net, "none") == 0) {
+    network = ENGINE_NET_NONE;
+  } else if (net && strcmp(net, "egress") == 0) {
+    network = ENGINE_NET_EGRESS;
+  } else if (net) {
+    free(env);
+    reply_bad(c, "field '%s' must be \"none\" or \"egress\"", "network");
+    return;
+  }
+  rc = engine_session_create_net(c->srv->eng, env, n_env, network, id);
   free(env);
+  if (rc == -EPERM) { /* egress asked for, and this server runs with --network none */
+    reply_text(c, 403, "network egress is not enabled on this server (opensandboxd "
+                       "--network egress)");
+    return;
+  }
   if (rc < 0) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     return;
