@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/utf8.h"
 #include "engine/net.h"
 #include "engine/seccomp.h"
 
@@ -724,6 +725,33 @@ int engine_bg_status(struct engine *eng, const char *id, struct engine_bg_status
   int rc = engine_run_bg_status(s, procs, n, log);
   call_end(s);
   return rc;
+}
+
+/* ---- truncation, told in band ---- */
+
+int engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res) {
+  if (!eng || !res || !res->truncated || !res->err)
+    return 0;
+  int both = (res->truncated & ENGINE_TRUNC_STDOUT) && (res->truncated & ENGINE_TRUNC_STDERR);
+  char note[160];
+  int n = snprintf(note, sizeof note, "%s[opensandbox: %s cut at %zu bytes; the rest was discarded]\n",
+                   res->err_len && res->err[res->err_len - 1] != '\n' ? "\n" : "",
+                   both ? "stdout and stderr"
+                        : res->truncated & ENGINE_TRUNC_STDOUT ? "stdout" : "stderr",
+                   eng->max_output);
+  if (n <= 0)
+    return 0;
+  /* Stay within the cap: a full stderr gives up its tail to the note. */
+  size_t cap = eng->max_output;
+  if (cap > (size_t)n && res->err_len + (size_t)n > cap)
+    res->err_len = utf8_cut(res->err, res->err_len, cap - (size_t)n);
+  char *grown = realloc(res->err, res->err_len + (size_t)n + 1);
+  if (!grown)
+    return -ENOMEM;
+  memcpy(grown + res->err_len, note, (size_t)n + 1);
+  res->err = grown;
+  res->err_len += (size_t)n;
+  return 0;
 }
 
 /* ---- errors ---- */

@@ -128,8 +128,12 @@ struct engine_run_result {
   size_t err_len;
   int exit_code;    /* 0 when ended by a signal */
   int signal;       /* the signal that ended the command, or 0 */
-  int truncated;    /* nonzero when either stream passed max_output and was cut */
+  int truncated;    /* ENGINE_TRUNC_* bits: the streams that passed max_output and were cut
+                     * (their bytes only: nothing is added to them) */
 };
+
+#define ENGINE_TRUNC_STDOUT 1
+#define ENGINE_TRUNC_STDERR 2
 
 /* Run a command in the session and wait for it. Returns 0 with *res filled (free with
  * engine_run_result_free) when the command ran, whatever its exit status; a command that
@@ -148,6 +152,11 @@ int engine_run(struct engine *eng, const char *id, const struct engine_run_opts 
                struct engine_run_result *res);
 
 void engine_run_result_free(struct engine_run_result *res);
+
+/* For clients that cannot be told of a cut out of band (the public SDKs): when res was
+ * truncated, append to its stderr a line saying which streams were cut at how many bytes,
+ * stderr giving up its tail so as to stay within max_output. Returns 0 or -ENOMEM. */
+int engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res);
 
 /* Completion of engine_run_async: rc and *res as engine_run would have returned them.
  * The callback takes *res (free it with engine_run_result_free); it runs on the engine's

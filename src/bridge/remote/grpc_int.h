@@ -23,6 +23,11 @@ enum grpc_method {
 /* "/sandbox.SandboxService/RunCommand"... */
 const char *grpc_method_path(enum grpc_method m);
 
+/* RunCommand's reply descriptor (grpc.c), and the mark op_result sets on such a reply when
+ * the server's trailing metadata says the output was cut (OSB_TRUNCATED_KEY: "1"). */
+const ProtobufCMessageDescriptor *grpc_run_reply_desc(void);
+void grpc_run_reply_mark_truncated(ProtobufCMessage *msg);
+
 /* Whether the server answered WriteFiles with UNIMPLEMENTED (remembered); set marks it. */
 int grpc_no_write_files(struct remote_grpc *g);
 void grpc_set_no_write_files(struct remote_grpc *g);

@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "common/wire_ext.h"
 
 enum {
   POOL_MAX = 16,              /* idle handle pairs kept for reuse */
@@ -169,7 +170,9 @@ static int perform(struct remote_http *h, struct call *c, const char *method, co
 
   struct curl_slist *hdrs = NULL, *tmp;
   const char *lines[] = {"Accept: application/json",
-                         body ? "Content-Type: application/json" : NULL, "Expect:", h->auth};
+                         body ? "Content-Type: application/json" : NULL, "Expect:", h->auth,
+                         /* a cut output: told in the reply's "truncated", not in stderr */
+                         is_run ? OSB_TRUNCATION_KEY ": report" : NULL};
   for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
     if (!lines[i])
       continue;
@@ -948,6 +951,9 @@ int remote_http_run(struct remote_http *h, struct call *c, const char *id,
     out->err = strdup("");
   out->exit_code = (int)member_int(reply, "exit_code", 0);
   out->signal = (int)member_int(reply, "signal", 0);
+  json_object *trunc;
+  out->truncated = json_object_object_get_ex(reply, "truncated", &trunc) &&
+                   json_object_get_boolean(trunc);
   json_object_put(reply);
   if (!out->out || !out->err) {
     backend_run_res_free(out);
