@@ -416,6 +416,15 @@ int engine_net_init(struct engine *eng, int network) {
     return -ENOMEM;
   n->epfd = n->wakefd = -1;
   if (eng->network == ENGINE_NET_EGRESS && eng->netns) {
+    if (eng->rootless && access("/dev/net/tun", R_OK | W_OK) < 0) {
+      /* slirp4netns opens it as our uid on the host, whatever it is in the namespace */
+      int err = errno;
+      log_error("engine: --network egress in rootless mode needs /dev/net/tun readable and "
+                "writable by uid %u (%s; most systems make it mode 0666)", (unsigned)geteuid(),
+                strerror(err));
+      free(n);
+      return -err;
+    }
     n->slirp = find_slirp();
     if (!n->slirp) {
       log_error("engine: --network egress needs slirp4netns (Debian package slirp4netns), "
