@@ -428,7 +428,7 @@ static int info_fill(struct engine_session *s, struct engine_session_info *info)
     if (!info->ports)
       rc = -ENOMEM;
     for (size_t i = 0; rc == 0 && i < s->n_bg; i++)
-      if (!s->bg[i]->reaped)
+      if (!s->bg[i]->reaped && !s->bg[i]->killed)
         info->ports[info->n_ports++] = s->bg[i]->port;
   }
   pthread_mutex_unlock(&s->lock);

@@ -887,6 +887,55 @@ TEST(background_process_gets_port_and_logs) {
   engine_close(e);
 }
 
+TEST(killed_background_processes_are_unlisted_at_once) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  const char *argv[] = {"/bin/sh", "-c", "trap '' TERM; exec sleep 100"};
+  struct engine_bg_opts o = {.argv = argv, .argc = 3, .port = 0};
+  for (int i = 0; i < 10; i++) {
+    int pid, port, *pids;
+    size_t n;
+    ASSERT_EQ(engine_bg_start(e, id, &o, &pid, &port), 0);
+    ASSERT_EQ(engine_bg_kill_all(e, id, &pids, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(pids[0], pid);
+    free(pids);
+    struct engine_bg_status *st;
+    char *log;
+    ASSERT_EQ(engine_bg_status(e, id, &st, &n, &log), 0);
+    ASSERT_EQ(n, 0); /* not even as "alive" while it is being reaped */
+    free(st);
+    free(log);
+    struct engine_session_info info;
+    ASSERT_EQ(engine_session_get(e, id, &info), 0);
+    ASSERT_EQ(info.n_ports, 0);
+    engine_session_info_free(&info);
+  }
+  engine_close(e);
+}
+
+TEST(session_has_its_own_loopback_and_a_syscall_filter) {
+  struct engine *e = open_engine();
+  char id[ENGINE_ID_LEN + 1];
+  new_session(e, id);
+  struct engine_run_result r;
+  ASSERT_EQ(run_sh(e, id, "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '; "
+                          "grep '^Seccomp:' /proc/self/status | tr -d '\t'; "
+                          "unshare -U true 2>/dev/null; echo $?", &r), 0);
+  ASSERT_STR_EQ(r.out, "lo\nSeccomp:2\n1\n");
+  engine_run_result_free(&r);
+  char other[ENGINE_ID_LEN + 1];
+  new_session(e, other);
+  /* each has a namespace of its own */
+  struct engine_run_result a, b;
+  ASSERT_EQ(run_sh(e, id, "readlink /proc/self/ns/net", &a), 0);
+  ASSERT_EQ(run_sh(e, other, "readlink /proc/self/ns/net", &b), 0);
+  ASSERT(strcmp(a.out, b.out) != 0);
+  engine_run_result_free(&a);
+  engine_run_result_free(&b);
+  engine_close(e);
+}
 
 /* ---- threads and lifetimes ---- */
 
@@ -1538,6 +1587,8 @@ int main(void) {
     RUN(fallback_password_hashes_are_masked);
     RUN(fallback_files_write_read_list);
     RUN(background_process_gets_port_and_logs);
+    RUN(killed_background_processes_are_unlisted_at_once);
+    RUN(session_has_its_own_loopback_and_a_syscall_filter);
     RUN(session_survives_its_creating_thread);
     RUN(concurrent_runs_do_not_mix);
     RUN(busy_session_is_not_reaped);
@@ -1584,6 +1635,8 @@ int main(void) {
     RUN_RL(reading_fifo_or_device_fails_promptly);
     RUN_RL(fallback_files_write_read_list);
     RUN_RL(background_process_gets_port_and_logs);
+    RUN_RL(killed_background_processes_are_unlisted_at_once);
+    RUN_RL(session_has_its_own_loopback_and_a_syscall_filter);
     RUN_RL(session_survives_its_creating_thread);
     RUN_RL(concurrent_runs_do_not_mix);
     RUN_RL(command_inherits_only_stdio);
