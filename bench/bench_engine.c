@@ -9,7 +9,8 @@
  * and "no seccomp" (OSB_ENGINE_SECCOMP=0). Rows are interleaved round-robin, one call per
  * engine per iteration, so machine noise falls on every column alike:
  *   create: engine_session_create alone (its destroy, untimed, follows at once);
- *   run true: engine_run of /bin/true in one session of the netns and no-seccomp engines.
+ *   run true: engine_run of /bin/true in one session of the netns, host-net and no-seccomp
+ *   engines.
  * Prints a Markdown table of p50 / p99 / mean in ms. Needs root or a user namespace. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,8 +86,8 @@ int main(int argc, char **argv) {
     run[k] = bench_xmalloc((size_t)n * sizeof(int64_t));
   }
   char sid[E_COUNT][ENGINE_ID_LEN + 1];
-  int run_eng[2] = {E_NETNS, E_NOSECCOMP};
-  for (int j = 0; j < 2; j++)
+  int run_eng[3] = {E_NETNS, E_HOST, E_NOSECCOMP};
+  for (int j = 0; j < 3; j++)
     if (engine_session_create(eng[run_eng[j]], NULL, 0, sid[run_eng[j]]) < 0)
       bench_die("create for runs failed");
   const char *tv[] = {"/bin/true"};
@@ -109,8 +110,8 @@ int main(int argc, char **argv) {
       if (i >= 0)
         create[k][i] = t1 - t0;
     }
-    for (int jj = 0; jj < 2; jj++) {
-      int k = run_eng[(jj + (i < 0 ? 0 : i)) % 2];
+    for (int jj = 0; jj < 3; jj++) {
+      int k = run_eng[(jj + (i < 0 ? 0 : i)) % 3];
       struct engine_run_result r;
       int64_t t0 = bench_now_ns();
       int rc = engine_run(eng[k], sid[k], &ro, &r);
@@ -126,7 +127,7 @@ int main(int argc, char **argv) {
   for (int k = 0; k < E_COUNT; k++)
     if (eng[k])
       row("create", names[k], create[k], n);
-  for (int j = 0; j < 2; j++)
+  for (int j = 0; j < 3; j++)
     row("run true", names[run_eng[j]], run[run_eng[j]], n);
   for (int k = 0; k < E_COUNT; k++) {
     engine_close(eng[k]);

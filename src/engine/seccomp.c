@@ -6,7 +6,9 @@
  * Layer: engine. Built once per engine as a BPF program (libseccomp, exported to memory),
  * so that a command's child only calls seccomp(2) on it (no allocation after clone).
  *
- * Denied: new namespaces of any kind (clone/unshare with a CLONE_NEW* flag, setns), and
+ * Denied: new user namespaces (clone/unshare with CLONE_NEWUSER: without capabilities the
+ *   kernel already refuses the other CLONE_NEW* flags, since only a user namespace would
+ *   grant them), entering namespaces (setns), and
  *   clone3 with ENOSYS, since its flags sit in memory a filter cannot read: the C libraries
  *   then fall back to clone, as under Docker; mounting (mount, umount2, pivot_root, chroot
  *   and the new mount API); keyrings (keyctl, add_key, request_key); bpf, perf_event_open,
@@ -15,8 +17,9 @@
  *   TIOCLINUX ioctls (typing into a terminal).
  * ptrace and process_vm_* stay allowed, as in Docker on kernels >= 4.8: the session's PID
  *   namespace keeps every process outside it out of reach.
- * Other architectures' entry points (i386, x32 on x86-64) carry the same rules; a call
- *   through an architecture the filter does not know fails with ENOSYS. */
+ * Only the native architecture's calls are filtered; any other entry point (i386's int 0x80
+ *   and x32 on x86-64) fails with ENOSYS, so 32-bit programs do not run: filtering those
+ *   too would triple the filter, and its load time, for programs a sandbox does not have. */
 #include "engine/seccomp.h"
 
 #include <errno.h>
@@ -36,10 +39,6 @@
 
 #include "common/log.h"
 #include "engine/engine_int.h"
-
-#ifndef CLONE_NEWTIME
-#define CLONE_NEWTIME 0x00000080
-#endif
 
 atomic_int engine_seccomp_disabled;
 
@@ -62,19 +61,13 @@ static const char *const denied[] = {
     "open_by_handle_at", "uselib", "_sysctl", "iopl", "ioperm", "vm86", "vm86old",
 };
 
-static const unsigned long ns_flags[] = {CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWNET,
-                                         CLONE_NEWPID,  CLONE_NEWUTS, CLONE_NEWIPC,
-                                         CLONE_NEWCGROUP, CLONE_NEWTIME};
+/* Only CLONE_NEWUSER needs a rule: the command has no capabilities, so the kernel refuses
+ * every other CLONE_NEW* flag by itself (EPERM) unless a new user namespace grants them;
+ * fewer rules also make the filter quicker to load (see engine_seccomp_init). */
+static const unsigned long ns_flags[] = {CLONE_NEWUSER};
 
 static int build(scmp_filter_ctx ctx) {
   int rc = 0;
-  uint32_t arch = seccomp_arch_native();
-  if (arch == SCMP_ARCH_X86_64) {
-    if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X86)) < 0 && rc != -EEXIST)
-      return rc;
-    if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X32)) < 0 && rc != -EEXIST)
-      return rc;
-  }
   for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
     int nr = seccomp_syscall_resolve_name(denied[i]);
     if (nr == __NR_SCMP_ERROR)
@@ -83,7 +76,7 @@ static int build(scmp_filter_ctx ctx) {
     if (rc < 0 && rc != -EDOM) /* -EDOM: no such call on one of the architectures */
       return rc;
   }
-  /* any CLONE_NEW* flag: one rule per flag, since a rule compares one masked value */
+  /* the flag, whatever else is set: a masked comparison per flag */
   for (size_t i = 0; i < sizeof ns_flags / sizeof ns_flags[0]; i++) {
     unsigned long f = ns_flags[i];
     if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
@@ -139,6 +132,11 @@ int engine_seccomp_init(struct engine *eng) {
   if (!ctx)
     return -ENOMEM;
   int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ERRNO(ENOSYS));
+  /* a binary tree over the syscall numbers instead of a chain: the kernel emulates the
+   * filter for every syscall number when it is loaded (to cache which ones are always
+   * allowed), so the length of a path is what each command pays: 350 -> 80 us here */
+  if (rc == 0)
+    rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
   if (rc == 0)
     rc = build(ctx);
   struct sock_fprog *prog = rc == 0 ? export_prog(ctx) : NULL;
