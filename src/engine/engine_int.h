@@ -116,6 +116,7 @@ struct engine {
   /* runs waiting for a slot of their session, in arrival order (admit.c) */
   pthread_mutex_t admit_lock; /* guards the list and every session's runs_admitted */
   struct engine_admit_wait *admit_head, *admit_tail;
+
   struct engine_net *net;     /* preview-port forwarder and egress settings (net.c) */
   int netns;                  /* isolated sessions get a network namespace (net.c) */
   int network;                /* ENGINE_NET_*: sessions' default, and the most allowed */
