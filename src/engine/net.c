@@ -92,6 +92,7 @@ struct fwd_conn {
   struct engine_session *s; /* a reference */
   int port;
   int fd[2];                /* 0: host's end, 1: session's end */
+  int armed[2];             /* fd[k] is in the epoll set */
   int connecting;           /* 0: relaying, 4 or 6: connect() to 127.0.0.1 / ::1 pending */
   struct fwd_dir dir[2];    /* dir[k]: read from fd[k], written to fd[1-k] */
   int dead;
@@ -192,17 +193,27 @@ static void conn_set_events(struct engine_net *n, struct fwd_conn *c) {
       if (c->dir[1 - k].len > c->dir[1 - k].off)
         ev |= EPOLLOUT;                      /* bytes waiting for k */
     }
+    /* an end we wait for nothing from leaves the set: epoll would report its hangup or
+     * error over and over (level-triggered, whatever the mask) while, say, its bytes wait
+     * for the other end to drain, and the thread would spin */
     struct epoll_event e = {.events = ev, .data.ptr = &c->tag[k]};
-    epoll_ctl(n->epfd, EPOLL_CTL_MOD, c->fd[k], &e);
+    if (ev && !c->armed[k] && epoll_ctl(n->epfd, EPOLL_CTL_ADD, c->fd[k], &e) == 0)
+      c->armed[k] = 1;
+    else if (ev && c->armed[k])
+      epoll_ctl(n->epfd, EPOLL_CTL_MOD, c->fd[k], &e);
+    else if (!ev && c->armed[k] && epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd[k], NULL) == 0)
+      c->armed[k] = 0;
   }
 }
 
 static void conn_kill(struct engine_net *n, struct fwd_conn *c) {
   for (int k = 0; k < 2; k++)
     if (c->fd[k] >= 0) {
-      epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd[k], NULL);
+      if (c->armed[k])
+        epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd[k], NULL);
       close(c->fd[k]);
       c->fd[k] = -1;
+      c->armed[k] = 0;
     }
   c->dead = 1;
 }
@@ -224,13 +235,14 @@ static int conn_connect(struct engine_net *n, struct fwd_conn *c, int fam) {
     return rc;
   }
   if (c->fd[1] >= 0) {
-    epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd[1], NULL);
+    if (c->armed[1])
+      epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd[1], NULL);
     close(c->fd[1]);
+    c->armed[1] = 0;
   }
   c->fd[1] = fd;
   c->connecting = fam;
-  struct epoll_event e = {.events = EPOLLOUT, .data.ptr = &c->tag[1]};
-  epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &e);
+  conn_set_events(n, c); /* the session's end, for EPOLLOUT: connected or refused */
   return 0;
 }
 
@@ -256,8 +268,6 @@ static void on_accept(struct engine_net *n, struct fwd_listener *l) {
     c->fd[1] = -1;
     for (int k = 0; k < 2; k++)
       c->tag[k] = (struct fwd_tag){T_CONN, c, k};
-    struct epoll_event e = {.events = 0, .data.ptr = &c->tag[0]};
-    epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &e);
     c->next = n->conns;
     n->conns = c;
     if (conn_connect(n, c, 4) < 0 && conn_connect(n, c, 6) < 0)

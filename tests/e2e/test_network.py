@@ -223,6 +223,59 @@ def test_preview_port_is_served_from_the_host_for_ipv4_and_ipv6_servers(target):
     _serve_preview(t, sid, "preview-v6", bind="::1")
 
 
+ECHO_SERVER = r"""
+import os, socket, threading
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(os.environ["PORT"]))); l.listen(16)
+def serve(c):
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        c.sendall(b)
+    c.shutdown(socket.SHUT_WR)
+    c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def test_preview_forwarding_carries_megabytes_both_ways_and_half_closes(target):
+    t = target
+    sid = t.create()
+    t.bridge.call("fs/write", {"sandboxId": sid, "path": "/home/echo.py", "content": ECHO_SERVER})
+    port = t.bridge.call("process/start", {"sandboxId": sid, "port": 0,
+                                           "command": "exec python3 /home/echo.py"})["port"]
+    data = os.urandom(8 * MiB)
+    end = time.monotonic() + scaled(20)
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=scaled(30))
+            c.sendall(b"x")
+            if c.recv(1) == b"x":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < end, "the echo server never answered through the forward"
+        time.sleep(0.1)
+    got = bytearray()
+
+    def reader():
+        while True:
+            b = c.recv(1 << 20)
+            if not b:
+                return
+            got.extend(b)
+    th = __import__("threading").Thread(target=reader)
+    th.start()
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)  # half-close: the echo still comes back, then EOF
+    th.join(scaled(60))
+    c.close()
+    assert not th.is_alive() and bytes(got) == data, (len(got), len(data))
+
+
 # ---------------------------------------------------------------------------------------
 # egress, opt-in
 
