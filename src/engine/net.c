@@ -32,6 +32,7 @@
  * listeners on other interfaces fail at once (EACCES) without a packet leaving. */
 #include "engine/net.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -342,6 +343,7 @@ static void sweep(struct engine_net *n) {
       continue;
     }
     *pl = l->next;
+    assert(l->fd < 0); /* whoever marked it dead closed its fd */
     engine_session_put(l->s);
     free(l);
   }
@@ -352,6 +354,7 @@ static void sweep(struct engine_net *n) {
       continue;
     }
     *pc = c->next;
+    assert(c->fd[0] < 0 && c->fd[1] < 0 && !c->armed[0] && !c->armed[1]);
     engine_session_put(c->s);
     free(c->dir[0].buf);
     free(c);
@@ -484,6 +487,7 @@ void engine_net_fini(struct engine *eng) {
     if (!l->dead) {
       epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
       close(l->fd);
+      l->fd = -1;
       l->dead = 1;
     }
   for (struct fwd_conn *c = n->conns; c; c = c->next)
@@ -542,6 +546,7 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port) {
   int rc = epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &e) < 0 ? -errno : 0;
   if (rc < 0) {
     close(fd);
+    l->fd = -1;
     l->dead = 1; /* freed by the thread */
   }
   pthread_mutex_unlock(&n->lock);
@@ -559,6 +564,7 @@ static void unforward(struct engine *eng, struct engine_session *s, int conns_to
     if (!l->dead && l->s == s) {
       epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
       close(l->fd);
+      l->fd = -1;
       l->dead = 1;
     }
   for (struct fwd_conn *c = n->conns; conns_too && c; c = c->next)
