@@ -693,10 +693,14 @@ int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_o
   if (rc == 0)
     rc = engine_run_bg_start(eng, s, opts, pid, port);
   if (rc == 0) {
-    int frc = engine_net_forward(eng, s, *port); /* its preview port, from the host */
+    /* its preview port, from the host: the port reported is where the host reaches it */
+    int host_port;
+    int frc = engine_net_forward(eng, s, *port, &host_port);
     if (frc < 0)
-      log_warn("engine: session %s: cannot forward the host's 127.0.0.1:%d into it: %s",
+      log_warn("engine: session %s: cannot forward the host's 127.0.0.1 into its port %d: %s",
                s->id, *port, strerror(-frc));
+    else
+      *port = host_port;
   }
   call_end(s);
   return rc;

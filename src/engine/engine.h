@@ -206,7 +206,10 @@ struct engine_bg_opts {
   const char *cwd;
 };
 
-/* Start a background process with PORT and VITE_PORT set; *pid and *port say what ran. */
+/* Start a background process with PORT and VITE_PORT set; *pid and *port say what ran.
+ * *port is where the host reaches it on 127.0.0.1 (forwarded into the session's network
+ * namespace): PORT itself, unless the host's PORT was taken (another session's preview on
+ * the default port), then a free port of the host's. */
 int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_opts *opts,
                     int *pid, int *port);
 

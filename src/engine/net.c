@@ -76,7 +76,8 @@ struct fwd_tag {
 struct fwd_listener {
   struct fwd_tag tag;
   struct engine_session *s; /* a reference */
-  int port;
+  int port;                 /* in the session */
+  int host_port;            /* on the host's 127.0.0.1: port, or another when it was taken */
   int fd;
   int dead;
   struct fwd_listener *next;
@@ -506,17 +507,8 @@ void engine_net_fini(struct engine *eng) {
 
 /* ---- forwards ---- */
 
-int engine_net_forward(struct engine *eng, struct engine_session *s, int port) {
-  struct engine_net *n = eng->net;
-  if (!eng->netns || !n || s->ns_net_fd < 0)
-    return 0; /* the host's network: the process listens on the host itself */
-  pthread_mutex_lock(&n->lock);
-  for (struct fwd_listener *l = n->listeners; l; l = l->next)
-    if (!l->dead && l->s == s && l->port == port) {
-      pthread_mutex_unlock(&n->lock);
-      return 0;
-    }
-  pthread_mutex_unlock(&n->lock);
+/* A listening socket on the host's 127.0.0.1:port (0: any free port). fd or -errno. */
+static int host_listener(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
@@ -525,6 +517,34 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port) {
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0) {
+    int rc = -errno;
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+int engine_net_forward(struct engine *eng, struct engine_session *s, int port, int *host_port) {
+  struct engine_net *n = eng->net;
+  *host_port = port;
+  if (!eng->netns || !n || s->ns_net_fd < 0)
+    return 0; /* the host's network: the process listens on the host itself */
+  pthread_mutex_lock(&n->lock);
+  for (struct fwd_listener *l = n->listeners; l; l = l->next)
+    if (!l->dead && l->s == s && l->port == port) {
+      *host_port = l->host_port;
+      pthread_mutex_unlock(&n->lock);
+      return 0;
+    }
+  pthread_mutex_unlock(&n->lock);
+  int fd = host_listener(port);
+  if (fd == -EADDRINUSE) /* another session's (or the host's): any free one will do */
+    fd = host_listener(0);
+  if (fd < 0)
+    return fd;
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
     int rc = -errno;
     close(fd);
     return rc;
@@ -538,6 +558,7 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port) {
   l->s = s;
   atomic_fetch_add(&s->refs, 1);
   l->port = port;
+  l->host_port = ntohs(sa.sin_port);
   l->fd = fd;
   pthread_mutex_lock(&n->lock);
   l->next = n->listeners;
@@ -548,6 +569,8 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port) {
     close(fd);
     l->fd = -1;
     l->dead = 1; /* freed by the thread */
+  } else {
+    *host_port = l->host_port;
   }
   pthread_mutex_unlock(&n->lock);
   if (rc < 0)

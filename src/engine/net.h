@@ -38,9 +38,11 @@ int engine_net_session_up(struct engine *eng, struct engine_session *s);
 void engine_net_session_down(struct engine *eng, struct engine_session *s);
 
 /* Forward the host's 127.0.0.1:port into the session's 127.0.0.1:port (or [::1]:port when
- * nothing listens on the IPv4 one). A port already forwarded for s is kept. Returns 0 or
- * -errno (-EADDRINUSE: the host's port is taken). */
-int engine_net_forward(struct engine *eng, struct engine_session *s, int port);
+ * nothing listens on the IPv4 one); when the host's port is taken (another session's
+ * preview, a host service), a free one instead. *host_port says which (port itself when
+ * sessions share the host's network). A port already forwarded for s is kept. Returns 0 or
+ * -errno. */
+int engine_net_forward(struct engine *eng, struct engine_session *s, int port, int *host_port);
 /* Drop every forward of s (its background processes were killed). */
 void engine_net_unforward_all(struct engine *eng, struct engine_session *s);
 
