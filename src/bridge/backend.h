@@ -31,6 +31,7 @@ struct backend_config {
   size_t max_message;        /* largest gRPC reply accepted */
   size_t max_output;         /* bytes kept per run stream */
   int transport;             /* 0 auto, 1 grpc, 2 http (BACKEND_TRANSPORT_*) */
+  int network;               /* local backend: 0 none, 1 egress (the engine's ENGINE_NET_*) */
 };
 
 /* struct backend_config.transport: which channel carries the operations that both have. */

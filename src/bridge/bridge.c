@@ -116,7 +116,8 @@ int bridge_reconfigure(struct bridge *br, struct backend_config *config) {
              str_eq(cur->api_key, config->api_key) &&
              cur->request_timeout_ms == config->request_timeout_ms &&
              str_eq(cur->cacert, config->cacert) && cur->max_message == config->max_message &&
-             cur->max_output == config->max_output && cur->transport == config->transport;
+             cur->max_output == config->max_output && cur->transport == config->transport &&
+             cur->network == config->network;
   if (same) {
     pthread_mutex_unlock(&br->lock);
     config_free_strings(config);
@@ -125,7 +126,8 @@ int bridge_reconfigure(struct bridge *br, struct backend_config *config) {
   /* The local backend uses none of the remote settings (URL, port, key, timeout): keep it,
    * and its sessions, unless the bridge goes remote or max_output changes. */
   int keep = br->backend && !(cur->base_url && cur->base_url[0]) &&
-             !(config->base_url && config->base_url[0]) && cur->max_output == config->max_output;
+             !(config->base_url && config->base_url[0]) && cur->max_output == config->max_output &&
+             cur->network == config->network;
   config_free_strings(cur);
   *cur = *config;
   memset(config, 0, sizeof *config);

@@ -35,6 +35,9 @@ static void usage(FILE *out) {
           "  --transport MODE        auto|grpc|http: channel for runs, env, cwd and files\n"
           "                          (env OPENSANDBOX_TRANSPORT; auto: gRPC, HTTP while the\n"
           "                          gRPC port cannot be reached)\n"
+          "  --network none|egress   local backend: sandboxes reach nothing outside (none,\n"
+          "                          default) or also the outside (egress, via slirp4netns)\n"
+          "                          (env OPENSANDBOX_NETWORK)\n"
           "  --framing lsp|ndjson    force a framing (default: detected from the first byte)\n"
           "  --max-message BYTES     largest message accepted (default 67108864)\n"
           "  --max-inflight N        requests worked on at once (default 1024)\n"
@@ -65,6 +68,16 @@ static int parse_transport(const char *flag, const char *value) {
   if (strcmp(value, "http") == 0)
     return BACKEND_TRANSPORT_HTTP;
   fprintf(stderr, "opensandbox-bridge: %s: expected auto, grpc or http, got '%s'\n", flag, value);
+  exit(2);
+}
+
+/* --network / OPENSANDBOX_NETWORK; exits with a message on anything else. */
+static int parse_network(const char *flag, const char *value) {
+  if (strcmp(value, "none") == 0)
+    return 0;
+  if (strcmp(value, "egress") == 0)
+    return 1;
+  fprintf(stderr, "opensandbox-bridge: %s: expected none or egress, got '%s'\n", flag, value);
   exit(2);
 }
 
@@ -102,6 +115,7 @@ int main(int argc, char **argv) {
   int grpc_port = OSB_DEFAULT_GRPC_PORT;
   int grpc_insecure = 0;
   int transport = BACKEND_TRANSPORT_AUTO;
+  int network = 0;
   long long request_timeout_ms = 30000;
   struct rpc_opts opts = {RPC_FRAMING_AUTO, OSB_DEFAULT_MAX_MESSAGE, OSB_DEFAULT_MAX_INFLIGHT, give_memory_back};
   size_t max_output = OSB_DEFAULT_MAX_OUTPUT;
@@ -120,11 +134,13 @@ int main(int argc, char **argv) {
     request_timeout_ms = parse_num("OPENSANDBOX_REQUEST_TIMEOUT_MS", env, 1, 86400000);
   if ((env = getenv("OPENSANDBOX_TRANSPORT")) && *env)
     transport = parse_transport("OPENSANDBOX_TRANSPORT", env);
+  if ((env = getenv("OPENSANDBOX_NETWORK")) && *env)
+    network = parse_network("OPENSANDBOX_NETWORK", env);
 
   enum {
     OPT_URL = 256, OPT_GRPC_PORT, OPT_GRPC_INSECURE, OPT_API_KEY, OPT_TIMEOUT, OPT_CACERT,
     OPT_FRAMING, OPT_MAX_MESSAGE, OPT_MAX_INFLIGHT, OPT_MAX_OUTPUT, OPT_LOG_LEVEL, OPT_HELP,
-    OPT_VERSION, OPT_TRANSPORT
+    OPT_VERSION, OPT_TRANSPORT, OPT_NETWORK
   };
   static const struct option longopts[] = {
       {"url", required_argument, NULL, OPT_URL},
@@ -134,6 +150,7 @@ int main(int argc, char **argv) {
       {"request-timeout-ms", required_argument, NULL, OPT_TIMEOUT},
       {"cacert", required_argument, NULL, OPT_CACERT},
       {"transport", required_argument, NULL, OPT_TRANSPORT},
+      {"network", required_argument, NULL, OPT_NETWORK},
       {"framing", required_argument, NULL, OPT_FRAMING},
       {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
       {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
@@ -166,6 +183,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_TRANSPORT:
       transport = parse_transport("--transport", optarg);
+      break;
+    case OPT_NETWORK:
+      network = parse_network("--network", optarg);
       break;
     case OPT_FRAMING:
       if (strcmp(optarg, "lsp") == 0) {
@@ -233,6 +253,7 @@ int main(int argc, char **argv) {
   br.config.request_timeout_ms = request_timeout_ms;
   br.config.cacert = cacert;
   br.config.transport = transport;
+  br.config.network = network;
   br.config.max_message = opts.max_message;
   br.config.max_output = max_output;
   br.max_output = max_output;

@@ -20,6 +20,9 @@
 
 #include "common/assert.h"
 #include "common/log.h"
+#include "common/utf8.h"
+#include "engine/net.h"
+#include "engine/seccomp.h"
 
 /* ---- small helpers ---- */
 
@@ -272,14 +275,29 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
 
   int rc = engine_sandbox_init(eng, opts->unsafe_no_isolation, opts->userns);
   if (rc == 0) {
-    rc = engine_io_init(eng);
+    rc = engine_net_init(eng, opts->network);
+    if (rc == 0) {
+      rc = engine_seccomp_init(eng);
+      if (rc < 0)
+        engine_net_fini(eng);
+    }
     if (rc < 0)
       engine_sandbox_fini(eng);
+  }
+  if (rc == 0) {
+    rc = engine_io_init(eng);
+    if (rc < 0) {
+      engine_seccomp_fini(eng);
+      engine_net_fini(eng);
+      engine_sandbox_fini(eng);
+    }
   }
   if (rc == 0) {
     rc = -pthread_create(&eng->ttl_thread, NULL, ttl_main, eng);
     if (rc < 0) {
       engine_io_fini(eng);
+      engine_seccomp_fini(eng);
+      engine_net_fini(eng);
       engine_sandbox_fini(eng);
     }
   }
@@ -315,6 +333,8 @@ void engine_close(struct engine *eng) {
   engine_run_bg_wait_threads(eng);
   engine_io_fini(eng); /* every run was killed with its session: wait for the callbacks */
   assert(!eng->admit_head); /* waiters of dead sessions left the line with their runs */
+  engine_net_fini(eng);
+  engine_seccomp_fini(eng);
   engine_sandbox_fini(eng);
   free(eng->sessions);
   pthread_cond_destroy(&eng->ttl_cond);
@@ -329,7 +349,12 @@ void engine_close(struct engine *eng) {
 
 int engine_session_create(struct engine *eng, const struct engine_kv *env, size_t n_env,
                           char id_out[ENGINE_ID_LEN + 1]) {
-  if (!eng || !id_out || !env_valid(env, n_env))
+  return engine_session_create_net(eng, env, n_env, -1, id_out);
+}
+
+int engine_session_create_net(struct engine *eng, const struct engine_kv *env, size_t n_env,
+                              int network, char id_out[ENGINE_ID_LEN + 1]) {
+  if (!eng || !id_out || !env_valid(env, n_env) || network < -1 || network > ENGINE_NET_EGRESS)
     return -EINVAL;
   struct engine_session *s = calloc(1, sizeof *s);
   if (!s)
@@ -338,7 +363,9 @@ int engine_session_create(struct engine *eng, const struct engine_kv *env, size_
   s->eng = eng;
   s->init_pid = -1;
   s->init_pidfd = s->rootfd = s->cg_procs_fd = s->cg_current_fd = -1;
-  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = -1;
+  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = s->ns_net_fd = -1;
+  s->egress = network; /* engine_net_session_up reads and settles it */
+  s->egress_pid = s->egress_pidfd = s->egress_exit_fd = -1;
   pthread_mutex_init(&s->lock, NULL);
   buf_init(&s->log, ENGINE_BG_LOG_MAX);
   s->created_ms = engine_now_ms();
@@ -407,7 +434,7 @@ static int info_fill(struct engine_session *s, struct engine_session_info *info)
     if (!info->ports)
       rc = -ENOMEM;
     for (size_t i = 0; rc == 0 && i < s->n_bg; i++)
-      if (!s->bg[i]->reaped)
+      if (!s->bg[i]->reaped && !s->bg[i]->killed)
         info->ports[info->n_ports++] = s->bg[i]->port;
   }
   pthread_mutex_unlock(&s->lock);
@@ -671,6 +698,16 @@ int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_o
       rc = -EINVAL;
   if (rc == 0)
     rc = engine_run_bg_start(eng, s, opts, pid, port);
+  if (rc == 0) {
+    /* its preview port, from the host: the port reported is where the host reaches it */
+    int host_port;
+    int frc = engine_net_forward(eng, s, *port, &host_port);
+    if (frc < 0)
+      log_warn("engine: session %s: cannot forward the host's 127.0.0.1 into its port %d: %s",
+               s->id, *port, strerror(-frc));
+    else
+      *port = host_port;
+  }
   call_end(s);
   return rc;
 }
@@ -682,6 +719,8 @@ int engine_bg_kill_all(struct engine *eng, const char *id, int **pids, size_t *n
   if (!s)
     return -ESRCH;
   int rc = engine_run_bg_kill(s, pids, n);
+  if (rc == 0)
+    engine_net_unforward_all(eng, s);
   call_end(s);
   return rc;
 }
@@ -696,6 +735,33 @@ int engine_bg_status(struct engine *eng, const char *id, struct engine_bg_status
   int rc = engine_run_bg_status(s, procs, n, log);
   call_end(s);
   return rc;
+}
+
+/* ---- truncation, told in band ---- */
+
+int engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res) {
+  if (!eng || !res || !res->truncated || !res->err)
+    return 0;
+  int both = (res->truncated & ENGINE_TRUNC_STDOUT) && (res->truncated & ENGINE_TRUNC_STDERR);
+  char note[160];
+  int n = snprintf(note, sizeof note, "%s[opensandbox: %s cut at %zu bytes; the rest was discarded]\n",
+                   res->err_len && res->err[res->err_len - 1] != '\n' ? "\n" : "",
+                   both ? "stdout and stderr"
+                        : res->truncated & ENGINE_TRUNC_STDOUT ? "stdout" : "stderr",
+                   eng->max_output);
+  if (n <= 0)
+    return 0;
+  /* Stay within the cap: a full stderr gives up its tail to the note. */
+  size_t cap = eng->max_output;
+  if (cap > (size_t)n && res->err_len + (size_t)n > cap)
+    res->err_len = utf8_cut(res->err, res->err_len, cap - (size_t)n);
+  char *grown = realloc(res->err, res->err_len + (size_t)n + 1);
+  if (!grown)
+    return -ENOMEM;
+  memcpy(grown + res->err_len, note, (size_t)n + 1);
+  res->err = grown;
+  res->err_len += (size_t)n;
+  return 0;
 }
 
 /* ---- errors ---- */

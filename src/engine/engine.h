@@ -33,6 +33,11 @@ struct engine;
 #define ENGINE_MAX_RUNS 32u
 #define ENGINE_ID_LEN 36 /* a UUIDv4 in text, without the NUL */
 
+/* A session's network (see README, "Isolation"). */
+#define ENGINE_NET_NONE 0   /* its own loopback only: reaches nothing outside */
+#define ENGINE_NET_EGRESS 1 /* also the outside, through slirp4netns; never the host's loopback,
+                             * the host's own addresses or 169.254.0.0/16 */
+
 struct engine_opts {
   const char *state_dir;    /* where session state lives; NULL: a default under /tmp */
   size_t max_output;        /* bytes kept per stream per run; 0: 16 MiB */
@@ -43,6 +48,8 @@ struct engine_opts {
                                plain namespaces; otherwise rootless, in a user namespace,
                                when one can be made); 1 forces rootless mode even as root;
                                -1 never uses a user namespace (as if unavailable) */
+  int network;              /* ENGINE_NET_*: the sessions' default and the most a create
+                             * may ask for (egress needs slirp4netns: -ENOENT without it) */
 };
 
 struct engine_kv {
@@ -64,6 +71,11 @@ void engine_close(struct engine *eng);
 /* Create a session whose env is env[0..n_env). Writes its id (NUL-terminated) to id_out. */
 int engine_session_create(struct engine *eng, const struct engine_kv *env, size_t n_env,
                           char id_out[ENGINE_ID_LEN + 1]);
+
+/* The same with a network of its own choosing: -1 the engine's default, or ENGINE_NET_*;
+ * -EPERM for ENGINE_NET_EGRESS when the engine was not opened with it. */
+int engine_session_create_net(struct engine *eng, const struct engine_kv *env, size_t n_env,
+                              int network, char id_out[ENGINE_ID_LEN + 1]);
 
 /* Kill every process of the session and remove it. -ESRCH if unknown. */
 int engine_session_destroy(struct engine *eng, const char *id);
@@ -121,8 +133,12 @@ struct engine_run_result {
   size_t err_len;
   int exit_code;    /* 0 when ended by a signal */
   int signal;       /* the signal that ended the command, or 0 */
-  int truncated;    /* nonzero when either stream passed max_output and was cut */
+  int truncated;    /* ENGINE_TRUNC_* bits: the streams that passed max_output and were cut
+                     * (their bytes only: nothing is added to them) */
 };
+
+#define ENGINE_TRUNC_STDOUT 1
+#define ENGINE_TRUNC_STDERR 2
 
 /* Run a command in the session and wait for it. Returns 0 with *res filled (free with
  * engine_run_result_free) when the command ran, whatever its exit status; a command that
@@ -141,6 +157,11 @@ int engine_run(struct engine *eng, const char *id, const struct engine_run_opts 
                struct engine_run_result *res);
 
 void engine_run_result_free(struct engine_run_result *res);
+
+/* For clients that cannot be told of a cut out of band (the public SDKs): when res was
+ * truncated, append to its stderr a line saying which streams were cut at how many bytes,
+ * stderr giving up its tail so as to stay within max_output. Returns 0 or -ENOMEM. */
+int engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res);
 
 /* Completion of engine_run_async: rc and *res as engine_run would have returned them.
  * The callback takes *res (free it with engine_run_result_free); it runs on the engine's
@@ -195,7 +216,10 @@ struct engine_bg_opts {
   const char *cwd;
 };
 
-/* Start a background process with PORT and VITE_PORT set; *pid and *port say what ran. */
+/* Start a background process with PORT and VITE_PORT set; *pid and *port say what ran.
+ * *port is where the host reaches it on 127.0.0.1 (forwarded into the session's network
+ * namespace): PORT itself, unless the host's PORT was taken (another session's preview on
+ * the default port), then a free port of the host's. */
 int engine_bg_start(struct engine *eng, const char *id, const struct engine_bg_opts *opts,
                     int *pid, int *port);
 

@@ -32,6 +32,7 @@ struct engine_bg {
   int port;
   int reaped;      /* exit status collected: the pid must not be signalled any more */
   int thread_done; /* its output thread has ended and will not touch the entry again */
+  int killed;      /* killed by engine_bg_kill_all: no longer listed, even before its reaping */
 };
 
 struct engine_session {
@@ -64,12 +65,18 @@ struct engine_session {
   /* rootless: init's user, mount and PID namespaces, opened while init was still
    * dumpable (a hidden init refuses setns through its pidfd to an ordinary user) */
   int ns_user_fd, ns_mnt_fd, ns_pid_fd;
+  int ns_net_fd;              /* the session's network namespace (both modes; net.c) */
+  int egress;                 /* this session has egress (net.c) */
+  pid_t egress_pid;           /* the user-mode network stack serving it (our child), or -1 */
+  int egress_pidfd;
+  int egress_exit_fd;         /* closing it tells that stack to exit */
   char *cg_dir;
   char *dir;                  /* unsafe mode: the host directory used as root */
 };
 
 struct engine_spawn_req; /* sandbox.c */
 struct engine_io;        /* io.c */
+struct engine_net;       /* net.c */
 struct engine_io_run;    /* io.c */
 
 struct engine {
@@ -109,6 +116,11 @@ struct engine {
   /* runs waiting for a slot of their session, in arrival order (admit.c) */
   pthread_mutex_t admit_lock; /* guards the list and every session's runs_admitted */
   struct engine_admit_wait *admit_head, *admit_tail;
+
+  struct engine_net *net;     /* preview-port forwarder and egress settings (net.c) */
+  int netns;                  /* isolated sessions get a network namespace (net.c) */
+  int network;                /* ENGINE_NET_*: sessions' default, and the most allowed */
+  const void *seccomp;        /* the commands' filter, a struct sock_fprog (seccomp.c), or NULL */
 };
 
 struct engine_admit_wait; /* admit.c */

@@ -121,34 +121,10 @@ static char *sanitize(const struct buf *b, size_t *len) {
   return s;
 }
 
-/* Append to stderr a line saying which streams were cut, since the wire has no
- * `truncated` field: a gRPC or HTTP client learns it only from stderr. */
-static void note_truncation(struct engine_run_result *res, const struct engine_io_run *r) {
-  char note[160];
-  int n = snprintf(note, sizeof note, "%s[opensandbox: %s cut at %zu bytes; the rest was discarded]\n",
-                   res->err_len && res->err[res->err_len - 1] != '\n' ? "\n" : "",
-                   r->out.cut && r->err.cut ? "stdout and stderr" : r->out.cut ? "stdout" : "stderr",
-                   r->out.cut ? r->out.b.max : r->err.b.max);
-  if (n <= 0)
-    return;
-  /* Stay within the cap: a full stderr gives up its tail to the note. */
-  size_t cap = r->err.b.max;
-  if (cap > (size_t)n && res->err_len + (size_t)n > cap)
-    res->err_len = utf8_cut(res->err, res->err_len, cap - (size_t)n);
-  char *grown = realloc(res->err, res->err_len + (size_t)n + 1);
-  if (!grown)
-    return;
-  memcpy(grown + res->err_len, note, (size_t)n + 1);
-  res->err = grown;
-  res->err_len += (size_t)n;
-}
-
 static int fill_result(struct engine_run_result *res, struct engine_io_run *r) {
   res->out = sanitize(&r->out.b, &res->out_len);
   res->err = sanitize(&r->err.b, &res->err_len);
-  res->truncated = r->out.cut || r->err.cut;
-  if (res->truncated && res->err)
-    note_truncation(res, r);
+  res->truncated = (r->out.cut ? ENGINE_TRUNC_STDOUT : 0) | (r->err.cut ? ENGINE_TRUNC_STDERR : 0);
   if (!res->out || !res->err) {
     free(res->out);
     free(res->err);

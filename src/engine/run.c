@@ -50,6 +50,7 @@
 #include "common/log.h"
 #include "common/thread.h"
 #include "common/utf8.h"
+#include "engine/seccomp.h"
 
 #define READ_CHUNK 65536
 #define DEFAULT_PATH "/usr/bin:/bin"
@@ -60,7 +61,10 @@ struct child_spec {
   int isolated;
   int userns;       /* rootless: also enter init's user namespace; RLIMIT_NPROC limits */
   int init_pidfd;   /* setns target (isolated) */
-  int ns_fds[3];    /* rootless: the user, mount and PID namespaces to enter, in order */
+  int ns_fds[4];    /* rootless: the user, network, mount and PID namespaces to enter, in
+                     * order (the network one -1 when sessions have none) */
+  int netns;        /* isolated: the session has a network namespace to enter too */
+  const void *seccomp; /* the filter loaded just before exec (seccomp.c), or NULL */
   int cg_fd;        /* cgroup.procs the command joins, or -1 */
   int cg_cur_fd;    /* pids.current of that cgroup */
   int cwdfd;        /* O_PATH directory to start in */
@@ -293,6 +297,8 @@ static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
+  if (c->seccomp && engine_seccomp_load(c->seccomp) < 0)
+    child_die("seccomp", errno, 126);
   exec_lookup(c->argv, c->envp, c->path);
 }
 
@@ -305,13 +311,14 @@ static void __attribute__((noreturn)) intermediate_main(const struct child_spec 
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL); /* no handler of the host may run in here */
-  static const int ns_types[3] = {CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID};
-  for (int i = 0; c->isolated && c->userns && i < 3; i++)
-    if (setns(c->ns_fds[i], ns_types[i]) < 0) {
+  static const int ns_types[4] = {CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID};
+  for (int i = 0; c->isolated && c->userns && i < 4; i++)
+    if (c->ns_fds[i] >= 0 && setns(c->ns_fds[i], ns_types[i]) < 0) {
       report(c->stat_w, -errno);
       _exit(1);
     }
-  if (c->isolated && !c->userns && setns(c->init_pidfd, CLONE_NEWNS | CLONE_NEWPID) < 0) {
+  if (c->isolated && !c->userns &&
+      setns(c->init_pidfd, CLONE_NEWNS | CLONE_NEWPID | (c->netns ? CLONE_NEWNET : 0)) < 0) {
     report(c->stat_w, errno == EINVAL || errno == ESRCH ? -ESRCH : -errno);
     _exit(1);
   }
@@ -430,8 +437,11 @@ static void child_spec_init(struct child_spec *c, struct engine *eng, struct eng
   c->userns = eng->rootless;
   c->init_pidfd = s->init_pidfd;
   c->ns_fds[0] = s->ns_user_fd;
-  c->ns_fds[1] = s->ns_mnt_fd;
-  c->ns_fds[2] = s->ns_pid_fd;
+  c->ns_fds[1] = s->ns_net_fd;
+  c->ns_fds[2] = s->ns_mnt_fd;
+  c->ns_fds[3] = s->ns_pid_fd;
+  c->netns = eng->netns;
+  c->seccomp = eng->seccomp;
   c->cg_fd = s->cg_procs_fd;
   c->cg_cur_fd = s->cg_current_fd;
   c->cwdfd = -1;
@@ -920,11 +930,12 @@ int engine_run_bg_kill(struct engine_session *s, int **pids, size_t *n) {
   }
   for (size_t i = 0; i < s->n_bg; i++) {
     struct engine_bg *e = s->bg[i];
-    if (e->reaped)
+    if (e->reaped || e->killed)
       continue;
     kill(-e->pid, SIGKILL);
     syscall(SYS_pidfd_send_signal, e->pidfd, SIGKILL, NULL, 0);
     v[k++] = e->pid;
+    e->killed = 1; /* gone for callers now, whether or not it is reaped yet */
   }
   bg_compact(s);
   pthread_mutex_unlock(&s->lock);
@@ -941,6 +952,8 @@ int engine_run_bg_status(struct engine_session *s, struct engine_bg_status **pro
   size_t k = 0;
   for (size_t i = 0; v && i < s->n_bg; i++) {
     struct engine_bg *e = s->bg[i];
+    if (e->killed)
+      continue;
     struct pollfd pf = {.fd = e->pidfd, .events = POLLIN};
     v[k].pid = e->pid;
     v[k].alive = !e->reaped && poll(&pf, 1, 0) == 0;

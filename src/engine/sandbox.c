@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "engine/net.h"
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -88,6 +89,7 @@ struct init_args {
                     * when init is dumpable, so its maps may be written) */
   int go_r;        /* rootless: one int when the maps are written, one when the root fd
                     * is open (EOF: the engine gave up, leave); -1 otherwise */
+  int net;         /* in a network namespace of its own: bring its loopback up */
 };
 
 /* Wait for the engine's next `go` on fd: returns only when it came. */
@@ -294,6 +296,11 @@ static void __attribute__((noreturn)) init_main(struct init_args *a) {
       close(nul);
   }
   umask(0);
+  if (a->net) {
+    int err = engine_net_init_lo();
+    if (err)
+      init_fail(fd, err);
+  }
   if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
     init_fail(fd, errno);
   if (mount("tmpfs", a->mnt, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTS) < 0)
@@ -896,10 +903,11 @@ int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
     engine_sandbox_destroy(eng, s);
     return rc;
   }
-  struct init_args a = {.mnt = eng->state_dir, .ready_w = p[1], .go_r = go[0]};
+  struct init_args a = {.mnt = eng->state_dir, .ready_w = p[1], .go_r = go[0], .net = eng->netns};
   pid_t pid = -1;
   int pidfd = -1;
-  uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | (eng->rootless ? CLONE_NEWUSER : 0);
+  uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | (eng->rootless ? CLONE_NEWUSER : 0) |
+                   (eng->netns ? CLONE_NEWNET : 0);
   int rc = spawn_init(eng, flags, &a, &pid, &pidfd);
   close(p[1]);
   if (go[0] >= 0)
@@ -924,6 +932,8 @@ int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
       rc = -errno;
     if (rc == 0 && go[1] >= 0)
       rc = open_ns(s, pid);
+    if (rc == 0)
+      rc = engine_net_session_up(eng, s); /* rootless: while init is still dumpable */
     if (rc == 0 && go[1] >= 0)
       rc = send_go(go[1]); /* init may hide itself now */
   }
@@ -937,6 +947,7 @@ int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
 }
 
 void engine_sandbox_destroy(struct engine *eng, struct engine_session *s) {
+  engine_net_session_down(eng, s);
   if (s->init_pidfd >= 0) {
     /* PID 1 gone: the kernel kills the whole namespace. Waiting for init also waits until
      * every process of the namespace is gone (reaped by its parent thread in run.c). */
@@ -973,11 +984,16 @@ void engine_sandbox_release(struct engine_session *s) {
     close(s->cg_current_fd);
   if (s->init_pidfd >= 0)
     close(s->init_pidfd);
-  int ns[3] = {s->ns_user_fd, s->ns_mnt_fd, s->ns_pid_fd};
-  for (int i = 0; i < 3; i++)
+  int ns[4] = {s->ns_user_fd, s->ns_mnt_fd, s->ns_pid_fd, s->ns_net_fd};
+  for (int i = 0; i < 4; i++)
     if (ns[i] >= 0)
       close(ns[i]);
-  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = -1;
+  s->ns_user_fd = s->ns_mnt_fd = s->ns_pid_fd = s->ns_net_fd = -1;
+  if (s->egress_pidfd >= 0)
+    close(s->egress_pidfd);
+  if (s->egress_exit_fd >= 0)
+    close(s->egress_exit_fd);
+  s->egress_pidfd = s->egress_exit_fd = -1;
   free(s->cg_dir);
   free(s->dir);
   s->rootfd = s->cg_procs_fd = s->cg_current_fd = s->init_pidfd = -1;

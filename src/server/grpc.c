@@ -49,6 +49,7 @@
 #include <grpc/support/time.h>
 
 #include "common/log.h"
+#include "common/wire_ext.h"
 #include "engine/engine.h"
 #include "server/grpc_int.h"
 
@@ -108,6 +109,8 @@ struct gcall {
   grpc_slice send_details;      /* the call, like the status details */
   int cancelled;                /* written by RECV_CLOSE_ON_SERVER */
   atomic_int cancel;            /* the engine run's cancel flag */
+  int trunc_report;             /* RunCommand: the client asked for truncation in metadata */
+  grpc_metadata trailer;        /* x-opensandbox-truncated, alive until the call is freed */
   struct gcall *run_next;       /* in srv->run_head's list */
 };
 
@@ -194,6 +197,12 @@ static void send_reply(struct gcall *c, struct greply *r) {
     c->send_details = grpc_slice_from_copied_string(r->msg);
   }
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  if (c->trunc_report && r->code == GRPC_STATUS_OK) {
+    c->trailer.key = grpc_slice_from_static_string(OSB_TRUNCATED_KEY);
+    c->trailer.value = grpc_slice_from_static_string(r->truncated ? "1" : "0");
+    ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+    ops[n].data.send_status_from_server.trailing_metadata = &c->trailer;
+  }
   ops[n].data.send_status_from_server.status = r->code;
   ops[n++].data.send_status_from_server.status_details = r->code ? &c->send_details : NULL;
   if (start_batch(c, ops, n, STEP_SEND) < 0)
@@ -214,7 +223,7 @@ static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
 static void run_done(void *arg, int rc, struct engine_run_result *res) {
   struct gcall *c = arg;
   struct greply r = {.code = GRPC_STATUS_OK};
-  gmethod_run_reply(&r, rc, res);
+  gmethod_run_reply(c->srv->eng, &r, rc, res, !c->trunc_report);
   send_reply(c, &r);
   free(r.data);
   gcall_unref(c);
@@ -231,7 +240,7 @@ static void run_call(struct gcall *c) {
   c->req = grpc_empty_slice();
   if (atomic_load(&c->cancel)) { /* cancelled while queued: spawn nothing */
     struct engine_run_result none = {0};
-    gmethod_run_reply(&r, -ECANCELED, &none);
+    gmethod_run_reply(eng, &r, -ECANCELED, &none, 0);
     rc = -1;
   } else {
     rc = gmethod_run_start(eng, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &c->cancel,
@@ -304,6 +313,16 @@ static int authorized(const struct srv_grpc *s, const grpc_metadata_array *md) {
   return 0;
 }
 
+/* Did the client ask to be told of a cut output in trailing metadata (the bridge does;
+ * the public SDKs do not, and get the note in stderr instead)? */
+static int wants_trunc_report(const grpc_metadata_array *md) {
+  for (size_t i = 0; i < md->count; i++)
+    if (grpc_slice_str_cmp(md->metadata[i].key, OSB_TRUNCATION_KEY) == 0 &&
+        grpc_slice_str_cmp(md->metadata[i].value, "report") == 0)
+      return 1;
+  return 0;
+}
+
 /* Request one more call. Returns 0, or -1 (logged) when none could be requested. */
 static int request_call(struct srv_grpc *s) {
   grpc_call_error e;
@@ -364,6 +383,7 @@ static void on_accept(struct gcall *c, int success) {
   } else if (!(c->method = gmethod_find(c->details.method))) {
     send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
   } else {
+    c->trunc_report = wants_trunc_report(&c->md);
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv_bb;

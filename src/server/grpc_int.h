@@ -19,6 +19,7 @@ struct greply {
   char msg[256];  /* status details, sent when code is not OK */
   uint8_t *data;  /* owned, malloc'd; whoever sends the reply takes it */
   size_t len;
+  int truncated;  /* RunCommand: the output was cut (ENGINE_TRUNC_* bits) */
 };
 
 /* Set r's status and its details (printf-style, cut to fit). Cannot fail. */
@@ -51,6 +52,7 @@ int gmethod_run_start(struct engine *eng, const uint8_t *data, size_t len,
 
 /* RunCommand, second half: fill *r from what engine_run_async's callback got; takes *res
  * (freed here). Cannot fail (out of memory becomes RESOURCE_EXHAUSTED). */
-void gmethod_run_reply(struct greply *r, int rc, struct engine_run_result *res);
+void gmethod_run_reply(struct engine *eng, struct greply *r, int rc,
+                       struct engine_run_result *res, int note);
 
 #endif

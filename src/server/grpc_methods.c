@@ -388,12 +388,19 @@ int gmethod_run_start(struct engine *eng, const uint8_t *data, size_t len,
   return started ? 0 : -1;
 }
 
-void gmethod_run_reply(struct greply *r, int rc, struct engine_run_result *res) {
+void gmethod_run_reply(struct engine *eng, struct greply *r, int rc,
+                       struct engine_run_result *res, int note) {
   if (rc < 0) {
     reply_engine_error(r, rc);
   } else {
     if (res->truncated)
       log_info("grpc: RunCommand output truncated to the output limit");
+    r->truncated = res->truncated;
+    if (note && engine_run_note_truncation(eng, res) < 0) {
+      greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      engine_run_result_free(res);
+      return;
+    }
     reply_run_result(r, res);
   }
   engine_run_result_free(res);

@@ -35,6 +35,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "common/wire_ext.h"
 #include "engine/engine.h"
 
 #define DEFAULT_MAX_BODY (2u << 20)
@@ -406,6 +407,7 @@ static json_object *run_to_json(const struct engine_run_result *res) {
   json_object_object_add(o, "stderr", json_object_new_string_len(res->err, (int)res->err_len));
   json_object_object_add(o, "exit_code", res->signal ? NULL : json_object_new_int(res->exit_code));
   json_object_object_add(o, "signal", res->signal ? json_object_new_int(res->signal) : NULL);
+  json_object_object_add(o, "truncated", json_object_new_boolean(res->truncated != 0));
   return o;
 }
 
@@ -504,10 +506,28 @@ static void h_session_create(struct hctx *c) {
   size_t n_env = 0;
   json_object *o;
   int rc;
-  if (get_env(c, "env", &env, &n_env) < 0)
+  const char *net = NULL;
+  int network = -1; /* the server's --network */
+  if (get_env(c, "env", &env, &n_env) < 0 || get_string(c, "network", &net) < 0) {
+    free(env);
     return;
-  rc = engine_session_create(c->srv->eng, env, n_env, id);
+  }
+  if (net && strcmp(net, "none") == 0) {
+    network = ENGINE_NET_NONE;
+  } else if (net && strcmp(net, "egress") == 0) {
+    network = ENGINE_NET_EGRESS;
+  } else if (net) {
+    free(env);
+    reply_bad(c, "field '%s' must be \"none\" or \"egress\"", "network");
+    return;
+  }
+  rc = engine_session_create_net(c->srv->eng, env, n_env, network, id);
   free(env);
+  if (rc == -EPERM) { /* egress asked for, and this server runs with --network none */
+    reply_text(c, 403, "network egress is not enabled on this server (opensandboxd "
+                       "--network egress)");
+    return;
+  }
   if (rc < 0) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     return;
@@ -587,6 +607,13 @@ static void run_in(struct hctx *c, const char *id) {
   }
   if (res.truncated)
     log_info("http: run output truncated to the output limit");
+  /* a client that did not ask (OSB_TRUNCATION_KEY: report) gets the note in stderr */
+  const char *ask = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, OSB_TRUNCATION_KEY);
+  if (!(ask && strcmp(ask, "report") == 0) && engine_run_note_truncation(c->srv->eng, &res) < 0) {
+    engine_run_result_free(&res);
+    reply_text(c, 500, "out of memory");
+    goto out;
+  }
   reply_json(c, run_to_json(&res));
   engine_run_result_free(&res);
 out:

@@ -35,6 +35,7 @@ struct config {
   const char *state_dir;
   const char *api_key;
   int unsafe_no_isolation;
+  int network;          /* ENGINE_NET_* (--network) */
   const char *tls_cert; /* files given by --tls-cert / --tls-key, or NULL */
   const char *tls_key;
 };
@@ -64,6 +65,9 @@ static void usage(FILE *f) {
           "  --api-key KEY         require 'Authorization: Bearer KEY' (also\n"
           "                        OPENSANDBOXD_API_KEY); /health stays open\n"
           "  --unsafe-no-isolation run commands without namespaces (testing only)\n"
+          "  --network none|egress sessions' network: none (default: own loopback only)\n"
+          "                        or egress (also the outside through slirp4netns; a create\n"
+          "                        may still ask for none)\n"
           "  --tls-cert FILE       PEM certificate (chain): serve HTTPS and gRPC over TLS\n"
           "  --tls-key FILE        PEM private key of --tls-cert (both or neither)\n"
           "  --log-level LEVEL     error|warn|info|debug|trace (default warn)\n"
@@ -144,6 +148,7 @@ enum {
   OPT_STATE_DIR,
   OPT_API_KEY,
   OPT_UNSAFE,
+  OPT_NETWORK,
   OPT_TLS_CERT,
   OPT_TLS_KEY,
   OPT_LOG_LEVEL,
@@ -162,6 +167,7 @@ static const struct option long_opts[] = {
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"api-key", required_argument, NULL, OPT_API_KEY},
     {"unsafe-no-isolation", no_argument, NULL, OPT_UNSAFE},
+    {"network", required_argument, NULL, OPT_NETWORK},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -217,6 +223,16 @@ static int parse_flags(int argc, char **argv, struct config *cfg) {
       break;
     case OPT_UNSAFE:
       cfg->unsafe_no_isolation = 1;
+      break;
+    case OPT_NETWORK:
+      if (strcmp(optarg, "none") == 0) {
+        cfg->network = ENGINE_NET_NONE;
+      } else if (strcmp(optarg, "egress") == 0) {
+        cfg->network = ENGINE_NET_EGRESS;
+      } else {
+        fprintf(stderr, "opensandboxd: bad --network '%s' (none or egress)\n", optarg);
+        return -1;
+      }
       break;
     case OPT_TLS_CERT:
       cfg->tls_cert = optarg;
@@ -368,6 +384,7 @@ int main(int argc, char **argv) {
   eopts.max_file = cfg.max_file;
   eopts.ttl_secs = cfg.ttl;
   eopts.unsafe_no_isolation = cfg.unsafe_no_isolation;
+  eopts.network = cfg.network;
   rc = engine_open(&eopts, &eng);
   if (rc < 0) {
     fprintf(stderr, "opensandboxd: cannot open the engine: %s%s\n", engine_strerror(rc),

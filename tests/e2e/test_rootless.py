@@ -64,13 +64,13 @@ def host_secret():
 class NobodyServer:
     """opensandboxd as uid 65534 on free ports, with a state dir that user owns."""
 
-    def __init__(self):
+    def __init__(self, args=()):
         self.tmp = tempfile.mkdtemp(prefix="osbd-rootless-")
         os.chown(self.tmp, NOBODY, NOBODY)
         self.state_dir = os.path.join(self.tmp, "state")
         self.stderr_file = tempfile.TemporaryFile(prefix="osbd-rootless-stderr-")
         argv = AS_NOBODY + [harness.SERVER, "--port", "0", "--grpc-port", "0",
-                            "--bind", "127.0.0.1", "--state-dir", self.state_dir]
+                            "--bind", "127.0.0.1", "--state-dir", self.state_dir] + list(args)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.stderr_file, env=harness.clean_env())
         deadline = time.monotonic() + harness.scaled(20)
@@ -93,6 +93,7 @@ class NobodyServer:
         m = harness.Server.READY.match(line)
         assert m, line
         self.url = "http://127.0.0.1:%d" % int(m.group(2))
+        self.http_port, self.grpc_port = int(m.group(2)), int(m.group(4))
 
     def stderr_text(self):
         self.stderr_file.seek(0)

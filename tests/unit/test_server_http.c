@@ -249,7 +249,7 @@ TEST(session_routes_work) {
   ASSERT_EQ(req("POST", path_of(s, "/run"),
                 "{\"command\":[\"/bin/sh\",\"-c\",\"echo hi; echo err >&2; exit 3\"]}", &out),
             200);
-  ASSERT_STR_EQ(out, "{\"stdout\":\"hi\\n\",\"stderr\":\"err\\n\",\"exit_code\":3,\"signal\":null}");
+  ASSERT_STR_EQ(out, "{\"stdout\":\"hi\\n\",\"stderr\":\"err\\n\",\"exit_code\":3,\"signal\":null,\"truncated\":false}");
   free(out);
   ASSERT_EQ(req("POST", path_of(s, "/files/write"),
                 "{\"path\":\"/tmp/x\",\"content\":\"aGVsbG8=\"}", &out),

@@ -559,6 +559,7 @@ struct backend *backend_local_open(const struct backend_config *config, struct o
   struct engine_opts opts = {
       .state_dir = NULL,
       .max_output = config ? config->max_output : 0,
+      .network = config ? config->network : ENGINE_NET_NONE,
   };
   int rc = engine_open(&opts, &l->eng);
   if (rc < 0) {

@@ -48,7 +48,7 @@ static int config_set_str(const char **slot, const char *s, struct osb_err *err)
 /* Apply initializationOptions (Config of API.md) over *cfg. Members absent, null or (for
  * strings) empty change nothing; unknown members are ignored. */
 static int apply_options(json_object *opts, struct backend_config *cfg, struct osb_err *err) {
-  const char *base_url = NULL, *api_key = NULL, *transport = NULL;
+  const char *base_url = NULL, *api_key = NULL, *transport = NULL, *network = NULL;
   int64_t grpc_port = -1, timeout_ms = -1;
   int insecure = -1;
   if (params_string(opts, "baseUrl", NULL, PARAM_OPTIONAL, &base_url, err) < 0 ||
@@ -56,8 +56,17 @@ static int apply_options(json_object *opts, struct backend_config *cfg, struct o
       params_bool(opts, "grpcInsecure", &insecure, err) < 0 ||
       params_string(opts, "apiKey", NULL, PARAM_OPTIONAL, &api_key, err) < 0 ||
       params_int(opts, "requestTimeoutMs", 1, INT64_MAX, &timeout_ms, err) < 0 ||
-      params_string(opts, "transport", NULL, PARAM_OPTIONAL, &transport, err) < 0)
+      params_string(opts, "transport", NULL, PARAM_OPTIONAL, &transport, err) < 0 ||
+      params_string(opts, "network", NULL, PARAM_OPTIONAL, &network, err) < 0)
     return -1;
+  if (network && network[0]) {
+    if (strcmp(network, "none") == 0)
+      cfg->network = 0;
+    else if (strcmp(network, "egress") == 0)
+      cfg->network = 1;
+    else
+      return params_fail(err, "network", "must be \"none\" or \"egress\"");
+  }
   if (transport && transport[0]) {
     if (strcmp(transport, "auto") == 0)
       cfg->transport = BACKEND_TRANSPORT_AUTO;

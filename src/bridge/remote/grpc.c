@@ -23,6 +23,7 @@ struct run_reply {
   ProtobufCBinaryData err;
   int32_t exit_code;
   int32_t signal;
+  int truncated; /* not on the wire: from the trailing metadata (grpc_call.c) */
 };
 
 static const ProtobufCMessageDescriptor run_reply_descriptor;
@@ -190,6 +191,14 @@ static void write_msg_init(Sandbox__WriteFileRequest *rq, const char *id, const 
  * Replies
  * ====================================================================================== */
 
+const ProtobufCMessageDescriptor *remote_grpc_run_reply_desc(void) {
+  return &run_reply_descriptor;
+}
+
+void remote_grpc_run_reply_mark_truncated(ProtobufCMessage *msg) {
+  ((struct run_reply *)msg)->truncated = 1;
+}
+
 /* RunCommandResponse (msg, freed here) into *out. Returns 0, or -1 with *err filled. */
 static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct osb_err *err) {
   struct run_reply *r = (struct run_reply *)msg;
@@ -200,6 +209,7 @@ static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct
   out->err_len = r->err.len;
   out->exit_code = r->exit_code;
   out->signal = r->signal;
+  out->truncated = r->truncated;
   protobuf_c_message_free_unpacked(msg, NULL);
   if (!out->out || !out->err) {
     backend_run_res_free(out);

@@ -28,6 +28,7 @@
 #include "common/defaults.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/wire_ext.h"
 
 enum {
   RECONNECT_MIN_MS = 100,
@@ -70,7 +71,9 @@ struct op {
   struct remote_where w;      /* op, url and timeout_ms filled by op_prepare */
   grpc_call *call;
   grpc_byte_buffer *send;
-  grpc_metadata md;           /* authorization, when g->auth */
+  grpc_metadata md[2];        /* authorization (when g->auth), then for a run the ask to
+                               * be told of a cut output in trailing metadata */
+  size_t n_md;
   grpc_metadata_array initial_md, trailing_md;
   grpc_byte_buffer *recv;
   grpc_status_code status;
@@ -271,8 +274,12 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_me
   op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, g->poll_cq,
                                                  handle, deadline, NULL);
   if (g->auth) {
-    op->md.key = grpc_slice_from_static_string("authorization");
-    op->md.value = grpc_slice_from_static_string(g->auth);
+    op->md[op->n_md].key = grpc_slice_from_static_string("authorization");
+    op->md[op->n_md++].value = grpc_slice_from_static_string(g->auth);
+  }
+  if (m == RG_RUN) {
+    op->md[op->n_md].key = grpc_slice_from_static_string(OSB_TRUNCATION_KEY);
+    op->md[op->n_md++].value = grpc_slice_from_static_string("report");
   }
   return 0;
 }
@@ -283,8 +290,8 @@ static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = g->auth ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = g->auth ? &op->md : NULL;
+  ops[0].data.send_initial_metadata.count = op->n_md;
+  ops[0].data.send_initial_metadata.metadata = op->n_md ? op->md : NULL;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = op->send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -349,6 +356,11 @@ static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessag
   grpc_slice_unref(all);
   if (!*resp)
     return remote_fail_reply(w, 0, "the reply message cannot be decoded", err);
+  if (rdesc == remote_grpc_run_reply_desc())
+    for (size_t i = 0; i < op->trailing_md.count; i++)
+      if (grpc_slice_str_cmp(op->trailing_md.metadata[i].key, OSB_TRUNCATED_KEY) == 0 &&
+          grpc_slice_str_cmp(op->trailing_md.metadata[i].value, "1") == 0)
+        remote_grpc_run_reply_mark_truncated(*resp);
   return 0;
 }
 

@@ -23,6 +23,11 @@ enum remote_grpc_method {
 /* "/sandbox.SandboxService/RunCommand"... */
 const char *remote_grpc_method_path(enum remote_grpc_method m);
 
+/* RunCommand's reply descriptor (grpc.c), and the mark op_result sets on such a reply when
+ * the server's trailing metadata says the output was cut (OSB_TRUNCATED_KEY: "1"). */
+const ProtobufCMessageDescriptor *remote_grpc_run_reply_desc(void);
+void remote_grpc_run_reply_mark_truncated(ProtobufCMessage *msg);
+
 /* Whether the server answered WriteFiles with UNIMPLEMENTED (remembered); set marks it. */
 int remote_grpc_no_write_files(struct remote_grpc *g);
 void remote_grpc_set_no_write_files(struct remote_grpc *g);

@@ -25,6 +25,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "common/wire_ext.h"
 
 enum {
   MAX_ACTIVE = 64,            /* transfers in the multi handle at once; the rest wait in
@@ -428,7 +429,9 @@ static int xfer_setup(struct xfer *x) {
   if (!e)
     return remote_fail_internal("cannot start a libcurl transfer", &x->op->err);
   const char *lines[] = {"Accept: application/json",
-                         x->body ? "Content-Type: application/json" : NULL, "Expect:", h->auth};
+                         x->body ? "Content-Type: application/json" : NULL, "Expect:", h->auth,
+                         /* a cut output: told in the reply's "truncated", not in stderr */
+                         x->is_run ? OSB_TRUNCATION_KEY ": report" : NULL};
   for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
     if (!lines[i])
       continue;
@@ -992,6 +995,9 @@ static int parse_run(struct xfer *x, json_object *reply) {
     out->err = strdup("");
   out->exit_code = (int)member_int(reply, "exit_code", 0);
   out->signal = (int)member_int(reply, "signal", 0);
+  json_object *trunc;
+  out->truncated = json_object_object_get_ex(reply, "truncated", &trunc) &&
+                   json_object_get_boolean(trunc);
   if (!out->out || !out->err) {
     backend_run_res_free(out);
     return remote_fail_internal("out of memory", &x->op->err);
