@@ -72,7 +72,8 @@ struct op {
   int own_cq;                 /* cq is this op's pluck queue (blocking call) */
   grpc_call *call;
   grpc_byte_buffer *send;
-  grpc_metadata md;           /* authorization, when g->auth */
+  grpc_metadata md[2];        /* authorization (when g->auth), opensandbox-session */
+  size_t n_md;
   grpc_metadata_array initial_md, trailing_md;
   grpc_byte_buffer *recv;
   grpc_status_code status;
@@ -238,9 +239,22 @@ static void op_release(struct op *op) {
   grpc_metadata_array_destroy(&op->trailing_md);
   grpc_slice_unref(op->details);
   op->details = grpc_empty_slice();
+  for (size_t i = 0; i < op->n_md; i++)
+    grpc_slice_unref(op->md[i].value);
+  op->n_md = 0;
   if (op->recv)
     grpc_byte_buffer_destroy(op->recv);
   op->recv = NULL;
+}
+
+/* Whether id can go as the opensandbox-session metadata value: 1 to 256 visible ASCII
+ * characters (what a session id is; gRPC refuses control characters in metadata). */
+static int session_header_ok(const char *id) {
+  size_t n = 0;
+  for (; id && id[n]; n++)
+    if (id[n] < 0x21 || id[n] > 0x7e || n >= 256)
+      return 0;
+  return n > 0;
 }
 
 /* Make the call of method m carrying req (packed now: req may go once this returns), on a
@@ -289,8 +303,15 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum grpc_method m,
   op->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, op->cq,
                                                  handle, deadline, NULL);
   if (g->auth) {
-    op->md.key = grpc_slice_from_static_string("authorization");
-    op->md.value = grpc_slice_from_static_string(g->auth);
+    op->md[op->n_md].key = grpc_slice_from_static_string("authorization");
+    op->md[op->n_md++].value = grpc_slice_from_static_string(g->auth);
+  }
+  /* The session id rides along as metadata too, so that a balancer in front of many servers
+   * can route the call to the node that holds the session (deploy/README.md); servers ignore
+   * it. An id that is no legal header value names no session: it goes without. */
+  if (session_header_ok(op->w.sandbox_id)) {
+    op->md[op->n_md].key = grpc_slice_from_static_string("opensandbox-session");
+    op->md[op->n_md++].value = grpc_slice_from_copied_string(op->w.sandbox_id);
   }
   return 0;
 }
@@ -301,8 +322,8 @@ static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = g->auth ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = g->auth ? &op->md : NULL;
+  ops[0].data.send_initial_metadata.count = op->n_md;
+  ops[0].data.send_initial_metadata.metadata = op->n_md ? op->md : NULL;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = op->send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
