@@ -405,7 +405,9 @@ enum on_404 {
 static int fail_status(struct remote_http *h, struct call *c, const struct remote_where *w,
                        const struct resp *rs, enum on_404 how, struct osb_err *err) {
   char *text = body_text(rs);
+  struct remote_where hw = *w; /* with the base URL, for a gateway's 502/503/504 */
   int rc;
+  hw.url = h->base;
   if (rs->status == 404 && how != ON404_STATUS && w->sandbox_id) {
     if (how == ON404_NOT_FOUND) {
       rc = remote_fail_not_found(w, err);
@@ -421,7 +423,7 @@ static int fail_status(struct remote_http *h, struct call *c, const struct remot
         if (probe.status == 404)
           rc = remote_fail_not_found(w, err);
         else if (probe.status / 100 != 2)
-          rc = remote_fail_http(w, rs->status, text, err);
+          rc = remote_fail_http(&hw, rs->status, text, err);
         else if (how == ON404_FILE)
           rc = remote_fail_file(w, text ? text : "not found or not readable", err);
         else
@@ -431,7 +433,7 @@ static int fail_status(struct remote_http *h, struct call *c, const struct remot
       free(url);
     }
   } else {
-    rc = remote_fail_http(w, rs->status, text, err);
+    rc = remote_fail_http(&hw, rs->status, text, err);
   }
   free(text);
   return rc;
