@@ -210,3 +210,20 @@ def test_the_balancer_over_tls_routes_both_channels(spawn, start_cluster, pki):
     # without the CA, the balancer's certificate is refused
     other = spawn(c.tls_bridge_args(pki["ca"])[:4])
     other.error("sandbox/create", {}, code=-32003)
+
+
+def test_nodes_with_an_api_key_work_through_the_balancer(spawn, start_cluster):
+    """The key goes through HAProxy to the nodes (also in the merged list); health checks
+    need none; without the key the nodes refuse."""
+    c = start_cluster(node_args=("--api-key", "cluster-key"))
+    b = spawn(c.bridge_args() + ["--api-key", "cluster-key"])
+    ids = [b.create() for _ in range(3)]
+    assert {c.node_of(i) for i in ids} == set(c.nodes)
+    for sid in ids:
+        assert b.run(sid, "echo k")["stdout"] == "k\n"
+    assert {s["sandboxId"] for s in b.call("sandbox/list", {})["sandboxes"]} == set(ids)
+    for n in c.nodes:  # the checks pass on both pools: they need no key
+        c.wait_status(n, "UP", scaled(10))
+    nokey = spawn(c.bridge_args())
+    nokey.error("sandbox/list", {})
+    nokey.error("sandbox/run", {"sandboxId": ids[0], "command": "true"})
