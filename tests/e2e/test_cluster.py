@@ -133,7 +133,8 @@ def test_a_node_killed_mid_run_fails_only_its_own_sessions(spawn, start_cluster)
         b.write_file(sid, "/tmp/mark", sid)
     dead = "n2"
     # runs in flight on every node when the node dies
-    inflight = {sid: b.start("sandbox/run", {"sandboxId": sid, "command": "sleep 2; echo done"})
+    run_s = scaled(3)  # still running when the node is killed, sanitizer builds too
+    inflight = {sid: b.start("sandbox/run", {"sandboxId": sid, "command": "sleep %g; echo done" % run_s})
                 for sid in ids}
     time.sleep(scaled(0.7))
     node = c.nodes[dead]
@@ -142,7 +143,7 @@ def test_a_node_killed_mid_run_fails_only_its_own_sessions(spawn, start_cluster)
     node.proc.wait(10)
     limit = REQUEST_TIMEOUT_MS / 1000 + 3
     for sid, rid in inflight.items():
-        r = b.reply(rid, timeout=scaled(limit + 5))
+        r = b.reply(rid, timeout=run_s + scaled(limit + 5))
         if c.node_of(sid) == dead:
             assert r.get("error", {}).get("code") == -32003, r
         else:
