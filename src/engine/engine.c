@@ -34,7 +34,8 @@ int64_t engine_now_ms(void) {
 
 static void touch(struct engine_session *s) { atomic_store(&s->used_ms, engine_now_ms()); }
 
-static int make_uuid(char out[ENGINE_ID_LEN + 1]) {
+/* A new session id: a random UUIDv4, after "NODE-" when the engine has a node id. */
+static int make_id(const struct engine *eng, char out[ENGINE_ID_LEN + 1]) {
   unsigned char b[16];
   size_t got = 0;
   while (got < sizeof b) {
@@ -50,6 +51,11 @@ static int make_uuid(char out[ENGINE_ID_LEN + 1]) {
   b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* variant 10 */
   static const char hex[] = "0123456789abcdef";
   size_t o = 0;
+  if (eng->node_id[0]) {
+    o = strlen(eng->node_id);
+    memcpy(out, eng->node_id, o);
+    out[o++] = '-';
+  }
   for (int i = 0; i < 16; i++) {
     if (i == 4 || i == 6 || i == 8 || i == 10)
       out[o++] = '-';
@@ -241,12 +247,25 @@ static void *ttl_main(void *p) {
 
 /* ---- engine ---- */
 
+int engine_node_id_valid(const char *name) {
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n > ENGINE_NODE_ID_MAX)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '_'))
+      return 0;
+  }
+  return 1;
+}
+
 int engine_open(const struct engine_opts *opts, struct engine **out) {
   struct engine_opts none;
   memset(&none, 0, sizeof none);
   if (!opts)
     opts = &none;
-  if (!out)
+  if (!out || (opts->node_id && opts->node_id[0] && !engine_node_id_valid(opts->node_id)))
     return -EINVAL;
   struct engine *eng = calloc(1, sizeof *eng);
   if (!eng)
@@ -260,6 +279,8 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
     free(eng);
     return -ENOMEM;
   }
+  if (opts->node_id)
+    strcpy(eng->node_id, opts->node_id); /* valid, so it fits */
   eng->max_output = opts->max_output ? opts->max_output : ENGINE_DEFAULT_MAX_OUTPUT;
   eng->max_file = opts->max_file ? opts->max_file : ENGINE_DEFAULT_MAX_FILE;
   eng->ttl_secs = opts->ttl_secs ? opts->ttl_secs : ENGINE_DEFAULT_TTL;
@@ -372,7 +393,7 @@ int engine_session_create_net(struct engine *eng, const struct engine_kv *env, s
   touch(s);
   /* The session cwd starts at "/", the HTTP run default of WIRE.md. */
   s->cwd = strdup("/");
-  int rc = s->cwd ? make_uuid(s->id) : -ENOMEM;
+  int rc = s->cwd ? make_id(eng, s->id) : -ENOMEM;
   if (rc == 0 && n_env)
     rc = env_merge(&s->env, &s->n_env, env, n_env);
   if (rc == 0)

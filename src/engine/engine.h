@@ -31,7 +31,11 @@ struct engine;
 #define ENGINE_MAX_PROCS 64u
 /* API runs a session works on at once; more wait in line, in order (engine_run_async). */
 #define ENGINE_MAX_RUNS 32u
-#define ENGINE_ID_LEN 36 /* a UUIDv4 in text, without the NUL */
+#define ENGINE_UUID_LEN 36   /* a UUIDv4 in text, without the NUL */
+#define ENGINE_NODE_ID_MAX 16 /* longest engine_opts.node_id */
+/* The longest session id, without the NUL: "NODE-" + a UUIDv4 (just the UUID without a
+ * node id). */
+#define ENGINE_ID_LEN (ENGINE_NODE_ID_MAX + 1 + ENGINE_UUID_LEN)
 
 /* A session's network (see README, "Isolation"). */
 #define ENGINE_NET_NONE 0   /* its own loopback only: reaches nothing outside */
@@ -50,12 +54,20 @@ struct engine_opts {
                                -1 never uses a user namespace (as if unavailable) */
   int network;              /* ENGINE_NET_*: the sessions' default and the most a create
                              * may ask for (egress needs slirp4netns: -ENOENT without it) */
+  const char *node_id;      /* NULL or "": session ids are plain UUIDs; else every id starts
+                             * with node_id + "-", so that a balancer in front of many
+                             * servers can route a session's calls to its node (1 to
+                             * ENGINE_NODE_ID_MAX of [A-Za-z0-9_], -EINVAL otherwise) */
 };
 
 struct engine_kv {
   char *key;
   char *value;
 };
+
+/* Whether name is a valid engine_opts.node_id: 1 to ENGINE_NODE_ID_MAX of [A-Za-z0-9_]
+ * (no '-', so that the first '-' of an id ends its node id). */
+int engine_node_id_valid(const char *name);
 
 /* Open the engine (starts the reaper of idle sessions). Returns 0 and *out, or -errno;
  * -EPERM when isolation is impossible and unsafe_no_isolation is not set. */

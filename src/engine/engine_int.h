@@ -81,6 +81,7 @@ struct engine_io_run;    /* io.c */
 
 struct engine {
   char *state_dir;
+  char node_id[ENGINE_NODE_ID_MAX + 1]; /* the prefix of session ids, or "" */
   size_t max_output;
   size_t max_file;
   unsigned ttl_secs;

@@ -38,6 +38,7 @@ struct config {
   int network;          /* ENGINE_NET_* (--network) */
   const char *tls_cert; /* files given by --tls-cert / --tls-key, or NULL */
   const char *tls_key;
+  const char *node_id; /* --node-id: session ids start with it and '-', or NULL */
 };
 
 static int sig_pipe[2] = {-1, -1};
@@ -70,6 +71,10 @@ static void usage(FILE *f) {
           "                        may still ask for none)\n"
           "  --tls-cert FILE       PEM certificate (chain): serve HTTPS and gRPC over TLS\n"
           "  --tls-key FILE        PEM private key of --tls-cert (both or neither)\n"
+          "  --node-id NAME        start every session id with NAME- (1 to 16 of A-Z a-z\n"
+          "                        0-9 _), so that a balancer in front of many servers\n"
+          "                        routes each session's calls here; without it, ids are\n"
+          "                        plain UUIDs (see deploy/README.md)\n"
           "  --log-level LEVEL     error|warn|info|debug|trace (default warn)\n"
           "  --help, --version\n"
           "gRPC messages are limited to max(64 MiB, max-file + 1 MiB, 2 x max-output + 1 MiB).\n"
@@ -152,6 +157,7 @@ enum {
   OPT_TLS_CERT,
   OPT_TLS_KEY,
   OPT_LOG_LEVEL,
+  OPT_NODE_ID,
   OPT_HELP,
   OPT_VERSION,
 };
@@ -171,6 +177,7 @@ static const struct option long_opts[] = {
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"node-id", required_argument, NULL, OPT_NODE_ID},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -246,6 +253,14 @@ static int parse_flags(int argc, char **argv, struct config *cfg) {
         return -1;
       }
       log_set_level(level);
+      break;
+    case OPT_NODE_ID:
+      if (!engine_node_id_valid(optarg)) {
+        fprintf(stderr, "opensandboxd: bad --node-id '%s' (1 to %d of A-Z a-z 0-9 _)\n", optarg,
+                ENGINE_NODE_ID_MAX);
+        return -1;
+      }
+      cfg->node_id = optarg;
       break;
     case OPT_HELP:
       usage(stdout);
@@ -385,6 +400,7 @@ int main(int argc, char **argv) {
   eopts.ttl_secs = cfg.ttl;
   eopts.unsafe_no_isolation = cfg.unsafe_no_isolation;
   eopts.network = cfg.network;
+  eopts.node_id = cfg.node_id;
   rc = engine_open(&eopts, &eng);
   if (rc < 0) {
     fprintf(stderr, "opensandboxd: cannot open the engine: %s%s\n", engine_strerror(rc),

@@ -9,6 +9,11 @@ sandbox   a sandbox created through `bridge`.
 spawn     a factory for more bridges (other flags, LSP framing); each is cleaned up.
 Every bridge and server a test started must end cleanly: no protocol violation on stdout, no
 sanitizer report on stderr, no hang, no death by signal.
+
+Balancer mode (OSB_E2E_CLUSTER=1, run by test_cluster.py): `server` is three opensandboxd
+nodes behind HAProxy (cluster.py), and only the tests of the bridge against a server run:
+backend "remote" and the tests that take `server`, but for the files in CLUSTER_SKIP_FILES,
+which test opensandboxd itself rather than the bridge through it.
 """
 import os
 import sys
@@ -18,6 +23,31 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+
+CLUSTER = os.environ.get("OSB_E2E_CLUSTER") == "1"
+CLUSTER_SKIP_FILES = {
+    "test_sdk_compat.py",        # the public SDKs' own clients, straight to opensandboxd
+    "test_security.py",          # opensandboxd's isolation, by gRPC/HTTP straight to it
+    "test_server_lifecycle.py",  # opensandboxd's process life (signals, ports, flags)
+    "test_cluster.py",           # starts its own clusters
+    "test_valgrind.py", "test_soak.py",  # long runs of one process
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not CLUSTER:
+        return
+    keep, drop = [], []
+    for item in items:
+        cs = getattr(item, "callspec", None)
+        remote = cs is not None and cs.params.get("backend") == "remote"
+        takes_server = "server" in getattr(item, "fixturenames", ())
+        if os.path.basename(str(item.fspath)) not in CLUSTER_SKIP_FILES and (remote or takes_server):
+            keep.append(item)
+        else:
+            drop.append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
 
 
 def pytest_report_header(config):
@@ -65,7 +95,12 @@ def start_server(tracker):
 
 
 @pytest.fixture
-def server(start_server):
+def server(start_server, tracker):
+    if CLUSTER:
+        import cluster
+        c = cluster.Cluster()
+        tracker.servers.append(c)
+        return c
     return start_server()
 
 

@@ -104,7 +104,7 @@ TEST(session_create_list_get_destroy) {
   char id[ENGINE_ID_LEN + 1], id2[ENGINE_ID_LEN + 1];
   struct engine_kv env[] = {{"A", "1"}};
   ASSERT_EQ(engine_session_create(e, env, 1, id), 0);
-  ASSERT_EQ(strlen(id), ENGINE_ID_LEN);
+  ASSERT_EQ(strlen(id), ENGINE_UUID_LEN);
   ASSERT_EQ(id[14], '4');
   new_session(e, id2);
   ASSERT(strcmp(id, id2) != 0);
@@ -742,6 +742,38 @@ TEST(reading_fifo_or_device_fails_promptly) {
   ASSERT_EQ(engine_file_read(e, id, "/tmp", &data, &len), -EISDIR);
   ASSERT_EQ(engine_file_write(e, id, "/tmp/fifo", "x", 1), -ENXIO);
   ASSERT(now_ms() - t0 < 500);
+  engine_close(e);
+}
+
+/* With a node id, every session id is "NODE-" + a UUID (the balancer routes by it), and it
+ * works like any other id; bad node ids are refused. */
+TEST(node_id_prefixes_session_ids) {
+  struct engine_opts o;
+  memset(&o, 0, sizeof o);
+  o.state_dir = STATE_DIR;
+  struct engine *e = NULL;
+  o.node_id = "bad-name";
+  ASSERT_EQ(engine_open(&o, &e), -EINVAL);
+  o.node_id = "seventeen_chars_x";
+  ASSERT_EQ(engine_open(&o, &e), -EINVAL);
+  ASSERT(!engine_node_id_valid("") && !engine_node_id_valid("a/b") &&
+         !engine_node_id_valid("a b") && !engine_node_id_valid(NULL));
+  ASSERT(engine_node_id_valid("n_1") && engine_node_id_valid("sixteen_chars_xx"));
+  o.node_id = "sixteen_chars_xx";
+  ASSERT_EQ(engine_open(&o, &e), 0);
+  char id[ENGINE_ID_LEN + 1];
+  ASSERT_EQ(engine_session_create(e, NULL, 0, id), 0);
+  ASSERT_EQ(strlen(id), ENGINE_ID_LEN);
+  ASSERT(strncmp(id, "sixteen_chars_xx-", 17) == 0);
+  ASSERT_EQ(id[17 + 14], '4');
+  struct engine_session_info info;
+  ASSERT_EQ(engine_session_get(e, id, &info), 0);
+  ASSERT_STR_EQ(info.id, id);
+  engine_session_info_free(&info);
+  char *out = sh_out(e, id, "echo hi");
+  ASSERT_STR_EQ(out, "hi\n");
+  free(out);
+  ASSERT_EQ(engine_session_destroy(e, id), 0);
   engine_close(e);
 }
 
@@ -1600,6 +1632,7 @@ TEST(rootless_scenario_as_nobody) {
 int main(void) {
   if (geteuid() == 0) {
     RUN(session_create_list_get_destroy);
+    RUN(node_id_prefixes_session_ids);
     RUN(unknown_session_is_esrch_everywhere);
     RUN(idle_session_is_reaped_after_ttl);
     RUN(run_echo_prints_hello);

@@ -71,8 +71,9 @@ struct op {
   struct remote_where w;      /* op, url and timeout_ms filled by op_prepare */
   grpc_call *call;
   grpc_byte_buffer *send;
-  grpc_metadata md[2];        /* authorization (when g->auth), then for a run the ask to
-                               * be told of a cut output in trailing metadata */
+  grpc_metadata md[3];        /* authorization (when g->auth), opensandbox-session, then for
+                               * a run the ask to be told of a cut output in trailing
+                               * metadata */
   size_t n_md;
   grpc_metadata_array initial_md, trailing_md;
   grpc_byte_buffer *recv;
@@ -219,6 +220,9 @@ static int64_t reported_bound(int64_t timeout_ms, int64_t bound, int is_run) {
 
 /* Release what op holds (the call first, then its own queue). Accepts a zeroed op. */
 static void op_release(struct op *op) {
+  for (size_t i = 0; i < op->n_md; i++)
+    grpc_slice_unref(op->md[i].value);
+  op->n_md = 0;
   if (op->call)
     grpc_call_unref(op->call);
   op->call = NULL;
@@ -232,6 +236,16 @@ static void op_release(struct op *op) {
   if (op->recv)
     grpc_byte_buffer_destroy(op->recv);
   op->recv = NULL;
+}
+
+/* Whether id can go as the opensandbox-session metadata value: 1 to 256 visible ASCII
+ * characters (what a session id is; gRPC refuses control characters in metadata). */
+static int session_header_ok(const char *id) {
+  size_t n = 0;
+  for (; id && id[n]; n++)
+    if (id[n] < 0x21 || id[n] > 0x7e || n >= 256)
+      return 0;
+  return n > 0;
 }
 
 /* Make the call of method m carrying req (packed now: req may go once this returns), on the
@@ -276,6 +290,13 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_me
   if (g->auth) {
     op->md[op->n_md].key = grpc_slice_from_static_string("authorization");
     op->md[op->n_md++].value = grpc_slice_from_static_string(g->auth);
+  }
+  /* The session id rides along as metadata too, so that a balancer in front of many servers
+   * can route the call to the node that holds the session (deploy/README.md); servers ignore
+   * it. An id that is no legal header value names no session: it goes without. */
+  if (session_header_ok(op->w.sandbox_id)) {
+    op->md[op->n_md].key = grpc_slice_from_static_string("opensandbox-session");
+    op->md[op->n_md++].value = grpc_slice_from_copied_string(op->w.sandbox_id);
   }
   if (m == RG_RUN) {
     op->md[op->n_md].key = grpc_slice_from_static_string(OSB_TRUNCATION_KEY);

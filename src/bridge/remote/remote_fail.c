@@ -117,6 +117,14 @@ int remote_fail_grpc(const struct remote_where *w, int code, const char *detail,
 
 int remote_fail_http(const struct remote_where *w, long status, const char *body,
                      struct osb_err *err) {
+  /* 502, 503 and 504 come from a gateway in front of the server (a load balancer, a
+   * proxy): the server behind it is down or unreachable, as gRPC's UNAVAILABLE (which is
+   * what these statuses become on the gRPC side) says too. */
+  if (status == 502 || status == 503 || status == 504) {
+    char detail[128];
+    snprintf(detail, sizeof detail, "%s answered HTTP %ld from a gateway", op_name(w), status);
+    return remote_fail_unreachable(w, detail, err);
+  }
   json_object *data = OSB_J(json_object_new_object());
   json_object_object_add(data, "status", OSB_J(json_object_new_int64(status)));
   const char *what = status == 401 || status == 403 ? " (unauthorized: check the api key)" : "";
