@@ -14,7 +14,7 @@ PKGS := grpc json-c libcurl libprotobuf-c libmicrohttpd
 DEB_PKGS := build-essential pkg-config libjson-c-dev libcurl4-openssl-dev libgrpc-dev \
 	libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev python3 python3-jsonschema \
 	python3-pytest python3-grpcio python3-protobuf python3-grpc-tools valgrind \
-	clang libclang-rt-14-dev nodejs
+	clang libclang-rt-14-dev nodejs neovim
 
 ifeq ($(SAN),1)
 BUILD ?= build/asan
