@@ -4,7 +4,7 @@
 -- timer, reports a spawn failure or an early exit at once with the bridge's last stderr
 -- lines, and stops the bridge (shutdown, exit, then signals) when asked.
 -- All bookkeeping runs on the main loop: libuv callbacks only hand data over via vim.schedule.
-local uv = vim.loop
+local uv = vim.uv or vim.loop -- vim.uv from 0.10 on
 local log = require('opensandbox.log')
 local util = require('opensandbox.util')
 

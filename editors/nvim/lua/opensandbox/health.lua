@@ -45,7 +45,7 @@ function M.check()
   end
   h.ok('bridge program: ' .. path)
   h.info('backend: ' .. (cfg.url and ('remote, ' .. cfg.url) or 'the bridge\'s default (local unless OPENSANDBOX_URL is set)'))
-  if cfg.api_key_env and vim.loop.os_getenv(cfg.api_key_env) then
+  if cfg.api_key_env and (vim.uv or vim.loop).os_getenv(cfg.api_key_env) then
     h.ok('API key found in $' .. cfg.api_key_env)
   else
     h.info('no API key in $' .. tostring(cfg.api_key_env) .. ' (needed only by servers that ask for one)')

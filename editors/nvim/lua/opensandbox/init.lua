@@ -67,7 +67,7 @@ local function bridge_env()
   if not name or name == 'OPENSANDBOX_API_KEY' then
     return nil
   end
-  local key = vim.loop.os_getenv(name)
+  local key = (vim.uv or vim.loop).os_getenv(name)
   if not key then
     return nil
   end

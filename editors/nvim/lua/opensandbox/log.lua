@@ -10,7 +10,7 @@ local first = 1 -- index of the oldest entry still kept
 local listeners = {}
 
 local function stamp()
-  local sec, usec = vim.loop.gettimeofday()
+  local sec, usec = (vim.uv or vim.loop).gettimeofday()
   return os.date('!%H:%M:%S', sec) .. string.format('.%03d', math.floor((usec or 0) / 1000))
 end
 
