@@ -116,7 +116,7 @@ local osb = require('opensandbox')
 osb.setup({ cmd = os.getenv('OSB_CMD'), url = os.getenv('OSB_URL'),
   grpc_port = tonumber(os.getenv('OSB_GRPC_PORT') or ''), shutdown_timeout_ms = 1000 })
 local seq = osb.status.seq
-vim.cmd('OpenSandboxRun echo hi')
+vim.cmd('OpenSandboxRun ' .. (os.getenv('OSB_RUN') or 'echo hi'))
 if os.getenv('OSB_NO_WAIT') then
   vim.wait(300)
 else
@@ -170,6 +170,7 @@ def test_nvim_quit_leaves_no_process(backend, start_server, spawn, tmp_path):
     assert '"method":"shutdown"' in log and '"method":"exit"' in log, log
     assert "exited, code 0, signal 0" in log, log
     assert "SIGTERM" not in log and "SIGKILL" not in log, log
+    assert not harness.sanitizer_lines(log), log
     if server is not None:
         # The sandbox the plugin created is gone from the server.
         b = spawn(server.bridge_args())
@@ -188,3 +189,18 @@ def test_nvim_quit_kills_lingering_bridge(tmp_path):
     pid = doc["pid"]
     assert not pid_alive(pid), "stubborn bridge pid %d outlived nvim" % pid
     assert "SIGKILL" in doc["log"], doc["log"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nvim_quit_during_run(backend, start_server, tmp_path):
+    # Quitting while a command runs: the run is cancelled with its sandbox, the bridge exits
+    # cleanly and is gone when nvim is.
+    extra = {"OSB_RUN": "echo started; sleep 60", "OSB_NO_WAIT": "1"}
+    if backend == "remote":
+        server = start_server()
+        extra.update({"OSB_URL": server.url, "OSB_GRPC_PORT": str(server.grpc_port)})
+    doc = quit_nvim(str(tmp_path), extra)
+    assert doc["rc"] == 0, doc["stdout"]
+    assert not pid_alive(doc["pid"]), "bridge pid %d outlived nvim" % doc["pid"]
+    assert "exited, code 0, signal 0" in doc["log"], doc["log"]
+    assert not harness.sanitizer_lines(doc["log"]), doc["log"]

@@ -128,7 +128,8 @@ function Client:start()
     close_handle(stdout)
     close_handle(stderr)
     log.add('---', 'spawn failed: ' .. tostring(pid))
-    return nil, 'cannot start opensandbox-bridge (' .. path .. '): ' .. tostring(pid)
+    local hint = tostring(pid):find('ENOEXEC', 1, true) and ' (wrong architecture?)' or ''
+    return nil, 'cannot start opensandbox-bridge (' .. path .. '): ' .. tostring(pid) .. hint
   end
   self.handle, self.pid = handle, pid
   self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
