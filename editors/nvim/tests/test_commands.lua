@@ -158,6 +158,13 @@ T.test('run_exit_status_stderr_partial_lines', function()
   T.contains(body, 'c', 'unterminated last line')
   cmd_done('OpenSandboxRun kill -9 $$')
   T.eq(output_lines()[#output_lines()], '[killed by signal 9]', 'signal line')
+  -- The output buffer comes back after :bdelete and :bwipeout.
+  for _, how in ipairs({ 'bdelete!', 'bwipeout!' }) do
+    vim.cmd(how .. ' ' .. require('opensandbox.commands').output_buffer())
+    cmd_done('OpenSandboxRun echo again')
+    T.eq(output_lines(), { '$ echo again', 'again', '[exit status 0]' }, 'after ' .. how)
+    T.ok(vim.fn.bufwinid('opensandbox://output') ~= -1, 'shown after ' .. how)
+  end
 end)
 
 T.test('run_streams_live', function()

@@ -26,9 +26,13 @@ local function scratch(name, filetype)
   local ok = pcall(api.nvim_buf_set_name, buf, name)
   if not ok then
     -- A wiped buffer of that name still holds it: reuse its number.
-    local old = vim.fn.bufnr('^' .. vim.pesc(name) .. '$')
     api.nvim_buf_delete(buf, { force = true })
-    buf = old
+    for _, b in ipairs(api.nvim_list_bufs()) do
+      if api.nvim_buf_get_name(b) == name then
+        buf = b
+      end
+    end
+    vim.fn.bufload(buf)
   end
   vim.bo[buf].buftype = 'nofile'
   vim.bo[buf].bufhidden = 'hide'
@@ -50,6 +54,8 @@ end
 function M.output_buffer()
   if not (out.buf and api.nvim_buf_is_valid(out.buf)) then
     out.buf = scratch('opensandbox://output', 'opensandboxoutput')
+  elseif not api.nvim_buf_is_loaded(out.buf) then
+    vim.fn.bufload(out.buf) -- after :bdelete
   end
   return out.buf
 end
@@ -251,6 +257,11 @@ function M.files(a)
   end)
 end
 
+-- Host-file methods a bridge or server lacks: copy through JSON (base64) instead.
+local function unsupported(err)
+  return err and (err.code == -32601 or err.code == -32006)
+end
+
 function M.upload(a)
   local localp = a.fargs[1] or api.nvim_buf_get_name(0)
   if localp == '' or localp:match('^%a[%w+.-]*://') then
@@ -259,16 +270,24 @@ function M.upload(a)
   localp = vim.fn.fnamemodify(vim.fn.expand(localp), ':p')
   local remote = a.fargs[2] or vim.fn.fnamemodify(localp, ':t')
   osb.with_sandbox(function(id, done)
-    if osb.client():has_method('fs/upload') then
-      return osb.request('fs/upload', { sandboxId = id, localPath = localp, path = remote }, done)
+    local function through_json()
+      local data, rerr = util.read_file(localp)
+      if not data then
+        return done({ code = -32005, message = tostring(rerr),
+          data = { type = 'FileOperationError', localPath = localp } })
+      end
+      osb.request('fs/write', { sandboxId = id, path = remote, content = util.b64encode(data),
+        encoding = 'base64' }, done)
     end
-    local data, rerr = util.read_file(localp)
-    if not data then
-      return done({ code = -32005, message = tostring(rerr),
-        data = { type = 'FileOperationError', localPath = localp } })
+    if not osb.client():has_method('fs/upload') then
+      return through_json()
     end
-    osb.request('fs/write', { sandboxId = id, path = remote, content = util.b64encode(data),
-      encoding = 'base64' }, done)
+    osb.request('fs/upload', { sandboxId = id, localPath = localp, path = remote }, function(err, r)
+      if unsupported(err) then
+        return through_json()
+      end
+      done(err, r)
+    end)
   end, function(err, res)
     if not err then
       echo(string.format('uploaded %s to %s (%d bytes)', localp, remote, res.bytesWritten))
@@ -282,20 +301,28 @@ function M.download(a)
   local localp = a.fargs[2] or vim.fn.fnamemodify(remote, ':t')
   localp = vim.fn.fnamemodify(vim.fn.expand(localp), ':p')
   osb.with_sandbox(function(id, done)
-    if osb.client():has_method('fs/download') then
-      return osb.request('fs/download', { sandboxId = id, path = remote, localPath = localp }, done)
+    local function through_json()
+      osb.request('fs/read', { sandboxId = id, path = remote, encoding = 'base64' }, function(err, r)
+        if err then
+          return done(err)
+        end
+        local data = util.b64decode(r.content)
+        local ok, werr = util.write_file(localp, data)
+        if not ok then
+          return done({ code = -32005, message = tostring(werr),
+            data = { type = 'FileOperationError', localPath = localp } })
+        end
+        done(nil, { bytesRead = #data })
+      end)
     end
-    osb.request('fs/read', { sandboxId = id, path = remote, encoding = 'base64' }, function(err, r)
-      if err then
-        return done(err)
+    if not osb.client():has_method('fs/download') then
+      return through_json()
+    end
+    osb.request('fs/download', { sandboxId = id, path = remote, localPath = localp }, function(err, r)
+      if unsupported(err) then
+        return through_json()
       end
-      local data = util.b64decode(r.content)
-      local ok, werr = util.write_file(localp, data)
-      if not ok then
-        return done({ code = -32005, message = tostring(werr),
-          data = { type = 'FileOperationError', localPath = localp } })
-      end
-      done(nil, { bytesRead = #data })
+      done(err, r)
     end)
   end, function(err, res)
     if not err then
