@@ -152,10 +152,19 @@ T.test('run_exit_status_stderr_partial_lines', function()
   local l = output_lines()
   T.eq(l[1], [[$ printf a; printf 'b\n'; echo oops >&2; printf c; exit 3]], 'title')
   T.eq(l[#l], '[exit status 3]', 'status line')
-  local body = table.concat(l, '\n', 2, #l - 1)
-  T.contains(body, 'ab', 'stdout joined across chunks')
-  T.contains(body, 'oops', 'stderr')
-  T.contains(body, 'c', 'unterminated last line')
+  local body = { unpack(l, 2, #l - 1) }
+  table.sort(body)
+  T.eq(body, { 'ab', 'c', 'oops' }, 'output lines (stdout joined across chunks, the last'
+    .. ' one unterminated, stderr on lines of its own)')
+  -- stderr lines are highlighted, stdout lines are not.
+  local buf = require('opensandbox.commands').output_buffer()
+  local ns = api.nvim_create_namespace('opensandbox_output')
+  local hl = {}
+  for _, m in ipairs(api.nvim_buf_get_extmarks(buf, ns, 0, -1, { details = true })) do
+    hl[l[m[2] + 1]] = m[4].hl_group
+  end
+  T.eq(hl.oops, 'OpenSandboxStderr', 'stderr highlight')
+  T.eq(hl.ab, nil, 'no highlight on stdout')
   cmd_done('OpenSandboxRun kill -9 $$')
   T.eq(output_lines()[#output_lines()], '[killed by signal 9]', 'signal line')
   -- The output buffer comes back after :bdelete and :bwipeout.
@@ -498,6 +507,38 @@ T.test('spawn_failures_shown_at_once', function()
   configure()
   cmd_done('OpenSandboxRun echo recovered')
   T.eq(output_lines()[2], 'recovered', 'works again with the real bridge')
+end)
+
+T.test('framing_split_anywhere', function()
+  -- The LSP frame reader, fed the same bytes cut into pieces of every size: replies and
+  -- $/progress chunks come out whole, in order, wherever the cuts fall.
+  local function frame(body, header)
+    return (header or 'Content-Length') .. ': ' .. #body .. '\r\n\r\n' .. body
+  end
+  local stream = frame('{"jsonrpc":"2.0","method":"$/progress","params":{"token":"t",'
+      .. '"value":{"stdout":"h\\u00e9\\n"}}}')
+    .. frame('{"jsonrpc":"2.0","id":7,"result":{"v":"ok"}}', 'content-length')
+    .. frame('{"jsonrpc":"2.0","id":8,"error":{"code":-32005,"message":"m",'
+      .. '"data":{"type":"FileOperationError"}}}',
+      'Content-Type: application/vscode-jsonrpc; charset=utf-8\r\nContent-Length')
+  for _, size in ipairs({ 1, 2, 3, 5, 17, 64, #stream }) do
+    local c = require('opensandbox.client').new({ cmd = 'unused', request_timeout_ms = 1000 })
+    c.chunks, c.have = {}, 0
+    local got = {}
+    c.pending[7] = { method = 'a', timer = vim.loop.new_timer(), cb = function(err, res)
+      got[#got + 1] = 'reply ' .. (err and 'error' or res.v)
+    end }
+    c.pending[8] = { method = 'b', timer = vim.loop.new_timer(), cb = function(err)
+      got[#got + 1] = 'error ' .. err.data.type
+    end }
+    c.progress.t = function(v)
+      got[#got + 1] = 'chunk ' .. v.stdout
+    end
+    for i = 1, #stream, size do
+      c:_on_stdout(stream:sub(i, i + size - 1))
+    end
+    T.eq(got, { 'chunk h\195\169\n', 'reply ok', 'error FileOperationError' }, 'pieces of ' .. size)
+  end
 end)
 
 T.test('bridge_stderr_clean', function()

@@ -67,11 +67,22 @@ local function follow(buf)
   end
 end
 
+local ns = api.nvim_create_namespace('opensandbox_output')
+vim.api.nvim_set_hl(0, 'OpenSandboxStderr', { default = true, link = 'WarningMsg' })
+vim.api.nvim_set_hl(0, 'OpenSandboxStatus', { default = true, link = 'Comment' })
+
 -- Append output text; a chunk may end inside a line, the next one goes on with it.
-local function append(buf, text)
+-- Lines that got stderr bytes are highlighted with OpenSandboxStderr. A line left unfinished
+-- by one stream is not continued by the other: that starts a new line.
+local function append(buf, text, hl)
   if text == '' then
     return
   end
+  if out.partial and out.partial_hl ~= hl then
+    out.partial = false
+  end
+  out.partial_hl = hl
+  local from = api.nvim_buf_line_count(buf) - (out.partial and 1 or 0)
   local pieces = util.split(text, '\n')
   local n = #pieces
   local lines = {}
@@ -93,6 +104,11 @@ local function append(buf, text)
   end
   if #lines > 0 then
     api.nvim_buf_set_lines(buf, -1, -1, false, lines)
+  end
+  if hl then
+    for l = from, api.nvim_buf_line_count(buf) - 1 do
+      api.nvim_buf_add_highlight(buf, ns, hl, l, 0, -1)
+    end
   end
   follow(buf)
 end
@@ -125,15 +141,27 @@ local function run_into_output(cmd, title, opts)
   out.gen = out.gen + 1
   local gen = out.gen
   out.partial = false
+  api.nvim_buf_clear_namespace(buf, ns, 0, -1)
   api.nvim_buf_set_lines(buf, 0, -1, false, { '$ ' .. title })
+  api.nvim_buf_add_highlight(buf, ns, 'OpenSandboxStatus', 0, 0, -1)
   local function chunk(text)
     if gen == out.gen and api.nvim_buf_is_valid(buf) then
       append(buf, text)
     end
   end
+  local function err_chunk(text)
+    if gen == out.gen and api.nvim_buf_is_valid(buf) then
+      append(buf, text, 'OpenSandboxStderr')
+    end
+  end
   local function finish(err, result)
     if gen == out.gen and api.nvim_buf_is_valid(buf) then
-      api.nvim_buf_set_lines(buf, -1, -1, false, status_line(err, result))
+      local status = status_line(err, result)
+      api.nvim_buf_set_lines(buf, -1, -1, false, status)
+      local n = api.nvim_buf_line_count(buf)
+      for l = n - #status, n - 1 do
+        api.nvim_buf_add_highlight(buf, ns, err and 'ErrorMsg' or 'OpenSandboxStatus', l, 0, -1)
+      end
       out.partial = false
       follow(buf)
     end
@@ -143,7 +171,7 @@ local function run_into_output(cmd, title, opts)
   end
   osb.with_sandbox(function(id, done)
     local function go()
-      osb.run(cmd, { sandbox = id, on_stdout = chunk, on_stderr = chunk }, done)
+      osb.run(cmd, { sandbox = id, on_stdout = chunk, on_stderr = err_chunk }, done)
     end
     if opts.prepare then
       opts.prepare(id, function(err)
