@@ -9,6 +9,11 @@ local osb = require('opensandbox')
 local util = require('opensandbox.util')
 local api = vim.api
 
+local globals_before = {}
+for k in pairs(_G) do
+  globals_before[k] = true
+end
+
 local BRIDGE = assert(os.getenv('OSB_BRIDGE'), 'OSB_BRIDGE not set')
 local URL = os.getenv('OSB_URL')
 local GRPC = os.getenv('OSB_GRPC_PORT')
@@ -539,6 +544,17 @@ T.test('framing_split_anywhere', function()
     end
     T.eq(got, { 'chunk h\195\169\n', 'reply ok', 'error FileOperationError' }, 'pieces of ' .. size)
   end
+end)
+
+T.test('no_globals_leaked', function()
+  local new = {}
+  for k in pairs(_G) do
+    if not globals_before[k] then
+      new[#new + 1] = tostring(k)
+    end
+  end
+  table.sort(new)
+  T.eq(new, {}, 'globals the plugin set')
 end)
 
 T.test('bridge_stderr_clean', function()
