@@ -427,6 +427,30 @@ T.test('lua_api', function()
   T.ok(vim.tbl_contains(ids, id), 'current sandbox listed')
   e = req('no/such', {})
   T.eq(e.code, -32601, 'unknown method')
+  local ctx
+  local rid = osb.request('server/health', {}, function(_, _, c)
+    ctx = c
+  end)
+  T.wait(ms(10000), function()
+    return ctx ~= nil
+  end, 'ctx')
+  T.eq(ctx, { method = 'server/health', id = rid }, 'handler ctx')
+  local env_res
+  osb.run('echo "[$OSB_X]"', { env = { OSB_X = 'set' } }, function(_, r)
+    env_res = r
+  end)
+  T.wait(ms(30000), function()
+    return env_res ~= nil
+  end, 'run with env')
+  T.eq(env_res.stdout, '[set]\n', 'run env')
+  env_res = nil
+  osb.run('echo ok', { env = {}, cwd = '/tmp' }, function(err, r)
+    env_res = r or err
+  end)
+  T.wait(ms(30000), function()
+    return env_res ~= nil
+  end, 'run with empty env')
+  T.eq(env_res.stdout, 'ok\n', 'empty env table')
   local got, res, done = {}, nil, false
   local h = osb.run('printf out; printf err >&2; exit 2', {
     on_stdout = function(s)

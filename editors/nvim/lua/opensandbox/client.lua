@@ -233,7 +233,8 @@ function Client:_track(id, method, cb, timeout_ms)
   end)
 end
 
--- Send a request. cb(err, result) is called exactly once. Returns the request id, or nil
+-- Send a request. cb(err, result, ctx) is called exactly once (ctx = {method, id} on replies,
+-- as vim.lsp handlers get it). Returns the request id, or nil
 -- when the bridge could not be started (cb has then been called already).
 function Client:request(method, params, cb, timeout_ms)
   local ok, why = self:start()
@@ -333,9 +334,9 @@ function Client:_on_message(body)
     local err = util.nonnil(msg.error)
     if err then
       err.data = util.nonnil(err.data)
-      safe(p.cb, err, nil)
+      safe(p.cb, err, nil, { method = p.method, id = msg.id })
     else
-      safe(p.cb, nil, util.nonnil(msg.result))
+      safe(p.cb, nil, util.nonnil(msg.result), { method = p.method, id = msg.id })
     end
   elseif msg.method == '$/progress' then
     local params = util.nonnil(msg.params) or {}

@@ -119,8 +119,9 @@ function M.client()
   return client
 end
 
--- Send a request to the bridge: callback(err, result) as vim.lsp handlers have it (err is the
--- JSON-RPC error object {code, message, data}). Returns the request id (for M.cancel).
+-- Send a request to the bridge: callback(err, result, ctx) as vim.lsp handlers have it (err is
+-- the JSON-RPC error object {code, message, data}; ctx = {method, id}). opts.timeout_ms bounds
+-- the wait. Returns the request id (for M.cancel).
 function M.request(method, params, callback, opts)
   opts = opts or {}
   return M.client():request(method, params, callback or function() end, opts.timeout_ms)
@@ -203,8 +204,12 @@ function M.run(cmd, handlers, on_exit_cb)
     local got_chunk = false
     local c = M.client()
     local timeout = handlers.timeout_ms or M.config.run_timeout_ms
+    local env = handlers.env
+    if env and next(env) == nil then
+      env = vim.empty_dict() -- an empty Lua table would go out as []
+    end
     local params = { sandboxId = id, command = cmd, partialResultToken = token,
-      cwd = handlers.cwd, env = handlers.env, timeoutMs = timeout }
+      cwd = handlers.cwd, env = env, timeoutMs = timeout }
     c.progress[token] = function(value)
       got_chunk = true
       local out, err = util.nonnil(value.stdout), util.nonnil(value.stderr)
