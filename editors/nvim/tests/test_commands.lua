@@ -499,6 +499,15 @@ T.test('bridge_killed_restarts_on_next_command', function()
   T.eq(output_lines()[2], 'after restart', 'next command works')
   T.ok(c.pid ~= pid and c:alive(), 'a new bridge')
   T.eq(vim.loop.kill(pid, 0), nil, 'old pid is gone')
+  -- A command issued the moment the exit is seen (before its bookkeeping ran) works too.
+  pid = c.pid
+  vim.loop.kill(pid, 'sigkill')
+  T.wait(ms(5000), function()
+    return c.exited
+  end, 'exit seen')
+  cmd_done('OpenSandboxRun echo at once')
+  T.eq(output_lines()[2], 'at once', 'command right after the exit')
+  T.ok(c.pid ~= pid and c:alive(), 'another new bridge')
 end)
 
 T.test('spawn_failures_shown_at_once', function()

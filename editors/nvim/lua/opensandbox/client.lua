@@ -102,6 +102,10 @@ function Client:start()
   if self:alive() then
     return true
   end
+  if self.handle then
+    -- Exited, its last stderr lines still draining: settle the old process before the new.
+    self:_finish_exit(self.exit_status[1], self.exit_status[2])
+  end
   local path, why = check_program(self.opts.cmd)
   if not path then
     log.add('---', 'spawn failed: ' .. why)
@@ -112,7 +116,7 @@ function Client:start()
   local gen = self.generation
   self.exited, self.ready, self.info, self.stderr_tail = false, false, nil, {}
   self.chunks, self.have, self.need = {}, 0, nil
-  self.stdout_eof, self.stderr_eof = false, false
+  self.stdout_eof, self.stderr_eof, self.stderr_partial = false, false, nil
   self.path = path
   local handle, pid = uv.spawn(path, {
     args = self.opts.args,
@@ -371,22 +375,27 @@ function Client:_on_exit(gen, code, signal)
   end
   -- stderr may still hold the lines that explain the exit: give it a moment to drain.
   local tries = 0
+  local handle = self.handle
   local function finish()
+    if self.handle ~= handle then
+      return -- settled already by start()
+    end
     if not self.stderr_eof and tries < 10 then
       tries = tries + 1
       vim.defer_fn(finish, 20)
       return
     end
-    if self.stderr_partial and self.stderr_partial ~= '' then
-      self:_on_stderr('\n')
-    end
     self:_finish_exit(code, signal)
   end
   self.exited = true
+  self.exit_status = { code, signal }
   finish()
 end
 
 function Client:_finish_exit(code, signal)
+  if self.stderr_partial and self.stderr_partial ~= '' then
+    self:_on_stderr('\n')
+  end
   local expected = self.stopping
   local pid = self.pid
   log.add('---', string.format('bridge (pid %s) exited, code %d, signal %d', tostring(pid), code, signal))
