@@ -204,3 +204,48 @@ def test_nvim_quit_during_run(backend, start_server, tmp_path):
     assert not pid_alive(doc["pid"]), "bridge pid %d outlived nvim" % doc["pid"]
     assert "exited, code 0, signal 0" in doc["log"], doc["log"]
     assert not harness.sanitizer_lines(doc["log"]), doc["log"]
+
+
+KEY_SCRIPT = r"""
+local osb = require('opensandbox')
+local notes = {}
+vim.notify = function(msg) notes[#notes + 1] = msg end
+osb.setup({ cmd = os.getenv('OSB_BRIDGE'), url = os.getenv('OSB_URL'),
+  grpc_port = tonumber(os.getenv('OSB_GRPC_PORT')), api_key_env = os.getenv('OSB_KEY_VAR') })
+local seq = osb.status.seq
+vim.cmd('OpenSandboxRun echo authorised')
+vim.wait(30000, function() return osb.status.seq > seq end, 5)
+local f = io.open(os.getenv('OSB_INFO'), 'w')
+f:write(vim.json.encode({
+  output = vim.api.nvim_buf_get_lines(require('opensandbox.commands').output_buffer(), 0, -1, false),
+  log = table.concat(require('opensandbox.log').lines(), '\n'),
+}))
+f:close()
+vim.cmd('qa!')
+"""
+
+
+@pytest.mark.parametrize("key_var", ["OPENSANDBOX_API_KEY", "MY_SANDBOX_KEY", None])
+def test_nvim_api_key_from_environment(key_var, start_server, tmp_path):
+    # The key reaches the bridge from the environment only (under its own name, or another
+    # named by api_key_env); it is never on the command line or in the log.
+    key = "k3y-" + os.urandom(6).hex()
+    server = start_server("--api-key", key)
+    script = tmp_path / "key.lua"
+    script.write_text(KEY_SCRIPT)
+    info = tmp_path / "info.json"
+    extra = {"OSB_URL": server.url, "OSB_GRPC_PORT": str(server.grpc_port), "OSB_INFO": str(info),
+             "OSB_KEY_VAR": key_var or "MY_SANDBOX_KEY"}
+    if key_var:
+        extra[key_var] = key
+    proc = run_nvim(["-c", "luafile " + str(script)], nvim_env(extra), timeout=harness.scaled(60))
+    assert proc.returncode == 0, proc.stdout
+    doc = json.loads(info.read_text())
+    assert key not in doc["log"], "the API key is in the log"
+    if key_var:
+        assert doc["output"] == ["$ echo authorised", "authorised", "[exit status 0]"], doc
+    else:
+        status = doc["output"][-1]
+        assert re.match(r"^\[error\] \[[A-Za-z]+Error\] ", doc["output"][1]), doc["output"]
+        assert "authorised" not in doc["output"][1:], doc["output"]
+        assert status != "[exit status 0]", doc["output"]
