@@ -5,8 +5,9 @@ Per backend, one `nvim --headless` runs editors/nvim/tests/test_commands.lua (it
 Lua test runner: every command, buffer contents, bytes in the sandbox, the Lua API, spawn
 failures, a bridge killed mid-session); each Lua test is reported here as its own case.
 Separate cases quit Neovim and check that no process outlives it: the bridge's PID is gone
-once nvim has exited, the sandboxes the plugin created are destroyed (asked of the server),
-and a bridge that ignores shutdown and SIGTERM is killed.
+once nvim has exited (also mid-run), the sandboxes the plugin created are destroyed (asked
+of the server), and a bridge that ignores shutdown and SIGTERM is killed. Others check that
+the API key comes from the environment only and never reaches the plugin's log.
 """
 import json
 import os
