@@ -401,6 +401,13 @@ T.test('destroy', function()
   T.ok(osb._state.sandbox and osb._state.sandbox ~= id, 'new sandbox id')
   st = cmd_done('OpenSandboxDestroy ' .. id)
   T.eq(st.err and st.err.data.type, 'SandboxNotFoundError', 'destroying it again')
+  -- Destroyed behind the plugin's back: the next command notices and takes a new one.
+  local current = osb._state.sandbox
+  must('sandbox/destroy', { sandboxId = current })
+  st = cmd_done('OpenSandboxRun echo recreated')
+  T.ok(not st.err, st.err and util.format_error(st.err))
+  T.eq(output_lines()[2], 'recreated', 'run after an outside destroy')
+  T.ok(osb._state.sandbox ~= current, 'another sandbox')
 end)
 
 T.test('log_shows_traffic', function()
