@@ -15,9 +15,15 @@ end
 command('OpenSandboxRun', 'run', { nargs = '+', complete = 'shellcmd' })
 command('OpenSandboxRunFile', 'run_file', { nargs = 0 })
 command('OpenSandboxRunRange', 'run_range', { nargs = 0, range = '%' })
-command('OpenSandboxFiles', 'files', { nargs = '?' })
+local function complete(fn)
+  return function(...)
+    return require('opensandbox.commands')[fn](...)
+  end
+end
+
+command('OpenSandboxFiles', 'files', { nargs = '?', complete = complete('complete_dir') })
 command('OpenSandboxUpload', 'upload', { nargs = '*', complete = 'file' })
-command('OpenSandboxDownload', 'download', { nargs = '+', complete = 'file' })
+command('OpenSandboxDownload', 'download', { nargs = '+', complete = complete('complete_download') })
 command('OpenSandboxStop', 'stop', { nargs = 0 })
 command('OpenSandboxDestroy', 'destroy', { nargs = '?' })
 command('OpenSandboxLog', 'log', { nargs = 0 })

@@ -274,6 +274,21 @@ T.test('files_listing_and_open', function()
   must('sandbox/setCwd', { sandboxId = id, cwd = '/' })
 end)
 
+T.test('completion_of_sandbox_paths', function()
+  sandbox()
+  put('/tmp/osbt/d/inner.txt', 'inner\n')
+  put('/tmp/osbt/b.txt', 'bee\n')
+  T.eq(vim.fn.getcompletion('OpenSandboxFiles /tmp/osbt/', 'cmdline'), { '/tmp/osbt/d/' },
+    'directories only')
+  T.eq(vim.fn.getcompletion('OpenSandboxDownload /tmp/osbt/', 'cmdline'),
+    { '/tmp/osbt/b.txt', '/tmp/osbt/d/' }, 'remote paths')
+  T.eq(vim.fn.getcompletion('OpenSandboxDownload /tmp/osbt/b', 'cmdline'), { '/tmp/osbt/b.txt' },
+    'prefix')
+  assert(util.write_file(TMP .. '/complete-me.txt', ''))
+  T.eq(vim.fn.getcompletion('OpenSandboxDownload /tmp/osbt/b.txt ' .. TMP .. '/complete-m',
+    'cmdline'), { TMP .. '/complete-me.txt' }, 'local file second')
+end)
+
 T.test('edit_write_byte_for_byte', function()
   local id = sandbox()
   local cases = {

@@ -360,6 +360,47 @@ function M.download(a)
   end)
 end
 
+-- Completion of sandbox paths (for :OpenSandboxFiles and :OpenSandboxDownload): lists the
+-- directory of what is typed, with a short wait. Never creates a sandbox just to complete.
+local function remote_paths(arglead, dirs_only)
+  local id = osb._state.sandbox
+  local c = osb.client()
+  if not id or not c:alive() then
+    return {}
+  end
+  local dir = arglead:match('^(.*/)') or ''
+  local done, res = false, nil
+  osb.request('fs/list', { sandboxId = id, path = dir == '' and '.' or dir }, function(err, r)
+    done, res = true, not err and r or nil
+  end, { timeout_ms = 2000 })
+  vim.wait(2000, function()
+    return done
+  end, 2)
+  local out = {}
+  for _, e in ipairs(res and res.entries or {}) do
+    local item = dir .. e.name .. (e.isDirectory and '/' or '')
+    if (e.isDirectory or not dirs_only) and item:sub(1, #arglead) == arglead then
+      out[#out + 1] = item
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+function M.complete_dir(arglead)
+  return remote_paths(arglead, true)
+end
+
+-- :OpenSandboxDownload {remote} [local]: a sandbox path first, then a local file.
+function M.complete_download(arglead, cmdline, pos)
+  local before = cmdline:sub(1, pos)
+  local words = #vim.split(before, '%s+') - 1 -- arguments started so far, this one included
+  if words <= 1 then
+    return remote_paths(arglead, false)
+  end
+  return vim.fn.getcompletion(arglead, 'file')
+end
+
 -- ---------------------------------------------------------------------------------------
 -- Stop, destroy, log
 
