@@ -25,7 +25,7 @@ local function scratch(name, filetype)
   local buf = api.nvim_create_buf(false, true)
   local ok = pcall(api.nvim_buf_set_name, buf, name)
   if not ok then
-    -- A wiped buffer of that name still holds it: reuse its number.
+    -- Another buffer holds the name already (the module was reloaded): reuse that one.
     api.nvim_buf_delete(buf, { force = true })
     for _, b in ipairs(api.nvim_list_bufs()) do
       if api.nvim_buf_get_name(b) == name then
