@@ -115,7 +115,9 @@ def test_nvim(lua_results, backend, name):
 QUIT_SCRIPT = r"""
 local osb = require('opensandbox')
 osb.setup({ cmd = os.getenv('OSB_CMD'), url = os.getenv('OSB_URL'),
-  grpc_port = tonumber(os.getenv('OSB_GRPC_PORT') or ''), shutdown_timeout_ms = 1000 })
+  grpc_port = tonumber(os.getenv('OSB_GRPC_PORT') or ''),
+  shutdown_timeout_ms = tonumber(os.getenv('OSB_SHUTDOWN_MS') or '')
+    or math.floor(2000 * tonumber(os.getenv('OSB_TIMEOUT_SCALE') or '1')) })
 local seq = osb.status.seq
 vim.cmd('OpenSandboxRun ' .. (os.getenv('OSB_RUN') or 'echo hi'))
 if os.getenv('OSB_NO_WAIT') then
@@ -185,7 +187,8 @@ def test_nvim_quit_kills_lingering_bridge(tmp_path):
     fake = tmp_path / "stubborn-bridge"
     fake.write_text("#!/bin/sh\ntrap '' TERM\nexec sleep 600\n")
     fake.chmod(0o755)
-    doc = quit_nvim(str(tmp_path), {"OSB_CMD": str(fake), "OSB_NO_WAIT": "1"})
+    doc = quit_nvim(str(tmp_path), {"OSB_CMD": str(fake), "OSB_NO_WAIT": "1",
+                                    "OSB_SHUTDOWN_MS": "500"})
     assert doc["rc"] == 0, doc["stdout"]
     pid = doc["pid"]
     assert not pid_alive(pid), "stubborn bridge pid %d outlived nvim" % pid

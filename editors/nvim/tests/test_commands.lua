@@ -25,7 +25,8 @@ local function ms(n)
 end
 
 local function configure(extra)
-  local cfg = { cmd = BRIDGE, url = URL, grpc_port = GRPC and tonumber(GRPC) or nil }
+  local cfg = { cmd = BRIDGE, url = URL, grpc_port = GRPC and tonumber(GRPC) or nil,
+    complete_timeout_ms = ms(2000), shutdown_timeout_ms = ms(2000) }
   for k, v in pairs(extra or {}) do
     cfg[k] = v
   end

@@ -380,7 +380,8 @@ function Client:_on_exit(gen, code, signal)
     if self.handle ~= handle then
       return -- settled already by start()
     end
-    if not self.stderr_eof and tries < 10 then
+    -- Up to 1 s: on a loaded machine the last lines can come well after the exit itself.
+    if not self.stderr_eof and tries < 50 then
       tries = tries + 1
       vim.defer_fn(finish, 20)
       return

@@ -361,7 +361,8 @@ function M.download(a)
 end
 
 -- Completion of sandbox paths (for :OpenSandboxFiles and :OpenSandboxDownload): lists the
--- directory of what is typed, with a short wait. Never creates a sandbox just to complete.
+-- directory of what is typed, waiting at most complete_timeout_ms. Never creates a sandbox
+-- just to complete.
 local function remote_paths(arglead, dirs_only)
   local id = osb._state.sandbox
   local c = osb.client()
@@ -372,8 +373,8 @@ local function remote_paths(arglead, dirs_only)
   local done, res = false, nil
   osb.request('fs/list', { sandboxId = id, path = dir == '' and '.' or dir }, function(err, r)
     done, res = true, not err and r or nil
-  end, { timeout_ms = 2000 })
-  vim.wait(2000, function()
+  end, { timeout_ms = osb.config.complete_timeout_ms })
+  vim.wait(osb.config.complete_timeout_ms, function()
     return done
   end, 2)
   local out = {}

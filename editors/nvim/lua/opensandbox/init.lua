@@ -16,6 +16,7 @@ local defaults = {
   request_timeout_ms = 30000, -- bound on each request (runs: their timeout + 35 s)
   run_timeout_ms = nil, -- timeoutMs sent with each run (nil: the bridge's default, 300000)
   shutdown_timeout_ms = 2000, -- wait for each step of the shutdown on quit
+  complete_timeout_ms = 2000, -- <Tab> completion of sandbox paths waits at most this long
   output_split = 'botright 12split', -- how the output buffer is shown when not visible
   log_max_entries = 5000,
 }
