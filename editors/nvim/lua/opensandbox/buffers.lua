@@ -153,11 +153,16 @@ function M.read(ev)
   local bo = vim.bo[buf]
   bo.buftype = 'acwrite' -- :w goes through BufWriteCmd
   bo.swapfile = false
+  bo.modifiable = true -- a listing before
+  vim.b[buf].opensandbox_unread = nil
   if err and is_missing_error(err) then
     message('"' .. name .. '" [New]')
     return
   end
   if err then
+    -- The buffer is empty because the read failed, not because the file is: a plain :w must
+    -- not replace the file with nothing.
+    vim.b[buf].opensandbox_unread = true
     return show_error(err)
   end
   api.nvim_buf_call(buf, function()
@@ -201,6 +206,10 @@ local function write(ev, whole)
   if not id or path:sub(-1) == '/' then
     return show_error({ message = 'cannot write to ' .. name, data = { type = 'UsageError' } })
   end
+  if vim.b[buf].opensandbox_unread and name == api.nvim_buf_get_name(buf) and vim.v.cmdbang == 0 then
+    return show_error({ message = name .. ' was not read (its read failed); :e! reads it again,'
+      .. ' :w! writes this buffer over it', data = { type = 'UsageError' } })
+  end
   local tmp = vim.fn.tempname()
   local first = api.nvim_buf_get_mark(buf, '[')[1]
   local last = api.nvim_buf_get_mark(buf, ']')[1]
@@ -226,6 +235,7 @@ local function write(ev, whole)
   end
   if whole and first == 1 and last == nlines and name == api.nvim_buf_get_name(buf) then
     vim.bo[buf].modified = false
+    vim.b[buf].opensandbox_unread = nil
   end
   message(string.format('"%s" %dL, %dB written', name, last - first + 1, res.bytesWritten))
 end
