@@ -14,7 +14,7 @@ PKGS := grpc json-c libcurl libprotobuf-c libmicrohttpd libseccomp
 DEB_PKGS := build-essential pkg-config libjson-c-dev libcurl4-openssl-dev libgrpc-dev \
 	libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev python3 python3-jsonschema \
 	python3-pytest python3-grpcio python3-protobuf python3-grpc-tools valgrind \
-	clang libclang-rt-14-dev nodejs libseccomp-dev slirp4netns iproute2 haproxy openssl
+	clang libclang-rt-14-dev nodejs libseccomp-dev slirp4netns iproute2 haproxy openssl neovim
 
 ifeq ($(SAN),1)
 BUILD ?= build/asan
