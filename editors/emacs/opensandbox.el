@@ -220,13 +220,52 @@ string is interned first.  ARGS are the message members."
                          (cdr (opensandbox--error
                                "BridgeSpawnError"
                                (format "%s: not executable (no exec permission)" file)))))
-                (t file)))
-      (or (executable-find prog)
-          (signal 'opensandbox-error
-                  (cdr (opensandbox--error
-                        "BridgeSpawnError"
-                        (format "%s not found on exec-path (set `opensandbox-bridge-program')"
-                                prog))))))))
+                (t (opensandbox--check-executable file))))
+      (opensandbox--check-executable
+       (or (executable-find prog)
+           (signal 'opensandbox-error
+                   (cdr (opensandbox--error
+                         "BridgeSpawnError"
+                         (format "%s not found on exec-path (set `opensandbox-bridge-program')"
+                                 prog)))))))))
+
+(defconst opensandbox--elf-machines
+  '(("x86_64" 62 3) ("i[3-6]86" 3) ("aarch64" 183 40) ("arm" 40) ("riscv64" 243)
+    ("powerpc64le" 21) ("s390x" 22))
+  "ELF machine numbers each kind of host can run.
+Keys are regexps matched at the start of `system-configuration'.")
+
+(defun opensandbox--check-executable (file)
+  "Return FILE, or signal an error when it cannot run here.
+That is an ELF for another machine, or a script whose interpreter is
+missing.  Checking first matters: an exec
+that fails races with the first write to the child, and in batch mode Emacs
+dies of the SIGPIPE that write may get."
+  (let ((head (with-temp-buffer
+                (set-buffer-multibyte nil)
+                (ignore-errors (insert-file-contents-literally file nil 0 256))
+                (buffer-string)))
+        (fail (lambda (why)
+                (signal 'opensandbox-error
+                        (cdr (opensandbox--error "BridgeSpawnError"
+                                                 (format "%s: %s" file why)))))))
+    (cond
+     ((and (>= (length head) 20) (string-prefix-p "\177ELF" head))
+      (let* ((little (= (aref head 5) 1))
+             (machine (if little
+                          (+ (aref head 18) (* 256 (aref head 19)))
+                        (+ (aref head 19) (* 256 (aref head 18)))))
+             (host (cl-find-if (lambda (e) (string-match-p (concat "\\`" (car e))
+                                                           system-configuration))
+                               opensandbox--elf-machines)))
+        (when (and host (not (memq machine (cdr host))))
+          (funcall fail (format "wrong architecture (ELF machine %d; this host is %s)"
+                                machine system-configuration)))))
+     ((string-match "\\`#![ \t]*\\([^ \t\n]+\\)" head)
+      (let ((interp (match-string 1 head)))
+        (unless (file-executable-p interp)
+          (funcall fail (format "its interpreter %s is missing" interp))))))
+    file))
 
 (defun opensandbox--bridge-args ()
   "The bridge's command-line arguments."
@@ -250,6 +289,21 @@ string is interned first.  ARGS are the message members."
            (secret (plist-get found :secret)))
       (if (functionp secret) (funcall secret) secret))))
 
+(defun opensandbox--running-p (proc)
+  "Non-nil while the process PROC has not exited.
+Asks /proc as well as Emacs: when `kill-emacs' runs on SIGTERM, signals
+are blocked, so Emacs never learns that a child exited."
+  (and (process-live-p proc)
+       (let ((attrs (process-attributes (process-id proc))))
+         (and attrs (not (member (alist-get 'state attrs) '("Z" "X")))))))
+
+(defun opensandbox--wait (pred deadline)
+  "Wait until PRED returns non-nil or DEADLINE (a `float-time') passes.
+Uses `sleep-for', which also runs process filters: `accept-process-output'
+on a child whose exit Emacs cannot see (signals blocked) spins forever."
+  (while (and (not (funcall pred)) (< (float-time) deadline))
+    (sleep-for 0.01)))
+
 (defun opensandbox--stderr-tail (conn)
   "The last `opensandbox-stderr-lines' lines the bridge of CONN wrote on stderr.
 Reads what is still in the pipe first (briefly), so the lines are there even
@@ -257,12 +311,18 @@ when the bridge has just exited."
   (let* ((buf (ignore-errors (jsonrpc-stderr-buffer conn)))
          (sp (and (buffer-live-p buf) (get-buffer-process buf)))
          (deadline (+ (float-time) 0.5)))
-    (while (and sp (process-live-p sp) (< (float-time) deadline)
-                (accept-process-output sp 0.05)))
+    ;; The pipe closes once everything was read.  Not `accept-process-output'
+    ;; on it: that spins when signals are blocked (see `opensandbox--wait').
+    (when sp
+      (opensandbox--wait (lambda () (not (process-live-p sp))) deadline))
     (if (not (buffer-live-p buf))
         ""
       (with-current-buffer buf
-        (let ((lines (split-string (buffer-string) "\n" t "[ \t\r]+")))
+        (let* ((lines (split-string (buffer-string) "\n" t "[ \t\r]+"))
+               ;; A usage text after an error message buries it: drop it.
+               (usage (cl-position-if (lambda (l) (string-prefix-p "usage:" l)) lines)))
+          (when (and usage (> usage 0))
+            (setq lines (butlast lines (- (length lines) usage))))
           (string-join (last lines opensandbox-stderr-lines) "\n"))))))
 
 (defun opensandbox--death-text (conn)
@@ -320,6 +380,8 @@ when the bridge has just exited."
                                         process-environment)
                                 process-environment))
          (default-directory (expand-file-name "~/"))
+         ;; Replies are small: reading them at once beats batching them up.
+         (process-adaptive-read-buffering nil)
          (name opensandbox--log-name)
          proc conn)
     (setq conn (make-instance
@@ -336,7 +398,11 @@ when the bridge has just exited."
                                        :noquery t :file-handler nil
                                        ;; jsonrpc.el picks up the buffer of this name.
                                        :stderr (get-buffer-create
-                                                (format "*%s stderr*" name)))))))
+                                                (format "*%s stderr*" name))))
+                           ;; No "Process ... finished" line in the stderr text.
+                           (let ((sp (get-buffer-process (format "*%s stderr*" name))))
+                             (when sp (set-process-sentinel sp #'ignore)))
+                           proc)))
     (setf (opensandbox--conn-proc conn) proc)
     (setq opensandbox--conn conn)
     (let ((result (opensandbox--sync
@@ -382,7 +448,10 @@ CONN is the connection and METHOD the request's method."
          (type (or (and (listp data) (plist-get data :type))
                    (cdr (assq code opensandbox--code-types)))))
     (if (eql code -1)           ; jsonrpc.el's "Server died"
-        (opensandbox--error "BridgeExited" (opensandbox--death-text conn)
+        (opensandbox--error "BridgeExited"
+                            (if (opensandbox--conn-stopping conn)
+                                "the bridge was stopped"
+                              (opensandbox--death-text conn))
                             :method method)
       (opensandbox--error (or type "JsonRpcError") message
                           :code code :data data :method method))))
@@ -399,6 +468,11 @@ TIMEOUT is in seconds; when it passes the request is cancelled on the
 bridge and CALLBACK gets a RequestTimeout error.  Return the request id."
   (let ((name (format "%s" method))
         id)
+    (unless (process-live-p (opensandbox--conn-proc conn))
+      ;; Gone before jsonrpc.el noticed (say, exec failed): say why, now.
+      (let ((err (opensandbox--error "BridgeExited" (opensandbox--death-text conn)
+                                     :method name)))
+        (signal (car err) (cdr err))))
     (jsonrpc-async-request
      conn (if (stringp method) (intern method) method) params
      :success-fn (lambda (result) (funcall callback nil result))
@@ -690,8 +764,11 @@ Without a shebang or known major mode the text runs as a shell script."
          (bytes (condition-case err
                     (opensandbox--read-bytes opensandbox--file-sandbox path)
                   (opensandbox-error
-                   (if (string-match-p "No such file\\|ENOENT\\|not found"
-                                       (opensandbox-error-text err))
+                   ;; A file that does not exist yet opens empty, as with `find-file'.
+                   (if (and (equal (opensandbox-error-type err) "FileOperationError")
+                            (string-match-p "No such file\\|ENOENT\\|not found"
+                                            (format "%s" (plist-get (opensandbox-error-data err)
+                                                                    :reason))))
                        nil
                      (signal (car err) (cdr err))))))
          (tmp (make-temp-file "opensandbox-" nil (file-name-extension path t))))
@@ -891,34 +968,33 @@ directory at point, \\[opensandbox-files-up] goes up."
 BUDGET is the time allowed in seconds."
   (let* ((deadline (+ (float-time) budget))
          (proc (opensandbox--conn-proc conn))
+         (current (eq conn opensandbox--conn))
+         (gone (lambda () (not (opensandbox--running-p proc))))
          (pending 0))
     (setf (opensandbox--conn-stopping conn) t)
-    (when (jsonrpc-running-p conn)
+    (when (opensandbox--running-p proc)
       (ignore-errors
-        (dolist (id (and (eq conn opensandbox--conn) opensandbox--created))
+        (dolist (id (and current opensandbox--created))
           (cl-incf pending)
           (opensandbox--send conn "sandbox/destroy" (list :sandboxId id)
                              (lambda (&rest _) (cl-decf pending)) budget))
-        (while (and (> pending 0) (jsonrpc-running-p conn) (< (float-time) deadline))
-          (accept-process-output nil 0.05))
+        (opensandbox--wait (lambda () (or (<= pending 0) (funcall gone))) deadline)
         (let (done)
           (opensandbox--send conn "shutdown" nil (lambda (&rest _) (setq done t))
                              (max 0.1 (- deadline (float-time))))
-          (while (and (not done) (jsonrpc-running-p conn) (< (float-time) deadline))
-            (accept-process-output nil 0.05)))
-        (jsonrpc-notify conn 'exit nil)))
-    (when (process-live-p proc)
-      (ignore-errors (process-send-eof proc)))
-    (let ((linger (+ (float-time) (max 0.5 (min 1.0 (- deadline (float-time)))))))
-      (while (and (process-live-p proc) (< (float-time) linger))
-        (accept-process-output proc 0.05)))
-    (when (process-live-p proc)
+          (opensandbox--wait (lambda () (or done (funcall gone))) deadline))
+        (jsonrpc-notify conn 'exit nil)
+        (process-send-eof proc)))
+    ;; Stop reading the bridge's pipes: when `kill-emacs' runs on SIGTERM, an
+    ;; exited child's closed pipe would make every wait below spin forever.
+    (dolist (p (list proc (ignore-errors (get-buffer-process (jsonrpc-stderr-buffer conn)))))
+      (when (process-live-p p) (ignore-errors (set-process-filter p t))))
+    (opensandbox--wait gone (+ (float-time) (max 0.5 (min 1.0 (- deadline (float-time))))))
+    (unless (funcall gone)
       (ignore-errors (signal-process proc 'SIGKILL))
-      (let ((limit (+ (float-time) 1)))
-        (while (and (process-live-p proc) (< (float-time) limit))
-          (accept-process-output proc 0.05))))
+      (opensandbox--wait gone (+ (float-time) 1)))
     (ignore-errors (delete-process proc))
-    (when (eq conn opensandbox--conn)
+    (when current
       (setq opensandbox--conn nil
             opensandbox--sandbox-id nil
             opensandbox--created nil))))
