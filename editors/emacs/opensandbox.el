@@ -822,13 +822,55 @@ Runs from `write-contents-functions', after `require-final-newline' applied."
 
 (add-hook 'after-change-major-mode-hook #'opensandbox--file-setup)
 
+;;;; Reading sandbox paths
+
+(defvar opensandbox--listing-cache nil
+  "(TIME SANDBOX DIR NAMES) of the last directory read for completion.")
+
+(defun opensandbox--names (dir)
+  "Names in sandbox directory DIR for completion, directories ending in /."
+  (let ((sandbox (opensandbox-sandbox-id))
+        (cache opensandbox--listing-cache))
+    (if (and cache (equal (nth 1 cache) sandbox) (equal (nth 2 cache) dir)
+             (< (- (float-time) (nth 0 cache)) 5))
+        (nth 3 cache)
+      (let ((names (condition-case nil
+                       (mapcar (lambda (e)
+                                 (concat (plist-get e :name)
+                                         (if (eq (plist-get e :isDirectory) t) "/" "")))
+                               (plist-get (opensandbox-request "fs/list"
+                                                               (list :sandboxId sandbox :path dir))
+                                          :entries))
+                     (opensandbox-error nil))))
+        (setq opensandbox--listing-cache (list (float-time) sandbox dir names))
+        names))))
+
+(defun opensandbox--path-table (string pred action)
+  "Completion table for sandbox paths: STRING, PRED and ACTION as usual.
+Completes the last component of STRING from an fs/list of its directory."
+  (let ((dir (or (file-name-directory string) "")))
+    (if (eq (car-safe action) 'boundaries)
+        (let ((suffix (cdr action)))
+          `(boundaries ,(length dir) . ,(or (string-match-p "/" suffix) (length suffix))))
+      (let ((names (and (string-prefix-p "/" string) (opensandbox--names dir))))
+        (cond
+         ((eq action 'metadata) '(metadata (category . opensandbox-path)))
+         ((null action)                 ; try-completion answers the whole string
+          (let ((r (try-completion (substring string (length dir)) names pred)))
+            (if (stringp r) (concat dir r) r)))
+         (t (complete-with-action action names (substring string (length dir)) pred)))))))
+
+(defun opensandbox--read-path (prompt &optional initial)
+  "Read a sandbox path with PROMPT and completion; INITIAL is the start text."
+  (completing-read prompt #'opensandbox--path-table nil nil (or initial "/")))
+
 ;;;###autoload
 (defun opensandbox-find-file (path)
   "Edit the sandbox file PATH in a buffer; `save-buffer' writes it back.
 The bytes are decoded and encoded as for a local file (coding system, end
 of lines, `require-final-newline'), so what arrives in the sandbox is exactly
 what Emacs would have written to disk.  Return the buffer."
-  (interactive (list (read-string "Sandbox file: " "/")))
+  (interactive (list (opensandbox--read-path "Sandbox file: ")))
   (let* ((sandbox (opensandbox--with-errors (opensandbox-sandbox-id)))
          (buf (or (cl-find-if (lambda (b)
                                 (with-current-buffer b
@@ -876,7 +918,7 @@ directory at point, \\[opensandbox-files-up] goes up."
 ;;;###autoload
 (defun opensandbox-list-files (dir)
   "List the sandbox directory DIR; RET opens a file, ^ goes up.  Return the buffer."
-  (interactive (list (read-string "Sandbox directory: " "/")))
+  (interactive (list (opensandbox--read-path "Sandbox directory: ")))
   (let* ((sandbox (opensandbox--with-errors (opensandbox-sandbox-id)))
          (entries (opensandbox--with-errors
                     (plist-get (opensandbox-request "fs/list" (list :sandboxId sandbox :path dir))
@@ -919,8 +961,8 @@ directory at point, \\[opensandbox-files-up] goes up."
   "Copy the local file LOCAL to REMOTE in the sandbox, byte for byte."
   (interactive
    (let ((local (read-file-name "Upload local file: " nil nil t)))
-     (list local (read-string "To sandbox path: "
-                              (concat "/tmp/" (file-name-nondirectory local))))))
+     (list local (opensandbox--read-path "To sandbox path: "
+                                         (concat "/tmp/" (file-name-nondirectory local))))))
   (let ((sandbox (opensandbox--with-errors (opensandbox-sandbox-id)))
         (file (expand-file-name local)))
     (opensandbox--with-errors
@@ -937,7 +979,7 @@ directory at point, \\[opensandbox-files-up] goes up."
 (defun opensandbox-download-file (remote local)
   "Copy REMOTE in the sandbox to the local file LOCAL, byte for byte."
   (interactive
-   (let ((remote (read-string "Download sandbox file: " "/")))
+   (let ((remote (opensandbox--read-path "Download sandbox file: ")))
      (list remote (read-file-name "To local file: " nil nil nil
                                   (file-name-nondirectory remote)))))
   (let ((sandbox (opensandbox--with-errors (opensandbox-sandbox-id)))

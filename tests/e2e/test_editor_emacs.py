@@ -84,9 +84,30 @@ class ErtRun:
         return skip.group(1) if skip else (m.group(1) if m else "skipped")
 
 
+def baseline(backend, args):
+    """The same measure without Emacs: a Python client on the bridge (LSP framing), timing
+    sandbox/run of echo hello to its reply, printed next to Emacs' numbers."""
+    b = harness.Bridge(args, framing="lsp")
+    try:
+        sid = b.call("sandbox/create", {})["sandboxId"]
+        ms = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            b.call("sandbox/run", {"sandboxId": sid, "command": "echo hello"})
+            ms.append((time.monotonic() - t0) * 1000)
+        ms.sort()
+        print("OSB-MEASURE python-client %s run-reply-ms median=%.1f min=%.1f max=%.1f n=20"
+              % (backend, ms[10], ms[0], ms[-1]))
+    finally:
+        b.close()
+    assert not b.problems(), b.problems()
+
+
 @pytest.fixture(scope="module")
 def ert_local():
-    return ErtRun("local", emacs_env())
+    run = ErtRun("local", emacs_env())
+    baseline("local", [])
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +119,7 @@ def ert_remote():
                          "OSB_AUTH_URL": keyed.url, "OSB_AUTH_GRPC_PORT": str(keyed.grpc_port),
                          "OSB_AUTH_KEY": "osb-emacs-test-key"})
         run = ErtRun("remote", env)
+        baseline("remote", srv.bridge_args())
     finally:
         problems = [p for s in servers for p in s.problems()]
     if problems:

@@ -142,6 +142,17 @@ this test adds nothing."
              (if opensandbox-test-url "remote" "local")
              (nth (/ (length samples) 2) samples) (car samples) (car (last samples))
              (length samples)))
+  ;; The same with the traffic log off (`opensandbox-log-size' 0), side by side.
+  (opensandbox-shutdown)
+  (let ((opensandbox-log-size 0) samples)
+    (opensandbox-sandbox-id)
+    (dotimes (_ 20)
+      (push (opensandbox-test--time-first-output "echo hello") samples))
+    (setq samples (sort samples #'<))
+    (message "OSB-MEASURE emacs %s run-first-output-ms-log-off median=%.1f min=%.1f max=%.1f n=%d"
+             (if opensandbox-test-url "remote" "local")
+             (nth (/ (length samples) 2) samples) (car samples) (car (last samples))
+             (length samples)))
   ;; Cold: the bridge is spawned, initialized and a sandbox created first.
   (opensandbox-shutdown)
   (should-not opensandbox--sandbox-id)
@@ -399,6 +410,19 @@ this test adds nothing."
     (opensandbox-files-open)
     (should (equal (buffer-string) "12345"))
     (kill-buffer)))
+
+(ert-deftest opensandbox-test-path-completion ()
+  "Sandbox paths complete from fs/list, component by component."
+  (opensandbox-request "sandbox/run" (list :sandboxId (opensandbox-sandbox-id)
+                                           :command "mkdir -p /tmp/osb-cpl/subdir && : > /tmp/osb-cpl/file.txt"))
+  (setq opensandbox--listing-cache nil)
+  (should (equal (sort (all-completions "/tmp/osb-cpl/" #'opensandbox--path-table) #'string<)
+                 '("file.txt" "subdir/")))
+  (should (equal (try-completion "/tmp/osb-cpl/su" #'opensandbox--path-table) "/tmp/osb-cpl/subdir/"))
+  (should (equal (try-completion "/tmp/osb-c" #'opensandbox--path-table) "/tmp/osb-cpl/"))
+  (should (test-completion "/tmp/osb-cpl/file.txt" #'opensandbox--path-table))
+  (should (equal (completion-boundaries "/tmp/osb-cpl/fi" #'opensandbox--path-table nil "")
+                 '(13 . 0))))
 
 (ert-deftest opensandbox-test-upload-download ()
   "Upload and download copy every byte value unchanged."
