@@ -1027,14 +1027,17 @@ BUDGET is the time allowed in seconds."
           (opensandbox--wait (lambda () (or done (funcall gone))) deadline))
         (jsonrpc-notify conn 'exit nil)
         (process-send-eof proc)))
-    ;; Stop reading the bridge's pipes: when `kill-emacs' runs on SIGTERM, an
-    ;; exited child's closed pipe would make every wait below spin forever.
-    (dolist (p (list proc (ignore-errors (get-buffer-process (jsonrpc-stderr-buffer conn)))))
-      (when (process-live-p p) (ignore-errors (set-process-filter p t))))
+    ;; Stop reading the bridge's stdout: when `kill-emacs' runs on SIGTERM,
+    ;; signals are blocked, Emacs never sees the child exit, and its closed
+    ;; pipe would make every wait below spin forever.  (Its stderr is a pipe
+    ;; process, which just closes: the last lines still reach the log.)
+    (when (process-live-p proc) (ignore-errors (set-process-filter proc t)))
     (opensandbox--wait gone (+ (float-time) (max 0.5 (min 1.0 (- deadline (float-time))))))
     (unless (funcall gone)
       (ignore-errors (signal-process proc 'SIGKILL))
       (opensandbox--wait gone (+ (float-time) 1)))
+    (let ((sp (ignore-errors (get-buffer-process (jsonrpc-stderr-buffer conn)))))
+      (when sp (opensandbox--wait (lambda () (not (process-live-p sp))) (+ (float-time) 0.5))))
     (ignore-errors (delete-process proc))
     (when current
       (setq opensandbox--conn nil

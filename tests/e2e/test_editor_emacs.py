@@ -65,8 +65,16 @@ class ErtRun:
 
     def __init__(self, backend, env):
         self.backend = backend
-        self.rc, self.output = run_emacs(
-            ["-L", EL_DIR, "-l", TEST_EL, "-f", "ert-run-tests-batch-and-exit"], env, 300)
+        fd, log = tempfile.mkstemp(prefix="osb-emacs-log-")
+        os.close(fd)
+        env = dict(env, OSB_EMACS_LOG=log)
+        try:
+            self.rc, self.output = run_emacs(
+                ["-L", EL_DIR, "-l", TEST_EL, "-f", "ert-run-tests-batch-and-exit"], env, 300)
+            with open(log, encoding="utf-8", errors="replace") as f:
+                self.log = f.read()
+        finally:
+            os.unlink(log)
         self.results = {name: outcome for outcome, name in RESULT.findall(self.output)}
         for line in self.output.splitlines():
             if line.startswith("OSB-MEASURE"):
@@ -152,6 +160,14 @@ def test_ert_suite_exit_status(ert_local, ert_remote):
     """Each run ended normally (no crash, no hang, nothing unexpected)."""
     for run in (ert_local, ert_remote):
         assert run.rc == 0, "%s run: emacs exited %s\n%s" % (run.backend, run.rc, run.output[-3000:])
+
+
+def test_bridges_spawned_by_emacs_clean(ert_local, ert_remote):
+    """No sanitizer report from any bridge Emacs spawned (their stderr is in the log)."""
+    for run in (ert_local, ert_remote):
+        assert ":method \"sandbox/run\"" in run.log, "%s run: no log dumped" % run.backend
+        san = harness.sanitizer_lines(run.log)
+        assert not san, "%s run:\n%s" % (run.backend, "\n".join(san[:40]))
 
 
 def test_byte_compile_no_warnings(tmp_path):

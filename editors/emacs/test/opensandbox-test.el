@@ -29,7 +29,21 @@
 (setq opensandbox-bridge-program opensandbox-test-bridge
       opensandbox-url opensandbox-test-url
       opensandbox-grpc-port opensandbox-test-grpc-port
-      opensandbox-use-auth-source nil)
+      opensandbox-use-auth-source nil
+      opensandbox-log-size nil)
+
+(defun opensandbox-test--dump-log ()
+  "Write the log (traffic and every bridge's stderr) to $OSB_EMACS_LOG at exit.
+The wrapper looks there for sanitizer reports of the bridges Emacs spawned."
+  (let ((file (getenv "OSB_EMACS_LOG"))
+        (buf (get-buffer (format "*%s events*" opensandbox--log-name))))
+    (when (and file buf)
+      (with-current-buffer buf
+        (let ((coding-system-for-write 'utf-8-unix))
+          (write-region nil nil file nil 'silent))))))
+
+;; Depth 90: after the package's own hook has stopped the bridge.
+(add-hook 'kill-emacs-hook #'opensandbox-test--dump-log 90)
 
 (defun opensandbox-test--wait (pred &optional seconds)
   "Wait until PRED returns non-nil or SECONDS (20) pass; return PRED's value."
