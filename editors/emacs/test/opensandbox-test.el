@@ -93,6 +93,11 @@ The wrapper looks there for sanitizer reports of the bridges Emacs spawned."
   (opensandbox--connection)
   (process-id (opensandbox--conn-proc opensandbox--conn)))
 
+(defun opensandbox-test--skip (reason)
+  "Skip the running test for REASON, printed so the wrapper can show it."
+  (message "OSB-SKIP %s: %s" (ert-test-name (ert-running-test)) reason)
+  (ert-skip reason))
+
 (defmacro opensandbox-test--with-program (program args &rest body)
   "Run BODY with a fresh bridge spawned as PROGRAM with ARGS, then go back."
   (declare (indent 2))
@@ -177,7 +182,7 @@ this test adds nothing."
 (ert-deftest opensandbox-test-run-streams ()
   "With a streaming bridge, output shows before the command has ended."
   (unless (member "stream" (opensandbox-test--features))
-    (ert-skip "the bridge lists no `stream' feature in server/health (issue 9)"))
+    (opensandbox-test--skip "the bridge lists no `stream' feature in server/health (issue 9)"))
   (opensandbox-run "echo first; sleep 2; echo second")
   (should (opensandbox-test--wait
            (lambda () (string-match-p "^first$" (opensandbox-test--out))) 5))
@@ -255,7 +260,7 @@ this test adds nothing."
 (ert-deftest opensandbox-test-raw-jsonrpc-string-method ()
   "Emacs 28's jsonrpc.el sends a string method as null (why the package interns it)."
   (when (version<= "29" emacs-version)
-    (ert-skip "only Emacs 28's jsonrpc.el drops string methods"))
+    (opensandbox-test--skip "only Emacs 28's jsonrpc.el drops string methods"))
   (let* ((proc (make-process :name "osb-raw" :command (list opensandbox-bridge-program)
                              :connection-type 'pipe :noquery t
                              :stderr (get-buffer-create "*osb-raw stderr*")))
@@ -559,7 +564,7 @@ this test adds nothing."
 (ert-deftest opensandbox-test-shutdown-destroys-sandboxes ()
   "Stopping the bridge destroys the sandboxes the package created (remote backend)."
   (unless opensandbox-test-url
-    (ert-skip "local sandboxes live in the bridge process; the exit test covers them"))
+    (opensandbox-test--skip "local sandboxes live in the bridge process; the exit test covers them"))
   (let ((ids (list (opensandbox-sandbox-id))))
     (let ((opensandbox--sandbox-id nil))
       (push (opensandbox-sandbox-id) ids))
@@ -585,7 +590,7 @@ this test adds nothing."
         (port (getenv "OSB_AUTH_GRPC_PORT"))
         (key (getenv "OSB_AUTH_KEY")))
     (unless (and url port key)
-      (ert-skip "needs a server that requires an API key (OSB_AUTH_URL: the remote run)"))
+      (opensandbox-test--skip "needs a server that requires an API key (OSB_AUTH_URL: the remote run)"))
     (require 'auth-source)
     (require 'url-parse)
     (let ((authinfo (make-temp-file "osb-authinfo-")))
