@@ -182,6 +182,7 @@ For errors from the bridge this is `data.type' (\"SandboxNotFoundError\"...)."
    (last-id :initform nil :accessor opensandbox--conn-last-id)
    (backend :initform nil :accessor opensandbox--conn-backend)
    (methods :initform nil :accessor opensandbox--conn-methods)
+   (features :initform 'unknown :accessor opensandbox--conn-features)
    (stopping :initform nil :accessor opensandbox--conn-stopping)
    (death :initform nil :accessor opensandbox--conn-death))
   :documentation "A bridge process and what it told us about itself.")
@@ -436,6 +437,22 @@ A bridge that died is noticed here and replaced by a new one."
 (defun opensandbox-bridge-has-method-p (method)
   "Non-nil when the running bridge serves METHOD (a string)."
   (member method (opensandbox--conn-methods (opensandbox--connection))))
+
+(defun opensandbox-bridge-feature-p (feature)
+  "Non-nil when the bridge's backend can do FEATURE (a string).
+FEATURE is one of the `features' server/health lists: \"stream\", \"exec\",
+\"stdin\", \"upload\".  Asked once per bridge; a bridge that lists no
+features can do none of them."
+  (let ((conn (opensandbox--connection)))
+    (when (eq (opensandbox--conn-features conn) 'unknown)
+      (setf (opensandbox--conn-features conn)
+            (append (plist-get (opensandbox-request "server/health" nil) :features) nil)))
+    (member feature (opensandbox--conn-features conn))))
+
+(defun opensandbox--host-files-p (method)
+  "Non-nil when host-file METHOD (fs/upload, fs/download) can be used."
+  (and (opensandbox-bridge-has-method-p method)
+       (opensandbox-bridge-feature-p "upload")))
 
 ;;;; Requests
 
@@ -966,7 +983,7 @@ directory at point, \\[opensandbox-files-up] goes up."
   (let ((sandbox (opensandbox--with-errors (opensandbox-sandbox-id)))
         (file (expand-file-name local)))
     (opensandbox--with-errors
-      (if (and (not (file-remote-p file)) (opensandbox-bridge-has-method-p "fs/upload"))
+      (if (and (not (file-remote-p file)) (opensandbox--host-files-p "fs/upload"))
           (opensandbox-request "fs/upload" (list :sandboxId sandbox :localPath file :path remote))
         (opensandbox--write-bytes sandbox remote
                                   (with-temp-buffer
@@ -987,7 +1004,7 @@ directory at point, \\[opensandbox-files-up] goes up."
     (when (file-directory-p file)
       (setq file (expand-file-name (file-name-nondirectory remote) file)))
     (opensandbox--with-errors
-      (if (and (not (file-remote-p file)) (opensandbox-bridge-has-method-p "fs/download"))
+      (if (and (not (file-remote-p file)) (opensandbox--host-files-p "fs/download"))
           (opensandbox-request "fs/download" (list :sandboxId sandbox :path remote :localPath file))
         (let ((bytes (opensandbox--read-bytes sandbox remote)))
           (with-temp-buffer

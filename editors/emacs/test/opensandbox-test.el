@@ -84,10 +84,6 @@ The wrapper looks there for sanitizer reports of the bridges Emacs spawned."
   "Concatenate PARTS (strings of bytes) into one unibyte string."
   (apply #'unibyte-string (append (apply #'concat parts) nil)))
 
-(defun opensandbox-test--features ()
-  "The `features' of server/health, as a list of strings."
-  (append (plist-get (opensandbox-request "server/health" nil) :features) nil))
-
 (defun opensandbox-test--bridge-pid ()
   "PID of the running bridge."
   (opensandbox--connection)
@@ -181,12 +177,12 @@ this test adds nothing."
 
 (ert-deftest opensandbox-test-run-streams ()
   "With a streaming bridge, output shows before the command has ended."
-  (unless (member "stream" (opensandbox-test--features))
+  (unless (opensandbox-bridge-feature-p "stream")
     (opensandbox-test--skip "the bridge lists no `stream' feature in server/health (issue 9)"))
   (opensandbox-run "echo first; sleep 2; echo second")
   (should (opensandbox-test--wait
            (lambda () (string-match-p "^first$" (opensandbox-test--out))) 5))
-  (should-not (string-match-p "second" (opensandbox-test--out)))
+  (should-not (string-match-p "^second$" (opensandbox-test--out)))
   (should (string-match-p "^second\n\\[opensandbox\\] exit status 0"
                           (opensandbox-test--wait-status))))
 
@@ -455,6 +451,12 @@ this test adds nothing."
             (write-region (apply #'concat (make-list 50 bytes)) nil local nil 'silent))
           (opensandbox-upload-file local remote)
           (should (equal (opensandbox-test--bytes remote) (apply #'concat (make-list 50 bytes))))
+          ;; fs/upload when the backend has host files, else fs/write in base64.
+          (with-current-buffer (format "*%s events*" opensandbox--log-name)
+            (should (string-match-p (if (opensandbox-bridge-feature-p "upload")
+                                        ":method \"fs/upload\""
+                                      ":encoding \"base64\"")
+                                    (buffer-string))))
           (opensandbox-download-file remote back)
           (should (equal (with-temp-buffer
                            (set-buffer-multibyte nil)
