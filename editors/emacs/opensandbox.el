@@ -908,7 +908,7 @@ what Emacs would have written to disk.  Return the buffer."
                       (setq buffer-undo-list nil)
                       (goto-char (point-min)))
                     new))))
-    (if (called-interactively-p 'any) (pop-to-buffer-same-window buf) (set-buffer buf))
+    (when (called-interactively-p 'any) (pop-to-buffer-same-window buf))
     buf))
 
 ;;;; Listing, upload, download
