@@ -385,10 +385,10 @@ when the bridge has just exited."
          (process-adaptive-read-buffering nil)
          (name opensandbox--log-name)
          proc conn)
-    (setq conn (make-instance
+    (setq conn (apply
+                #'make-instance
                 'opensandbox--bridge-connection
                 :name name
-                :events-buffer-scrollback-size opensandbox-log-size
                 :notification-dispatcher #'opensandbox--notification
                 :on-shutdown #'opensandbox--on-shutdown
                 :process (lambda ()
@@ -403,7 +403,11 @@ when the bridge has just exited."
                            ;; No "Process ... finished" line in the stderr text.
                            (let ((sp (get-buffer-process (format "*%s stderr*" name))))
                              (when sp (set-process-sentinel sp #'ignore)))
-                           proc)))
+                           proc)
+                ;; jsonrpc.el 1.0.19 (Emacs 30) replaced the scrollback initarg.
+                (if (slot-exists-p 'jsonrpc-connection '-events-buffer-config)
+                    (list :events-buffer-config (list :size opensandbox-log-size))
+                  (list :events-buffer-scrollback-size opensandbox-log-size))))
     (setf (opensandbox--conn-proc conn) proc)
     (setq opensandbox--conn conn)
     (let ((result (opensandbox--sync
