@@ -614,9 +614,18 @@ and ON-OUTPUT still sees it before ON-EXIT."
     map)
   "Keymap for `opensandbox-output-mode'.")
 
+(defvar opensandbox--last-run nil "(PARAMS LABEL) of the last run started by a command.")
+
 (define-derived-mode opensandbox-output-mode special-mode "OpenSandbox"
-  "Major mode of the buffer run output streams into."
-  (setq-local buffer-undo-list t))
+  "Major mode of the buffer run output streams into.
+\\<opensandbox-output-mode-map>\\[opensandbox-stop] stops the commands,
+and g (`revert-buffer') runs the last one again."
+  (setq-local buffer-undo-list t)
+  (setq-local revert-buffer-function
+              (lambda (&rest _)
+                (if opensandbox--last-run
+                    (apply #'opensandbox--run-into-buffer opensandbox--last-run)
+                  (user-error "opensandbox: nothing has run yet")))))
 
 (defun opensandbox--output-buffer ()
   "The run output buffer."
@@ -654,6 +663,7 @@ and ON-OUTPUT still sees it before ON-EXIT."
 (defun opensandbox--run-into-buffer (params label)
   "Run sandbox/run with PARAMS, streaming into the output buffer under LABEL.
 Return the request id."
+  (setq opensandbox--last-run (list params label))
   (let ((buf (opensandbox--output-buffer))
         (start (float-time))
         (sandbox (opensandbox--with-errors (opensandbox-sandbox-id)))

@@ -117,6 +117,14 @@ The wrapper looks there for sanitizer reports of the bridges Emacs spawned."
   (should (string-match-p "exit status 0" (opensandbox-test--run "true")))
   (should (string-match-p "killed by signal 9" (opensandbox-test--run "kill -9 $$"))))
 
+(ert-deftest opensandbox-test-run-again ()
+  "`revert-buffer' in the output buffer runs the last command again."
+  (opensandbox-test--run "echo once")
+  (with-current-buffer (opensandbox--output-buffer)
+    (revert-buffer))
+  (let ((out (opensandbox-test--wait-status)))
+    (should (string-match-p "\\`\\$ echo once\nonce\n\\[opensandbox\\] exit status 0" out))))
+
 (ert-deftest opensandbox-test-run-stderr-face ()
   "Standard error is shown in its own face."
   (opensandbox-test--run "echo to-stderr >&2")
