@@ -585,6 +585,24 @@ this test adds nothing."
       (dolist (id ids)
         (should-not (member id listed))))))
 
+(defun opensandbox-test--closed-port ()
+  "A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."
+  (let* ((p (make-network-process :name "osb-port" :server t :host "127.0.0.1" :service t))
+         (port (process-contact p :service)))
+    (delete-process p)
+    port))
+
+(ert-deftest opensandbox-test-unreachable-server ()
+  "An unreachable server is shown as SandboxConnectionError with its message, at once."
+  (opensandbox-test--with-program opensandbox-test-bridge nil
+    (let* ((opensandbox-url (format "http://127.0.0.1:%d" (opensandbox-test--closed-port)))
+           (opensandbox-grpc-port (opensandbox-test--closed-port))
+           (t0 (float-time))
+           (err (should-error (opensandbox-run "true") :type 'user-error)))
+      (should (string-match-p "\\`opensandbox: SandboxConnectionError: .*127\\.0\\.0\\.1"
+                              (cadr err)))
+      (should (< (- (float-time) t0) (* 10 opensandbox-test-scale))))))
+
 ;;;; API key
 
 (defun opensandbox-test--proc-file (pid name)
