@@ -15,6 +15,9 @@ DEB_PKGS := build-essential pkg-config libjson-c-dev libcurl4-openssl-dev libgrp
 	libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev python3 python3-jsonschema \
 	python3-pytest python3-grpcio python3-protobuf python3-grpc-tools valgrind \
 	clang libclang-rt-14-dev nodejs libseccomp-dev slirp4netns iproute2 haproxy openssl neovim
+	clang libclang-rt-14-dev nodejs
+# editors/emacs: its ERT suite, byte-compilation and package-lint (tests/e2e/test_editor_emacs.py)
+DEB_PKGS += emacs-nox elpa-package-lint
 
 ifeq ($(SAN),1)
 BUILD ?= build/asan

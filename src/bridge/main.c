@@ -160,6 +160,9 @@ int main(int argc, char **argv) {
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
   };
+  /* Exit status when the options end the run (usage, --help); the strings set so far are
+     freed on the way out, which LeakSanitizer checks. */
+  int early = -1;
   int c;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
@@ -194,7 +197,8 @@ int main(int argc, char **argv) {
         opts.framing = RPC_FRAMING_NDJSON;
       } else {
         fprintf(stderr, "opensandbox-bridge: --framing: expected lsp or ndjson\n");
-        return 2;
+        early = 2;
+        goto parsed;
       }
       break;
     case OPT_MAX_MESSAGE:
@@ -210,26 +214,38 @@ int main(int argc, char **argv) {
       enum log_level level;
       if (log_parse_level(optarg, &level) < 0) {
         fprintf(stderr, "opensandbox-bridge: --log-level: expected error|warn|info|debug|trace\n");
-        return 2;
+        early = 2;
+        goto parsed;
       }
       log_set_level(level);
       break;
     }
     case OPT_HELP:
       usage(stdout);
-      return 0;
+      early = 0;
+      goto parsed;
     case OPT_VERSION:
       printf("opensandbox-bridge %s\n", BRIDGE_VERSION);
-      return 0;
+      early = 0;
+      goto parsed;
     default:
       usage(stderr);
-      return 2;
+      early = 2;
+      goto parsed;
     }
   }
   if (optind < argc) {
     fprintf(stderr, "opensandbox-bridge: unexpected argument '%s'\n", argv[optind]);
     usage(stderr);
-    return 2;
+    early = 2;
+    goto parsed;
+  }
+parsed:
+  if (early >= 0) {
+    free(url);
+    free(api_key);
+    free(cacert);
+    return early;
   }
 
   /* A client that goes away must not kill us mid-reply; SIGTERM/SIGINT stop cleanly. */
