@@ -9,7 +9,7 @@ import { ChildProcess, spawn } from 'child_process';
 import { closeSync, openSync, readSync } from 'fs';
 import * as path from 'path';
 import { PassThrough } from 'stream';
-import * as rpc from 'vscode-jsonrpc/node';
+import type * as Rpc from 'vscode-jsonrpc/node';
 import { OpenSandboxError, fromResponseError } from './errors';
 
 export interface BridgeOptions {
@@ -39,6 +39,14 @@ export interface InitializeResult {
 }
 
 export interface ExitInfo { code: number | null; signal: NodeJS.Signals | null }
+
+// vscode-jsonrpc is loaded on the first start, not when the extension activates: it is
+// most of what requiring this module would cost (~50 ms), and many sessions never start a bridge.
+let rpcModule: typeof Rpc | undefined;
+function rpcLib(): typeof Rpc {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (rpcModule ??= require('vscode-jsonrpc/node') as typeof Rpc);
+}
 
 const STDERR_KEEP = 50;
 
@@ -70,7 +78,7 @@ const STDERR_SHOW = 12;
 export class BridgeProcess {
   readonly options: BridgeOptions;
   private child: ChildProcess | undefined;
-  private conn: rpc.MessageConnection | undefined;
+  private conn: Rpc.MessageConnection | undefined;
   private toChild: PassThrough | undefined;
   private stderrLines: string[] = [];
   private stderrPartial = '';
@@ -193,6 +201,7 @@ export class BridgeProcess {
     const toChild = new PassThrough();
     toChild.pipe(child.stdin!);
     this.toChild = toChild;
+    const rpc = rpcLib();
     const conn = rpc.createMessageConnection(
       new rpc.StreamMessageReader(child.stdout!),
       new rpc.StreamMessageWriter(toChild));
@@ -251,7 +260,11 @@ export class BridgeProcess {
   }
 
   private requestRaw<T>(method: string, params: object | undefined, opts: RequestOptions): Promise<T> {
+    if (opts.signal?.aborted) {
+      return Promise.reject(new OpenSandboxError('RequestCancelled', `${method}: cancelled before it was sent`, -32800));
+    }
     const conn = this.conn!;
+    const rpc = rpcLib();
     const timeoutMs = opts.timeoutMs ?? this.options.requestTimeoutMs ?? 30000;
     const cts = new rpc.CancellationTokenSource();
     return new Promise<T>((resolve, reject) => {
@@ -271,10 +284,7 @@ export class BridgeProcess {
         fail(new OpenSandboxError('TimeoutError', `${method}: no reply from the bridge within ${timeoutMs} ms`, 0, { timeoutMs }));
       }, timeoutMs);
       this.pending.add(fail);
-      if (opts.signal) {
-        if (opts.signal.aborted) cts.cancel();
-        else opts.signal.addEventListener('abort', onAbort);
-      }
+      opts.signal?.addEventListener('abort', onAbort);
       let p: Promise<T>;
       try {
         p = params === undefined ? conn.sendRequest<T>(method, cts.token) : conn.sendRequest<T>(method, params, cts.token);

@@ -33,3 +33,13 @@ export function pidAlive(pid: number): boolean {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+// A sanitizer build of the bridge reports on stderr: make the run fail loudly if it did.
+const SANITIZER = /AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:/;
+process.on('exit', () => {
+  const bad = logLines.filter((l) => l.startsWith('[stderr]') && SANITIZER.test(l));
+  if (bad.length) {
+    console.log(`SANITIZER REPORT from the bridge:\n${bad.slice(0, 20).join('\n')}`);
+    process.exitCode = 1;
+  }
+});
