@@ -221,7 +221,17 @@ export class BridgeProcess {
       capabilities: {},
       initializationOptions,
     }, { timeoutMs: startTimeout });
-    const result = await Promise.race([init, failure]);
+    let result: InitializeResult;
+    try {
+      result = await Promise.race([init, failure]);
+    } catch (e) {
+      // A process that started but never answered initialize is no use: end it now.
+      if (this.alive) {
+        this.kill();
+        await this.waitExit(5000);
+      }
+      throw e;
+    }
     this.initializeResult = result;
     await conn.sendNotification('initialized', {});
     this.log(`[bridge] ready: pid ${child.pid}, backend ${result.capabilities.backend}`);

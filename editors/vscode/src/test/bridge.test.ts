@@ -3,7 +3,7 @@
 // the bridge's stderr, restart of a dead bridge, dispose (sandboxes destroyed, shutdown +
 // exit, kill when the process lingers), errors with data.type.
 
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { promises as fsp, chmodSync, copyFileSync, mkdtempSync, writeFileSync } from 'fs';
 import * as os from 'os';
@@ -13,6 +13,7 @@ import { describeError, OpenSandboxError } from '../core/errors';
 import { BACKEND, BRIDGE, BRIDGE_ARGS, newClient, options, pidAlive, SCALE, sleep } from './env';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'osb-vscode-test-'));
+after(() => fsp.rm(tmp, { recursive: true, force: true }));
 
 async function startFails(command: string, args: string[] = []): Promise<{ err: OpenSandboxError; ms: number }> {
   const b = new BridgeProcess(options({ command, args }));
@@ -77,6 +78,14 @@ test('early exit (a flag the bridge rejects): BridgeExited with its last stderr 
   assert.match(err.message, /exited with code [1-9]/);
   assert.match(err.message, /last stderr lines of the bridge:\n[^]*no-such-flag/, err.message);
   assert.ok(ms < 3000, `reported after ${ms} ms`);
+});
+
+test('a program that never answers initialize: TimeoutError, and the process is ended', async () => {
+  // `sleep` reads nothing and writes nothing: a wrong bridgePath that starts but never speaks.
+  const b = new BridgeProcess(options({ command: 'sleep', args: ['30'], startTimeoutMs: 500 }));
+  await assert.rejects(b.start(), (e: OpenSandboxError) => e.type === 'TimeoutError' && /initialize/.test(e.message));
+  assert.equal(b.alive, false);
+  assert.ok(!pidAlive(b.pid!));
 });
 
 test('every request has a timeout; the bridge stays usable after one', async () => {
