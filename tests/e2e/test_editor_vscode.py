@@ -18,7 +18,7 @@ from harness import scaled
 
 EXT = os.path.join(harness.REPO, "editors", "vscode")
 TEST_DIR = os.path.join(EXT, "out", "test")
-FILES = ["bridge", "client", "fs", "terminal", "mcp", "load"]
+FILES = ["bridge", "client", "fs", "terminal", "mcp", "glue", "load"]
 
 
 def node():

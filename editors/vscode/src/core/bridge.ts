@@ -86,6 +86,7 @@ export class BridgeProcess {
   private stderrCount = 0;
   private pending = new Set<(e: Error) => void>();
   private exitInfo: ExitInfo | undefined;
+  private exitError: Error | undefined;
   private exited: Promise<ExitInfo> = Promise.resolve({ code: null, signal: null });
   private notificationHandlers = new Map<string, (params: any) => void>();
   private stopping = false;
@@ -130,7 +131,7 @@ export class BridgeProcess {
 
   /** "exited with code 1" and the stderr tail, for a bridge that has ended. */
   exitSummary(): string {
-    return this.exitInfo ? this.exitMessage(this.exitInfo) : 'still running';
+    return this.exitError?.message ?? 'still running';
   }
 
   /** Registers a handler for a server notification such as `$/progress`. */
@@ -257,7 +258,9 @@ export class BridgeProcess {
     for (const reject of this.pending) reject(err);
     this.pending.clear();
     // (The connection is not disposed here: that would fail writes still queued in it.)
-    this.onExit?.(info, !this.stopping);
+    this.exitError = err;
+    // Before initialize has answered, start() itself reports the failure: not unexpected.
+    this.onExit?.(info, !this.stopping && this.initializeResult !== undefined);
   }
 
   /** Sends one request, bounded by a timeout; errors are OpenSandboxError. */
