@@ -7,7 +7,8 @@
 
 import { test, after } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { readFileSync } from 'fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { BACKEND, BRIDGE, BRIDGE_ARGS, newClient, pidAlive, SCALE, sleep } from './env';
 
@@ -161,6 +162,40 @@ test('the MCP definition: offered only for a bridge with --mcp; the key added on
   const r = await p.resolveMcpServerDefinition(defs[0]);
   assert.equal(r.env.OPENSANDBOX_API_KEY, 'mcp-key');
   secrets.delete('opensandbox.apiKey');
+});
+
+test('upload, download, restartBridge, destroy', async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'osb-vscode-glue-'));
+  try {
+    const local = path.join(tmp, 'up.txt');
+    writeFileSync(local, 'up\u00e9\n');
+    rec.inputAnswers.push('/tmp/up.txt');
+    await rec.commands.get('opensandbox.upload')!(shim.Uri.file(local));
+    assert.equal(rec.infos[rec.infos.length - 1], 'OpenSandbox: uploaded 5 bytes to /tmp/up.txt');
+    const sid = [...log().matchAll(/\[ext\] sandbox ([0-9a-f-]+)/g)].pop()![1];
+    rec.saveAnswers.push(shim.Uri.file(path.join(tmp, 'down.txt')));
+    await rec.commands.get('opensandbox.download')!(shim.Uri.parse(`opensandbox://${sid}/tmp/up.txt`));
+    assert.equal(readFileSync(path.join(tmp, 'down.txt'), 'utf8'), 'up\u00e9\n');
+    const pid = bridgePid();
+    await rec.commands.get('opensandbox.restartBridge')!();
+    assert.notEqual(bridgePid(), pid);
+    assert.ok(!pidAlive(pid));
+    await rec.commands.get('opensandbox.run')!('echo after restart');
+    assert.ok(output().endsWith('$ echo after restart\nafter restart\n[exit 0]\n'), output());
+    const sid2 = [...log().matchAll(/\[ext\] sandbox ([0-9a-f-]+)/g)].pop()![1];
+    await rec.commands.get('opensandbox.destroy')!();
+    assert.equal(rec.infos[rec.infos.length - 1], `OpenSandbox: destroyed sandbox ${sid2}`);
+    const check = newClient({ args: [...BRIDGE_ARGS, '--framing', 'lsp'] });
+    try {
+      if (BACKEND === 'remote') assert.equal(await check.sandboxExists(sid2), false);
+    } finally { await check.dispose(); }
+    await rec.commands.get('opensandbox.run')!('echo new sandbox');
+    const sid3 = [...log().matchAll(/\[ext\] sandbox ([0-9a-f-]+)/g)].pop()![1];
+    assert.notEqual(sid3, sid2);
+    assert.deepEqual(rec.errors.filter((e) => !/killed by SIGKILL/.test(e)), []);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });
 
 test('a bridge killed behind the extension is reported at once; the next command restarts it', async () => {

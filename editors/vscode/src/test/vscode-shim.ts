@@ -58,6 +58,7 @@ export const recorded = {
   mcpProviders: new Map<string, any>(),
   terminals: [] as { name: string; pty: any }[],
   inputAnswers: [] as (string | undefined)[],
+  saveAnswers: [] as (Uri | undefined)[],
   settings: {} as Record<string, unknown>,
   activeTextEditor: undefined as unknown,
   configListeners: [] as Listener<{ affectsConfiguration: (s: string) => boolean }>[],
@@ -79,7 +80,7 @@ export const window = {
   showInformationMessage: async (m: string) => { recorded.infos.push(m); return undefined; },
   showInputBox: async () => recorded.inputAnswers.shift(),
   showOpenDialog: async () => undefined,
-  showSaveDialog: async () => undefined,
+  showSaveDialog: async () => recorded.saveAnswers.shift(),
   showTextDocument: async () => undefined,
   createTerminal(o: { name: string; pty: unknown }) {
     recorded.terminals.push(o as { name: string; pty: any });
