@@ -6,6 +6,7 @@
 #                   (URL=http://host:8080 [GRPC_PORT=50051] for a server)
 #   make test       unit + end-to-end tests, normal and sanitizer builds
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make vsix       build/opensandbox-vscode-VERSION.vsix (the VS Code extension, offline)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -15,7 +16,6 @@ DEB_PKGS := build-essential pkg-config libjson-c-dev libcurl4-openssl-dev libgrp
 	libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev python3 python3-jsonschema \
 	python3-pytest python3-grpcio python3-protobuf python3-grpc-tools valgrind \
 	clang libclang-rt-14-dev nodejs libseccomp-dev slirp4netns iproute2 haproxy openssl neovim
-	clang libclang-rt-14-dev nodejs
 # editors/emacs: its ERT suite, byte-compilation and package-lint (tests/e2e/test_editor_emacs.py)
 DEB_PKGS += emacs-nox elpa-package-lint
 
@@ -65,8 +65,26 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard bench/*.c)
 TOOL_BIN := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
-.PHONY: all deps demo test test-unit test-e2e clean install sanitize fuzz bench
-all: $(BRIDGE_BIN) $(SERVER_BIN) $(UNIT_BIN) $(TOOL_BIN)
+# The VS Code extension (editors/vscode): TypeScript type-checked and compiled by tsc; its
+# npm packages come from the committed lockfile through `npm ci` in `make deps`.
+VSCODE_DIR := editors/vscode
+VSCODE_OUT := $(VSCODE_DIR)/out/extension.js
+VSCODE_SRC := $(wildcard $(VSCODE_DIR)/src/*.ts $(VSCODE_DIR)/src/*/*.ts)
+VSCODE_VERSION = $(shell node -p 'require("./$(VSCODE_DIR)/package.json").version' 2>/dev/null)
+VSIX = build/opensandbox-vscode-$(VSCODE_VERSION).vsix
+
+.PHONY: all deps demo test test-unit test-e2e clean install sanitize fuzz bench vsix
+all: $(BRIDGE_BIN) $(SERVER_BIN) $(UNIT_BIN) $(TOOL_BIN) $(VSCODE_OUT)
+
+$(VSCODE_OUT): $(VSCODE_SRC) $(VSCODE_DIR)/tsconfig.json $(VSCODE_DIR)/package-lock.json
+	@test -x $(VSCODE_DIR)/node_modules/.bin/tsc || { echo "$(VSCODE_DIR)/node_modules is missing: run 'make deps'"; exit 1; }
+	@echo "  TSC     $(VSCODE_DIR)"
+	$(Q)cd $(VSCODE_DIR) && rm -rf out && node_modules/.bin/tsc -p .
+
+vsix: $(VSCODE_OUT)
+	@mkdir -p build
+	$(Q)cd $(VSCODE_DIR) && node_modules/.bin/vsce package --allow-missing-repository --skip-license \
+		-o ../../$(VSIX)
 
 $(GEN) $(GEN_H): proto/sandbox.proto
 	@mkdir -p $(BUILD)/gen
@@ -129,6 +147,8 @@ deps:
 	if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'sudo make deps')"; exit 1; fi; \
 	echo "installing:$$missing"; \
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
+	@cmp -s $(VSCODE_DIR)/package-lock.json $(VSCODE_DIR)/node_modules/.osb-lock 2>/dev/null || \
+		(cd $(VSCODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.osb-lock)
 
 URL ?=
 GRPC_PORT ?=
@@ -155,7 +175,7 @@ install: $(BRIDGE_BIN) $(SERVER_BIN)
 	install -m 0755 $(BRIDGE_BIN) $(SERVER_BIN) $(DESTDIR)$(PREFIX)/bin/
 
 clean:
-	rm -rf build
+	rm -rf build $(VSCODE_DIR)/out
 
 # For helpers and scripts: the flags the build uses.
 print-cflags:
