@@ -50,11 +50,12 @@ GEN_H := $(BUILD)/gen/sandbox.pb-c.h
 COMMON_SRC := $(wildcard src/common/*.c)
 ENGINE_SRC := $(wildcard src/engine/*.c)
 RPC_SRC := $(wildcard src/rpc/*.c)
+MCP_SRC := $(wildcard src/mcp/*.c)
 BRIDGE_SRC := $(filter-out src/bridge/main.c,$(wildcard src/bridge/*.c src/bridge/*/*.c))
 SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-LIB_OBJ := $(call obj,$(COMMON_SRC) $(ENGINE_SRC) $(RPC_SRC) $(BRIDGE_SRC) $(SERVER_SRC)) \
+LIB_OBJ := $(call obj,$(COMMON_SRC) $(ENGINE_SRC) $(RPC_SRC) $(MCP_SRC) $(BRIDGE_SRC) $(SERVER_SRC)) \
 	$(BUILD)/obj/gen/sandbox.pb-c.o
 LIB := $(BUILD)/libosb.a
 

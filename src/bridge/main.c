@@ -1,5 +1,6 @@
 /* main.c - opensandbox-bridge: flags and environment into a configuration, then the
- * JSON-RPC loop on stdin/stdout until EOF, `exit` or SIGTERM.
+ * JSON-RPC loop on stdin/stdout until EOF, `exit` or SIGTERM (MCP mode when the first
+ * message is MCP, or with --mcp: see src/mcp).
  * stdout carries protocol bytes only; everything else goes to stderr. */
 #include <errno.h>
 #include <getopt.h>
@@ -15,6 +16,7 @@
 #include "common/defaults.h"
 #include "common/log.h"
 #include "common/thread.h"
+#include "mcp/mcp.h"
 #include "rpc/rpc.h"
 
 #define BRIDGE_VERSION "0.1.0"
@@ -43,6 +45,10 @@ static void usage(FILE *out) {
           "  --max-inflight N        requests worked on at once (default 1024)\n"
           "  --max-output BYTES      run output kept per stream (default 16777216)\n"
           "  --log-level LEVEL       error|warn|info|debug|trace on stderr (default warn)\n"
+          "  --mcp                   serve MCP (Model Context Protocol) whatever the first\n"
+          "                          message is (default: MCP when the first message is MCP)\n"
+          "  --mcp-yield-ms N        MCP sandbox_run returns a still running command after\n"
+          "                          N ms (default 10000)\n"
           "  --help, --version\n");
 }
 
@@ -117,8 +123,11 @@ int main(int argc, char **argv) {
   int transport = BACKEND_TRANSPORT_AUTO;
   int network = 0;
   long long request_timeout_ms = 30000;
-  struct rpc_opts opts = {RPC_FRAMING_AUTO, OSB_DEFAULT_MAX_MESSAGE, OSB_DEFAULT_MAX_INFLIGHT, give_memory_back};
+  struct rpc_opts opts = {RPC_FRAMING_AUTO, OSB_DEFAULT_MAX_MESSAGE, OSB_DEFAULT_MAX_INFLIGHT,
+                          give_memory_back, NULL, NULL};
   size_t max_output = OSB_DEFAULT_MAX_OUTPUT;
+  struct mcp_config mcp = {methods_table, methods_count, NULL, "opensandbox-bridge",
+                           BRIDGE_VERSION, 0, 10000, OSB_DEFAULT_MAX_INFLIGHT};
 
   /* Environment first; flags override it. */
   const char *env;
@@ -140,7 +149,7 @@ int main(int argc, char **argv) {
   enum {
     OPT_URL = 256, OPT_GRPC_PORT, OPT_GRPC_INSECURE, OPT_API_KEY, OPT_TIMEOUT, OPT_CACERT,
     OPT_FRAMING, OPT_MAX_MESSAGE, OPT_MAX_INFLIGHT, OPT_MAX_OUTPUT, OPT_LOG_LEVEL, OPT_HELP,
-    OPT_VERSION, OPT_TRANSPORT, OPT_NETWORK
+    OPT_VERSION, OPT_TRANSPORT, OPT_NETWORK, OPT_MCP, OPT_MCP_YIELD
   };
   static const struct option longopts[] = {
       {"url", required_argument, NULL, OPT_URL},
@@ -156,6 +165,8 @@ int main(int argc, char **argv) {
       {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
       {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+      {"mcp", no_argument, NULL, OPT_MCP},
+      {"mcp-yield-ms", required_argument, NULL, OPT_MCP_YIELD},
       {"help", no_argument, NULL, OPT_HELP},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
@@ -220,6 +231,12 @@ int main(int argc, char **argv) {
       log_set_level(level);
       break;
     }
+    case OPT_MCP:
+      mcp.force = 1;
+      break;
+    case OPT_MCP_YIELD:
+      mcp.yield_ms = parse_num("--mcp-yield-ms", optarg, 0, 86400000);
+      break;
     case OPT_HELP:
       usage(stdout);
       early = 0;
@@ -274,6 +291,12 @@ parsed:
   br.config.max_output = max_output;
   br.max_output = max_output;
   br.version = BRIDGE_VERSION;
+
+  /* The first message decides between JSON-RPC and MCP (API.md, "MCP mode"). */
+  mcp.ctx = &br;
+  mcp.max_inflight = opts.max_inflight;
+  opts.takeover = mcp_takeover;
+  opts.takeover_arg = &mcp;
 
   log_info("starting (%s backend)", url ? "remote" : "local");
   int code = rpc_serve(STDIN_FILENO, STDOUT_FILENO, methods_table, methods_count, &br, &opts);

@@ -53,8 +53,11 @@ struct rpc_direct {
 };
 
 struct rpc_req {
-  struct rpc_core *core;    /* NULL for rpc_call_wait's */
+  struct rpc_core *core;    /* NULL for rpc_call_wait's and rpc_invoke's */
   struct rpc_direct *direct;/* rpc_call_wait's outcome, or NULL */
+  rpc_invoke_done done;     /* rpc_invoke's: told the outcome */
+  void *done_arg;
+  struct call *ext_call;    /* rpc_invoke's: the caller's struct call, used instead of call */
   json_object *id;          /* owned; NULL for a notification or a null id */
   int has_id;               /* 0 for a notification: no reply at all */
   char *id_key;             /* id serialized, to match $/cancelRequest; NULL if none */
@@ -93,6 +96,8 @@ struct rpc_core {
   int exit_requested;       /* `exit` was received (the reader's own) */
   int input_done;           /* EOF, `exit`, a stop or a read error: nobody reads any more */
   int stopped;              /* input_done came from rpc_request_stop */
+  int takeover_code;        /* -2 before the first message; then opts.takeover's exit status
+                               when it served the connection, else -1 */
 };
 
 static int wake_pipe[2] = {-1, -1};
@@ -157,7 +162,7 @@ void rpc_core_send(struct rpc_core *core, json_object *reply) {
 /* ---- requests ---- */
 
 struct call *rpc_req_call(struct rpc_req *req) {
-  return &req->call;
+  return req->ext_call ? req->ext_call : &req->call;
 }
 
 static void request_free(struct rpc_req *req) {
@@ -252,6 +257,12 @@ void rpc_complete(struct rpc_req *req, int rc, json_object *result, struct osb_e
     if (err->kind == OSB_ERR_NONE)
       osb_err_set(err, OSB_ERR_INTERNAL, NULL, "internal error in %s", req->method->name);
   }
+  if (req->done) { /* rpc_invoke's: tell the caller, then it is over */
+    req->done(req->done_arg, rc == 0 ? 0 : -1, result, err);
+    osb_err_clear(err);
+    request_free(req);
+    return;
+  }
   if (req->direct) { /* rpc_call_wait's: hand the outcome over */
     struct rpc_direct *d = req->direct;
     d->rc = rc == 0 ? 0 : -1;
@@ -281,7 +292,7 @@ static void request_run(struct rpc_req *req, void *ctx) {
   struct osb_err err = OSB_ERR_INIT;
   json_object *result = NULL;
   int rc;
-  if (call_is_cancelled(&req->call))
+  if (call_is_cancelled(rpc_req_call(req)))
     rc = osb_err_set(&err, OSB_ERR_CANCELLED, NULL, "request cancelled");
   else
     rc = req->method->fn(ctx, req, req->params, &result, &err);
@@ -346,6 +357,34 @@ int rpc_call_wait(const struct rpc_method *m, void *ctx, json_object *params,
   *result = d.result;
   *err = d.err;
   return d.rc;
+}
+
+const struct rpc_method *rpc_method_find(const struct rpc_method *methods, size_t n_methods,
+                                         const char *name) {
+  for (size_t i = 0; i < n_methods; i++)
+    if (strcmp(methods[i].name, name) == 0)
+      return &methods[i];
+  return NULL;
+}
+
+void rpc_invoke(const struct rpc_method *m, void *ctx, struct call *c, json_object *params,
+                rpc_invoke_done done, void *arg) {
+  struct rpc_req *req = calloc(1, sizeof *req);
+  if (!req) {
+    json_object_put(params);
+    struct osb_err err = OSB_ERR_INIT;
+    osb_err_set(&err, OSB_ERR_INTERNAL, NULL, "out of memory");
+    done(arg, -1, NULL, &err);
+    osb_err_clear(&err);
+    return;
+  }
+  req->done = done;
+  req->done_arg = arg;
+  req->ext_call = c;
+  req->method = m;
+  req->params = params; /* taken: json-c's reference counts are not atomic */
+  pthread_mutex_init(&req->call.lock, NULL);
+  request_run(req, ctx);
 }
 
 /* ---- batches ---- */
@@ -465,6 +504,14 @@ static void *reader_main(void *arg) {
     enum transport_event ev = transport_next(core->t, &msg, &len);
     if (core->framing == RPC_FRAMING_AUTO)
       core->framing = transport_framing(core->t);
+    if (ev == TRANSPORT_MESSAGE && core->opts.takeover && core->takeover_code == -2) {
+      core->takeover_code = core->opts.takeover(core->opts.takeover_arg, core->t, core->writer,
+                                                msg, len);
+      if (core->takeover_code >= 0) { /* another protocol served the connection to its end */
+        input_end(core, 0);
+        return NULL;
+      }
+    }
     if (ev == TRANSPORT_MESSAGE) {
       rpc_envelope_handle(core, msg, len);
     } else if (ev == TRANSPORT_TOO_BIG) {
@@ -552,6 +599,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   core->writer = writer_new(out_fd);
   core->t = transport_new(in_fd, wake_pipe[0], core->opts.framing, core->opts.max_message);
   core->framing = core->opts.framing;
+  core->takeover_code = -2; /* the first message has not been seen */
   pthread_t reader;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -583,7 +631,8 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   drain(core, 2000);
   writer_close(core->writer);
   transport_free(core->t);
-  int code = core->exit_requested && !core->shutdown ? 1 : 0;
+  int code = core->takeover_code >= 0 ? core->takeover_code
+             : core->exit_requested && !core->shutdown ? 1 : 0;
   pthread_mutex_lock(&core->lock);
   int leftover = core->n_inflight > 0;
   pthread_mutex_unlock(&core->lock);

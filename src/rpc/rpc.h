@@ -52,6 +52,17 @@ int rpc_call_wait(const struct rpc_method *m, void *ctx, json_object *params,
 
 enum rpc_framing { RPC_FRAMING_AUTO, RPC_FRAMING_LSP, RPC_FRAMING_NDJSON };
 
+struct transport;
+struct writer;
+
+/* Another protocol on the same stdio (MCP mode): rpc_opts.takeover sees the first message
+ * read, on the thread that read it, before JSON-RPC handles it. It returns -1 to leave the
+ * connection to JSON-RPC; otherwise it has served the whole connection itself (that first
+ * message, then the rest of t, writing through w) and returns the process exit status,
+ * which rpc_serve then returns. */
+typedef int (*rpc_takeover_fn)(void *arg, struct transport *t, struct writer *w,
+                               const char *first, size_t len);
+
 struct rpc_opts {
   enum rpc_framing framing;
   size_t max_message;     /* bytes; default OSB_DEFAULT_MAX_MESSAGE */
@@ -59,6 +70,8 @@ struct rpc_opts {
   /* Optional: called (from rpc_serve's thread) once per quiet spell, when nothing has been
    * in flight or arrived for 5 s after some requests: a moment to give memory back. */
   void (*on_idle)(void);
+  rpc_takeover_fn takeover; /* optional, see rpc_takeover_fn */
+  void *takeover_arg;
 };
 
 /* Serve requests from in_fd, writing replies to out_fd, until EOF, `exit` or
@@ -69,6 +82,24 @@ struct rpc_opts {
  * `exit` without `shutdown`. */
 int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_methods,
               void *ctx, const struct rpc_opts *opts);
+
+/* A method's outcome, for rpc_invoke: rc 0 with result (a new reference done takes; NULL
+ * means JSON null), or -1 with *err (done may take its contents; what is left is cleared). */
+typedef void (*rpc_invoke_done)(void *arg, int rc, json_object *result, struct osb_err *err);
+
+/* The method called name in a table, or NULL. */
+const struct rpc_method *rpc_method_find(const struct rpc_method *methods, size_t n_methods,
+                                         const char *name);
+
+/* Call method m outside any JSON-RPC stream without waiting (MCP mode calls the same
+ * table): its handler runs on this thread, so this must be a thread a handler may run on
+ * (the reader, or one of the caller's own). params is taken (an object: the caller must not
+ * touch it again, its reference count is not atomic); c is the caller's struct call for it
+ * (zero-initialised; call_cancel(c) cancels the work) and must live until done.
+ * done(arg, ...) is called exactly once, from any thread, possibly before rpc_invoke
+ * returns. */
+void rpc_invoke(const struct rpc_method *m, void *ctx, struct call *c, json_object *params,
+                rpc_invoke_done done, void *arg);
 
 /* Ask a running rpc_serve to stop as on EOF (safe from a signal-watching thread). */
 void rpc_request_stop(void);

@@ -142,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (ftruncate(out_fd, 0) < 0 || lseek(out_fd, 0, SEEK_SET) < 0)
     abort();
-  struct rpc_opts opts = {RPC_FRAMING_AUTO, FUZZ_MAX_MESSAGE, FUZZ_MAX_INFLIGHT, NULL};
+  struct rpc_opts opts = {RPC_FRAMING_AUTO, FUZZ_MAX_MESSAGE, FUZZ_MAX_INFLIGHT, NULL, NULL, NULL};
   int rc = rpc_serve(in_fd, out_fd, methods, sizeof methods / sizeof methods[0], NULL, &opts);
   if (rc != 0 && rc != 1)
     FUZZ_FAIL("rpc_serve returned %d", rc);

@@ -154,6 +154,7 @@ static void start(struct server *s, unsigned max_inflight, size_t max_message) {
   s->in_w = a[1];
   s->out_r = b[0];
   s->out_w = b[1];
+  memset(&s->opts, 0, sizeof s->opts); /* every option unset but these */
   s->opts.framing = RPC_FRAMING_AUTO;
   s->opts.max_inflight = max_inflight;
   s->opts.max_message = max_message;
