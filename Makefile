@@ -1,7 +1,7 @@
 # Makefile - builds opensandbox-bridge and opensandboxd, runs the demo and the tests.
 #   make            build/opensandbox-bridge, build/opensandboxd
 #   make SAN=1      the same with ASan + UBSan, into build/asan/
-#   make deps       install the Debian packages (idempotent)
+#   make deps       install the Debian packages and the tests' npm packages (idempotent)
 #   make demo       the seed's quick start through the bridge
 #                   (URL=http://host:8080 [GRPC_PORT=50051] for a server)
 #   make test       unit + end-to-end tests, normal and sanitizer builds
@@ -74,7 +74,7 @@ VSCODE_SRC := $(wildcard $(VSCODE_DIR)/src/*.ts $(VSCODE_DIR)/src/*/*.ts)
 VSCODE_VERSION = $(shell node -p 'require("./$(VSCODE_DIR)/package.json").version' 2>/dev/null)
 VSIX = build/opensandbox-vscode-$(VSCODE_VERSION).vsix
 
-.PHONY: all deps demo test test-unit test-e2e clean install sanitize fuzz bench vsix
+.PHONY: all deps node-deps demo test test-unit test-e2e clean install sanitize fuzz bench vsix
 all: $(BRIDGE_BIN) $(SERVER_BIN) $(UNIT_BIN) $(TOOL_BIN) $(VSCODE_OUT)
 
 $(VSCODE_OUT): $(VSCODE_SRC) $(VSCODE_DIR)/tsconfig.json $(VSCODE_DIR)/package-lock.json
@@ -150,6 +150,19 @@ deps:
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
 	@cmp -s $(VSCODE_DIR)/package-lock.json $(VSCODE_DIR)/node_modules/.osb-lock 2>/dev/null || \
 		(cd $(VSCODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.osb-lock)
+	@$(MAKE) --no-print-directory node-deps
+
+# npm packages the tests use (official client libraries), from the committed lockfiles;
+# installed again only when a lockfile changed.
+NODE_DIRS := tests/mcp
+node-deps:
+	@for d in $(NODE_DIRS); do \
+	  if [ ! -f $$d/node_modules/.package-lock.json ] || \
+	     [ $$d/package-lock.json -nt $$d/node_modules/.package-lock.json ]; then \
+	    command -v npm >/dev/null || { echo "npm is missing (Debian: nodejs)"; exit 1; }; \
+	    echo "npm ci in $$d"; (cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+	  fi; \
+	done
 
 URL ?=
 GRPC_PORT ?=
