@@ -129,6 +129,10 @@ static int detect_obj(json_object *msg) {
 }
 
 int mcp_detect(const char *msg, size_t len) {
+  /* Every MCP opening names one of these (a JSON-RPC client's first message may be a
+   * megabyte fs/write: it is not parsed twice). */
+  if (!memmem(msg, len, "protocolVersion", 15) && !memmem(msg, len, "server/discover", 15))
+    return 0;
   json_object *obj = parse(msg, len);
   int yes = detect_obj(obj);
   json_object_put(obj);
