@@ -52,6 +52,8 @@ struct mcp_req {
   char *sid;                   /* the sandbox the method acts on, once known */
   int defaulted;               /* sid is the connection's default sandbox */
   int as_exec;                 /* sandbox_run started as exec/start (it yields) */
+  json_object *progress_token; /* _meta.progressToken (owned), or NULL */
+  int64_t progress_bytes;      /* output sent as notifications/progress so far */
   struct mcp_req *prev, *next; /* m->inflight */
 };
 
@@ -282,7 +284,7 @@ static void waited_done(void *arg, int rc, json_object *result, struct osb_err *
 
 /* Start method with params (taken); done(arg, ...) tells the outcome, from any thread. */
 static void invoke(struct mcp *m, const char *method, struct call *c, json_object *params,
-                   rpc_invoke_done done, void *arg) {
+                   rpc_invoke_done done, rpc_invoke_notify notify, void *arg) {
   const struct rpc_method *rm = rpc_method_find(m->cfg->methods, m->cfg->n_methods, method);
   if (!rm) {
     json_object_put(params);
@@ -292,7 +294,7 @@ static void invoke(struct mcp *m, const char *method, struct call *c, json_objec
     osb_err_clear(&err);
     return;
   }
-  rpc_invoke(rm, m->cfg->ctx, c, params, done, arg);
+  rpc_invoke(rm, m->cfg->ctx, c, params, done, notify, arg);
 }
 
 /* The connection's default sandbox (created on first use): *id a copy. One thread creates
@@ -315,7 +317,7 @@ static int default_sandbox(struct mcp *m, struct call *c, char **id, struct osb_
   pthread_mutex_unlock(&m->lock);
   struct waited w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL,
                      OSB_ERR_INIT};
-  invoke(m, "sandbox/create", c, json_object_new_object(), waited_done, &w);
+  invoke(m, "sandbox/create", c, json_object_new_object(), waited_done, NULL, &w);
   pthread_mutex_lock(&w.lock);
   while (!w.done)
     pthread_cond_wait(&w.cv, &w.lock);
@@ -367,6 +369,7 @@ static void req_finish(struct mcp_req *r, json_object *result) {
   json_object_put(r->args);
   free(r->id_key);
   free(r->sid);
+  json_object_put(r->progress_token);
   pthread_mutex_destroy(&r->call.lock);
   free(r);
 }
@@ -430,6 +433,56 @@ static void method_done(void *arg, int rc, json_object *result, struct osb_err *
   req_finish(r, mcp_tool_result(tool, result, r->v));
 }
 
+/* A notification the method sends for the call (any thread, before method_done): its
+ * output, as $/progress {token, value: {stdout?, stderr?}}, becomes notifications/progress
+ * {progressToken, progress: bytes so far, message: the chunk}; never after the reply, nor
+ * for a call the client cancelled. */
+static int method_notify(void *arg, const char *method, json_object *params) {
+  struct mcp_req *r = arg;
+  struct mcp *m = r->m;
+  json_object *value = get(params, "value");
+  if (strcmp(method, "$/progress") != 0 || !r->progress_token || !value) {
+    json_object_put(params);
+    return -1;
+  }
+  json_object *out = get(value, "stdout"), *err = get(value, "stderr");
+  size_t n_out = out ? (size_t)json_object_get_string_len(out) : 0;
+  size_t n_err = err ? (size_t)json_object_get_string_len(err) : 0;
+  char *chunk = malloc(n_out + n_err + 1);
+  if (!chunk) {
+    json_object_put(params);
+    return -1;
+  }
+  if (n_out)
+    memcpy(chunk, json_object_get_string(out), n_out);
+  if (n_err)
+    memcpy(chunk + n_out, json_object_get_string(err), n_err);
+  chunk[n_out + n_err] = '\0';
+  json_object_put(params);
+  json_object *note = json_object_new_object();
+  json_object *p = json_object_new_object();
+  set(note, "jsonrpc", json_object_new_string("2.0"));
+  set(note, "method", json_object_new_string("notifications/progress"));
+  set(p, "message", json_object_new_string_len(chunk, (int)(n_out + n_err)));
+  free(chunk);
+  int sent = -1;
+  pthread_mutex_lock(&m->lock); /* the reply is queued after answered is set under it */
+  if (!r->answered && !r->dropped) {
+    r->progress_bytes += (int64_t)(n_out + n_err);
+    set(p, "progressToken", copy(r->progress_token));
+    set(p, "progress", json_object_new_int64(r->progress_bytes));
+    set(note, "params", p);
+    p = NULL;
+    send_msg(m, note);
+    note = NULL;
+    sent = 0;
+  }
+  pthread_mutex_unlock(&m->lock);
+  json_object_put(p);
+  json_object_put(note);
+  return sent;
+}
+
 /* Start the call's method, sandboxId filled in (r->sid when given). sandbox_run yields: it
  * starts an exec that returns after yieldMs with what it has, and exec_read continues it;
  * limits only sandbox/run takes (memKb, ...) keep the plain run. */
@@ -448,7 +501,10 @@ static void method_start(struct mcp_req *r) {
     method = "exec/start";
     set(params, "yieldMs", json_object_new_int64(m->cfg->yield_ms));
   }
-  invoke(m, method, &r->call, params, method_done, r);
+  json_object_object_del(params, "partialResultToken"); /* the bridge's, not the model's */
+  if (r->progress_token && tool->streams)
+    set(params, "partialResultToken", copy(r->progress_token));
+  invoke(m, method, &r->call, params, method_done, method_notify, r);
 }
 
 static void thread_end(struct mcp *m) {
@@ -524,6 +580,9 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
   r->args = args && json_object_is_type(args, json_type_object) ? copy(args)
                                                                  : json_object_new_object();
   pthread_mutex_init(&r->call.lock, NULL);
+  json_object *token = get(get(params, "_meta"), "progressToken");
+  if (json_object_is_type(token, json_type_string) || json_object_is_type(token, json_type_int))
+    r->progress_token = copy(token);
   pthread_mutex_lock(&m->lock);
   if (m->n_inflight >= m->cfg->max_inflight) {
     pthread_mutex_unlock(&m->lock);
@@ -533,6 +592,7 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
     send_error(m, id, -32008, "too many tool calls at once", data);
     json_object_put(r->id);
     json_object_put(r->args);
+    json_object_put(r->progress_token);
     free(r->id_key);
     pthread_mutex_destroy(&r->call.lock);
     free(r);
@@ -783,7 +843,7 @@ static int wind_down(struct mcp *m, int grace) {
     pthread_mutex_init(&j->call.lock, NULL);
     json_object *params = json_object_new_object();
     set(params, "sandboxId", json_object_new_string(j->id));
-    invoke(m, "sandbox/destroy", &j->call, params, destroy_done, j);
+    invoke(m, "sandbox/destroy", &j->call, params, destroy_done, NULL, j);
   }
   free(ids);
   pthread_mutex_lock(&m->lock);

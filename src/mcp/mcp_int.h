@@ -37,6 +37,7 @@ struct mcp_tool {
   int takes_sandbox;               /* its params have sandboxId (optional here) */
   int is_run;                      /* sandbox/run: command only, yields after yieldMs */
   int creates, destroys;           /* sandbox/create, sandbox/destroy */
+  int streams;                     /* takes partialResultToken: output as progress */
   json_object *def;                /* the definition in the newest shape */
 };
 

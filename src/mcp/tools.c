@@ -173,7 +173,9 @@ static json_object *input_schema(const struct mcp_tool *tool, json_object *m, js
   for (size_t i = 0; i < n; i++) {
     json_object *p = json_object_array_get_idx(params, i);
     const char *name = get_str(p, "name");
-    if (!name || (tool->is_run && strcmp(name, "argv") == 0))
+    /* partialResultToken is the bridge's to set (from _meta.progressToken), not a model's */
+    if (!name || (tool->is_run && strcmp(name, "argv") == 0) ||
+        strcmp(name, "partialResultToken") == 0)
       continue;
     json_object *prop = inline_refs(get(p, "schema"), schemas, 0);
     const char *desc = get_str(p, "description");
@@ -326,6 +328,8 @@ int mcp_tools_build(struct mcp_tools *t, const struct rpc_method *methods, size_
       const char *pn = get_str(json_object_array_get_idx(params, k), "name");
       if (pn && strcmp(pn, "sandboxId") == 0)
         tool->takes_sandbox = 1;
+      if (pn && strcmp(pn, "partialResultToken") == 0)
+        tool->streams = 1;
     }
     tool->def = tool_def(tool, m, schemas, t->yields);
   }

@@ -56,7 +56,8 @@ struct rpc_req {
   struct rpc_core *core;    /* NULL for rpc_call_wait's and rpc_invoke's */
   struct rpc_direct *direct;/* rpc_call_wait's outcome, or NULL */
   rpc_invoke_done done;     /* rpc_invoke's: told the outcome */
-  void *done_arg;
+  rpc_invoke_notify notify; /* rpc_invoke's: told the notifications (rpc_notify), or NULL */
+  void *done_arg;           /* for both */
   struct call *ext_call;    /* rpc_invoke's: the caller's struct call, used instead of call */
   json_object *id;          /* owned; NULL for a notification or a null id */
   int has_id;               /* 0 for a notification: no reply at all */
@@ -368,7 +369,7 @@ const struct rpc_method *rpc_method_find(const struct rpc_method *methods, size_
 }
 
 void rpc_invoke(const struct rpc_method *m, void *ctx, struct call *c, json_object *params,
-                rpc_invoke_done done, void *arg) {
+                rpc_invoke_done done, rpc_invoke_notify notify, void *arg) {
   struct rpc_req *req = calloc(1, sizeof *req);
   if (!req) {
     json_object_put(params);
@@ -379,6 +380,7 @@ void rpc_invoke(const struct rpc_method *m, void *ctx, struct call *c, json_obje
     return;
   }
   req->done = done;
+  req->notify = notify;
   req->done_arg = arg;
   req->ext_call = c;
   req->method = m;

@@ -87,6 +87,10 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
  * means JSON null), or -1 with *err (done may take its contents; what is left is cleared). */
 typedef void (*rpc_invoke_done)(void *arg, int rc, json_object *result, struct osb_err *err);
 
+/* A notification the method sends for its request's sake ($/progress), for rpc_invoke:
+ * params taken. Returns 0 when passed on, -1 when dropped. Any thread, before done. */
+typedef int (*rpc_invoke_notify)(void *arg, const char *method, json_object *params);
+
 /* The method called name in a table, or NULL. */
 const struct rpc_method *rpc_method_find(const struct rpc_method *methods, size_t n_methods,
                                          const char *name);
@@ -97,9 +101,10 @@ const struct rpc_method *rpc_method_find(const struct rpc_method *methods, size_
  * touch it again, its reference count is not atomic); c is the caller's struct call for it
  * (zero-initialised; call_cancel(c) cancels the work) and must live until done.
  * done(arg, ...) is called exactly once, from any thread, possibly before rpc_invoke
- * returns. */
+ * returns; notify (may be NULL) receives the notifications the method sends for the
+ * request before that (the request's rpc_notify, where JSON-RPC mode writes them out). */
 void rpc_invoke(const struct rpc_method *m, void *ctx, struct call *c, json_object *params,
-                rpc_invoke_done done, void *arg);
+                rpc_invoke_done done, rpc_invoke_notify notify, void *arg);
 
 /* Ask a running rpc_serve to stop as on EOF (safe from a signal-watching thread). */
 void rpc_request_stop(void);

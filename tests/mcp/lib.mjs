@@ -128,6 +128,14 @@ export async function serverSessions() {
   return list.map((s) => s.id ?? s.sandboxId ?? s.session_id ?? s.sessionId);
 }
 
+// Whether the schema's sandbox/run streams its output (partialResultToken): MCP progress
+// needs it.
+export function schemaStreams() {
+  const doc = JSON.parse(fs.readFileSync(path.join(REPO, 'schema', 'openrpc.json'), 'utf8'));
+  const run = doc.methods.find((m) => m.name === 'sandbox/run');
+  return run.params.some((p) => p.name === 'partialResultToken');
+}
+
 export function text(result) {
   return result.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
 }

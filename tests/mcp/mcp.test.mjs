@@ -9,6 +9,7 @@ import {
   BACKEND,
   closeAndWait,
   connect,
+  schemaStreams,
   schemaTools,
   SCALE,
   serverSessions,
@@ -248,6 +249,32 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
     assert.equal(new Set(ids).size, ids.length);
     const callIds = ids.filter((id) => typeof id === 'number').sort((a, b) => a - b);
     assert.ok(!callIds.includes(2), `the cancelled call was answered: ${JSON.stringify(callIds)}`);
+    assert.equal((await closeAndWait(conn)).code, 0);
+  });
+
+  test('progress: output as notifications/progress, all before the result', {
+    skip: !schemaStreams() && 'sandbox/run has no partialResultToken in this tree (no live output yet)',
+  }, async () => {
+    const conn = await start('legacy');
+    const seen = [];
+    const r = await conn.client.callTool(
+      { name: 'sandbox_run', arguments: { command: 'for i in 1 2 3; do echo line$i; sleep 0.3; done' } },
+      undefined,
+      { onprogress: (p) => seen.push(p) },
+    );
+    assert.equal(r.structuredContent.stdout, 'line1\nline2\nline3\n');
+    if (BACKEND === 'local') assert.ok(seen.length >= 2, `${seen.length} progress notifications`);
+    let bytes = 0;
+    for (const p of seen) {
+      bytes += Buffer.byteLength(p.message);
+      assert.equal(p.progress, bytes, 'progress counts the bytes so far');
+    }
+    assert.equal(seen.map((p) => p.message).join(''), seen.length ? r.structuredContent.stdout : '');
+    // On the wire: every notifications/progress of the call before its reply.
+    const msgs = conn.messages();
+    const replyAt = msgs.findIndex((m) => m.result?.structuredContent?.stdout === 'line1\nline2\nline3\n');
+    const lastNote = msgs.map((m) => m.method).lastIndexOf('notifications/progress');
+    assert.ok(lastNote < replyAt);
     assert.equal((await closeAndWait(conn)).code, 0);
   });
 
