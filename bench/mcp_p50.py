@@ -80,15 +80,24 @@ def main():
         r = mcp.call("tools/call", tool)
         assert r["structuredContent"]["stdout"] == "hello\n" and not r["isError"]
 
-    for f in (run_rpc, run_mcp):  # warm-up (the MCP default sandbox is made here)
+    # A call without a process (sandbox/get): what each mode itself costs shows better.
+    def get_rpc():
+        assert rpc.call("sandbox/get", {"sandboxId": sid})["sandboxId"] == sid
+
+    def get_mcp():
+        assert not mcp.call("tools/call", {"name": "sandbox_get", "arguments": {}})["isError"]
+
+    for f in (run_rpc, run_mcp, get_rpc, get_mcp):  # warm-up (MCP's default sandbox made)
         timed(f, 20)
-    t_rpc, t_mcp = [], []
+    t_rpc, t_mcp, g_rpc, g_mcp = [], [], [], []
     for _ in range(a.rounds):
         t_rpc += timed(run_rpc, a.n)
         t_mcp += timed(run_mcp, a.n)
-    t_rpc.sort()
-    t_mcp.sort()
-    made = 20 + a.rounds * a.n
+        g_rpc += timed(get_rpc, a.n)
+        g_mcp += timed(get_mcp, a.n)
+    for t in (t_rpc, t_mcp, g_rpc, g_mcp):
+        t.sort()
+    made = 40 + 2 * a.rounds * a.n
     rest = max(0, a.calls - made)
     timed(run_mcp, rest)
     end_rss = rss_kb(mcp.p.pid)
@@ -101,6 +110,8 @@ def main():
     print("|---|---|---|---|---|")
     print("| %s | JSON-RPC sandbox/run | %d | %.3f | %.3f |" % (backend, n, t_rpc[n // 2], t_rpc[int(n * 0.99)]))
     print("| %s | MCP tools/call sandbox_run | %d | %.3f | %.3f |" % (backend, n, t_mcp[n // 2], t_mcp[int(n * 0.99)]))
+    print("| %s | JSON-RPC sandbox/get | %d | %.3f | %.3f |" % (backend, n, g_rpc[n // 2], g_rpc[int(n * 0.99)]))
+    print("| %s | MCP tools/call sandbox_get | %d | %.3f | %.3f |" % (backend, n, g_mcp[n // 2], g_mcp[int(n * 0.99)]))
     print()
     print("MCP p50 / JSON-RPC p50 = %.3f" % (t_mcp[n // 2] / t_rpc[n // 2]))
     print("MCP bridge RSS: %d KiB after start, %d KiB after %d tool calls" % (start_rss, end_rss, made + rest))
