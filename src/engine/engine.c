@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,7 @@ void engine_session_put(struct engine_session *s) {
   kv_free(s->env, s->n_env);
   free(s->cwd);
   pthread_mutex_destroy(&s->lock);
+  pthread_mutex_destroy(&s->spawn_lock);
   free(s);
 }
 
@@ -285,6 +287,10 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
   eng->max_file = opts->max_file ? opts->max_file : ENGINE_DEFAULT_MAX_FILE;
   eng->ttl_secs = opts->ttl_secs ? opts->ttl_secs : ENGINE_DEFAULT_TTL;
   eng->self_pid = getpid();
+  /* Runs are cloned with CLONE_VM (run.c): until its execve a command shares this
+   * process' memory, inside the session's PID namespace. Not dumpable: the session's
+   * capability-less processes cannot ptrace it or read /proc/<pid>/mem meanwhile. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   pthread_mutex_init(&eng->lock, NULL);
   pthread_mutex_init(&eng->admit_lock, NULL);
   pthread_cond_init(&eng->bg_cond, NULL);
@@ -388,6 +394,7 @@ int engine_session_create_net(struct engine *eng, const struct engine_kv *env, s
   s->egress = network; /* engine_net_session_up reads and settles it */
   s->egress_pid = s->egress_pidfd = s->egress_exit_fd = -1;
   pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->spawn_lock, NULL);
   buf_init(&s->log, ENGINE_BG_LOG_MAX);
   s->created_ms = engine_now_ms();
   touch(s);

@@ -55,6 +55,8 @@ struct engine_session {
                                * (admit.c; guarded by eng->admit_lock) */
   size_t n_runs, cap_runs;
   struct buf log;             /* last ENGINE_BG_LOG_MAX bytes of background output */
+  pthread_mutex_t spawn_lock; /* rootless: one spawn at a time (run.c, spawn_command) */
+  atomic_int room_full;       /* the last spawn was refused for lack of room (run.c) */
 
   /* isolation (sandbox.c); -1 / NULL when absent */
   pid_t init_pid;             /* PID 1 of the session pid namespace, host pid */

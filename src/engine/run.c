@@ -6,6 +6,19 @@
  *   caller thread ── clone ──► intermediate: setns() into init's mount + PID namespaces,
  *   clone(CLONE_PARENT) ──► command, then exits. The caller then hands the command's pipes
  *   and pidfd to the I/O thread (io.c), which watches, reaps and calls back.
+ * Both clones are CLONE_VM | CLONE_VFORK onto small stacks of their own (as posix_spawn
+ *   does): no copy of the caller's page tables is made, so a spawn costs the same in a
+ *   16 MB engine as in one that has held 100 MB of output (a fork-like clone of the
+ *   latter cost 3x). The caller is suspended until the intermediate exits, which waits
+ *   until the command has called execve (or died). The child code therefore shares the
+ *   engine's memory: it writes nothing but its own stack (errno excepted: it lands in the
+ *   suspended caller's), and is built without ASan instrumentation (CHILD_CODE), whose
+ *   bookkeeping assumes the thread's own stack. All signals are blocked around the clone so
+ *   that no handler of the host runs on a child stack. Because the command shares the
+ *   engine's memory until execve, the engine process is not dumpable (engine_open), so
+ *   capability-less processes of the session cannot ptrace it or read its memory in that
+ *   window; under valgrind (which turns CLONE_VM | CLONE_VFORK into a fork) all of this
+ *   still works, since results travel through a pipe, not shared memory.
  * CLONE_PARENT makes the command a direct child of the engine process (so the engine gets
  * its exact wait status through a pidfd) while it lives in the session's PID namespace as
  * an ordinary process (not PID 1: `kill -9 $$` ends it with signal 9; its orphans go to
@@ -39,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -56,8 +70,13 @@
 #define DEFAULT_PATH "/usr/bin:/bin"
 #define DEFAULT_HOME "/home"
 
+/* Code that runs in the CLONE_VM children (see the top of the file). */
+#define CHILD_CODE __attribute__((no_sanitize_address, noinline))
+#define CHILD_STACK (256u << 10) /* each child's stack; untouched pages cost nothing */
+
 /* Everything the children need, prepared before the clone. */
 struct child_spec {
+  char *cmd_stack; /* top of the command's stack (the intermediate's is below it) */
   int isolated;
   int userns;       /* rootless: also enter init's user namespace; RLIMIT_NPROC limits */
   int init_pidfd;   /* setns target (isolated) */
@@ -69,7 +88,9 @@ struct child_spec {
   int cg_cur_fd;    /* pids.current of that cgroup */
   int cwdfd;        /* O_PATH directory to start in */
   int out_w, err_w; /* become fds 1 and 2 */
-  int stat_w;       /* the intermediate writes the command's pid or -errno here */
+  int stat_w;       /* the intermediate writes the command's pid or -errno here (after
+                     * ROOM_REFUSED from a command refused for lack of room) */
+  int room_tries;   /* looks for room in a full session (ROOM_TRIES or ROOM_TRIES_FULL) */
   char **argv;
   char **envp;
   const char *path; /* PATH used for the lookup */
@@ -88,7 +109,7 @@ static void child_write(int fd, const char *a, const char *b, const char *c) {
     }
 }
 
-static void __attribute__((noreturn)) child_die(const char *what, int err, int code) {
+static CHILD_CODE void __attribute__((noreturn)) child_die(const char *what, int err, int code) {
   child_write(2, what, ": ", strerrordesc_np(err));
   child_write(2, "\n", NULL, NULL);
   _exit(code);
@@ -108,7 +129,7 @@ static int drop_capabilities(void) {
 }
 
 /* execvpe() looks PATH up in the caller's environ; this one uses the command's own. */
-static void __attribute__((noreturn)) exec_lookup(char **argv, char **envp, const char *path) {
+static CHILD_CODE void __attribute__((noreturn)) exec_lookup(char **argv, char **envp, const char *path) {
   const char *file = argv[0];
   if (strchr(file, '/')) {
     execve(file, argv, envp);
@@ -183,19 +204,35 @@ static long cg_current(int fd) {
   return v;
 }
 
+static CHILD_CODE void report(int fd, int v) {
+  ssize_t w = write(fd, &v, sizeof v);
+  (void)w;
+}
+
 /* How many times a command waiting for room in a full session looks again, the waits
  * doubling from 1 ms: ~255 ms in all. Room is usually there within a few ms (the leftovers
  * of ended runs being reaped), but 64 runs back to back under ASan needed more than the
- * ~60 ms this was before (a rootless run was refused in a CI run). */
+ * ~60 ms this was before (a rootless run was refused in a CI run). Since the caller waits
+ * for the command's execve (CLONE_VFORK), a session found full by its previous spawn gets
+ * one look only (ROOM_TRIES_FULL): 16 runs past the limit are refused in a few ms, not 4 s. */
 #define ROOM_TRIES 9
+#define ROOM_TRIES_FULL 1
+#define ROOM_REFUSED INT_MIN /* told through stat_w by a command refused for lack of room */
+
+static CHILD_CODE void __attribute__((noreturn)) refuse_no_room(const struct child_spec *c) {
+  report(c->stat_w, ROOM_REFUSED);
+  child_write(2, "fork: Resource temporarily unavailable (the session is at its limit of "
+                 "64 processes)\n", NULL, NULL);
+  _exit(126);
+}
 
 /* Join the session's pids cgroup. Joining is a migration, which the kernel never refuses
- * for the limit, so the limit is checked here: wait a little (ROOM_TRIES, for the
+ * for the limit, so the limit is checked here: wait a little (c->room_tries, for the
  * leftovers of ended runs to be reaped) while the session is full, then join and check
  * again (two commands may join at once). A command that does not fit ends like a shell
  * whose fork failed: a message and status 126. */
-static void join_cgroup(const struct child_spec *c) {
-  for (int i = 0, delay_ms = 1; i < ROOM_TRIES - 1; i++, delay_ms *= 2) {
+static CHILD_CODE void join_cgroup(const struct child_spec *c) {
+  for (int i = 0, delay_ms = 1; i < c->room_tries - 1; i++, delay_ms *= 2) {
     long cur = cg_current(c->cg_cur_fd);
     if (cur < 0 || cur < (long)ENGINE_MAX_PROCS)
       break;
@@ -205,29 +242,32 @@ static void join_cgroup(const struct child_spec *c) {
   if (write(c->cg_fd, "0", 1) < 0) /* "0": the writing process itself */
     child_die("cgroup", errno, 126);
   long cur = cg_current(c->cg_cur_fd);
-  if (cur > (long)ENGINE_MAX_PROCS) {
-    child_write(2, "fork: Resource temporarily unavailable (the session is at its limit of "
-                   "64 processes)\n", NULL, NULL);
-    _exit(126);
-  }
+  if (cur > (long)ENGINE_MAX_PROCS)
+    refuse_no_room(c);
 }
 
 /* Rootless: the session's process limit is RLIMIT_NPROC, which the kernel counts per
  * (user namespace, uid), so per session: init and every process of its commands. The
  * command was created by the intermediate, outside that limit; it checks for room itself
- * with a child that exits at once, made under a limit one higher (so that it fits when
- * the command does), retried like join_cgroup (ROOM_TRIES) while the session is full, then
- * sets the limit its processes inherit. */
-static void join_nproc(void) {
-  struct rlimit host, np = {ENGINE_ROOTLESS_NPROC + 1, ENGINE_ROOTLESS_NPROC + 1};
+ * with a child that exits at once, made under a limit two higher (so that it fits when
+ * the command does: the probe, and the intermediate, which waits for our execve and is one
+ * at a time per session, spawn_command), retried like join_cgroup (c->room_tries) while
+ * the session is full, then sets the limit its processes inherit. */
+static CHILD_CODE int exit_at_once(void *arg) {
+  (void)arg;
+  _exit(0);
+}
+
+static CHILD_CODE void join_nproc(const struct child_spec *c) {
+  struct rlimit host, np = {ENGINE_ROOTLESS_NPROC + 2, ENGINE_ROOTLESS_NPROC + 2};
   if (getrlimit(RLIMIT_NPROC, &host) == 0 && host.rlim_max < np.rlim_max)
     np = host; /* the host's own limit is lower still: keep it (it cannot be raised) */
   if (setrlimit(RLIMIT_NPROC, &np) < 0)
     child_die("setrlimit", errno, 126);
   for (int i = 0, delay_ms = 1;; i++, delay_ms *= 2) {
-    pid_t p = engine_sandbox_clone(0, NULL);
-    if (p == 0)
-      _exit(0);
+    /* CLONE_VM: no copy of the page tables of the engine this command still shares */
+    char stack[16384] __attribute__((aligned(16)));
+    pid_t p = clone(exit_at_once, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
     if (p > 0) {
       while (waitpid(p, NULL, 0) < 0 && errno == EINTR) {
       }
@@ -235,11 +275,8 @@ static void join_nproc(void) {
     }
     if (errno != EAGAIN)
       child_die("fork", errno, 126);
-    if (i == ROOM_TRIES - 1) {
-      child_write(2, "fork: Resource temporarily unavailable (the session is at its limit of "
-                     "64 processes)\n", NULL, NULL);
-      _exit(126);
-    }
+    if (i >= c->room_tries - 1)
+      refuse_no_room(c);
     struct timespec ts = {0, (long)delay_ms * 1000000L};
     nanosleep(&ts, NULL);
   }
@@ -249,7 +286,7 @@ static void join_nproc(void) {
   }
 }
 
-static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
+static CHILD_CODE void __attribute__((noreturn)) command_main(const struct child_spec *c) {
   /* until execve replaces it, this process holds a copy of the engine's memory: keep
    * the session's other processes from reading it (execve makes it dumpable again) */
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -274,7 +311,7 @@ static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
   if (c->cg_fd >= 0)
     join_cgroup(c); /* its messages now reach the run's stderr */
   else if (c->userns)
-    join_nproc();
+    join_nproc(c);
   syscall(SYS_close_range, 3, ~0U, 0);
 
   if (c->limit_cpu && setrlimit(RLIMIT_CPU, &c->lim_cpu) < 0)
@@ -302,12 +339,12 @@ static void __attribute__((noreturn)) command_main(const struct child_spec *c) {
   exec_lookup(c->argv, c->envp, c->path);
 }
 
-static void report(int fd, int v) {
-  ssize_t w = write(fd, &v, sizeof v);
-  (void)w;
+static CHILD_CODE int command_entry(void *c) {
+  command_main(c);
 }
 
-static void __attribute__((noreturn)) intermediate_main(const struct child_spec *c) {
+
+static CHILD_CODE void __attribute__((noreturn)) intermediate_main(const struct child_spec *c) {
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL); /* no handler of the host may run in here */
@@ -322,11 +359,16 @@ static void __attribute__((noreturn)) intermediate_main(const struct child_spec 
     report(c->stat_w, errno == EINVAL || errno == ESRCH ? -ESRCH : -errno);
     _exit(1);
   }
-  pid_t pid = engine_sandbox_clone(CLONE_PARENT, NULL);
-  if (pid == 0)
-    command_main(c);
+  /* CLONE_PARENT: the command is the engine's child; its exit signal is then the
+   * intermediate's own (SIGCHLD), as the legacy clone takes it with CLONE_PARENT */
+  pid_t pid = clone(command_entry, c->cmd_stack, CLONE_VM | CLONE_VFORK | CLONE_PARENT,
+                    (void *)c);
   report(c->stat_w, pid < 0 ? -errno : (int)pid);
   _exit(0);
+}
+
+static CHILD_CODE int intermediate_entry(void *c) {
+  intermediate_main(c);
 }
 
 /* ---- preparing a child in the engine ---- */
@@ -519,17 +561,49 @@ static int spawn_command(struct engine_session *s, struct child_spec *c, int nee
   if (pipe2(sp, O_CLOEXEC) < 0)
     return -errno;
   c->stat_w = sp[1];
-  pid_t ip = engine_sandbox_clone(0, NULL);
-  if (ip == 0)
-    intermediate_main(c);
+  /* both children's stacks, each above a guard page */
+  size_t sz = 2 * CHILD_STACK;
+  char *stk = mmap(NULL, sz, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  if (stk == MAP_FAILED) {
+    int err = errno;
+    close(sp[0]);
+    close(sp[1]);
+    return -err;
+  }
+  mprotect(stk, 4096, PROT_NONE);
+  mprotect(stk + CHILD_STACK, 4096, PROT_NONE);
+  c->cmd_stack = stk + sz;
+  c->room_tries = atomic_load(&s->room_full) ? ROOM_TRIES_FULL : ROOM_TRIES;
+  /* rootless: the intermediate lives in the session's user namespace until the command's
+   * execve, and counts against its RLIMIT_NPROC: one at a time (join_nproc allows for it) */
+  if (c->userns)
+    pthread_mutex_lock(&s->spawn_lock);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t ip = clone(intermediate_entry, stk + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
   int rc = ip < 0 ? -errno : 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (c->userns)
+    pthread_mutex_unlock(&s->spawn_lock);
+  /* the intermediate has exited and the command has called execve (or died): nobody runs
+   * on these stacks any more */
+  munmap(stk, sz);
   close(sp[1]);
   int v = 0;
   if (rc == 0) {
     ssize_t n;
-    do {
-      n = read(sp[0], &v, sizeof v);
-    } while (n < 0 && errno == EINTR);
+    int refused = 0;
+    for (;;) {
+      do {
+        n = read(sp[0], &v, sizeof v);
+      } while (n < 0 && errno == EINTR);
+      if (n != (ssize_t)sizeof v || v != ROOM_REFUSED)
+        break;
+      refused = 1; /* then the intermediate's report */
+    }
+    atomic_store(&s->room_full, refused);
     if (n != (ssize_t)sizeof v)
       rc = -EIO;
     else if (v < 0)
