@@ -127,7 +127,7 @@ static int start_in_slot(struct engine *eng, struct engine_session *s,
     return -ENOMEM;
   *slot = (struct admit_slot){.eng = eng, .s = s, .cb = cb, .arg = arg};
   atomic_fetch_add(&s->refs, 1);
-  int rc = engine_run_start(eng, s, o, admit_done, slot);
+  int rc = engine_run_start(eng, s, o, NULL, admit_done, slot);
   if (rc < 0) {
     engine_session_put(s);
     free(slot);

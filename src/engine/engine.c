@@ -190,6 +190,10 @@ void engine_call_end(struct engine_session *s) {
 
 static void call_end(struct engine_session *s) { engine_call_end(s); }
 
+struct engine_session *engine_call_begin(struct engine *eng, const char *id) {
+  return call_begin(eng, id);
+}
+
 /* Remove from the table (the table's reference comes back to the caller). */
 static struct engine_session *table_take(struct engine *eng, const char *id) {
   struct engine_session *s = NULL;
@@ -588,6 +592,8 @@ static int run_opts_valid(const struct engine_run_opts *opts) {
   return opts->argv[0][0] != '\0';
 }
 
+int engine_run_opts_valid(const struct engine_run_opts *opts) { return run_opts_valid(opts); }
+
 int engine_run_async(struct engine *eng, const char *id, const struct engine_run_opts *opts,
                      engine_run_cb cb, void *arg) {
   if (!eng || !opts || !cb)
@@ -658,6 +664,10 @@ static char *file_path(struct engine_session *s, const char *path, int *rc) {
   pthread_mutex_unlock(&s->lock);
   *rc = abs ? 0 : -ENOMEM;
   return abs;
+}
+
+char *engine_file_abs(struct engine_session *s, const char *path, int *rc) {
+  return file_path(s, path, rc);
 }
 
 int engine_file_write(struct engine *eng, const char *id, const char *path, const void *data,

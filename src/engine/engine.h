@@ -124,6 +124,12 @@ int engine_session_setcwd(struct engine *eng, const char *id, const char *cwd);
 
 /* ---- runs ---- */
 
+/* Live output: the bytes of a command's stdout (stream 1) or stderr (stream 2), raw (not
+ * UTF-8 repaired: a character may be split between two calls), in order within a stream,
+ * as the engine's I/O thread reads them. Runs on that thread: must not block (copy and
+ * return). */
+typedef void (*engine_output_cb)(void *arg, int stream, const char *data, size_t len);
+
 struct engine_run_opts {
   const char *const *argv; /* argv[0..argc), executed directly (PATH looked up) */
   size_t argc;
@@ -136,6 +142,12 @@ struct engine_run_opts {
   const char *cwd;         /* NULL, "" or "/": the session cwd */
   const atomic_int *cancel; /* NULL, or a flag the caller raises to kill the run; after
                               raising it, call engine_cancel_notify (the flag is not polled) */
+  engine_output_cb on_output; /* NULL, or called with every byte kept for the result
+                               * (so at most max_output a stream), as it is read */
+  void *output_arg;
+  int output_only;          /* with on_output: the result's out and err stay empty (the
+                             * bytes went to on_output only); truncated still says whether
+                             * a stream passed max_output (no note is added to err) */
 };
 
 struct engine_run_result {
@@ -195,6 +207,61 @@ int engine_run_async(struct engine *eng, const char *id, const struct engine_run
  * under the caller's own locks, while the engine is open. */
 void engine_cancel_notify(struct engine *eng);
 
+/* ---- exec sessions: a command that outlives the call that started it ---- */
+
+struct engine_exec;
+
+#define ENGINE_EXEC_STDIN_MAX (1u << 20) /* stdin bytes queued before writes are refused */
+
+struct engine_exec_opts {
+  struct engine_run_opts run; /* command, limits (time_ms: wall time and CPU, as for a run),
+                               * env, cwd; cancel is ignored (engine_exec_kill) */
+  int with_stdin;             /* stdin is a pipe fed by engine_exec_write; else /dev/null */
+  engine_output_cb on_output; /* NULL: output waits in buffers for engine_exec_read, each
+                               * stream keeping its last max_output bytes */
+  void (*on_exit)(void *arg, int exit_code, int signal); /* NULL, or once when it ends */
+  void (*on_stdin_room)(void *arg); /* NULL, or when the stdin queue has emptied */
+  void *arg;                  /* for the three callbacks, which run on the engine's I/O
+                               * thread (must not block; may free their own exec) */
+};
+
+/* Start an exec: 0 and *out (free with engine_exec_free), or an error as engine_run_async
+ * (a command that cannot be executed is started and ends with 127, as for a run). */
+int engine_exec_start(struct engine *eng, const char *id, const struct engine_exec_opts *opts,
+                      struct engine_exec **out);
+
+struct engine_exec_state {
+  char *out, *err;  /* owned, valid UTF-8, NUL-terminated: what arrived since the last read */
+  size_t out_len, err_len;
+  int running;
+  int exit_code;    /* once ended: as engine_run (0 when a signal ended it) */
+  int signal;
+  int truncated;    /* bytes were dropped (oldest first) since the last read */
+};
+
+/* Output buffered since the previous read, after waiting up to wait_ms for the command to
+ * end (returning as soon as it does). A character cut at the end of the buffer waits for
+ * its rest while the command runs. Free with engine_exec_state_free. 0 or -ENOMEM. */
+int engine_exec_read(struct engine_exec *x, int64_t wait_ms, struct engine_exec_state *st);
+void engine_exec_state_free(struct engine_exec_state *st);
+
+/* Queue bytes for the command's stdin (written by the I/O thread as the pipe takes them).
+ * 0; -EPIPE without stdin, after engine_exec_close_stdin, or once the command's stdin is
+ * gone (ended, or closed by it); -EAGAIN while ENGINE_EXEC_STDIN_MAX bytes or more wait. */
+int engine_exec_write(struct engine_exec *x, const void *data, size_t len);
+/* Close stdin once what is queued has been written. 0 or -EPIPE as engine_exec_write. */
+int engine_exec_close_stdin(struct engine_exec *x);
+/* Bytes queued for stdin, not yet taken by the pipe. */
+size_t engine_exec_stdin_queued(struct engine_exec *x);
+/* Send sig to the command (not its children; SIGKILL also ends the wait for them). 0, or
+ * -ESRCH once it has ended, -EINVAL for a bad signal. */
+int engine_exec_kill(struct engine_exec *x, int sig);
+/* Has it ended (and been reaped)? */
+int engine_exec_ended(struct engine_exec *x);
+/* Kill it if still running and let go of it: no callback runs after this returns (called
+ * from one of its own callbacks: none after that one). Accepts NULL. */
+void engine_exec_free(struct engine_exec *x);
+
 /* ---- files (paths are inside the session root; `..` and symlinks cannot escape) ---- */
 
 /* Create or replace path with data[0..len), creating missing parent directories; mode 0644. */
@@ -216,6 +283,33 @@ struct engine_dirent {
 int engine_file_list(struct engine *eng, const char *id, const char *path,
                      struct engine_dirent **entries, size_t *n);
 void engine_dirents_free(struct engine_dirent *entries, size_t n);
+
+/* Streaming transfers, without the whole file in memory and without max_file. */
+struct engine_file;
+
+/* Open path for reading in chunks; *size is its size at open. Regular files only. */
+int engine_file_open_read(struct engine *eng, const char *id, const char *path,
+                          struct engine_file **f, uint64_t *size);
+/* Create a temporary file beside path (missing parents are created) that engine_file_commit
+ * renames over path; closed without a commit, it is removed, so a cancelled upload leaves
+ * nothing behind. -EISDIR when path is a directory. */
+int engine_file_open_write(struct engine *eng, const char *id, const char *path,
+                           struct engine_file **f);
+/* Up to n bytes (0 at the end), or -errno; -ESRCH once the session is gone. */
+long engine_file_read_chunk(struct engine_file *f, void *buf, size_t n);
+/* All of data[0..n), or -errno (-EFBIG past the file size limit, -ENOSPC...). */
+int engine_file_write_chunk(struct engine_file *f, const void *data, size_t n);
+/* Copy between a file opened above and fd (an ordinary host file descriptor) inside the
+ * engine (copy_file_range, else read/write through a 1 MiB buffer), until EOF of the
+ * source. *n counts the bytes copied. -ECANCELED as soon as *cancel is raised. */
+int engine_file_copy_from_fd(struct engine_file *f, int fd, const atomic_int *cancel,
+                             uint64_t *n);
+int engine_file_copy_to_fd(struct engine_file *f, int fd, const atomic_int *cancel,
+                           uint64_t *n);
+/* Rename the temporary file over its path (file mode 0644). */
+int engine_file_commit(struct engine_file *f);
+/* Close; an uncommitted upload's temporary file is removed. Accepts NULL. */
+void engine_file_close(struct engine_file *f);
 
 /* ---- background processes ---- */
 

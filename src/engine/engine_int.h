@@ -127,6 +127,32 @@ struct engine {
 };
 
 struct engine_admit_wait; /* admit.c */
+/* An exec session (exec.c): a run whose output goes to buffers or a callback instead of a
+ * result, whose stdin may be a pipe, and which outlives the call that started it. io.c
+ * feeds it (exec.c's output callback) and writes its stdin; only the I/O thread writes to
+ * or closes the stdin pipe, so writers queue bytes and kick that thread. */
+struct engine_exec {
+  atomic_int refs;            /* the owner's, the run's (until it completes), each kick's */
+  struct engine *eng;
+  pthread_mutex_t lock;       /* guards what follows, down to pidfd */
+  pthread_cond_t ended_cond;  /* broadcast when ended is set */
+  struct buf out, err;        /* buffered output, without on_output */
+  int cut;                    /* output dropped since the last read */
+  int ended, exit_code, signal;
+  struct buf inq;             /* stdin bytes queued for the I/O thread */
+  int with_stdin;
+  int in_eof;                 /* close stdin once inq is written */
+  int in_gone;                /* stdin closed (asked, broken, or the run ended) */
+  int pidfd;                  /* a dup of the command's pidfd, for kill; -1 when none */
+  pid_t pid;
+  pthread_mutex_t cb_lock;    /* held while a callback runs; detached is set under it */
+  int detached;               /* engine_exec_free was called: no more callbacks */
+  engine_output_cb on_output;
+  void (*on_exit)(void *arg, int exit_code, int signal);
+  void (*on_stdin_room)(void *arg);
+  void *arg;
+  struct engine_io_run *io_run; /* the I/O thread's only: the run, while it is watched */
+};
 
 /* ---- engine.c ---- */
 int64_t engine_now_ms(void);
@@ -136,6 +162,13 @@ void engine_session_put(struct engine_session *s);
 /* End a call begun on s by a public entry point (refresh the idle timer, drop the active
  * count and the reference). An async run's call is ended by the I/O thread. */
 void engine_call_end(struct engine_session *s);
+/* Begin a call on the live session id (a reference, the idle timer refreshed, counted as
+ * active until engine_call_end), or NULL. */
+struct engine_session *engine_call_begin(struct engine *eng, const char *id);
+/* Are a run's options acceptable (argv non-empty, env keys valid)? */
+int engine_run_opts_valid(const struct engine_run_opts *opts);
+/* A user path of s made absolute and normalised (malloc'd), or NULL with *rc. */
+char *engine_file_abs(struct engine_session *s, const char *path, int *rc);
 
 /* ---- sandbox.c: isolation ---- */
 /* Decide the isolation mode, prepare state_dir and the pids cgroup, clean leftovers of
@@ -165,9 +198,12 @@ pid_t engine_sandbox_clone(uint64_t flags, int *pidfd);
 /* ---- run.c ---- */
 /* Start a run of opts (validated) in s and hand it to the I/O thread, which calls cb once.
  * Takes over the caller's call on s (engine_call_end) only when it returns 0; on a
- * negative return nothing runs and cb is never called. */
+ * negative return nothing runs and cb is never called. With x (an exec): stdin is a pipe
+ * when x->with_stdin, output is not capped (exec.c bounds its buffers), x->pid and
+ * x->pidfd are set before the run is handed over. */
 int engine_run_start(struct engine *eng, struct engine_session *s,
-                     const struct engine_run_opts *opts, engine_run_cb cb, void *arg);
+                     const struct engine_run_opts *opts, struct engine_exec *x,
+                     engine_run_cb cb, void *arg);
 /* SIGKILL the process group of pid and, through its pidfd, pid itself. Never blocks. */
 void engine_run_kill(pid_t pid, int pidfd);
 /* Forget a run's pid (it is being reaped): destroy must no longer signal it. */
@@ -206,6 +242,11 @@ struct engine_io_cmd {
   int out_fd, err_fd;         /* read ends of the command's stdout and stderr, O_NONBLOCK */
   int64_t deadline;           /* engine_now_ms() time at which it is killed */
   const atomic_int *cancel;   /* or NULL */
+  engine_output_cb on_output; /* or NULL */
+  void *output_arg;
+  int output_only;            /* on_output only, nothing kept for the result */
+  int in_fd;                  /* write end of an exec's stdin pipe, or -1 */
+  struct engine_exec *exec;   /* an exec's run (output uncapped, stdin kicks), or NULL */
 };
 /* Start / stop the I/O thread. fini waits until every submitted run has completed (its
  * callback returned): the runs' processes must be dying (their sessions destroyed). */
@@ -227,6 +268,16 @@ void engine_io_submit_exited(struct engine *eng, struct engine_io_run *r,
                              struct engine_session *s, int exit_code, engine_run_cb cb,
                              void *arg);
 struct buf *engine_io_run_stderr(struct engine_io_run *r);
+/* Have the I/O thread write x's queued stdin (or close it): takes a reference on x. */
+void engine_io_kick(struct engine *eng, struct engine_exec *x);
+
+/* ---- exec.c, for io.c ---- */
+/* Write x's queued stdin to fd (non-blocking). 1: bytes remain (wait for EPOLLOUT);
+ * 0: nothing queued; -1: close fd (eof asked and all written, or the pipe broke). */
+int engine_exec_io_stdin(struct engine_exec *x, int fd);
+/* The run's stdin is closed for good (the run ended): later writes get -EPIPE. */
+void engine_exec_io_stdin_gone(struct engine_exec *x);
+void engine_exec_put(struct engine_exec *x);
 
 /* ---- path.c ---- */
 /* Lexically normalise path against the absolute normalised base: `.` and empty parts
@@ -246,6 +297,10 @@ int engine_path_open(int rootfd, const char *abs, int flags, mode_t mode);
 int engine_path_write(int rootfd, const char *abs, const void *data, size_t len);
 int engine_path_read(int rootfd, const char *abs, size_t max, char **data, size_t *len);
 int engine_path_list(int rootfd, const char *abs, struct engine_dirent **entries, size_t *n);
+/* Create a new temporary file in the directory of abs (missing parents created), for a
+ * rename over abs later: returns its fd (O_WRONLY) with *dirfd (O_PATH on the directory)
+ * and *tmp (its malloc'd name there), or -errno (-EISDIR when abs is a directory). */
+int engine_path_create_temp(int rootfd, const char *abs, int *dirfd, char **tmp);
 /* Remove a directory tree below dirfd/name without following symlinks. Best effort. */
 void engine_path_rmtree(int dirfd, const char *name);
 

@@ -35,7 +35,7 @@
 #define DRAIN_GRACE_MS 100 /* after the command ends, how long leftovers may hold the pipes */
 #define MAX_EVENTS 256
 
-enum { W_OUT, W_ERR, W_PID };
+enum { W_OUT, W_ERR, W_PID, W_IN };
 
 /* What an epoll event names: one fd of one run. */
 struct watch {
@@ -47,12 +47,13 @@ struct watch {
 struct stream {
   int fd; /* owned; -1 once at EOF */
   struct buf b;
+  size_t total; /* bytes kept (in b, or handed to on_output only) */
   int cut;
 };
 
 struct engine_io_run {
   struct engine_io_run *next, *prev; /* submit queue, then the loop's list or done list */
-  struct watch w[3];
+  struct watch w[4];
   struct engine_session *s;          /* its call, ended when the run completes */
   engine_run_cb cb;
   void *arg;
@@ -61,6 +62,11 @@ struct engine_io_run {
   struct stream out, err;
   int64_t deadline, grace_end;
   const atomic_int *cancel;
+  engine_output_cb on_output;
+  void *output_arg;
+  int output_only;
+  int in_fd;                         /* owned: an exec's stdin, -1 when none or closed */
+  struct engine_exec *exec;          /* an exec's run: output uncapped, stdin kicks */
   int exited, killed, cancelled, finished;
   int noproc;                        /* never started: noproc_exit and err.b are the result */
   int noproc_exit;
@@ -80,13 +86,17 @@ struct engine_io {
   struct engine_io_run *runs; /* watched (doubly linked) */
   struct engine_io_run *done; /* finished, completed at the end of a loop round */
   char *chunk;
+  struct engine_exec **kicks; /* under lock: execs with stdin to write (a reference each) */
+  size_t n_kicks, cap_kicks;
 };
 
 /* ---- streams and results ---- */
 
 /* Read what is there (a bounded number of chunks, so that one busy stream cannot starve
- * the others). Returns 1 at EOF or error (the caller closes), else 0. */
-static int stream_read(struct stream *st, char *chunk) {
+ * the others); keep it for the result and hand it to on_output, up to the stream's max
+ * (an exec's output has no max: exec.c bounds it). Returns 1 at EOF or error (the caller
+ * closes), else 0. */
+static int stream_read(struct engine_io_run *run, struct stream *st, char *chunk) {
   for (int round = 0; round < 16; round++) {
     ssize_t r = read(st->fd, chunk, READ_CHUNK);
     if (r < 0) {
@@ -98,12 +108,17 @@ static int stream_read(struct stream *st, char *chunk) {
     }
     if (r == 0)
       return 1;
-    size_t room = st->b.max - st->b.len;
+    size_t room = run->exec ? (size_t)r : st->b.max - st->total;
     size_t take = (size_t)r < room ? (size_t)r : room;
     if (take < (size_t)r)
       st->cut = 1;
-    if (take && buf_append(&st->b, chunk, take) != BUF_OK)
+    if (take && run->on_output)
+      run->on_output(run->output_arg, st == &run->out ? 1 : 2, chunk, take);
+    if (take && !run->output_only && buf_append(&st->b, chunk, take) != BUF_OK) {
       st->cut = 1; /* out of memory: keep what we have */
+      take = 0;
+    }
+    st->total += take;
     if (r < READ_CHUNK)
       return 0;
   }
@@ -141,10 +156,10 @@ struct engine_io_run *engine_io_run_new(struct engine *eng) {
   if (!r)
     return NULL;
   r->pid = -1;
-  r->pidfd = r->out.fd = r->err.fd = -1;
+  r->pidfd = r->out.fd = r->err.fd = r->in_fd = -1;
   buf_init(&r->out.b, eng->max_output);
   buf_init(&r->err.b, eng->max_output);
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 4; k++) {
     r->w[k].r = r;
     r->w[k].kind = k;
   }
@@ -154,8 +169,8 @@ struct engine_io_run *engine_io_run_new(struct engine *eng) {
 void engine_io_run_free(struct engine_io_run *r) {
   if (!r)
     return;
-  int fds[] = {r->pidfd, r->out.fd, r->err.fd};
-  for (size_t i = 0; i < 3; i++)
+  int fds[] = {r->pidfd, r->out.fd, r->err.fd, r->in_fd};
+  for (size_t i = 0; i < 4; i++)
     if (fds[i] >= 0)
       close(fds[i]);
   buf_free(&r->out.b);
@@ -186,6 +201,11 @@ void engine_io_submit(struct engine *eng, struct engine_io_run *r, struct engine
   r->err.fd = cmd->err_fd;
   r->deadline = cmd->deadline;
   r->cancel = cmd->cancel;
+  r->on_output = cmd->on_output;
+  r->output_arg = cmd->output_arg;
+  r->output_only = cmd->output_only && cmd->on_output;
+  r->in_fd = cmd->in_fd;
+  r->exec = cmd->exec;
   post(eng, r);
 }
 
@@ -202,6 +222,32 @@ void engine_io_submit_exited(struct engine *eng, struct engine_io_run *r,
 
 struct buf *engine_io_run_stderr(struct engine_io_run *r) { return &r->err.b; }
 
+void engine_io_kick(struct engine *eng, struct engine_exec *x) {
+  struct engine_io *io = eng->io;
+  pthread_mutex_lock(&io->lock);
+  if (io->n_kicks == io->cap_kicks) {
+    size_t ncap = io->cap_kicks ? io->cap_kicks * 2 : 16;
+    struct engine_exec **v = realloc(io->kicks, ncap * sizeof *v);
+    if (v) {
+      io->kicks = v;
+      io->cap_kicks = ncap;
+    }
+  }
+  int queued = io->n_kicks < io->cap_kicks;
+  if (queued) {
+    atomic_fetch_add(&x->refs, 1);
+    io->kicks[io->n_kicks++] = x;
+  }
+  pthread_mutex_unlock(&io->lock);
+  if (!queued) {
+    log_warn("engine: out of memory: stdin waits for the next write");
+    return;
+  }
+  uint64_t one = 1;
+  ssize_t w = write(io->evfd, &one, sizeof one);
+  (void)w;
+}
+
 /* ---- the loop ---- */
 
 static void unwatch(struct engine_io *io, int *fd) {
@@ -212,11 +258,29 @@ static void unwatch(struct engine_io *io, int *fd) {
   *fd = -1;
 }
 
+/* Write an exec's queued stdin, then watch the pipe for room only while bytes remain. */
+static void stdin_flush(struct engine_io *io, struct engine_io_run *r) {
+  if (r->in_fd < 0)
+    return;
+  int k = engine_exec_io_stdin(r->exec, r->in_fd);
+  if (k < 0) {
+    unwatch(io, &r->in_fd);
+    return;
+  }
+  struct epoll_event ev = {.events = k ? EPOLLOUT : 0, .data.ptr = &r->w[W_IN]};
+  epoll_ctl(io->epfd, EPOLL_CTL_MOD, r->in_fd, &ev);
+}
+
 /* Take r off the watched list onto the done list; its fds leave the epoll set. */
 static void finish(struct engine_io *io, struct engine_io_run *r) {
   OSB_ASSERT(!r->finished && r->exited);
   unwatch(io, &r->out.fd);
   unwatch(io, &r->err.fd);
+  unwatch(io, &r->in_fd);
+  if (r->exec) {
+    r->exec->io_run = NULL;
+    engine_exec_io_stdin_gone(r->exec);
+  }
   if (r->pidfd >= 0 && !r->exited)
     epoll_ctl(io->epfd, EPOLL_CTL_DEL, r->pidfd, NULL);
   if (r->prev)
@@ -279,8 +343,10 @@ static void adopt(struct engine_io *io, struct engine_io_run *r, int64_t *next_t
     finish(io, r);
     return;
   }
+  struct epoll_event in_ev = {.events = 0, .data.ptr = &r->w[W_IN]}; /* ERR, HUP only */
   if (watch_fd(io, r->out.fd, &r->w[W_OUT]) < 0 || watch_fd(io, r->err.fd, &r->w[W_ERR]) < 0 ||
-      (r->pidfd >= 0 && watch_fd(io, r->pidfd, &r->w[W_PID]) < 0)) {
+      (r->pidfd >= 0 && watch_fd(io, r->pidfd, &r->w[W_PID]) < 0) ||
+      (r->in_fd >= 0 && epoll_ctl(io->epfd, EPOLL_CTL_ADD, r->in_fd, &in_ev) < 0)) {
     /* the epoll set is full: no way to watch it, so end it now (a killed run) */
     log_warn("engine: cannot watch a run: %s", strerror(errno));
     engine_run_kill(r->pid, r->pidfd);
@@ -288,6 +354,10 @@ static void adopt(struct engine_io *io, struct engine_io_run *r, int64_t *next_t
     on_exit_event(io, r, next_tick);
     finish(io, r);
     return;
+  }
+  if (r->exec) {
+    r->exec->io_run = r;
+    stdin_flush(io, r); /* what was written before we took it */
   }
   int64_t due = r->deadline;
   if (r->pidfd < 0 && engine_now_ms() + NOPIDFD_POLL_MS < due)
@@ -303,9 +373,16 @@ static void on_event(struct engine_io *io, struct watch *w, uint32_t events, int
   if (w->kind == W_PID) {
     if (!r->exited && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
       on_exit_event(io, r, next_tick);
+  } else if (w->kind == W_IN) {
+    if (events & (EPOLLERR | EPOLLHUP)) { /* the command closed its stdin */
+      unwatch(io, &r->in_fd);
+      engine_exec_io_stdin_gone(r->exec);
+    } else {
+      stdin_flush(io, r);
+    }
   } else {
     struct stream *st = w->kind == W_OUT ? &r->out : &r->err;
-    if (st->fd >= 0 && stream_read(st, io->chunk)) {
+    if (st->fd >= 0 && stream_read(r, st, io->chunk)) {
       unwatch(io, &st->fd);
       if (r->pidfd < 0 && !r->exited && r->out.fd < 0 && r->err.fd < 0) {
         for (int i = 0; i < 20 && !exited_nopidfd(r); i++)
@@ -414,6 +491,18 @@ static void *io_main(void *p) {
       io->done = r->next;
       complete(io, r);
     }
+    pthread_mutex_lock(&io->lock);
+    struct engine_exec **kicks = io->kicks;
+    size_t n_kicks = io->n_kicks;
+    io->kicks = NULL;
+    io->n_kicks = io->cap_kicks = 0;
+    pthread_mutex_unlock(&io->lock);
+    for (size_t i = 0; i < n_kicks; i++) {
+      if (kicks[i]->io_run)
+        stdin_flush(io, kicks[i]->io_run);
+      engine_exec_put(kicks[i]);
+    }
+    free(kicks);
     if (stop && !io->runs && !io->done)
       break;
     int timeout = -1;
@@ -507,6 +596,7 @@ void engine_io_fini(struct engine *eng) {
   close(io->epfd);
   close(io->evfd);
   free(io->chunk);
+  free(io->kicks);
   pthread_cond_destroy(&io->idle);
   pthread_mutex_destroy(&io->lock);
   free(io);

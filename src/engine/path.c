@@ -15,6 +15,7 @@
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -436,6 +437,52 @@ int engine_path_write(int rootfd, const char *abs, const void *data, size_t len)
   if (close(fd) < 0 && rc == 0 && errno != EINTR)
     rc = -errno;
   return rc;
+}
+
+int engine_path_create_temp(int rootfd, const char *abs, int *dirfd_out, char **tmp_out) {
+  char *parent = NULL;
+  const char *base = NULL;
+  int rc = split_parent(abs, &parent, &base);
+  if (rc < 0)
+    return rc;
+  int dirfd = open_dir_creating(rootfd, parent);
+  free(parent);
+  if (dirfd < 0)
+    return dirfd;
+  struct stat st;
+  if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+    close(dirfd);
+    return -EISDIR; /* a rename over it would fail at the end, after the whole copy */
+  }
+  unsigned char rnd[8];
+  if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+    close(dirfd);
+    return -EIO;
+  }
+  char *tmp = malloc(40);
+  if (!tmp) {
+    close(dirfd);
+    return -ENOMEM;
+  }
+  static const char hex[] = "0123456789abcdef";
+  memcpy(tmp, ".osb-upload-", 12);
+  for (int i = 0; i < 8; i++) {
+    tmp[12 + 2 * i] = hex[rnd[i] >> 4];
+    tmp[13 + 2 * i] = hex[rnd[i] & 15];
+  }
+  tmp[28] = '\0';
+  /* O_EXCL | O_NOFOLLOW: a name planted by the session is never written through */
+  int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC,
+                  0600);
+  if (fd < 0) {
+    rc = -errno;
+    free(tmp);
+    close(dirfd);
+    return rc;
+  }
+  *dirfd_out = dirfd;
+  *tmp_out = tmp;
+  return fd;
 }
 
 int engine_path_read(int rootfd, const char *abs, size_t max, char **data, size_t *len) {

@@ -88,6 +88,7 @@ struct child_spec {
   int cg_cur_fd;    /* pids.current of that cgroup */
   int cwdfd;        /* O_PATH directory to start in */
   int out_w, err_w; /* become fds 1 and 2 */
+  int in_r;         /* becomes fd 0 (an exec's stdin pipe); -1: /dev/null */
   int stat_w;       /* the intermediate writes the command's pid or -errno here (after
                      * ROOM_REFUSED from a command refused for lack of room) */
   int room_tries;   /* looks for room in a full session (ROOM_TRIES or ROOM_TRIES_FULL) */
@@ -303,7 +304,7 @@ static CHILD_CODE void __attribute__((noreturn)) command_main(const struct child
   /* move the pipes out of the way first: the engine's own 0-2 may be anything */
   int out = fcntl(c->out_w, F_DUPFD, 10);
   int err = fcntl(c->err_w, F_DUPFD, 10);
-  int nul = open("/dev/null", O_RDONLY);
+  int nul = c->in_r >= 0 ? fcntl(c->in_r, F_DUPFD, 10) : open("/dev/null", O_RDONLY);
   if (out < 0 || err < 0 || nul < 0)
     _exit(126);
   if (dup2(nul, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
@@ -487,6 +488,7 @@ static void child_spec_init(struct child_spec *c, struct engine *eng, struct eng
   c->cg_fd = s->cg_procs_fd;
   c->cg_cur_fd = s->cg_current_fd;
   c->cwdfd = -1;
+  c->in_r = -1;
 }
 
 /* The command of a child_spec: argv, the environment (session env, then the request's,
@@ -668,13 +670,14 @@ static void run_limits(struct child_spec *c, const struct engine_run_opts *o,
 }
 
 int engine_run_start(struct engine *eng, struct engine_session *s,
-                     const struct engine_run_opts *o, engine_run_cb cb, void *arg) {
+                     const struct engine_run_opts *o, struct engine_exec *x,
+                     engine_run_cb cb, void *arg) {
   struct child_spec c;
   child_spec_init(&c, eng, s);
   uint64_t time_ms;
   run_limits(&c, o, &time_ms);
 
-  int po[2] = {-1, -1}, pe[2] = {-1, -1};
+  int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
   int rc = 0;
   struct engine_io_run *r = engine_io_run_new(eng);
   char *cwd = run_cwd(s, o->cwd);
@@ -701,13 +704,29 @@ int engine_run_start(struct engine *eng, struct engine_session *s,
   }
   if ((rc = make_pipe(po)) < 0 || (rc = make_pipe(pe)) < 0)
     goto out;
+  if (x && x->with_stdin) { /* the write end (pi[1]) is the I/O thread's, non-blocking */
+    if (pipe2(pi, O_CLOEXEC) < 0) {
+      rc = -errno;
+      goto out;
+    }
+    fcntl(pi[1], F_SETFL, O_NONBLOCK);
+    c.in_r = pi[0];
+  }
   c.out_w = po[1];
   c.err_w = pe[1];
-  struct engine_io_cmd cmd = {.cancel = o->cancel};
+  struct engine_io_cmd cmd = {.cancel = x ? NULL : o->cancel,
+                              .on_output = o->on_output,
+                              .output_arg = o->output_arg,
+                              .output_only = o->output_only,
+                              .in_fd = -1,
+                              .exec = x};
   rc = spawn_command(s, &c, 0, &cmd.pid, &cmd.pidfd);
   close(po[1]);
   close(pe[1]);
   po[1] = pe[1] = -1;
+  if (pi[0] >= 0)
+    close(pi[0]);
+  pi[0] = -1;
   if (rc == -EAGAIN && c.userns) {
     /* rootless: the host's RLIMIT_NPROC for the engine's uid refused the command */
     buf_printf(engine_io_run_stderr(r), "fork: Resource temporarily unavailable (the "
@@ -723,13 +742,19 @@ int engine_run_start(struct engine *eng, struct engine_session *s,
   cmd.out_fd = po[0];
   cmd.err_fd = pe[0];
   po[0] = pe[0] = -1;
+  cmd.in_fd = pi[1];
+  pi[1] = -1;
+  if (x) {
+    x->pid = cmd.pid;
+    x->pidfd = cmd.pidfd >= 0 ? fcntl(cmd.pidfd, F_DUPFD_CLOEXEC, 3) : -1;
+  }
   cmd.deadline = engine_now_ms() + (int64_t)(time_ms > INT64_MAX / 4 ? INT64_MAX / 4 : time_ms);
   engine_io_submit(eng, r, s, &cmd, cb, arg);
   r = NULL;
 
 out:
   engine_io_run_free(r);
-  int fds[] = {po[0], po[1], pe[0], pe[1], c.cwdfd};
+  int fds[] = {po[0], po[1], pe[0], pe[1], pi[0], pi[1], c.cwdfd};
   for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
     if (fds[i] >= 0)
       close(fds[i]);
