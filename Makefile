@@ -44,8 +44,10 @@ CFLAGS_ALL := -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter \
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 LIBS_ALL = $(PKG_LIBS) -lm
 
-GEN := $(BUILD)/gen/sandbox.pb-c.c
-GEN_H := $(BUILD)/gen/sandbox.pb-c.h
+# sandbox.proto: the public wire (WIRE.md); sandbox_ext.proto: opensandboxd's extension.
+PROTOS := sandbox sandbox_ext
+GEN := $(patsubst %,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
+GEN_H := $(patsubst %,$(BUILD)/gen/%.pb-c.h,$(PROTOS))
 
 COMMON_SRC := $(wildcard src/common/*.c)
 ENGINE_SRC := $(wildcard src/engine/*.c)
@@ -56,7 +58,7 @@ SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_OBJ := $(call obj,$(COMMON_SRC) $(ENGINE_SRC) $(RPC_SRC) $(MCP_SRC) $(BRIDGE_SRC) $(SERVER_SRC)) \
-	$(BUILD)/obj/gen/sandbox.pb-c.o
+	$(patsubst %,$(BUILD)/obj/gen/%.pb-c.o,$(PROTOS))
 LIB := $(BUILD)/libosb.a
 
 BRIDGE_BIN := $(BUILD)/opensandbox-bridge
@@ -87,12 +89,12 @@ vsix: $(VSCODE_OUT)
 	$(Q)cd $(VSCODE_DIR) && node_modules/.bin/vsce package --allow-missing-repository --skip-license \
 		-o ../../$(VSIX)
 
-$(GEN) $(GEN_H): proto/sandbox.proto
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
 	@echo "  PROTOC  $<"
-	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/gen proto/sandbox.proto
+	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/gen $<
 
-$(BUILD)/obj/gen/sandbox.pb-c.o: $(GEN)
+$(BUILD)/obj/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c $(GEN_H)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@

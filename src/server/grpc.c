@@ -12,6 +12,11 @@
  *                                     SEND_STATUS_FROM_SERVER
  *             --SEND and CLOSE both done--> freed
  *
+ * Streaming methods (opensandboxd's extension, grpc_stream.c) start like RunCommand: their
+ * first message goes to a run thread, whose start() returns the stream's state; from then
+ * on grpc_stream.c drives the call through gcall_send / gcall_recv / gcall_finish, whose
+ * completions (STEP_SMSG, STEP_RMSG) come back to its hooks (grpc_int.h).
+ *
  * Refusals (too many calls, no API key, an unknown method) skip RECV and send the status at
  * once. CALLS_REQUESTED calls are always requested ahead, so a new call never waits for a
  * grpc_server_request_call. Methods that answer at once (files, env, cwd) run inline on the
@@ -60,7 +65,7 @@
 #define RUN_THREADS 4 /* they only spawn (~1 ms each): a few suffice, none waits on a run */
 
 /* The steps of a call; a call's tag for step k is &call->tags[k]. */
-enum gstep { STEP_ACCEPT, STEP_RECV, STEP_SEND, STEP_CLOSE, STEP_COUNT };
+enum gstep { STEP_ACCEPT, STEP_RECV, STEP_SEND, STEP_CLOSE, STEP_SMSG, STEP_RMSG, STEP_COUNT };
 
 struct gtag {
   struct gcall *call;
@@ -112,6 +117,10 @@ struct gcall {
   int trunc_report;             /* RunCommand: the client asked for truncation in metadata */
   grpc_metadata trailer;        /* x-opensandbox-truncated, alive until the call is freed */
   struct gcall *run_next;       /* in srv->run_head's list */
+  atomic_int md_sent;           /* initial metadata is on its way */
+  void *_Atomic st;             /* a streaming method's state (grpc_stream.c) */
+  grpc_byte_buffer *smsg_bb;    /* the streamed message in flight (STEP_SMSG) */
+  grpc_byte_buffer *rmsg_bb;    /* the next message received (STEP_RMSG) */
 };
 
 /* ---- a call's life ---- */
@@ -139,6 +148,13 @@ static struct gcall *gcall_new(struct srv_grpc *s) {
 static void gcall_free(struct gcall *c) {
   struct srv_grpc *s = c->srv;
   int counted = c->counted;
+  void *st = atomic_load(&c->st);
+  if (st)
+    c->method->stream->free(st);
+  if (c->smsg_bb)
+    grpc_byte_buffer_destroy(c->smsg_bb);
+  if (c->rmsg_bb)
+    grpc_byte_buffer_destroy(c->rmsg_bb);
   if (c->call)
     grpc_call_unref(c->call);
   grpc_call_details_destroy(&c->details);
@@ -160,9 +176,13 @@ static void gcall_free(struct gcall *c) {
 }
 
 /* Drop one reference; the last frees the call. */
-static void gcall_unref(struct gcall *c) {
+void gcall_unref(struct gcall *c) {
   if (atomic_fetch_sub(&c->refs, 1) == 1)
     gcall_free(c);
+}
+
+void gcall_ref(struct gcall *c) {
+  atomic_fetch_add(&c->refs, 1);
 }
 
 /* Start a batch whose completion comes back as step. Returns 0, or -1 (logged) when the
@@ -185,7 +205,8 @@ static void send_reply(struct gcall *c, struct greply *r) {
   size_t n = 0;
 
   memset(ops, 0, sizeof ops);
-  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (!atomic_exchange(&c->md_sent, 1))
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
   if (r->code == GRPC_STATUS_OK) {
     grpc_slice s = r->data ? grpc_slice_new(r->data, r->len, free) : grpc_empty_slice();
     r->data = NULL;
@@ -214,6 +235,119 @@ static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
   struct greply r = {0};
   greply_status(&r, code, "%s", msg);
   send_reply(c, &r);
+}
+
+/* ---- streaming calls (grpc_int.h) ---- */
+
+int gcall_send(struct gcall *c, uint8_t *data, size_t len) {
+  grpc_op ops[2];
+  size_t n = 0;
+  grpc_slice sl = grpc_slice_new(data, len, free);
+  memset(ops, 0, sizeof ops);
+  if (!atomic_exchange(&c->md_sent, 1))
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  c->smsg_bb = grpc_raw_byte_buffer_create(&sl, 1);
+  grpc_slice_unref(sl);
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n++].data.send_message.send_message = c->smsg_bb;
+  if (start_batch(c, ops, n, STEP_SMSG) == 0)
+    return 0;
+  grpc_byte_buffer_destroy(c->smsg_bb);
+  c->smsg_bb = NULL;
+  return -1;
+}
+
+int gcall_recv(struct gcall *c) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &c->rmsg_bb;
+  return start_batch(c, &op, 1, STEP_RMSG);
+}
+
+void gcall_finish(struct gcall *c, struct greply *r) {
+  grpc_op ops[3];
+  size_t n = 0;
+  memset(ops, 0, sizeof ops);
+  if (!atomic_exchange(&c->md_sent, 1))
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (r->code == GRPC_STATUS_OK && r->data) {
+    grpc_slice sl = grpc_slice_new(r->data, r->len, free);
+    r->data = NULL;
+    c->send_bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->send_bb;
+  }
+  if (r->code != GRPC_STATUS_OK)
+    c->send_details = grpc_slice_from_copied_string(r->msg);
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = r->code;
+  ops[n++].data.send_status_from_server.status_details = r->code ? &c->send_details : NULL;
+  if (start_batch(c, ops, n, STEP_SEND) < 0)
+    grpc_call_cancel(c->call, NULL);
+}
+
+int gcall_cancelled(struct gcall *c) {
+  return atomic_load(&c->cancel);
+}
+
+size_t gcall_max_message(struct gcall *c) {
+  return c->srv->max_message;
+}
+
+static void on_smsg(struct gcall *c, int success) {
+  grpc_byte_buffer_destroy(c->smsg_bb);
+  c->smsg_bb = NULL;
+  if (!success)
+    grpc_call_cancel(c->call, NULL); /* so that RECV_CLOSE_ON_SERVER surely completes */
+  c->method->stream->on_sent(atomic_load(&c->st), success);
+  gcall_unref(c);
+}
+
+static void on_rmsg(struct gcall *c, int success) {
+  const struct gstream_ops *ops = c->method->stream;
+  void *st = atomic_load(&c->st);
+  grpc_byte_buffer_reader reader;
+  if (success && c->rmsg_bb && grpc_byte_buffer_reader_init(&reader, c->rmsg_bb)) {
+    grpc_slice sl = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_destroy(c->rmsg_bb);
+    c->rmsg_bb = NULL;
+    ops->on_msg(st, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), 1);
+    grpc_slice_unref(sl);
+  } else {
+    if (c->rmsg_bb)
+      grpc_byte_buffer_destroy(c->rmsg_bb);
+    c->rmsg_bb = NULL;
+    ops->on_msg(st, NULL, 0, success); /* success without a message: the input's end */
+  }
+  gcall_unref(c);
+}
+
+/* A streaming method's first message, on a run thread: start its stream. The reference
+ * the caller holds is dropped here (the stream keeps what it needs). */
+static void stream_call(struct gcall *c) {
+  struct greply r = {.code = GRPC_STATUS_OK};
+  grpc_slice req = c->req;
+  c->req = grpc_empty_slice();
+  void *st = NULL;
+  if (atomic_load(&c->cancel))
+    greply_status(&r, GRPC_STATUS_CANCELLED, "cancelled before it started");
+  else
+    st = c->method->stream->start(c, c->srv->eng, GRPC_SLICE_START_PTR(req),
+                                  GRPC_SLICE_LENGTH(req), &r);
+  grpc_slice_unref(req);
+  if (!st) {
+    send_reply(c, &r);
+    free(r.data);
+  } else {
+    atomic_store(&c->st, st); /* before anything can complete: the hooks find it there */
+    c->method->stream->begin(st);
+    if (atomic_load(&c->cancel)) /* on_close may have come before st was there to see */
+      c->method->stream->on_cancel(st);
+  }
+  gcall_unref(c);
 }
 
 /* ---- RunCommand: started by a run thread, finished by the engine's I/O thread ---- */
@@ -270,7 +404,10 @@ static void *run_thread(void *arg) {
     pthread_mutex_unlock(&s->lock);
     if (!c)
       return NULL; /* run_stop, and nothing left */
-    run_call(c);
+    if (c->method->stream)
+      stream_call(c);
+    else
+      run_call(c);
   }
 }
 
@@ -411,7 +548,7 @@ static void on_recv(struct gcall *c, int success) {
   c->recv_bb = NULL;
   log_debug("grpc: %s", c->method->path);
 
-  if (!c->method->handle) { /* RunCommand */
+  if (!c->method->handle) { /* RunCommand, or a streaming method's first message */
     c->req = req;
     run_queue(c); /* with the batch's reference */
     return;
@@ -439,6 +576,9 @@ static void on_close(struct gcall *c) {
     log_debug("grpc: call cancelled (client, deadline or shutdown)");
     atomic_store(&c->cancel, 1);
     engine_cancel_notify(c->srv->eng);
+    void *st = atomic_load(&c->st);
+    if (st)
+      c->method->stream->on_cancel(st);
   }
   gcall_unref(c);
 }
@@ -471,6 +611,12 @@ static void *cq_thread(void *arg) {
       break;
     case STEP_CLOSE:
       on_close(t->call);
+      break;
+    case STEP_SMSG:
+      on_smsg(t->call, ev.success);
+      break;
+    case STEP_RMSG:
+      on_rmsg(t->call, ev.success);
       break;
     case STEP_COUNT:
       break;

@@ -29,7 +29,7 @@ void greply_status(struct greply *r, grpc_status_code code, const char *fmt, ...
 
 /* The one mapping of engine errors to gRPC statuses (file failures inside WriteFile,
  * WriteFiles and ReadFile are reported in the reply instead and never come here). */
-static void reply_engine_error(struct greply *r, int code) {
+void greply_engine_error(struct greply *r, int code) {
   switch (code) {
   case -ESRCH:
     greply_status(r, GRPC_STATUS_NOT_FOUND, "Session not found");
@@ -164,6 +164,14 @@ static const char *wire_strings_check(const ProtobufCMessageDescriptor *desc,
   return NULL;
 }
 
+int gmethod_strings_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                       struct greply *r) {
+  const char *why = wire_strings_check(desc, data, len, 0);
+  if (why)
+    greply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+  return why ? -1 : 0;
+}
+
 #define DECODE(type, fn, var, data, len, r)                                        \
   const char *why_##var =                                                          \
       wire_strings_check(&type##_descriptor_for_check, (data), (len), 0);          \
@@ -206,7 +214,7 @@ static void h_write_file(struct engine *eng, const uint8_t *data, size_t len, st
   rc = engine_file_write(eng, req->session_id, req->path, req->content.data,
                          req->content.len);
   if (rc == -ESRCH) {
-    reply_engine_error(r, rc);
+    greply_engine_error(r, rc);
   } else {
     resp.success = rc == 0;
     if (rc < 0)
@@ -256,7 +264,7 @@ static void h_write_files(struct engine *eng, const uint8_t *data, size_t len, s
     }
   }
   if (rc == -ESRCH) {
-    reply_engine_error(r, rc);
+    greply_engine_error(r, rc);
     goto out;
   }
   resp.success = n_errs == 0;
@@ -278,7 +286,7 @@ static void h_read_file(struct engine *eng, const uint8_t *data, size_t len, str
 
   rc = engine_file_read(eng, req->session_id, req->path, &content, &n);
   if (rc == -ESRCH) {
-    reply_engine_error(r, rc);
+    greply_engine_error(r, rc);
   } else {
     if (rc < 0) {
       resp.error = (char *)engine_strerror(rc);
@@ -304,7 +312,7 @@ static void h_set_env(struct engine *eng, const uint8_t *data, size_t len, struc
   } else {
     rc = engine_session_setenv(eng, req->session_id, env, req->n_env);
     if (rc < 0) {
-      reply_engine_error(r, rc);
+      greply_engine_error(r, rc);
     } else {
       resp.success = 1;
       reply_message(r, &resp.base);
@@ -321,7 +329,7 @@ static void h_set_cwd(struct engine *eng, const uint8_t *data, size_t len, struc
 
   rc = engine_session_setcwd(eng, req->session_id, req->cwd);
   if (rc < 0) {
-    reply_engine_error(r, rc);
+    greply_engine_error(r, rc);
   } else {
     resp.success = 1;
     reply_message(r, &resp.base);
@@ -332,49 +340,63 @@ static void h_set_cwd(struct engine *eng, const uint8_t *data, size_t len, struc
 
 /* ---- RunCommand: started here, finished on the engine's I/O thread ---- */
 
+int gmethod_run_opts(const Sandbox__RunCommandRequest *req, struct engine_run_opts *opts,
+                     const char ***argv_out, struct engine_kv **env_out, struct greply *r) {
+  struct engine_kv *env = NULL;
+  const char **argv = NULL;
+  *argv_out = NULL;
+  *env_out = NULL;
+  KV_FROM_MAP(req->env, req->n_env, env);
+  if (req->n_env && !env) {
+    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return -1;
+  }
+  if (req->n_command == 0) {
+    free(env);
+    greply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "command must not be empty");
+    return -1;
+  }
+  argv = calloc(req->n_command + 1, sizeof *argv); /* NULL-terminated, for good measure */
+  if (!argv) {
+    free(env);
+    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return -1;
+  }
+  memcpy(argv, req->command, req->n_command * sizeof *argv);
+  memset(opts, 0, sizeof *opts);
+  opts->argv = argv;
+  opts->argc = req->n_command;
+  opts->time_ms = req->time_ms;
+  opts->mem_kb = req->mem_kb;
+  opts->fsize_kb = req->fsize_kb;
+  opts->nofile = req->nofile;
+  opts->env = env;
+  opts->n_env = req->n_env;
+  opts->cwd = req->cwd;
+  *argv_out = argv;
+  *env_out = env;
+  return 0;
+}
+
 /* What gmethod_run_start does, with DECODE's early return: *started is 1 when the engine
  * took the run. */
 static void run_start(struct engine *eng, const uint8_t *data, size_t len,
                       const atomic_int *cancel, engine_run_cb done, void *arg,
                       struct greply *r, int *started) {
-  struct engine_run_opts opts = {0};
+  struct engine_run_opts opts;
   struct engine_kv *env = NULL;
   const char **argv = NULL;
   int rc;
   DECODE(Sandbox__RunCommandRequest, sandbox__run_command_request__unpack, req, data, len, r);
 
-  KV_FROM_MAP(req->env, req->n_env, env);
-  if (req->n_env && !env) {
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    goto out;
+  if (gmethod_run_opts(req, &opts, &argv, &env, r) == 0) {
+    opts.cancel = cancel;
+    rc = engine_run_async(eng, req->session_id, &opts, done, arg); /* opts read here only */
+    if (rc < 0)
+      greply_engine_error(r, rc);
+    else
+      *started = 1;
   }
-  if (req->n_command == 0) {
-    greply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "command must not be empty");
-    goto out;
-  }
-  argv = calloc(req->n_command + 1, sizeof *argv); /* NULL-terminated, for good measure */
-  if (!argv) {
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    goto out;
-  }
-  memcpy(argv, req->command, req->n_command * sizeof *argv);
-  opts.argv = argv;
-  opts.argc = req->n_command;
-  opts.time_ms = req->time_ms;
-  opts.mem_kb = req->mem_kb;
-  opts.fsize_kb = req->fsize_kb;
-  opts.nofile = req->nofile;
-  opts.env = env;
-  opts.n_env = req->n_env;
-  opts.cwd = req->cwd;
-  opts.cancel = cancel;
-
-  rc = engine_run_async(eng, req->session_id, &opts, done, arg); /* opts read here only */
-  if (rc < 0)
-    reply_engine_error(r, rc);
-  else
-    *started = 1;
-out:
   free(argv);
   free(env);
   sandbox__run_command_request__free_unpacked(req, NULL);
@@ -391,7 +413,7 @@ int gmethod_run_start(struct engine *eng, const uint8_t *data, size_t len,
 void gmethod_run_reply(struct engine *eng, struct greply *r, int rc,
                        struct engine_run_result *res, int note) {
   if (rc < 0) {
-    reply_engine_error(r, rc);
+    greply_engine_error(r, rc);
   } else {
     if (res->truncated)
       log_info("grpc: RunCommand output truncated to the output limit");
@@ -409,12 +431,17 @@ void gmethod_run_reply(struct engine *eng, struct greply *r, int rc,
 /* ---- the method table ---- */
 
 static const struct gmethod methods[] = {
-    {"/sandbox.SandboxService/RunCommand", NULL},
-    {"/sandbox.SandboxService/WriteFile", h_write_file},
-    {"/sandbox.SandboxService/WriteFiles", h_write_files},
-    {"/sandbox.SandboxService/ReadFile", h_read_file},
-    {"/sandbox.SandboxService/SetEnv", h_set_env},
-    {"/sandbox.SandboxService/SetCwd", h_set_cwd},
+    {"/sandbox.SandboxService/RunCommand", NULL, NULL},
+    {"/sandbox.SandboxService/WriteFile", h_write_file, NULL},
+    {"/sandbox.SandboxService/WriteFiles", h_write_files, NULL},
+    {"/sandbox.SandboxService/ReadFile", h_read_file, NULL},
+    {"/sandbox.SandboxService/SetEnv", h_set_env, NULL},
+    {"/sandbox.SandboxService/SetCwd", h_set_cwd, NULL},
+    /* opensandboxd's extension (proto/sandbox_ext.proto): grpc_stream.c */
+    {"/sandbox.ext.SandboxExt/RunStream", NULL, &gstream_run},
+    {"/sandbox.ext.SandboxExt/Exec", NULL, &gstream_exec},
+    {"/sandbox.ext.SandboxExt/Upload", NULL, &gstream_upload},
+    {"/sandbox.ext.SandboxExt/Download", NULL, &gstream_download},
 };
 
 const struct gmethod *gmethod_find(grpc_slice path) {
