@@ -160,6 +160,38 @@ void rpc_core_send(struct rpc_core *core, json_object *reply) {
     send_json(core, reply, NULL, NULL);
 }
 
+int rpc_notify(struct rpc_req *req, const char *method, json_object *params) {
+  struct rpc_core *core = req->core;
+  if (!core) {
+    json_object_put(params);
+    return -1;
+  }
+  json_object *msg = json_object_new_object();
+  if (!msg) {
+    json_object_put(params);
+    return -1;
+  }
+  json_object_object_add(msg, "jsonrpc", json_object_new_string("2.0"));
+  json_object_object_add(msg, "method", json_object_new_string(method));
+  json_object_object_add(msg, "params", params);
+  size_t len = 0;
+  char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
+  json_object_put(msg);
+  if (!buf)
+    return -1;
+  size_t off = 0;
+  size_t flen = transport_frame(core->framing, buf, len, &off);
+  /* queued under the lock that answering takes: never after the reply */
+  pthread_mutex_lock(&core->lock);
+  int answered = req->answered;
+  if (!answered)
+    writer_send_at(core->writer, buf, off, flen, NULL, NULL);
+  pthread_mutex_unlock(&core->lock);
+  if (answered)
+    free(buf);
+  return answered ? -1 : 0;
+}
+
 /* ---- requests ---- */
 
 struct call *rpc_req_call(struct rpc_req *req) {

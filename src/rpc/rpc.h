@@ -39,6 +39,12 @@ struct call *rpc_req_call(struct rpc_req *req);
  * answered already (cancelled) drops the result. */
 void rpc_complete(struct rpc_req *req, int rc, json_object *result, struct osb_err *err);
 
+/* Send the notification {method, params} (params taken) for req's sake, while req is
+ * unanswered: it goes out before req's reply, and never after it (a cancelled request's
+ * progress stops with its -32800). Any thread. Returns 0 when queued, -1 when dropped (req
+ * answered already, not part of a JSON-RPC stream, out of memory). */
+int rpc_notify(struct rpc_req *req, const char *method, json_object *params);
+
 struct rpc_method {
   const char *name;
   rpc_handler fn;

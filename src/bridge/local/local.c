@@ -270,6 +270,12 @@ static void local_run_finished(void *arg, int rc, struct engine_run_result *res)
   op->done(op);
 }
 
+/* Live output, on the engine's I/O thread: handed on as it is. */
+static void local_run_output(void *arg, int stream, const char *data, size_t len) {
+  struct backend_op *op = arg;
+  op->on_output(op, stream, data, len);
+}
+
 /* Start the run; 1 when it was started (local_run_finished completes it), else -1 with
  * op->err filled. */
 static int local_run(struct engine *eng, struct backend_op *op) {
@@ -289,6 +295,8 @@ static int local_run(struct engine *eng, struct backend_op *op) {
       .n_env = req->n_env,
       .cwd = req->cwd,
       .cancel = op->c ? &op->c->cancelled : NULL,
+      .on_output = op->on_output ? local_run_output : NULL,
+      .output_arg = op,
   };
   /* installed first: a cancel between the start and the install would go unseen */
   if (call_set_canceller(op->c, local_run_cancel, eng)) {

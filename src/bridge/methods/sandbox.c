@@ -8,6 +8,7 @@
 
 #include "bridge/methods/methods.h"
 #include "bridge/methods/methods_int.h"
+#include "bridge/progress.h"
 #include "common/defaults.h"
 #include "common/utf8.h"
 
@@ -252,12 +253,28 @@ out:
 }
 
 static int run_op_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  progress_finish(m->extra); /* every chunk before the reply */
   return run_result(m->br, m->check, &m->op.out.run, result, err);
+}
+
+/* Live output of a run with a partialResultToken: on the backend's own thread. */
+static void run_on_output(struct backend_op *op, int stream, const char *data, size_t len) {
+  struct methods_op *m = op->arg;
+  progress_add(m->extra, stream, data, len);
+}
+
+static void run_cleanup(struct methods_op *m) {
+  progress_free(m->extra);
+  m->extra = NULL;
 }
 
 int method_sandbox_run(void *ctx, struct rpc_req *req, json_object *params,
                        json_object **result, struct osb_err *err) {
   struct run_params rp;
+  json_object *token = NULL;
+  json_object_object_get_ex(params, "partialResultToken", &token);
+  if (progress_token_check(token, err) < 0)
+    return -1;
   if (run_params_parse(params, &rp, err) < 0)
     return -1;
   struct methods_op *m =
@@ -265,6 +282,18 @@ int method_sandbox_run(void *ctx, struct rpc_req *req, json_object *params,
   if (!m) {
     run_params_free(&rp);
     return -1;
+  }
+  if (token) {
+    m->extra = progress_new(req, token);
+    m->cleanup = run_cleanup;
+    if (!m->extra) {
+      m->env = rp.env;
+      m->argv = rp.argv;
+      m->n_env = rp.n_env;
+      methods_op_free(m);
+      return methods_oom(err);
+    }
+    m->op.on_output = run_on_output;
   }
   m->env = rp.env; /* the op keeps what rp owns */
   m->n_env = rp.n_env;

@@ -1,0 +1,251 @@
+/* progress.c - `$/progress` chunks of live output (progress.h).
+ * One flusher thread, started with the first chunk, sends what has waited PROGRESS_WAIT_MS;
+ * output that reaches PROGRESS_MAX_BYTES goes at once from the thread that added it.
+ * Everything is under one lock (g.lock), taken before the rpc core's (rpc_notify): chunks
+ * of one request are therefore sent in order, and progress_finish / progress_free, called
+ * before the reply, leave nothing behind to be sent after it. Layer: bridge. */
+#include "bridge/progress.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/utf8.h"
+#include "rpc/rpc.h"
+
+struct progress {
+  struct rpc_req *req;
+  json_object *token;     /* owned copy */
+  struct buf b[2];        /* stdout, stderr: bytes not sent yet */
+  int64_t due_ms;         /* when the oldest held byte must go; 0: nothing held */
+  struct progress *next;  /* in g.held while due_ms */
+  int done;               /* finished or freed: add ignores */
+};
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  struct progress *held;  /* with bytes waiting */
+  int started;
+} g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int progress_token_check(json_object *token, struct osb_err *err) {
+  if (!token || json_object_is_type(token, json_type_string) ||
+      json_object_is_type(token, json_type_int))
+    return 0;
+  osb_err_set(err, OSB_ERR_INVALID_PARAMS, NULL,
+              "partialResultToken must be a string or an integer");
+  return -1;
+}
+
+/* Bytes of p[0..n) that can go without splitting a character (its rest may still come). */
+static size_t whole_chars(const char *p, size_t n) {
+  for (size_t i = 1; i <= 3 && i <= n; i++) {
+    unsigned char c = (unsigned char)p[n - i];
+    if ((c & 0xC0) == 0x80)
+      continue;
+    if (c < 0xC0)
+      return n;
+    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    return need > i ? n - i : n;
+  }
+  return n;
+}
+
+static void unhold(struct progress *p) {
+  for (struct progress **pp = &g.held; *pp; pp = &(*pp)->next)
+    if (*pp == p) {
+      *pp = p->next;
+      break;
+    }
+  p->next = NULL;
+  p->due_ms = 0;
+}
+
+/* Send what p holds, in notifications of at most PROGRESS_MAX_BYTES output bytes; with
+ * final, also a character cut at the end. Caller holds g.lock. */
+static void flush(struct progress *p, int final) {
+  for (;;) {
+    size_t take[2], budget = PROGRESS_MAX_BYTES;
+    for (int s = 0; s < 2; s++) {
+      struct buf *b = &p->b[s];
+      size_t n = b->len < budget ? b->len : budget;
+      if (n && (n < b->len || !final))
+        n = whole_chars(b->data, n);
+      take[s] = n;
+      budget -= n;
+    }
+    if (!take[0] && !take[1])
+      break;
+    json_object *value = json_object_new_object();
+    static const char *const names[2] = {"stdout", "stderr"};
+    for (int s = 0; s < 2 && value; s++) {
+      if (!take[s])
+        continue;
+      size_t len = 0;
+      char *text = utf8_sanitize(p->b[s].data, take[s], &len);
+      json_object *j = text ? json_object_new_string_len(text, (int)len) : NULL;
+      free(text);
+      if (!j || json_object_object_add(value, names[s], j) < 0) {
+        json_object_put(j);
+        json_object_put(value);
+        value = NULL;
+      }
+    }
+    json_object *params = value ? json_object_new_object() : NULL;
+    if (params) {
+      json_object_object_add(params, "token", json_object_get(p->token));
+      json_object_object_add(params, "value", value);
+      rpc_notify(p->req, "$/progress", params); /* dropped once the request is answered */
+    } else {
+      json_object_put(value);
+      log_warn("out of memory: a $/progress chunk was dropped");
+    }
+    for (int s = 0; s < 2; s++)
+      buf_consume(&p->b[s], take[s]);
+  }
+  for (int s = 0; s < 2; s++)
+    if (!p->b[s].len && p->b[s].cap > (64u << 10))
+      buf_free(&p->b[s]);
+  if (p->b[0].len || p->b[1].len) {
+    if (!p->due_ms) { /* only a cut character is left: it waits for its rest */
+      p->due_ms = now_ms() + PROGRESS_WAIT_MS;
+      p->next = g.held;
+      g.held = p;
+    }
+  } else if (p->due_ms) {
+    unhold(p);
+  }
+}
+
+static void *flusher(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&g.lock);
+  for (;;) {
+    int64_t now = now_ms(), next = INT64_MAX;
+    for (struct progress *p = g.held, *nx; p; p = nx) {
+      nx = p->next;
+      if (p->due_ms <= now) {
+        unhold(p);
+        flush(p, 0);
+      } else if (p->due_ms < next) {
+        next = p->due_ms;
+      }
+    }
+    if (next == INT64_MAX) {
+      pthread_cond_wait(&g.cv, &g.lock);
+    } else {
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      int64_t wait = next - now_ms();
+      if (wait > 0) {
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+          ts.tv_sec++;
+          ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g.cv, &g.lock, &ts);
+      }
+    }
+  }
+  return NULL;
+}
+
+/* Start the flusher once (caller holds g.lock). */
+static void start_flusher(void) {
+  if (g.started)
+    return;
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_destroy(&g.cv);
+  pthread_cond_init(&g.cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  if (pthread_create(&t, &attr, flusher, NULL) == 0)
+    g.started = 1;
+  else
+    log_warn("cannot start the $/progress thread: chunks wait for the reply");
+  pthread_attr_destroy(&attr);
+}
+
+struct progress *progress_new(struct rpc_req *req, json_object *token) {
+  struct progress *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->req = req;
+  p->token = json_object_is_type(token, json_type_string)
+                 ? json_object_new_string(json_object_get_string(token))
+                 : json_object_new_int64(json_object_get_int64(token));
+  if (!p->token) {
+    free(p);
+    return NULL;
+  }
+  buf_init(&p->b[0], (size_t)-1 / 2);
+  buf_init(&p->b[1], (size_t)-1 / 2);
+  return p;
+}
+
+void progress_add(struct progress *p, int stream, const char *data, size_t len) {
+  if (!p || !len || (stream != 1 && stream != 2))
+    return;
+  pthread_mutex_lock(&g.lock);
+  if (!p->done) {
+    if (buf_append(&p->b[stream - 1], data, len) != BUF_OK)
+      log_warn("out of memory: live output dropped");
+    if (p->b[0].len + p->b[1].len >= PROGRESS_MAX_BYTES) {
+      flush(p, 0);
+    } else if (!p->due_ms) {
+      start_flusher();
+      p->due_ms = now_ms() + PROGRESS_WAIT_MS;
+      p->next = g.held;
+      g.held = p;
+      pthread_cond_signal(&g.cv);
+    }
+  }
+  pthread_mutex_unlock(&g.lock);
+}
+
+void progress_finish(struct progress *p) {
+  if (!p)
+    return;
+  pthread_mutex_lock(&g.lock);
+  if (!p->done) {
+    if (p->due_ms)
+      unhold(p);
+    flush(p, 1);
+    if (p->due_ms)
+      unhold(p);
+    p->done = 1;
+  }
+  pthread_mutex_unlock(&g.lock);
+}
+
+void progress_free(struct progress *p) {
+  if (!p)
+    return;
+  pthread_mutex_lock(&g.lock);
+  if (p->due_ms)
+    unhold(p);
+  p->done = 1;
+  pthread_mutex_unlock(&g.lock);
+  buf_free(&p->b[0]);
+  buf_free(&p->b[1]);
+  json_object_put(p->token);
+  free(p);
+}
