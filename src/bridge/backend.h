@@ -167,6 +167,8 @@ enum backend_op_kind {
   BACKEND_BG_KILL_ALL, /* DELETE /sessions/{id}/background    [process/killAll] */
   BACKEND_BG_STATUS,   /* GET /sessions/{id}/background/status [process/status] */
   BACKEND_HEALTH,      /* GET /health, or a self-check         [server/health] */
+  BACKEND_UPLOAD,      /* a host file into the sandbox         [fs/upload] */
+  BACKEND_DOWNLOAD,    /* a sandbox file onto the host         [fs/download] */
   BACKEND_OP_COUNT
 };
 
@@ -195,6 +197,7 @@ struct backend_op {
     struct backend_file file;     /* WRITE_FILE (path, data, len); READ_FILE, LIST_FILES: path */
     struct { const struct backend_file *files; size_t n; } files;  /* WRITE_FILES */
     struct backend_bg_req bg;                                      /* BG_START */
+    struct { const char *local_path, *path; } xfer;                /* UPLOAD, DOWNLOAD */
   } in;
   union {               /* the outputs of kind, filled when rc is 0 (owned by the op) */
     struct backend_session session;     /* CREATE */
@@ -207,6 +210,7 @@ struct backend_op {
     struct backend_bg_started bg;       /* BG_START */
     struct backend_bg_killed killed;    /* BG_KILL_ALL */
     struct backend_bg_status status;    /* BG_STATUS */
+    uint64_t count;                     /* UPLOAD, DOWNLOAD: bytes copied */
   } out;
   int rc;               /* 0, or -1 with err filled (kind per API.md: NOT_FOUND, CONNECTION,
                            FILE, TIMEOUT, CANCELLED, UNSUPPORTED, SERVER...) */

@@ -333,6 +333,18 @@ class Bridge:
         if not isinstance(m, dict):
             return ["a reply that is not an object: %r" % (m,)]
         out = []
+        if "method" in m and "id" not in m:  # a notification of ours: $/progress
+            if set(m) != {"jsonrpc", "method", "params"} or m.get("jsonrpc") != "2.0":
+                out.append("notification with members beyond jsonrpc/method/params")
+            if m["method"] != "$/progress":
+                out.append("unexpected notification %r" % m["method"])
+            p = m.get("params")
+            if not isinstance(p, dict) or isinstance(p.get("token"), bool) or \
+                    not isinstance(p.get("token"), (str, int)) or not isinstance(p.get("value"), dict) \
+                    or set(p["value"]) - {"stdout", "stderr"} or not p["value"] or \
+                    not all(isinstance(v, str) for v in p["value"].values()):
+                out.append("$/progress params are not {token, value: {stdout?, stderr?}}")
+            return out
         extra = set(m) - {"jsonrpc", "id", "result", "error"}
         if extra:
             out.append("reply has members beyond jsonrpc/id/result/error: %s" % sorted(extra))

@@ -10,6 +10,9 @@
  * kill or remove trees (create, destroy, background processes, writeMany) go to a small
  * pool of LOCAL_POOL_MAX threads. */
 #include <errno.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -453,6 +456,93 @@ static int local_health(struct engine *eng, struct backend_op *op) {
   return 0; /* the engine lives in this process: if we answer, it is up */
 }
 
+/* ---- host files (fs/upload, fs/download): copied inside the engine ---- */
+
+/* A host file that cannot be used: FILE with data.localPath and data.reason. -1. */
+static int local_path_fail(const char *local_path, const char *reason, struct osb_err *err) {
+  osb_err_set(err, OSB_ERR_FILE, NULL, "%s: %s", local_path, reason);
+  osb_err_add(err, "localPath", json_object_new_string(local_path));
+  osb_err_add(err, "reason", json_object_new_string(reason));
+  return -1;
+}
+
+static int local_upload(struct engine *eng, struct backend_op *op) {
+  const char *lp = op->in.xfer.local_path, *path = op->in.xfer.path;
+  /* O_NONBLOCK: a FIFO without a writer must not hang the open; refused below anyway */
+  int fd = open(lp, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0)
+    return local_path_fail(lp, strerror(errno), &op->err);
+  struct stat st;
+  const char *bad = fstat(fd, &st) < 0 ? strerror(errno)
+                    : S_ISDIR(st.st_mode) ? "is a directory"
+                    : !S_ISREG(st.st_mode) ? "not a regular file"
+                                           : NULL;
+  if (bad) {
+    close(fd);
+    return local_path_fail(lp, bad, &op->err);
+  }
+  fcntl(fd, F_SETFL, 0);
+  struct engine_file *f = NULL;
+  int rc = engine_file_open_write(eng, op->id, path, &f);
+  uint64_t n = 0;
+  if (rc == 0)
+    rc = engine_file_copy_from_fd(f, fd, op->c ? &op->c->cancelled : NULL, &n);
+  if (rc == 0)
+    rc = engine_file_commit(f);
+  engine_file_close(f); /* without a commit, the temporary file goes */
+  close(fd);
+  if (rc < 0)
+    return local_fail(rc, "fs/upload", op->id, path, &op->err);
+  op->out.count = n;
+  return 0;
+}
+
+/* The sandbox file goes to a temporary name beside localPath, renamed at the end: a
+ * failed or cancelled download leaves nothing half-written under that name. */
+static int local_download(struct engine *eng, struct backend_op *op) {
+  const char *lp = op->in.xfer.local_path, *path = op->in.xfer.path;
+  struct stat st;
+  if (stat(lp, &st) == 0 && S_ISDIR(st.st_mode))
+    return local_path_fail(lp, "is a directory", &op->err);
+  if (stat(lp, &st) == 0 && !S_ISREG(st.st_mode))
+    return local_path_fail(lp, "not a regular file", &op->err);
+  struct engine_file *f = NULL;
+  int rc = engine_file_open_read(eng, op->id, path, &f, NULL);
+  if (rc < 0)
+    return local_fail(rc, "fs/download", op->id, path, &op->err);
+  size_t len = strlen(lp);
+  char *tmp = malloc(len + 32);
+  if (!tmp) {
+    engine_file_close(f);
+    return oom(&op->err);
+  }
+  snprintf(tmp, len + 32, "%s.osb-part-%d", lp, (int)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) {
+    int e = errno;
+    engine_file_close(f);
+    free(tmp);
+    return local_path_fail(lp, strerror(e), &op->err);
+  }
+  uint64_t n = 0;
+  rc = engine_file_copy_to_fd(f, fd, op->c ? &op->c->cancelled : NULL, &n);
+  engine_file_close(f);
+  int werr = 0;
+  if (close(fd) < 0 && rc == 0)
+    werr = errno;
+  if (rc == 0 && !werr && rename(tmp, lp) < 0)
+    werr = errno;
+  if (rc < 0 || werr)
+    unlink(tmp);
+  free(tmp);
+  if (rc == -ESRCH || rc == -ECANCELED)
+    return local_fail(rc, "fs/download", op->id, path, &op->err);
+  if (rc < 0 || werr) /* reading the sandbox file hardly fails once open: the host's side */
+    return local_path_fail(lp, strerror(werr ? werr : -rc), &op->err);
+  op->out.count = n;
+  return 0;
+}
+
 /* ---- starting ---- */
 
 /* How each kind runs: its function (0, -1 with op->err, or 1 when it completes later by
@@ -476,6 +566,8 @@ static const struct {
     [BACKEND_BG_KILL_ALL] = {local_bg_kill_all, 1},
     [BACKEND_BG_STATUS] = {local_bg_status, 0},
     [BACKEND_HEALTH] = {local_health, 0},
+    [BACKEND_UPLOAD] = {local_upload, 1},          /* copies a file: not on the reader */
+    [BACKEND_DOWNLOAD] = {local_download, 1},
 };
 
 struct local_job {

@@ -276,3 +276,44 @@ int method_fs_list(void *ctx, struct rpc_req *req, json_object *params, json_obj
   m->result = list_files_result;
   return methods_op_start(m);
 }
+
+/* ---- host files: fs/upload and fs/download (content never in JSON) ---- */
+
+static int xfer_result(struct methods_op *m, json_object **result, struct osb_err *err) {
+  json_object *r = json_object_new_object();
+  if (!r)
+    return methods_oom(err);
+  methods_set(r, m->op.kind == BACKEND_UPLOAD ? "bytesWritten" : "bytesRead",
+              json_object_new_int64((int64_t)m->op.out.count));
+  *result = r;
+  return 0;
+}
+
+/* Both methods: {sandboxId, localPath, path}. No deadline of their own beyond the
+ * request's: a cancel ($/cancelRequest) stops the copy within a MiB. */
+static int xfer(void *ctx, struct rpc_req *req, json_object *params, const char *method,
+                enum backend_op_kind kind, struct osb_err *err) {
+  const char *id = NULL, *local_path = NULL, *path = NULL;
+  if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
+      params_string(params, "localPath", NULL, PARAM_NONEMPTY, &local_path, err) < 0 ||
+      params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0)
+    return -1;
+  struct methods_op *m = methods_op_new(ctx, req, method, kind, 0, err);
+  if (!m)
+    return -1;
+  m->op.id = id;
+  m->op.in.xfer.local_path = local_path;
+  m->op.in.xfer.path = path;
+  m->result = xfer_result;
+  return methods_op_start(m);
+}
+
+int method_fs_upload(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                     struct osb_err *err) {
+  return xfer(ctx, req, params, "fs/upload", BACKEND_UPLOAD, err);
+}
+
+int method_fs_download(void *ctx, struct rpc_req *req, json_object *params,
+                       json_object **result, struct osb_err *err) {
+  return xfer(ctx, req, params, "fs/download", BACKEND_DOWNLOAD, err);
+}

@@ -81,6 +81,11 @@ int method_fs_write(void *ctx, struct rpc_req *req, json_object *params, json_ob
                     struct osb_err *err);
 int method_fs_read(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                    struct osb_err *err);
+/* fs/upload and fs/download: a host file into / out of the sandbox (API.md). */
+int method_fs_upload(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
+                     struct osb_err *err);
+int method_fs_download(void *ctx, struct rpc_req *req, json_object *params,
+                       json_object **result, struct osb_err *err);
 int method_fs_write_many(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                          struct osb_err *err);
 int method_fs_list(void *ctx, struct rpc_req *req, json_object *params, json_object **result,

@@ -24,6 +24,8 @@ const struct rpc_method methods_table[] = {
     {"sandbox/setCwd", method_sandbox_set_cwd},
     {"fs/write", method_fs_write},
     {"fs/read", method_fs_read},
+    {"fs/upload", method_fs_upload},
+    {"fs/download", method_fs_download},
     {"fs/writeMany", method_fs_write_many},
     {"fs/list", method_fs_list},
     {"process/start", method_process_start},

@@ -1,0 +1,162 @@
+"""Live output and host files through the bridge (API.md, "Live output, exec sessions and
+host files"): sandbox/run with a partialResultToken sends $/progress chunks before its reply
+(the local backend streams; the remote one sends none and answers as before), server/health
+lists the backend's features, fs/upload and fs/download copy host files on the local
+backend and answer UnsupportedError on the remote one."""
+import os
+import time
+
+import pytest
+
+from harness import scaled
+
+
+def progress_then_reply(b, id, timeout=30):
+    """The $/progress notifications that came before the reply with id, and the reply."""
+    chunks = []
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        m = b.next_message(timeout=max(0.1, deadline - time.monotonic()))
+        if m.get("method") == "$/progress":
+            chunks.append((time.monotonic(), m["params"]))
+            continue
+        if m.get("id") == id:
+            return chunks, m
+        raise AssertionError("unexpected message %r" % m)
+
+
+def test_run_streams_progress_before_the_reply(bridge, sandbox, backend):
+    script = "echo one; echo err >&2; sleep 0.6; printf 'caf\\303'; sleep 0.2; printf '\\251!\\n'"
+    t0 = time.monotonic()
+    id = bridge.start("sandbox/run", {"sandboxId": sandbox, "command": script,
+                                      "partialResultToken": "tok-1"})
+    chunks, reply = progress_then_reply(bridge, id)
+    end = time.monotonic()
+    r = reply["result"]
+    assert r["stdout"] == "one\ncafé!\n" and r["stderr"] == "err\n"
+    if backend == "remote":
+        assert chunks == []  # the remote backend does not stream (yet): the run is as before
+        return
+    assert all(c["token"] == "tok-1" for _, c in chunks)
+    assert "".join(c["value"].get("stdout", "") for _, c in chunks) == r["stdout"]
+    assert "".join(c["value"].get("stderr", "") for _, c in chunks) == r["stderr"]
+    first = chunks[0]
+    assert "one" in first[1]["value"]["stdout"] and end - first[0] > 0.4, \
+        "the first line came only at the end"
+    # no chunk ends in the middle of "é"
+    assert all("\ufffd" not in c["value"].get("stdout", "") for _, c in chunks)
+    assert t0 < first[0]
+
+
+def test_integer_token_and_large_output_are_chunked(spawn):
+    b = spawn([])
+    sid = b.create()
+    id = b.start("sandbox/run", {"sandboxId": sid, "command": "head -c 3000000 /dev/zero | tr '\\0' x",
+                                 "partialResultToken": 7})
+    chunks, reply = progress_then_reply(b, id)
+    assert all(c["token"] == 7 for _, c in chunks)
+    sizes = [len(c["value"].get("stdout", "")) for _, c in chunks]
+    assert max(sizes) <= 1 << 20 and sum(sizes) == 3000000
+    assert reply["result"]["stdout"] == "x" * 3000000
+
+
+@pytest.mark.parametrize("token", [1.5, True, None, [], {}])
+def test_bad_token_is_invalid_params(bridge, sandbox, token):
+    params = {"sandboxId": sandbox, "command": "echo hi", "partialResultToken": token}
+    if token is None:  # null: as if absent
+        assert bridge.call("sandbox/run", params)["stdout"] == "hi\n"
+        return
+    e = bridge.error("sandbox/run", params, code=-32602)
+    assert "partialResultToken" in e["message"]
+
+
+def test_cancelled_streamed_run_sends_nothing_after_its_error(spawn):
+    b = spawn([])
+    sid = b.create()
+    id = b.start("sandbox/run", {"sandboxId": sid, "partialResultToken": "c",
+                                 "command": "while true; do echo tick; sleep 0.01; done"})
+    m = b.next_message(timeout=scaled(10))
+    assert m.get("method") == "$/progress"
+    b.notify("$/cancelRequest", {"id": id})
+    while True:
+        m = b.next_message(timeout=scaled(5))
+        if m.get("id") == id:
+            assert m["error"]["code"] == -32800
+            break
+        assert m.get("method") == "$/progress"
+    b.assert_silent(0.5)
+
+
+def test_health_lists_features(bridge, backend):
+    h = bridge.call("server/health")
+    if backend == "local":
+        assert set(h["features"]) >= {"stream", "upload"}
+    else:
+        assert h["features"] == []
+
+
+def test_upload_download_round_trip_and_refusals(bridge, sandbox, backend, tmp_path):
+    src = tmp_path / "src.bin"
+    data = os.urandom(3 << 20) + b"end"
+    src.write_bytes(data)
+    if backend == "remote":
+        e = bridge.error("fs/upload", {"sandboxId": sandbox, "localPath": str(src),
+                                       "path": "/x"}, code=-32006)
+        assert e["data"]["method"] == "fs/upload"
+        bridge.error("fs/download", {"sandboxId": sandbox, "localPath": str(src),
+                                     "path": "/x"}, code=-32006)
+        return
+    r = bridge.call("fs/upload", {"sandboxId": sandbox, "localPath": str(src), "path": "/d/f.bin"})
+    assert r == {"bytesWritten": len(data)}
+    dst = tmp_path / "dst.bin"
+    r = bridge.call("fs/download", {"sandboxId": sandbox, "path": "/d/f.bin", "localPath": str(dst)})
+    assert r == {"bytesRead": len(data)} and dst.read_bytes() == data
+    assert bridge.call("fs/read", {"sandboxId": sandbox, "path": "/d/f.bin",
+                                   "encoding": "base64"})["size"] == len(data)
+
+    # a localPath that is a directory, a FIFO, missing or unreadable: -32005 naming it
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s")
+    bad = [str(tmp_path), str(fifo), str(tmp_path / "missing")]
+    if os.geteuid() != 0:
+        secret.chmod(0)
+        bad.append(str(secret))
+    for lp in bad:
+        e = bridge.error("fs/upload", {"sandboxId": sandbox, "localPath": lp, "path": "/y"},
+                         code=-32005)
+        assert e["data"]["localPath"] == lp and e["data"]["reason"]
+    for lp in (str(tmp_path), str(fifo)):
+        e = bridge.error("fs/download", {"sandboxId": sandbox, "path": "/d/f.bin", "localPath": lp},
+                         code=-32005)
+        assert e["data"]["localPath"] == lp
+    # a failed download leaves nothing under the name, nor a temporary file
+    e = bridge.error("fs/download", {"sandboxId": sandbox, "path": "/nope",
+                                     "localPath": str(tmp_path / "out")}, code=-32005)
+    assert e["data"]["path"] == "/nope"
+    assert sorted(os.listdir(tmp_path)) == ["dst.bin", "fifo", "secret", "src.bin"]
+    # the sandbox side: a directory target, an unknown sandbox
+    bridge.error("fs/upload", {"sandboxId": sandbox, "localPath": str(src), "path": "/d"},
+                 code=-32005)
+    bridge.error("fs/upload", {"sandboxId": "nope", "localPath": str(src), "path": "/z"},
+                 code=-32001)
+
+
+def test_cancelled_upload_leaves_no_partial_file(spawn, tmp_path):
+    b = spawn([])
+    sid = b.create()
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # sparse: read fast, written for real in the sandbox
+    id = b.start("fs/upload", {"sandboxId": sid, "localPath": str(big), "path": "/up/big"})
+    time.sleep(0.05)
+    b.notify("$/cancelRequest", {"id": id})
+    assert b.reply(id, timeout=scaled(30))["error"]["code"] == -32800
+    deadline = time.monotonic() + scaled(5)
+    while time.monotonic() < deadline:
+        r = b.call("sandbox/run", {"sandboxId": sid, "command": "ls -a /up 2>/dev/null"})
+        if "osb-upload" not in r["stdout"]:
+            break
+        time.sleep(0.05)
+    assert r["stdout"] in ("", ".\n..\n")
