@@ -160,3 +160,43 @@ def test_cancelled_upload_leaves_no_partial_file(spawn, tmp_path):
             break
         time.sleep(0.05)
     assert r["stdout"] in ("", ".\n..\n")
+
+
+def test_flooding_run_with_a_host_that_does_not_read_stays_bounded(tmp_path):
+    """A host that never reads stdout while a streamed run floods output: the bridge's
+    memory stays bounded (the chunks are capped with the result at --max-output) and it
+    still reads and answers $/cancelRequest."""
+    import json
+    import subprocess
+    import harness
+    p = subprocess.Popen([harness.BRIDGE, "--max-output", "4000000"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         env=harness.clean_env())
+    try:
+        def send(m):
+            p.stdin.write((json.dumps(m) + "\n").encode())
+            p.stdin.flush()
+        send({"jsonrpc": "2.0", "id": 1, "method": "sandbox/create", "params": {}})
+        sid = json.loads(p.stdout.readline())["result"]["sandboxId"]
+        send({"jsonrpc": "2.0", "id": 2, "method": "sandbox/run",
+              "params": {"sandboxId": sid, "command": "yes flood", "partialResultToken": "f"}})
+        time.sleep(scaled(2))  # stdout unread meanwhile
+        with open("/proc/%d/status" % p.pid) as f:
+            rss_kb = int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+        assert rss_kb < 200 * 1024, "bridge RSS %d kB while its host does not read" % rss_kb
+        send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 2}})
+        deadline = time.monotonic() + scaled(10)
+        got = 0
+        while time.monotonic() < deadline:
+            m = json.loads(p.stdout.readline())
+            if m.get("method") == "$/progress":
+                got += len(m["params"]["value"].get("stdout", ""))
+                continue
+            assert m["id"] == 2 and m["error"]["code"] == -32800
+            break
+        else:
+            raise AssertionError("no -32800 in time")
+        assert got <= 4000000
+    finally:
+        p.stdin.close()
+        p.wait(timeout=scaled(10))
