@@ -74,6 +74,11 @@ void backend_op_clear(struct backend_op *op) {
     free(op->out.status.procs);
     free(op->out.status.log);
     break;
+  case BACKEND_EXEC_START:
+  case BACKEND_EXEC_READ:
+    free(op->out.exec.out);
+    free(op->out.exec.err);
+    break;
   default:
     break;
   }
@@ -145,4 +150,13 @@ void backend_dirents_free(struct backend_dirent *entries, size_t n) {
     free(entries[i].path);
   }
   free(entries);
+}
+
+void backend_exec_free(struct backend *be, struct backend_exec *x) {
+  if (be && x && be->ops->exec_free)
+    be->ops->exec_free(be, x);
+}
+
+int backend_exec_running(struct backend *be, struct backend_exec *x) {
+  return be && x && be->ops->exec_running ? be->ops->exec_running(be, x) : 0;
 }

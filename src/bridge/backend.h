@@ -169,7 +169,36 @@ enum backend_op_kind {
   BACKEND_HEALTH,      /* GET /health, or a self-check         [server/health] */
   BACKEND_UPLOAD,      /* a host file into the sandbox         [fs/upload] */
   BACKEND_DOWNLOAD,    /* a sandbox file onto the host         [fs/download] */
+  BACKEND_EXEC_START,  /* an exec session, then as EXEC_READ   [exec/start] */
+  BACKEND_EXEC_READ,   /* output since the last read, after a wait of up to yield_ms
+                          for the end                          [exec/read] */
+  BACKEND_EXEC_WRITE,  /* stdin bytes, then eof                 [exec/write] */
+  BACKEND_EXEC_KILL,   /* a signal                              [exec/kill] */
   BACKEND_OP_COUNT
+};
+
+/* An exec session of a backend (EXEC_* operations): made by EXEC_START, freed with
+ * backend_exec_free (which kills it if it still runs), never while an operation on it is
+ * in flight. */
+struct backend_exec;
+
+struct backend_exec_req {
+  struct backend_run_req run; /* EXEC_START */
+  int with_stdin;             /* EXEC_START */
+  struct backend_exec *x;     /* the others */
+  int64_t yield_ms;           /* EXEC_START, EXEC_READ: wait up to this for the end */
+  const char *data;           /* EXEC_WRITE */
+  size_t len;
+  int eof;                    /* EXEC_WRITE: then close stdin */
+  int signal;                 /* EXEC_KILL */
+};
+
+struct backend_exec_state {
+  struct backend_exec *x;     /* EXEC_START: the new exec (owned by the caller even when
+                                 the operation failed after starting it: then NULL) */
+  char *out, *err;            /* owned, valid UTF-8: output since the previous read */
+  size_t out_len, err_len;
+  int running, exit_code, signal, truncated;
 };
 
 /* The stream a run's output chunk belongs to (backend_op.on_output). */
@@ -198,6 +227,7 @@ struct backend_op {
     struct { const struct backend_file *files; size_t n; } files;  /* WRITE_FILES */
     struct backend_bg_req bg;                                      /* BG_START */
     struct { const char *local_path, *path; } xfer;                /* UPLOAD, DOWNLOAD */
+    struct backend_exec_req exec;                                  /* EXEC_* */
   } in;
   union {               /* the outputs of kind, filled when rc is 0 (owned by the op) */
     struct backend_session session;     /* CREATE */
@@ -211,6 +241,7 @@ struct backend_op {
     struct backend_bg_killed killed;    /* BG_KILL_ALL */
     struct backend_bg_status status;    /* BG_STATUS */
     uint64_t count;                     /* UPLOAD, DOWNLOAD: bytes copied */
+    struct backend_exec_state exec;     /* EXEC_START, EXEC_READ */
   } out;
   int rc;               /* 0, or -1 with err filled (kind per API.md: NOT_FOUND, CONNECTION,
                            FILE, TIMEOUT, CANCELLED, UNSUPPORTED, SERVER...) */
@@ -257,6 +288,11 @@ struct backend_ops {
   /* Release everything; accepts NULL. Operations still in flight complete (CANCELLED)
    * before it returns. Never called from inside a done. */
   void (*close)(struct backend *be);
+
+  /* Exec sessions (NULL when the backend has none): kill if running and free; is it still
+   * running? Quick, any thread. */
+  void (*exec_free)(struct backend *be, struct backend_exec *x);
+  int (*exec_running)(struct backend *be, struct backend_exec *x);
 };
 
 struct backend {
@@ -283,6 +319,10 @@ int backend_call(struct backend *be, struct backend_op *op);
 
 /* Free op's outputs (per its kind) and clear its err; leaves out zeroed. */
 void backend_op_clear(struct backend_op *op);
+
+/* Kill (if running) and free an exec session; accepts NULL. Is it still running? */
+void backend_exec_free(struct backend *be, struct backend_exec *x);
+int backend_exec_running(struct backend *be, struct backend_exec *x);
 
 /* Whether be does kind. */
 int backend_supports(const struct backend *be, enum backend_op_kind kind);

@@ -200,3 +200,125 @@ def test_flooding_run_with_a_host_that_does_not_read_stays_bounded(tmp_path):
     finally:
         p.stdin.close()
         p.wait(timeout=scaled(10))
+
+
+# ---- exec sessions ----
+
+def exec_read_until(b, x, want, timeout=10):
+    out = ""
+    deadline = time.monotonic() + scaled(timeout)
+    while want not in out and time.monotonic() < deadline:
+        out += b.call("exec/read", {"execId": x, "yieldMs": 20})["stdout"]
+    return out
+
+
+def test_exec_cat_round_trip_eof_and_end(bridge, sandbox, backend):
+    if backend == "remote":
+        e = bridge.error("exec/start", {"sandboxId": sandbox, "command": "cat"}, code=-32006)
+        assert e["data"]["method"] == "exec/start"
+        return
+    r = bridge.call("exec/start", {"sandboxId": sandbox, "command": "cat", "stdin": True})
+    x = r["execId"]
+    assert r["running"] is True and r["exitCode"] is None and r["signal"] is None
+    assert bridge.call("exec/write", {"execId": x, "data": "hello\n"}) is None
+    assert exec_read_until(bridge, x, "hello\n") == "hello\n"
+    assert bridge.call("exec/write", {"execId": x, "data": harness_b64(b"b64\n"),
+                                      "encoding": "base64"}) is None
+    assert exec_read_until(bridge, x, "b64\n") == "b64\n"
+    lst = bridge.call("exec/list", {"sandboxId": sandbox})["execs"]
+    assert {"execId": x, "command": "/bin/sh -c cat", "running": True} in lst
+    assert bridge.call("exec/write", {"execId": x, "eof": True}) is None
+    t0 = time.monotonic()
+    r = bridge.call("exec/read", {"execId": x, "yieldMs": 10000})
+    assert time.monotonic() - t0 < scaled(5)  # returned at the end, not after 10 s
+    assert r["running"] is False and r["exitCode"] == 0 and r["signal"] == 0
+    e = bridge.error("exec/read", {"execId": x}, code=-32001)  # its end was reported
+    assert e["data"]["execId"] == x
+    assert bridge.call("exec/list", {"sandboxId": sandbox})["execs"] == []
+
+
+def harness_b64(data):
+    import base64
+    return base64.b64encode(data).decode()
+
+
+def test_exec_refusals_and_kill(spawn):
+    b = spawn([])
+    sid = b.create()
+    b.error("exec/read", {"execId": "exec-999"}, code=-32001)
+    b.error("exec/kill", {"execId": "nope"}, code=-32001)
+    b.error("exec/start", {"sandboxId": "nope", "command": "true"}, code=-32001)
+    b.error("exec/start", {"sandboxId": sid, "command": "true", "partialResultToken": 1.5},
+            code=-32602)
+    r = b.call("exec/start", {"sandboxId": sid, "command": "echo a; sleep 30", "yieldMs": 300})
+    assert r["running"] and r["stdout"] == "a\n"
+    x = r["execId"]
+    e = b.error("exec/write", {"execId": x, "data": "x"}, code=-32602)
+    assert "stdin" in e["message"]
+    b.error("exec/write", {"execId": x}, code=-32602)  # data required unless eof
+    b.error("exec/kill", {"execId": x, "signal": 0}, code=-32602)
+    assert b.call("exec/kill", {"execId": x}) is None
+    r = b.call("exec/read", {"execId": x, "yieldMs": 5000})
+    assert r["running"] is False and r["signal"] == 9 and r["exitCode"] == 0
+    # timeoutMs is wall time
+    t0 = time.monotonic()
+    r = b.call("exec/start", {"sandboxId": sid, "command": "sleep 30", "timeoutMs": 300,
+                              "yieldMs": 10000})
+    assert r["running"] is False and r["signal"] == 9 and time.monotonic() - t0 < scaled(5)
+    # sandbox/destroy ends an exec
+    r = b.call("exec/start", {"sandboxId": sid, "command": "sleep 30"})
+    b.call("sandbox/destroy", {"sandboxId": sid})
+    r = b.call("exec/read", {"execId": r["execId"], "yieldMs": 5000})
+    assert r["running"] is False and r["signal"] == 9
+
+
+def test_exec_unread_output_is_bounded_oldest_dropped(spawn):
+    b = spawn(["--max-output", "65536"])
+    sid = b.create()
+    x = b.call("exec/start", {"sandboxId": sid, "command": "seq 1 200000; echo last; sleep 30"})["execId"]
+    time.sleep(scaled(1.5))
+    r = b.call("exec/read", {"execId": x})
+    assert r["truncated"] is True and len(r["stdout"]) <= 65536 and r["stdout"].endswith("last\n")
+    assert b.call("exec/read", {"execId": x})["truncated"] is False
+    b.call("exec/kill", {"execId": x})
+
+
+def test_cancelled_exec_read_answers_at_once(spawn):
+    b = spawn([])
+    sid = b.create()
+    x = b.call("exec/start", {"sandboxId": sid, "command": "sleep 30"})["execId"]
+    id = b.start("exec/read", {"execId": x, "yieldMs": 60000})
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    b.notify("$/cancelRequest", {"id": id})
+    assert b.reply(id, timeout=scaled(5))["error"]["code"] == -32800
+    assert time.monotonic() - t0 < scaled(2)
+    assert b.call("exec/list", {"sandboxId": sid})["execs"][0]["running"] is True
+
+
+def test_bridge_exit_kills_its_execs(spawn):
+    b = spawn([])
+    sid = b.create()
+    marker = "31337.%d" % os.getpid()
+    b.call("exec/start", {"sandboxId": sid, "argv": ["sleep", marker]})
+
+    def alive():
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open("/proc/%s/cmdline" % pid, "rb") as f:
+                        if marker.encode() in f.read():
+                            return True
+                except OSError:
+                    pass
+        return False
+    deadline = time.monotonic() + scaled(5)
+    while not alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive()
+    b.close_stdin()
+    b.wait_exit(timeout=scaled(10))
+    deadline = time.monotonic() + scaled(2)
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive()

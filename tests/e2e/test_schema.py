@@ -114,6 +114,8 @@ def test_methods_match_api_md():
     for table in re.split(r"\n\s*\n", text):
         if re.search(r"^\| method \|", table, re.M):
             listed |= set(re.findall(r"^\| `([a-zA-Z$./]+)`", table, re.M))
+    # methods given in prose, as `fs/upload {sandboxId, ...}` in "Host files"
+    listed |= set(re.findall(r"`([a-z]+/[a-zA-Z]+)\s+\{sandboxId", text))
     notifications = {"initialized", "exit", "$/cancelRequest"}
     assert listed - notifications == set(harness.METHODS)
     # $/progress is sent by the bridge (live output), not received

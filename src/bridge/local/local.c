@@ -10,6 +10,8 @@
  * kill or remove trees (create, destroy, background processes, writeMany) go to a small
  * pool of LOCAL_POOL_MAX threads. */
 #include <errno.h>
+#include <time.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -27,9 +29,32 @@ enum {
   LOCAL_POOL_IDLE_MS = 10000, /* an idle pool thread leaves after this */
 };
 
+struct local_wait;
+
 struct local {
   struct engine *eng;
   struct pool *pool;
+  /* exec sessions: every one made (freed by exec_free or at close), and the reads waiting
+   * for an end or their yield time, served by one waiter thread (started on first need) */
+  pthread_mutex_t xlock;
+  pthread_cond_t xcond;
+  struct backend_exec *execs;
+  struct local_wait *waits;
+  pthread_t waiter;
+  int waiter_started, waiter_stop;
+};
+
+struct backend_exec {
+  struct engine_exec *x;
+  struct local *l;
+  struct backend_exec *next, *prev;
+};
+
+/* An EXEC_START or EXEC_READ waiting for the exec's end or its yield time. */
+struct local_wait {
+  struct backend_op *op;
+  int64_t deadline_ms;
+  struct local_wait *next;
 };
 
 static struct local *local_of(struct backend *be) {
@@ -543,6 +568,237 @@ static int local_download(struct engine *eng, struct backend_op *op) {
   return 0;
 }
 
+/* ---- exec sessions ---- */
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Complete an EXEC_START / EXEC_READ with what the exec has now (a read without wait). */
+static void exec_answer(struct backend_op *op) {
+  struct backend_exec *bx = op->kind == BACKEND_EXEC_START ? op->out.exec.x : op->in.exec.x;
+  struct engine_exec_state st;
+  call_clear_canceller(op->c);
+  if (call_is_cancelled(op->c)) {
+    op->rc = osb_err_set(&op->err, OSB_ERR_CANCELLED, NULL, "request cancelled");
+  } else if (engine_exec_read(bx->x, 0, &st) < 0) {
+    op->rc = oom(&op->err);
+  } else {
+    op->out.exec.out = st.out;
+    op->out.exec.out_len = st.out_len;
+    op->out.exec.err = st.err;
+    op->out.exec.err_len = st.err_len;
+    op->out.exec.running = st.running;
+    op->out.exec.exit_code = st.exit_code;
+    op->out.exec.signal = st.signal;
+    op->out.exec.truncated = st.truncated;
+    op->rc = 0;
+  }
+  op->done(op);
+}
+
+static void *exec_waiter(void *arg) {
+  struct local *l = arg;
+  pthread_mutex_lock(&l->xlock);
+  for (;;) {
+    int64_t now = mono_ms(), next = INT64_MAX;
+    struct local_wait *ready = NULL;
+    for (struct local_wait **pp = &l->waits; *pp;) {
+      struct local_wait *w = *pp;
+      struct backend_op *op = w->op;
+      struct backend_exec *bx = op->kind == BACKEND_EXEC_START ? op->out.exec.x : op->in.exec.x;
+      if (l->waiter_stop || w->deadline_ms <= now || call_is_cancelled(op->c) ||
+          engine_exec_ended(bx->x)) {
+        *pp = w->next;
+        w->next = ready;
+        ready = w;
+        continue;
+      }
+      if (w->deadline_ms < next)
+        next = w->deadline_ms;
+      pp = &w->next;
+    }
+    if (ready) { /* answered without the lock: done may reach the rpc core */
+      pthread_mutex_unlock(&l->xlock);
+      while (ready) {
+        struct local_wait *w = ready;
+        ready = w->next;
+        exec_answer(w->op);
+        free(w);
+      }
+      pthread_mutex_lock(&l->xlock);
+      continue;
+    }
+    if (l->waiter_stop)
+      break;
+    if (next == INT64_MAX) {
+      pthread_cond_wait(&l->xcond, &l->xlock);
+    } else {
+      struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
+      pthread_cond_timedwait(&l->xcond, &l->xlock, &ts);
+    }
+  }
+  pthread_mutex_unlock(&l->xlock);
+  return NULL;
+}
+
+/* An exec ended (engine I/O thread), or a waiting read was cancelled: look again. */
+static void exec_poke(void *arg, int code, int sig) {
+  struct local *l = arg;
+  (void)code, (void)sig;
+  pthread_mutex_lock(&l->xlock);
+  pthread_cond_signal(&l->xcond);
+  pthread_mutex_unlock(&l->xlock);
+}
+
+static void exec_wait_cancel(void *arg) {
+  exec_poke(arg, 0, 0);
+}
+
+/* Answer op now, or once its exec ends or yield_ms has passed. */
+static void exec_wait(struct local *l, struct backend_op *op, int64_t yield_ms) {
+  struct backend_exec *bx = op->kind == BACKEND_EXEC_START ? op->out.exec.x : op->in.exec.x;
+  struct local_wait *w = yield_ms > 0 && !engine_exec_ended(bx->x) ? malloc(sizeof *w) : NULL;
+  if (!w) {
+    exec_answer(op);
+    return;
+  }
+  w->op = op;
+  w->deadline_ms = mono_ms() + yield_ms;
+  pthread_mutex_lock(&l->xlock);
+  if (!l->waiter_started && !l->waiter_stop) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&l->xcond);
+    pthread_cond_init(&l->xcond, &ca);
+    pthread_condattr_destroy(&ca);
+    l->waiter_started = pthread_create(&l->waiter, NULL, exec_waiter, l) == 0;
+  }
+  int ok = l->waiter_started && !l->waiter_stop;
+  if (ok) {
+    w->next = l->waits;
+    l->waits = w;
+    pthread_cond_signal(&l->xcond);
+  }
+  pthread_mutex_unlock(&l->xlock);
+  if (!ok) {
+    free(w);
+    exec_answer(op);
+    return;
+  }
+  if (call_set_canceller(op->c, exec_wait_cancel, l))
+    exec_poke(l, 0, 0); /* cancelled already: the waiter sees it */
+}
+
+static void local_exec_start(struct local *l, struct backend_op *op) {
+  const struct backend_exec_req *req = &op->in.exec;
+  int ok;
+  struct engine_kv *ekv = kv_lend(req->run.env, req->run.n_env, &ok);
+  struct backend_exec *bx = ok ? calloc(1, sizeof *bx) : NULL;
+  if (!bx) {
+    free(ekv);
+    op->rc = oom(&op->err);
+    op->done(op);
+    return;
+  }
+  struct engine_exec_opts o;
+  memset(&o, 0, sizeof o);
+  o.run.argv = req->run.argv;
+  o.run.argc = req->run.argc;
+  o.run.time_ms = req->run.time_ms;
+  o.run.mem_kb = req->run.mem_kb;
+  o.run.fsize_kb = req->run.fsize_kb;
+  o.run.nofile = req->run.nofile;
+  o.run.env = ekv;
+  o.run.n_env = req->run.n_env;
+  o.run.cwd = req->run.cwd;
+  o.with_stdin = req->with_stdin;
+  o.on_exit = exec_poke;
+  o.arg = l;
+  int rc = engine_exec_start(l->eng, op->id, &o, &bx->x);
+  free(ekv);
+  if (rc < 0) {
+    free(bx);
+    op->rc = local_fail(rc, "exec/start", op->id, NULL, &op->err);
+    op->done(op);
+    return;
+  }
+  bx->l = l;
+  pthread_mutex_lock(&l->xlock);
+  bx->next = l->execs;
+  if (l->execs)
+    l->execs->prev = bx;
+  l->execs = bx;
+  pthread_mutex_unlock(&l->xlock);
+  op->out.exec.x = bx;
+  exec_wait(l, op, req->yield_ms);
+}
+
+static void local_exec_op(struct local *l, struct backend_op *op) {
+  const struct backend_exec_req *req = &op->in.exec;
+  int rc = 0;
+  if (cancelled(op->c, &op->err)) {
+    op->rc = -1;
+    op->done(op);
+    return;
+  }
+  switch (op->kind) {
+  case BACKEND_EXEC_START:
+    local_exec_start(l, op);
+    return;
+  case BACKEND_EXEC_READ:
+    exec_wait(l, op, req->yield_ms);
+    return;
+  case BACKEND_EXEC_WRITE:
+    rc = req->len ? engine_exec_write(req->x->x, req->data, req->len) : 0;
+    if (rc == 0 && req->eof)
+      rc = engine_exec_close_stdin(req->x->x);
+    if (rc == -EPIPE)
+      osb_err_set(&op->err, OSB_ERR_INVALID_PARAMS, NULL, "the exec's stdin is closed");
+    else if (rc == -EAGAIN)
+      osb_err_set(&op->err, OSB_ERR_BUSY, NULL, "the exec's stdin holds 1 MiB not yet read");
+    else if (rc < 0)
+      local_fail(rc, "exec/write", op->id, NULL, &op->err);
+    break;
+  default: /* EXEC_KILL */
+    rc = engine_exec_kill(req->x->x, req->signal);
+    if (rc == -ESRCH)
+      rc = 0; /* it has ended meanwhile: nothing to kill */
+    else if (rc == -EINVAL)
+      osb_err_set(&op->err, OSB_ERR_INVALID_PARAMS, NULL, "signal %d is not a signal",
+                  req->signal);
+    else if (rc < 0)
+      local_fail(rc, "exec/kill", op->id, NULL, &op->err);
+    break;
+  }
+  op->rc = rc < 0 ? -1 : 0;
+  op->done(op);
+}
+
+static void local_exec_free(struct backend *be, struct backend_exec *bx) {
+  if (!bx)
+    return;
+  struct local *l = be->impl;
+  pthread_mutex_lock(&l->xlock);
+  if (bx->prev)
+    bx->prev->next = bx->next;
+  else
+    l->execs = bx->next;
+  if (bx->next)
+    bx->next->prev = bx->prev;
+  pthread_mutex_unlock(&l->xlock);
+  engine_exec_free(bx->x);
+  free(bx);
+}
+
+static int local_exec_running(struct backend *be, struct backend_exec *bx) {
+  (void)be;
+  return bx && !engine_exec_ended(bx->x);
+}
+
 /* ---- starting ---- */
 
 /* How each kind runs: its function (0, -1 with op->err, or 1 when it completes later by
@@ -594,6 +850,10 @@ static void local_job_main(void *arg) {
 
 static void local_start(struct backend *be, struct backend_op *op) {
   struct local *l = local_of(be);
+  if (op->kind >= BACKEND_EXEC_START && op->kind <= BACKEND_EXEC_KILL) {
+    local_exec_op(l, op);
+    return;
+  }
   if (!local_kinds[op->kind].blocks) {
     local_exec(l->eng, op);
     return;
@@ -616,7 +876,17 @@ static void local_close(struct backend *be) {
   struct local *l = be->impl;
   if (l) {
     pool_free(l->pool); /* blocking calls end first: they use the engine */
+    pthread_mutex_lock(&l->xlock);
+    l->waiter_stop = 1; /* waiting reads are answered now */
+    pthread_cond_signal(&l->xcond);
+    pthread_mutex_unlock(&l->xlock);
+    if (l->waiter_started)
+      pthread_join(l->waiter, NULL);
+    while (l->execs) /* the bridge's exit kills every exec it started */
+      local_exec_free(be, l->execs);
     engine_close(l->eng);
+    pthread_cond_destroy(&l->xcond);
+    pthread_mutex_destroy(&l->xlock);
   }
   free(l);
   free((char *)be->config.base_url);
@@ -630,6 +900,8 @@ static const struct backend_ops local_ops = {
     .kinds = (1u << BACKEND_OP_COUNT) - 1, /* every operation */
     .start = local_start,
     .close = local_close, /* engine_close: every local session ends */
+    .exec_free = local_exec_free,
+    .exec_running = local_exec_running,
 };
 
 static char *dup_or_null(const char *s) {
@@ -648,6 +920,8 @@ struct backend *backend_local_open(const struct backend_config *config, struct o
     return NULL;
   }
   l->pool = pool;
+  pthread_mutex_init(&l->xlock, NULL);
+  pthread_cond_init(&l->xcond, NULL);
   be->ops = &local_ops;
   be->impl = l;
   if (config) {

@@ -182,10 +182,14 @@ static int health_result(struct methods_op *m, json_object **result, struct osb_
   methods_set(r, "latencyMs", json_object_new_int64(latency));
   /* API.md: what the backend does beyond the public SDKs' surface. Live output comes from
    * the engine in-process only: the remote backend does not use opensandboxd's streaming
-   * extension yet, nor does any backend offer exec sessions yet. */
+   * extension yet. */
   json_object *features = json_object_new_array();
   if (features && !(m->be->config.base_url && m->be->config.base_url[0]))
     json_object_array_add(features, json_object_new_string("stream"));
+  if (features && backend_supports(m->be, BACKEND_EXEC_START)) {
+    json_object_array_add(features, json_object_new_string("exec"));
+    json_object_array_add(features, json_object_new_string("stdin"));
+  }
   if (features && backend_supports(m->be, BACKEND_UPLOAD) &&
       backend_supports(m->be, BACKEND_DOWNLOAD))
     json_object_array_add(features, json_object_new_string("upload"));

@@ -81,6 +81,17 @@ int method_fs_write(void *ctx, struct rpc_req *req, json_object *params, json_ob
                     struct osb_err *err);
 int method_fs_read(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                    struct osb_err *err);
+/* exec/start, exec/read, exec/write, exec/kill, exec/list (API.md). */
+int method_exec_start(void *ctx, struct rpc_req *req, json_object *params,
+                      json_object **result, struct osb_err *err);
+int method_exec_read(void *ctx, struct rpc_req *req, json_object *params,
+                     json_object **result, struct osb_err *err);
+int method_exec_write(void *ctx, struct rpc_req *req, json_object *params,
+                      json_object **result, struct osb_err *err);
+int method_exec_kill(void *ctx, struct rpc_req *req, json_object *params,
+                     json_object **result, struct osb_err *err);
+int method_exec_list(void *ctx, struct rpc_req *req, json_object *params,
+                     json_object **result, struct osb_err *err);
 /* fs/upload and fs/download: a host file into / out of the sandbox (API.md). */
 int method_fs_upload(void *ctx, struct rpc_req *req, json_object *params, json_object **result,
                      struct osb_err *err);

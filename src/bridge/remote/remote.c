@@ -127,7 +127,9 @@ static void remote_close(struct backend *be) {
 static const struct backend_ops remote_ops = {
     .name = "remote",
     /* host files go through opensandboxd's streaming extension, not used yet */
-    .kinds = ((1u << BACKEND_OP_COUNT) - 1) & ~(1u << BACKEND_UPLOAD | 1u << BACKEND_DOWNLOAD),
+    .kinds = ((1u << BACKEND_OP_COUNT) - 1) &
+             ~(1u << BACKEND_UPLOAD | 1u << BACKEND_DOWNLOAD | 1u << BACKEND_EXEC_START |
+               1u << BACKEND_EXEC_READ | 1u << BACKEND_EXEC_WRITE | 1u << BACKEND_EXEC_KILL),
     /* RUN, SET_ENV, SET_CWD, WRITE_FILE, READ_FILE, WRITE_FILES over gRPC or HTTP per the
      * transport (via_http); the session lifecycle, directory listing, background
      * processes and health over HTTP */
