@@ -331,7 +331,8 @@ TEST(exec_callbacks_stream_output_and_report_the_end) {
   char id[ENGINE_ID_LEN + 1];
   new_session(e, id);
   static struct cb_state s = {.c = {.lock = PTHREAD_MUTEX_INITIALIZER}};
-  const char *argv[] = {"/bin/sh", "-c", "wc -c; exit 3"};
+  /* reads nothing for a second: the pipe takes 64 KiB, the rest stays queued */
+  const char *argv[] = {"/bin/sh", "-c", "sleep 1; wc -c; exit 3"};
   struct engine_exec_opts o;
   memset(&o, 0, sizeof o);
   o.run.argv = argv;
