@@ -161,6 +161,8 @@ void rpc_core_send(struct rpc_core *core, json_object *reply) {
 }
 
 int rpc_notify(struct rpc_req *req, const char *method, json_object *params) {
+  if (req->notify) /* an rpc_invoke caller (MCP mode) turns them into its own messages */
+    return req->notify(req->done_arg, method, params);
   struct rpc_core *core = req->core;
   if (!core) {
     json_object_put(params);
