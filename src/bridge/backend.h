@@ -220,7 +220,11 @@ struct backend_op {
   struct call *c;       /* cancel handle and deadline; valid until done */
   const char *id;       /* the sandbox; NULL for CREATE, LIST and HEALTH */
   union {               /* the inputs of kind, borrowed */
-    struct { const struct backend_kv *env; size_t n_env; } env;  /* CREATE, SET_ENV */
+    struct {
+      const struct backend_kv *env;
+      size_t n_env;
+      const char *network; /* CREATE: "none", "egress" (static strings), or NULL: default */
+    } env;                 /* CREATE, SET_ENV */
     struct backend_run_req run;                                    /* RUN */
     const char *cwd;                                               /* SET_CWD */
     struct backend_file file;     /* WRITE_FILE (path, data, len); READ_FILE, LIST_FILES: path */

@@ -564,3 +564,19 @@ def test_opensandboxd_tells_truncation_in_trailers_only_to_clients_that_ask(star
     status, raw = _http(s.http_port, "POST", path, body)
     out = json.loads(raw)
     assert out["truncated"] is True and "cut at 65536 bytes" in out["stderr"]
+
+
+@pytest.mark.parametrize("backend", ["local", "remote"])
+def test_bridge_create_chooses_its_network_where_the_backend_allows(backend, start_server, spawn):
+    # sandbox/create's per-create choice: "none" anywhere, "egress" only where the backend
+    # offers it (here: neither the local backend nor the server was started with egress).
+    args = [] if backend == "local" else list(start_server().bridge_args())
+    b = spawn(args)
+    sid = b.call("sandbox/create", {"network": "none"})["sandboxId"]
+    r = b.run(sid, "ip -o link show | cut -d: -f2")
+    assert r["stdout"].split() == ["lo"], r
+    e = b.error("sandbox/create", {"network": "sideways"}, code=-32602)
+    assert "network" in e["message"], e
+    e = b.error("sandbox/create", {"network": "egress"})
+    assert "egress" in e["message"], e
+    assert e["code"] == (-32602 if backend == "local" else -32000), e

@@ -154,8 +154,14 @@ static int local_create(struct engine *eng, struct backend_op *op) {
   struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env, &ok);
   if (!ok)
     return oom(&op->err);
-  int rc = engine_session_create(eng, ekv, op->in.env.n_env, id);
+  const char *net = op->in.env.network;
+  int network = !net ? -1 : strcmp(net, "egress") == 0 ? ENGINE_NET_EGRESS : ENGINE_NET_NONE;
+  int rc = engine_session_create_net(eng, ekv, op->in.env.n_env, network, id);
   free(ekv);
+  if (rc == -EPERM && network == ENGINE_NET_EGRESS)
+    return osb_err_set(&op->err, OSB_ERR_INVALID_PARAMS, NULL,
+                       "network: egress is not enabled on this bridge (start it with "
+                       "--network egress, or OPENSANDBOX_NETWORK=egress)");
   if (rc < 0)
     return local_fail(rc, "sandbox/create", NULL, NULL, &op->err);
   op->out.session.id = strdup(id);

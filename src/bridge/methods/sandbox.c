@@ -60,6 +60,13 @@ int method_sandbox_create(void *ctx, struct rpc_req *req, json_object *params,
                           json_object **result, struct osb_err *err) {
   struct backend_kv *env = NULL;
   size_t n_env = 0;
+  const char *network = NULL;
+  if (params_string(params, "network", NULL, 0, &network, err) < 0)
+    return -1;
+  if (network && strcmp(network, "none") != 0 && strcmp(network, "egress") != 0)
+    return params_fail(err, "network", "must be \"none\" or \"egress\"");
+  /* static strings: params go before the operation does */
+  network = !network ? NULL : strcmp(network, "none") == 0 ? "none" : "egress";
   if (params_env(params, "env", 0, &env, &n_env, err) < 0)
     return -1;
   struct methods_op *m = methods_op_new(ctx, req, "sandbox/create", BACKEND_CREATE, 0, err);
@@ -71,6 +78,7 @@ int method_sandbox_create(void *ctx, struct rpc_req *req, json_object *params,
   m->n_env = n_env;
   m->op.in.env.env = env;
   m->op.in.env.n_env = n_env;
+  m->op.in.env.network = network;
   m->result = create_result;
   return methods_op_start(m);
 }

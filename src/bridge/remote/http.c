@@ -1076,6 +1076,8 @@ static json_object *op_body(const struct backend_op *op, int *none) {
   case BACKEND_CREATE:
   case BACKEND_SET_ENV:
     bad = bad || put(body, "env", kv_object(op->in.env.env, op->in.env.n_env)) < 0;
+    if (op->kind == BACKEND_CREATE && op->in.env.network)
+      bad = bad || put(body, "network", json_object_new_string(op->in.env.network)) < 0;
     break;
   case BACKEND_SET_CWD:
     bad = bad || put(body, "cwd", json_object_new_string(op->in.cwd)) < 0;
