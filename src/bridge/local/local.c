@@ -673,6 +673,10 @@ static void exec_wait(struct local *l, struct backend_op *op, int64_t yield_ms) 
   }
   w->op = op;
   w->deadline_ms = mono_ms() + yield_ms;
+  /* Before the wait is listed: from then on the waiter may answer op (and its caller free
+   * op and its call) at any moment. A cancel before the listing is seen by the waiter's
+   * call_is_cancelled; exec_answer clears the canceller either way. */
+  int cancelled_already = call_set_canceller(op->c, exec_wait_cancel, l);
   pthread_mutex_lock(&l->xlock);
   if (!l->waiter_started && !l->waiter_stop) {
     pthread_condattr_t ca;
@@ -695,8 +699,8 @@ static void exec_wait(struct local *l, struct backend_op *op, int64_t yield_ms) 
     exec_answer(op);
     return;
   }
-  if (call_set_canceller(op->c, exec_wait_cancel, l))
-    exec_poke(l, 0, 0); /* cancelled already: the waiter sees it */
+  if (cancelled_already)
+    exec_poke(l, 0, 0); /* the waiter sees it */
 }
 
 static void local_exec_start(struct local *l, struct backend_op *op) {
