@@ -344,6 +344,35 @@ static int default_sandbox(struct mcp *m, struct call *c, char **id, struct osb_
   return -1;
 }
 
+/* Whether the backend runs exec sessions (the remote one does not yet): ask exec/read
+ * about an id that cannot exist. A backend with execs answers SandboxNotFoundError from
+ * its table, one without answers UnsupportedError; neither touches the network. Called on
+ * the reading thread, before the first message is handled. */
+static int backend_has_exec(struct mcp *m) {
+  if (!rpc_method_find(m->cfg->methods, m->cfg->n_methods, "exec/start"))
+    return 0;
+  struct waited w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL,
+                     OSB_ERR_INIT};
+  struct call c;
+  memset(&c, 0, sizeof c);
+  pthread_mutex_init(&c.lock, NULL);
+  json_object *params = json_object_new_object();
+  set(params, "execId", json_object_new_string("mcp-probe"));
+  invoke(m, "exec/read", &c, params, waited_done, NULL, &w);
+  pthread_mutex_lock(&w.lock);
+  while (!w.done)
+    pthread_cond_wait(&w.cv, &w.lock);
+  pthread_mutex_unlock(&w.lock);
+  pthread_mutex_destroy(&w.lock);
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&c.lock);
+  int has = !(w.rc != 0 && (w.err.kind == OSB_ERR_UNSUPPORTED ||
+                            w.err.kind == OSB_ERR_METHOD_NOT_FOUND));
+  json_object_put(w.result);
+  osb_err_clear(&w.err);
+  return has;
+}
+
 /* ---- tool calls ---- */
 
 /* Send a tool call's reply (taken) unless the client cancelled it, and let it go. */
@@ -430,6 +459,8 @@ static void method_done(void *arg, int rc, json_object *result, struct osb_err *
   }
   if (r->as_exec)
     result = run_from_exec(result);
+  else if (tool->is_run && m->tools.yields && json_object_is_type(result, json_type_object))
+    set(result, "running", json_object_new_boolean(0)); /* the same shape as a yielding run */
   req_finish(r, mcp_tool_result(tool, result, r->v));
 }
 
@@ -495,8 +526,11 @@ static void method_start(struct mcp_req *r) {
     set(params, "sandboxId", json_object_new_string(r->sid));
   }
   const char *method = tool->method->name;
+  /* exec output is not streamed yet: a caller that asked for progress gets the live output
+   * of a plain run instead of the yield */
   r->as_exec = tool->is_run && m->tools.yields && !get(params, "memKb") &&
-               !get(params, "fsizeKb") && !get(params, "nofile") && !get(params, "check");
+               !get(params, "fsizeKb") && !get(params, "nofile") && !get(params, "check") &&
+               !(r->progress_token && tool->streams);
   if (r->as_exec) {
     method = "exec/start";
     set(params, "yieldMs", json_object_new_int64(m->cfg->yield_ms));
@@ -873,7 +907,7 @@ int mcp_takeover(void *arg, struct transport *t, struct writer *w, const char *f
   pthread_mutex_init(&m->lock, NULL);
   pthread_cond_init(&m->changed, NULL);
   struct osb_err err = OSB_ERR_INIT;
-  if (mcp_tools_build(&m->tools, cfg->methods, cfg->n_methods, &err) < 0) {
+  if (mcp_tools_build(&m->tools, cfg->methods, cfg->n_methods, backend_has_exec(m), &err) < 0) {
     log_error("MCP mode: %s", err.message);
     osb_err_clear(&err);
   }

@@ -48,9 +48,11 @@ struct mcp_tools {
 };
 
 /* Build the tools from the embedded OpenRPC document: one per sandbox/, fs/, exec/ and
- * process/ method the table serves, in the document's order. Returns 0, or -1 with *err. */
+ * process/ method the table serves, in the document's order; the exec/ ones only when
+ * has_exec (the backend runs exec sessions: then sandbox_run yields). Returns 0, or -1
+ * with *err. */
 int mcp_tools_build(struct mcp_tools *t, const struct rpc_method *methods, size_t n_methods,
-                    struct osb_err *err);
+                    int has_exec, struct osb_err *err);
 void mcp_tools_free(struct mcp_tools *t);
 
 /* The tool called name, or NULL. */

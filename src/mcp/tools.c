@@ -293,7 +293,7 @@ static json_object *tool_def(const struct mcp_tool *tool, json_object *m, json_o
 }
 
 int mcp_tools_build(struct mcp_tools *t, const struct rpc_method *methods, size_t n_methods,
-                    struct osb_err *err) {
+                    int has_exec, struct osb_err *err) {
   memset(t, 0, sizeof *t);
   json_object *doc = json_tokener_parse(osb_openrpc_json);
   json_object *list = get(doc, "methods");
@@ -308,13 +308,17 @@ int mcp_tools_build(struct mcp_tools *t, const struct rpc_method *methods, size_
     json_object_put(doc);
     return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
   }
-  t->yields = rpc_method_find(methods, n_methods, "exec/start") &&
+  t->yields = has_exec && rpc_method_find(methods, n_methods, "exec/start") &&
               rpc_method_find(methods, n_methods, "exec/read");
   for (size_t i = 0; i < n; i++) {
     json_object *m = json_object_array_get_idx(list, i);
     const char *name = get_str(m, "name");
     const struct rpc_method *rm = name ? rpc_method_find(methods, n_methods, name) : NULL;
     if (!rm || !tool_namespace(name))
+      continue;
+    /* a backend without exec sessions answers every exec/ call UnsupportedError: a model
+     * is better off not seeing those tools (sandbox_run then waits for the end) */
+    if (!t->yields && strncmp(name, "exec/", 5) == 0)
       continue;
     struct mcp_tool *tool = &t->v[t->n++];
     tool->name = tool_name(name);

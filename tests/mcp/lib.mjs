@@ -128,6 +128,29 @@ export async function serverSessions() {
   return list.map((s) => s.id ?? s.sandboxId ?? s.session_id ?? s.sessionId);
 }
 
+// The tools this backend's bridge lists: the schema's, without exec_* when the backend has no
+// exec sessions (the remote one: every exec/ call would be UnsupportedError).
+export const HAS_EXEC = BACKEND === 'local';
+export function expectedTools() {
+  return schemaTools().filter((n) => HAS_EXEC || !n.startsWith('exec_'));
+}
+
+// Whether a process whose command line contains marker runs on this machine (sandboxed
+// processes of either backend are this machine's processes, in their own namespaces).
+export function processAlive(marker) {
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let cmd = '';
+    try {
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch {
+      continue;
+    }
+    if (cmd.includes(marker)) return true;
+  }
+  return false;
+}
+
 // Whether the schema's sandbox/run streams its output (partialResultToken): MCP progress
 // needs it.
 export function schemaStreams() {

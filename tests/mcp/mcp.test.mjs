@@ -9,8 +9,10 @@ import {
   BACKEND,
   closeAndWait,
   connect,
+  expectedTools,
+  HAS_EXEC,
+  processAlive,
   schemaStreams,
-  schemaTools,
   SCALE,
   serverSessions,
   sleep,
@@ -47,7 +49,7 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
     await client.ping();
 
     const { tools } = await client.listTools();
-    assert.deepEqual(tools.map((t) => t.name), schemaTools(), 'one tool per method, schema order');
+    assert.deepEqual(tools.map((t) => t.name), expectedTools(), 'one tool per method, schema order');
     const byName = Object.fromEntries(tools.map((t) => [t.name, t]));
     const run = byName.sandbox_run;
     assert.deepEqual(run.inputSchema.required, ['command']);
@@ -72,6 +74,7 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
     assert.equal(r.isError, false);
     assert.deepEqual(r.structuredContent, {
       stdout: 'hello\n', stderr: '', exitCode: 0, signal: 0, success: true, truncated: false,
+      ...(HAS_EXEC ? { running: false } : {}),
     });
     assert.match(text(r), /hello\n[\s\S]*exit code: 0/);
     r = await call(client, 'fs_write', { path: '/tmp/default.txt', content: 'kept' });
@@ -158,7 +161,7 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
       const init = conn.messages().find((m) => m.id !== undefined && m.result?.protocolVersion);
       assert.equal(init.result.protocolVersion, version);
       const { tools } = await conn.client.listTools();
-      assert.deepEqual(tools.map((t) => t.name), schemaTools());
+      assert.deepEqual(tools.map((t) => t.name), expectedTools());
       const run = tools.find((t) => t.name === 'sandbox_run');
       // What each version knows: annotations from 2025-03-26, outputSchema from 2025-06-18.
       assert.equal(run.annotations !== undefined, version >= '2025-03-26');
@@ -180,7 +183,7 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
     const { client } = conn;
     const first = conn.messages();
     const { tools } = await client.listTools();
-    assert.deepEqual(tools.map((t) => t.name), schemaTools());
+    assert.deepEqual(tools.map((t) => t.name), expectedTools());
     let r = await call(client, 'sandbox_run', { command: 'echo modern; exit 2' });
     assert.equal(r.isError, false);
     assert.equal(r.structuredContent.exitCode, 2);
@@ -334,5 +337,132 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
     const { tools } = await conn.client.listTools();
     assert.ok(tools.length > 0);
     assert.equal((await closeAndWait(conn)).code, 0);
+  });
+
+  // sandbox_run's yield (API.md, "MCP mode"): with exec sessions, a command still running
+  // after --mcp-yield-ms returns running: true and an execId that exec_read continues;
+  // without them (remote backend) sandbox_run waits for the end and no exec tool is listed.
+  for (const era of ['legacy', 'modern']) {
+    test(`sandbox_run yields after --mcp-yield-ms, exec_read continues (${era})`, async () => {
+      const conn = await start(era, { extraArgs: ['--mcp-yield-ms', '300'] });
+      const { client } = conn;
+      const { tools } = await client.listTools();
+      const run = tools.find((t) => t.name === 'sandbox_run');
+      if (HAS_EXEC) {
+        assert.deepEqual(run.outputSchema.properties.exitCode.type, ['integer', 'null']);
+        assert.ok(run.outputSchema.properties.running && run.outputSchema.properties.execId);
+        assert.match(run.description, /running: true with an execId[\s\S]*exec_read/);
+      } else {
+        assert.ok(!tools.some((t) => t.name.startsWith('exec_')), 'no exec tools without exec sessions');
+        assert.equal(run.outputSchema.properties.running, undefined);
+        assert.match(run.description, /waits for the command to end/);
+      }
+      const t0 = Date.now();
+      let r = await call(client, 'sandbox_run', { command: 'echo first; sleep 1; echo done' });
+      assert.equal(r.isError, false, text(r));
+      if (!HAS_EXEC) {
+        // It waited for the end: a model gets the whole output, nothing to continue.
+        assert.ok(Date.now() - t0 >= 900);
+        assert.equal(r.structuredContent.stdout, 'first\ndone\n');
+        assert.equal(r.structuredContent.exitCode, 0);
+        assert.equal(r.structuredContent.execId, undefined);
+        assert.doesNotMatch(text(r), /exec_read/);
+        assert.equal((await closeAndWait(conn)).code, 0);
+        return;
+      }
+      const sc = r.structuredContent;
+      assert.equal(sc.running, true);
+      assert.equal(sc.exitCode, null);
+      assert.equal(sc.success, false);
+      assert.equal(typeof sc.execId, 'string');
+      assert.match(text(r), new RegExp(`still running[\\s\\S]*exec_read[\\s\\S]*"${sc.execId}"`));
+      let out = sc.stdout;
+      let reads = 0;
+      do {
+        r = await call(client, 'exec_read', { execId: sc.execId, yieldMs: 2000 });
+        assert.equal(r.isError, false, text(r));
+        out += r.structuredContent.stdout;
+        reads++;
+      } while (r.structuredContent.running && reads < 20);
+      assert.equal(r.structuredContent.running, false);
+      assert.equal(r.structuredContent.exitCode, 0);
+      assert.equal(out, 'first\ndone\n');
+      assert.match(text(r), /exit code: 0/);
+      // Its end was reported: the id is gone, and the model is told what to do.
+      r = await call(client, 'exec_read', { execId: sc.execId });
+      assert.equal(r.isError, true);
+      assert.match(text(r), /not found/);
+      // A quick command does not yield.
+      r = await call(client, 'sandbox_run', { command: 'echo quick' });
+      assert.equal(r.structuredContent.running, false);
+      assert.equal(r.structuredContent.execId, undefined);
+      assert.equal(r.structuredContent.stdout, 'quick\n');
+      const end = await closeAndWait(conn);
+      assert.equal(end.code, 0, `signal ${end.signal}: ${conn.stderr().slice(-1500)}`);
+    });
+  }
+
+  test('exec tools: exec_start with stdin, exec_write, exec_read, exec_list, exec_kill', {
+    skip: !HAS_EXEC && 'the remote backend has no exec sessions (the exec tools are not listed)',
+  }, async () => {
+    const conn = await start('legacy');
+    const { client } = conn;
+    let r = await call(client, 'exec_start', { command: 'cat; echo end', stdin: true, yieldMs: 100 });
+    assert.equal(r.isError, false, text(r));
+    const id = r.structuredContent.execId;
+    assert.equal(r.structuredContent.running, true);
+    assert.match(text(r), new RegExp(`exec_read with execId "${id}"`));
+    r = await call(client, 'exec_write', { execId: id, data: 'hello\n' });
+    assert.equal(r.isError, false, text(r));
+    r = await call(client, 'exec_list');
+    assert.ok(r.structuredContent.execs.some((e) => e.execId === id && e.running));
+    r = await call(client, 'exec_write', { execId: id, eof: true });
+    assert.equal(r.isError, false, text(r));
+    let out = '';
+    for (let i = 0; i < 20; i++) {
+      r = await call(client, 'exec_read', { execId: id, yieldMs: 1000 });
+      out += r.structuredContent.stdout;
+      if (!r.structuredContent.running) break;
+    }
+    assert.equal(out, 'hello\nend\n');
+    assert.equal(r.structuredContent.exitCode, 0);
+    // A bad argument and a write to an exec without stdin: isError with what to do.
+    r = await call(client, 'exec_write', { execId: id });
+    assert.equal(r.isError, true);
+    r = await call(client, 'exec_start', { command: 'exec sleep 60', yieldMs: 0 });
+    const sleeper = r.structuredContent.execId;
+    r = await call(client, 'exec_write', { execId: sleeper, data: 'x' });
+    assert.equal(r.isError, true);
+    assert.match(text(r), /without stdin[\s\S]*Fix that argument/);
+    r = await call(client, 'exec_kill', { execId: sleeper });
+    assert.equal(r.isError, false, text(r));
+    r = await call(client, 'exec_read', { execId: sleeper, yieldMs: 2000 });
+    assert.equal(r.structuredContent.running, false);
+    assert.equal(r.structuredContent.signal, 9);
+    assert.match(text(r), /killed by signal 9/);
+    assert.equal((await closeAndWait(conn)).code, 0);
+  });
+
+  test('EOF ends a yielded run (or a run still waiting): its process is gone', async () => {
+    const marker = `${31000 + Math.floor(Math.random() * 1000)}.${process.pid}`;
+    const conn = await start('legacy', { extraArgs: ['--mcp-yield-ms', '300'] });
+    const { client } = conn;
+    await call(client, 'sandbox_run', { command: 'true' }); // the default sandbox exists
+    const pending = call(client, 'sandbox_run', { command: `exec sleep ${marker}` }).catch(() => null);
+    if (HAS_EXEC) {
+      const r = await pending;
+      assert.equal(r.structuredContent.running, true, 'the run yielded');
+    } else {
+      await sleep(500 * SCALE);
+    }
+    assert.ok(processAlive(`sleep ${marker}`), 'the command runs');
+    conn.proc.stdin.end();
+    const e = await conn.exited;
+    assert.equal(e.code, 0);
+    await client.close().catch(() => {});
+    await pending;
+    conn.messages();
+    for (let i = 0; i < 20 && processAlive(`sleep ${marker}`); i++) await sleep(100);
+    assert.ok(!processAlive(`sleep ${marker}`), 'the yielded run survived the bridge');
   });
 });

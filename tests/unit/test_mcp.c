@@ -31,7 +31,7 @@ TEST(first_message_switch_tells_mcp_from_json_rpc) {
 TEST(tools_follow_the_schema_with_sandbox_id_optional) {
   struct mcp_tools t;
   struct osb_err err = OSB_ERR_INIT;
-  ASSERT_EQ(mcp_tools_build(&t, methods_table, methods_count, &err), 0);
+  ASSERT_EQ(mcp_tools_build(&t, methods_table, methods_count, 1, &err), 0);
   ASSERT(t.n >= 14);
   ASSERT_STR_EQ(t.v[0].name, "sandbox_create");
   const struct mcp_tool *run = mcp_tools_find(&t, "sandbox_run");
@@ -57,10 +57,33 @@ TEST(tools_follow_the_schema_with_sandbox_id_optional) {
   mcp_tools_free(&t);
 }
 
+/* With exec sessions sandbox_run yields (its outputSchema allows running, execId and a null
+ * exitCode); without them the exec tools are left out and sandbox_run waits. */
+TEST(exec_tools_and_the_yield_follow_the_backend) {
+  struct osb_err err = OSB_ERR_INIT;
+  for (int has_exec = 0; has_exec <= 1; has_exec++) {
+    struct mcp_tools t;
+    ASSERT_EQ(mcp_tools_build(&t, methods_table, methods_count, has_exec, &err), 0);
+    ASSERT_EQ(t.yields, has_exec);
+    ASSERT_EQ(mcp_tools_find(&t, "exec_read") != NULL, has_exec);
+    ASSERT_EQ(mcp_tools_find(&t, "exec_start") != NULL, has_exec);
+    const struct mcp_tool *run = mcp_tools_find(&t, "sandbox_run");
+    json_object *out = NULL, *props = NULL, *exit_code = NULL, *type = NULL;
+    ASSERT(json_object_object_get_ex(run->def, "outputSchema", &out));
+    ASSERT(json_object_object_get_ex(out, "properties", &props));
+    ASSERT_EQ(json_object_object_get_ex(props, "running", NULL), has_exec);
+    ASSERT_EQ(json_object_object_get_ex(props, "execId", NULL), has_exec);
+    ASSERT(json_object_object_get_ex(props, "exitCode", &exit_code));
+    ASSERT(json_object_object_get_ex(exit_code, "type", &type));
+    ASSERT_EQ(json_object_is_type(type, json_type_array), has_exec); /* ["integer","null"] */
+    mcp_tools_free(&t);
+  }
+}
+
 TEST(run_result_text_puts_output_before_the_exit_code) {
   struct mcp_tools t;
   struct osb_err err = OSB_ERR_INIT;
-  ASSERT_EQ(mcp_tools_build(&t, methods_table, methods_count, &err), 0);
+  ASSERT_EQ(mcp_tools_build(&t, methods_table, methods_count, 1, &err), 0);
   const struct mcp_tool *run = mcp_tools_find(&t, "sandbox_run");
   json_object *res = json_tokener_parse("{\"stdout\":\"hi\",\"stderr\":\"oops\\n\",\"exitCode\":3,"
                                         "\"signal\":0,\"success\":false,\"truncated\":false}");
@@ -89,6 +112,7 @@ TEST(run_result_text_puts_output_before_the_exit_code) {
 int main(void) {
   RUN(first_message_switch_tells_mcp_from_json_rpc);
   RUN(tools_follow_the_schema_with_sandbox_id_optional);
+  RUN(exec_tools_and_the_yield_follow_the_backend);
   RUN(run_result_text_puts_output_before_the_exit_code);
   TEST_MAIN_END();
 }
