@@ -76,9 +76,8 @@ static void http_start(struct remote *r, struct backend_op *op) {
 
 /* auto: the gRPC attempt ended; redo it over HTTP when the gRPC port was unreachable. */
 static void on_grpc_done(struct backend_op *op) {
-  struct remote *r = op->arg;
+  struct remote *r = op->impl.arg;
   op->done = op->impl.done;
-  op->arg = op->impl.arg;
   if (op->rc < 0 && fall_back(r, op->impl.t0, &op->err)) {
     backend_op_clear(op);
     op->rc = 0;
@@ -88,18 +87,51 @@ static void on_grpc_done(struct backend_op *op) {
   op->done(op);
 }
 
+/* HEALTH: the probe of RunStream ended; now the server's /health, and what it has. */
+static void on_probed(void *arg) {
+  struct backend_op *op = arg;
+  http_start(op->impl.arg, op);
+}
+
+static void on_health_done(struct backend_op *op) {
+  struct remote *r = op->impl.arg;
+  op->done = op->impl.done;
+  if (op->rc == 0 && remote_grpc_has_stream(r->grpc) == 1)
+    op->out.features |= BACKEND_FEATURE_STREAM;
+  op->done(op);
+}
+
+/* server/health: /health over HTTP, and whether opensandboxd's extension is there (asked
+ * once over gRPC, unless the transport is HTTP only: then runs never stream). */
+static void health_start(struct remote *r, struct backend_op *op) {
+  op->impl.done = op->done;
+  op->impl.arg = r;
+  op->done = on_health_done;
+  if (r->transport == BACKEND_TRANSPORT_HTTP || remote_grpc_has_stream(r->grpc) != -1 ||
+      via_http(r)) {
+    http_start(r, op);
+    return;
+  }
+  remote_grpc_probe_stream(r->grpc, op->c, on_probed, op);
+}
+
 static void remote_start(struct backend *be, struct backend_op *op) {
   struct remote *r = impl(be);
+  if (op->kind == BACKEND_HEALTH) {
+    health_start(r, op);
+    return;
+  }
   if (!remote_grpc_has(op->kind) || via_http(r)) {
     http_start(r, op);
     return;
   }
-  if (r->transport == BACKEND_TRANSPORT_AUTO) { /* put on_grpc_done in front of done */
+  if (r->transport == BACKEND_TRANSPORT_AUTO) {
+    /* put on_grpc_done in front of done; op->arg stays the caller's, as on_output (called
+     * meanwhile) needs it */
     op->impl.done = op->done;
-    op->impl.arg = op->arg;
+    op->impl.arg = r;
     op->impl.t0 = call_now_ms();
     op->done = on_grpc_done;
-    op->arg = r;
   }
   remote_grpc_start(r->grpc, op);
 }
