@@ -89,7 +89,7 @@ def test_health_lists_features(bridge, backend):
     h = bridge.call("server/health")
     if backend == "local":
         assert set(h["features"]) >= {"stream", "upload"}
-    else:  # opensandboxd's extension answers RunStream; exec and host files not remotely yet
+    else:  # opensandboxd's extension answers RunStream; no exec, host files up to 4 MiB
         assert h["features"] == ["stream"]
 
 
@@ -97,13 +97,13 @@ def test_upload_download_round_trip_and_refusals(bridge, sandbox, backend, tmp_p
     src = tmp_path / "src.bin"
     data = os.urandom(3 << 20) + b"end"
     src.write_bytes(data)
-    if backend == "remote":
-        e = bridge.error("fs/upload", {"sandboxId": sandbox, "localPath": str(src),
+    if backend == "remote":  # one WriteFile/ReadFile: a file over the message limit is refused
+        huge = tmp_path / "huge.bin"
+        huge.write_bytes(b"h" * (5 << 20))
+        e = bridge.error("fs/upload", {"sandboxId": sandbox, "localPath": str(huge),
                                        "path": "/x"}, code=-32006)
-        assert e["data"]["method"] == "fs/upload"
-        bridge.error("fs/download", {"sandboxId": sandbox, "localPath": str(src),
-                                     "path": "/x"}, code=-32006)
-        return
+        assert e["data"]["method"] == "fs/upload" and "chunked" in e["message"]
+        huge.unlink()
     r = bridge.call("fs/upload", {"sandboxId": sandbox, "localPath": str(src), "path": "/d/f.bin"})
     assert r == {"bytesWritten": len(data)}
     dst = tmp_path / "dst.bin"

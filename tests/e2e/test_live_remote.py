@@ -107,3 +107,21 @@ def test_server_killed_during_a_streamed_run_answers_within_2s(spawn, servers): 
     for i in ids:
         assert answered[i]["error"]["code"] == -32003, answered[i]
     b.assert_silent(0.3)
+
+
+def test_remote_host_files_and_exec_refusal(spawn, server, tmp_path):
+    """Host files up to the message limit go as one WriteFile/ReadFile; exec sessions need
+    the Exec stream, which the remote backend does not use: -32006 naming the method."""
+    b = spawn(server.bridge_args())
+    sid = b.create()
+    src = tmp_path / "a.bin"
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    src.write_bytes(data)
+    assert b.call("fs/upload", {"sandboxId": sid, "localPath": str(src),
+                                "path": "/tmp/a.bin"}) == {"bytesWritten": len(data)}
+    dst = tmp_path / "b.bin"
+    assert b.call("fs/download", {"sandboxId": sid, "path": "/tmp/a.bin",
+                                  "localPath": str(dst)}) == {"bytesRead": len(data)}
+    assert dst.read_bytes() == data
+    e = b.error("exec/start", {"sandboxId": sid, "command": "cat"}, code=-32006)
+    assert e["data"]["method"] == "exec/start"

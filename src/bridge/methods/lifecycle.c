@@ -190,8 +190,9 @@ static int health_result(struct methods_op *m, json_object **result, struct osb_
     json_object_array_add(features, json_object_new_string("exec"));
     json_object_array_add(features, json_object_new_string("stdin"));
   }
-  if (features && backend_supports(m->be, BACKEND_UPLOAD) &&
-      backend_supports(m->be, BACKEND_DOWNLOAD))
+  /* upload: any size; the remote backend moves only files up to the message limit */
+  if (features && !(m->be->config.base_url && m->be->config.base_url[0]) &&
+      backend_supports(m->be, BACKEND_UPLOAD) && backend_supports(m->be, BACKEND_DOWNLOAD))
     json_object_array_add(features, json_object_new_string("upload"));
   methods_set(r, "features", features);
   *result = r;

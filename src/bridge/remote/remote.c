@@ -14,12 +14,15 @@
 #include "bridge/remote/grpc.h"
 #include "bridge/remote/http.h"
 #include "bridge/remote/remote_fail.h"
+#include "bridge/remote/xfer.h"
 #include "common/defaults.h"
 #include "common/log.h"
 
 enum {
   CACERT_MAX = 4 << 20, /* a CA bundle larger than this is not one */
   GRPC_RETRY_MS = 30000, /* auto: how long HTTP stands in once the gRPC port was unreachable */
+  XFER_SLACK = 64 << 10, /* what a WriteFile request holds beside the content */
+  XFER_MAX = 4 << 20,    /* gRPC's default message limit, the public server's */
 };
 
 struct remote {
@@ -121,6 +124,14 @@ static void remote_start(struct backend *be, struct backend_op *op) {
     health_start(r, op);
     return;
   }
+  if (op->kind == BACKEND_UPLOAD || op->kind == BACKEND_DOWNLOAD) {
+    /* one message each way: the public server's limit and our own reply limit bound it */
+    size_t max = be->config.max_message ? be->config.max_message : OSB_DEFAULT_MAX_MESSAGE;
+    if (max > XFER_MAX)
+      max = XFER_MAX;
+    remote_xfer_start(be, op, max > 2 * XFER_SLACK ? max - XFER_SLACK : max / 2);
+    return;
+  }
   if (!remote_grpc_has(op->kind) || via_http(r)) {
     http_start(r, op);
     return;
@@ -158,10 +169,11 @@ static void remote_close(struct backend *be) {
 
 static const struct backend_ops remote_ops = {
     .name = "remote",
-    /* host files go through opensandboxd's streaming extension, not used yet */
+    /* exec sessions need opensandboxd's Exec stream, not used yet; host files go as one
+     * WriteFile/ReadFile up to the message limit (xfer.c) */
     .kinds = ((1u << BACKEND_OP_COUNT) - 1) &
-             ~(1u << BACKEND_UPLOAD | 1u << BACKEND_DOWNLOAD | 1u << BACKEND_EXEC_START |
-               1u << BACKEND_EXEC_READ | 1u << BACKEND_EXEC_WRITE | 1u << BACKEND_EXEC_KILL),
+             ~(1u << BACKEND_EXEC_START | 1u << BACKEND_EXEC_READ | 1u << BACKEND_EXEC_WRITE |
+               1u << BACKEND_EXEC_KILL),
     /* RUN, SET_ENV, SET_CWD, WRITE_FILE, READ_FILE, WRITE_FILES over gRPC or HTTP per the
      * transport (via_http); the session lifecycle, directory listing, background
      * processes and health over HTTP */
