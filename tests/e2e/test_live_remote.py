@@ -125,3 +125,23 @@ def test_remote_host_files_and_exec_refusal(spawn, server, tmp_path):
     assert dst.read_bytes() == data
     e = b.error("exec/start", {"sandboxId": sid, "command": "cat"}, code=-32006)
     assert e["data"]["method"] == "exec/start"
+
+
+def test_server_without_the_extension_runs_without_chunks(spawn, start_server):
+    """A server that answers RunStream UNIMPLEMENTED (the public one; opensandboxd --no-ext):
+    the run goes as a plain RunCommand, no chunk, the same result; remembered; health says
+    no stream."""
+    s = start_server("--no-ext")
+    b = spawn(s.bridge_args() + ["--transport", "grpc", "--log-level", "info"])
+    sid = b.create()
+    for _ in range(2):
+        id = b.start("sandbox/run", {"sandboxId": sid, "command": "echo one; echo two >&2",
+                                     "partialResultToken": "t"})
+        chunks, reply = progress_then_reply(b, id)
+        assert chunks == []
+        assert reply["result"]["stdout"] == "one\n" and reply["result"]["stderr"] == "two\n"
+    assert b.call("server/health")["features"] == []
+    assert b.stderr_text().count("lacks RunStream") == 1, "the answer is remembered"
+    # a fresh bridge learns it at health time
+    b2 = spawn(s.bridge_args())
+    assert b2.call("server/health")["features"] == []
