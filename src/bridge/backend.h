@@ -201,6 +201,9 @@ struct backend_exec_state {
   int running, exit_code, signal, truncated;
 };
 
+/* struct backend_op.out.features of HEALTH. */
+enum { BACKEND_FEATURE_STREAM = 1 }; /* RUN calls on_output */
+
 /* The stream a run's output chunk belongs to (backend_op.on_output). */
 enum { BACKEND_STDOUT = 1, BACKEND_STDERR = 2 };
 
@@ -246,6 +249,8 @@ struct backend_op {
     struct backend_bg_status status;    /* BG_STATUS */
     uint64_t count;                     /* UPLOAD, DOWNLOAD: bytes copied */
     struct backend_exec_state exec;     /* EXEC_START, EXEC_READ */
+    unsigned features;                  /* HEALTH: BACKEND_FEATURE_* bits, when the backend
+                                           tells (remote); the local one has them all */
   } out;
   int rc;               /* 0, or -1 with err filled (kind per API.md: NOT_FOUND, CONNECTION,
                            FILE, TIMEOUT, CANCELLED, UNSUPPORTED, SERVER...) */

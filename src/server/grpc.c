@@ -81,6 +81,7 @@ struct srv_grpc {
   pthread_t run_threads[RUN_THREADS];
   unsigned n_run_threads;
   int port;
+  int no_ext;                /* the extension's methods answer UNIMPLEMENTED (--no-ext) */
   char *api_key;             /* owned; NULL when no authentication */
   size_t max_message;
   unsigned max_calls;
@@ -427,6 +428,13 @@ static void run_queue(struct gcall *c) {
 
 /* ---- the steps ---- */
 
+/* Whether path names a method of the extension (sandbox_ext.proto), not of the public wire. */
+static int is_ext_method(grpc_slice path) {
+  static const char prefix[] = "/sandbox.ext.";
+  return GRPC_SLICE_LENGTH(path) >= sizeof prefix - 1 &&
+         memcmp(GRPC_SLICE_START_PTR(path), prefix, sizeof prefix - 1) == 0;
+}
+
 static int authorized(const struct srv_grpc *s, const grpc_metadata_array *md) {
   const char *key = s->api_key;
   size_t klen;
@@ -517,7 +525,9 @@ static void on_accept(struct gcall *c, int success) {
     send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in flight");
   } else if (!authorized(s, &c->md)) {
     send_status(c, GRPC_STATUS_UNAUTHENTICATED, "missing or wrong API key");
-  } else if (!(c->method = gmethod_find(c->details.method))) {
+  } else if (!(c->method = gmethod_find(c->details.method)) ||
+             (s->no_ext && is_ext_method(c->details.method))) {
+    c->method = NULL;
     send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
   } else {
     c->trunc_report = wants_trunc_report(&c->md);
@@ -707,6 +717,7 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   s->eng = opts->eng;
   s->max_message = opts->max_message ? opts->max_message : DEFAULT_MAX_MESSAGE;
   s->max_calls = opts->max_calls ? opts->max_calls : DEFAULT_MAX_CALLS;
+  s->no_ext = opts->no_ext;
   atomic_init(&s->requested, 0);
   atomic_init(&s->stopping, 0);
   pthread_mutex_init(&s->lock, NULL);

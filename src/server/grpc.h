@@ -21,6 +21,7 @@ struct srv_grpc_opts {
   unsigned max_calls;   /* calls served at once; more get RESOURCE_EXHAUSTED. 0: 1024 */
   const char *tls_cert; /* PEM certificate chain: serve TLS only; NULL: plaintext. Borrowed */
   const char *tls_key;  /* PEM private key of tls_cert (required with it). Borrowed */
+  int no_ext;           /* 1: the extension (sandbox_ext.proto) answers UNIMPLEMENTED */
 };
 
 /* Start listening and serving. Returns 0 and *out, or a negative errno (-EADDRINUSE when

@@ -40,6 +40,7 @@ struct config {
   const char *tls_cert; /* files given by --tls-cert / --tls-key, or NULL */
   const char *tls_key;
   const char *node_id; /* --node-id: session ids start with it and '-', or NULL */
+  int no_ext;          /* --no-ext: gRPC serves sandbox.proto only */
 };
 
 static int sig_pipe[2] = {-1, -1};
@@ -76,6 +77,9 @@ static void usage(FILE *f) {
           "                        0-9 _), so that a balancer in front of many servers\n"
           "                        routes each session's calls here; without it, ids are\n"
           "                        plain UUIDs (see deploy/README.md)\n"
+          "  --no-ext              serve only the public gRPC wire: the extension\n"
+          "                        (sandbox_ext.proto) answers UNIMPLEMENTED, as the\n"
+          "                        public server does (for testing clients)\n"
           "  --log-level LEVEL     error|warn|info|debug|trace (default warn)\n"
           "  --help, --version\n"
           "gRPC messages are limited to max(64 MiB, max-file + 1 MiB, 2 x max-output + 1 MiB).\n"
@@ -154,6 +158,7 @@ enum {
   OPT_STATE_DIR,
   OPT_API_KEY,
   OPT_UNSAFE,
+  OPT_NO_EXT,
   OPT_NETWORK,
   OPT_TLS_CERT,
   OPT_TLS_KEY,
@@ -174,6 +179,7 @@ static const struct option long_opts[] = {
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"api-key", required_argument, NULL, OPT_API_KEY},
     {"unsafe-no-isolation", no_argument, NULL, OPT_UNSAFE},
+    {"no-ext", no_argument, NULL, OPT_NO_EXT},
     {"network", required_argument, NULL, OPT_NETWORK},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
@@ -231,6 +237,9 @@ static int parse_flags(int argc, char **argv, struct config *cfg) {
       break;
     case OPT_UNSAFE:
       cfg->unsafe_no_isolation = 1;
+      break;
+    case OPT_NO_EXT:
+      cfg->no_ext = 1;
       break;
     case OPT_NETWORK:
       if (strcmp(optarg, "none") == 0) {
@@ -444,6 +453,7 @@ int main(int argc, char **argv) {
                                                     2 * cfg.max_output + (1u << 20))),
         .tls_cert = tls_cert,
         .tls_key = tls_key,
+        .no_ext = cfg.no_ext,
     };
     rc = srv_grpc_start(&go, &grpc);
     if (rc < 0) {

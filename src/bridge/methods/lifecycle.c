@@ -180,18 +180,19 @@ static int health_result(struct methods_op *m, json_object **result, struct osb_
   if (m->be->config.base_url && m->be->config.base_url[0])
     methods_set(r, "url", json_object_new_string(m->be->config.base_url));
   methods_set(r, "latencyMs", json_object_new_int64(latency));
-  /* API.md: what the backend does beyond the public SDKs' surface. Live output comes from
-   * the engine in-process only: the remote backend does not use opensandboxd's streaming
-   * extension yet. */
+  /* API.md: what the backend does beyond the public SDKs' surface. Live output: always from
+   * the engine in-process; remotely when the server has opensandboxd's RunStream. */
   json_object *features = json_object_new_array();
-  if (features && !(m->be->config.base_url && m->be->config.base_url[0]))
+  if (features && (!(m->be->config.base_url && m->be->config.base_url[0]) ||
+                   (ok && (m->op.out.features & BACKEND_FEATURE_STREAM))))
     json_object_array_add(features, json_object_new_string("stream"));
   if (features && backend_supports(m->be, BACKEND_EXEC_START)) {
     json_object_array_add(features, json_object_new_string("exec"));
     json_object_array_add(features, json_object_new_string("stdin"));
   }
-  if (features && backend_supports(m->be, BACKEND_UPLOAD) &&
-      backend_supports(m->be, BACKEND_DOWNLOAD))
+  /* upload: any size; the remote backend moves only files up to the message limit */
+  if (features && !(m->be->config.base_url && m->be->config.base_url[0]) &&
+      backend_supports(m->be, BACKEND_UPLOAD) && backend_supports(m->be, BACKEND_DOWNLOAD))
     json_object_array_add(features, json_object_new_string("upload"));
   methods_set(r, "features", features);
   *result = r;

@@ -10,6 +10,7 @@
 #include "bridge/remote/grpc_int.h"
 #include "common/log.h"
 #include "sandbox.pb-c.h"
+#include "sandbox_ext.pb-c.h"
 
 /* ======================================================================================
  * RunCommandResponse with stdout/stderr read as bytes
@@ -422,6 +423,206 @@ static void on_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct re
   op_end(op, rc);
 }
 
+/* ======================================================================================
+ * A run with live output: opensandboxd's RunStream (sandbox_ext.proto)
+ * Each OutputEvent's bytes go to op->on_output as they come and are kept for the result,
+ * which is the same as RunCommand's (the server caps each stream at --max-output and says
+ * so in the event's truncated). A server without the extension (the public one) answers
+ * UNIMPLEMENTED: remembered, and the run goes as a plain RunCommand without chunks.
+ * ====================================================================================== */
+
+struct run_stream {
+  struct remote_grpc *g;
+  struct backend_op *op;
+  struct { char *p; size_t len, cap; } out, err;
+  int exited, exit_code, signal, truncated;
+};
+
+static int grow_append(char **p, size_t *len, size_t *cap, const void *data, size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t want = *cap ? *cap : 256;
+    while (want < *len + n + 1)
+      want *= 2;
+    char *q = realloc(*p, want);
+    if (!q)
+      return -1;
+    *p = q;
+    *cap = want;
+  }
+  memcpy(*p + *len, data, n);
+  *len += n;
+  (*p)[*len] = '\0';
+  return 0;
+}
+
+static int run_stream_msg(void *ctx, const uint8_t *data, size_t len,
+                          const struct remote_where *w, struct osb_err *err) {
+  struct run_stream *rs = ctx;
+  Sandbox__Ext__OutputEvent *e = sandbox__ext__output_event__unpack(NULL, len, data);
+  if (!e)
+    return remote_fail_reply(w, 0, "a RunStream event cannot be decoded", err);
+  int rc = 0;
+  if (rs->exited && (e->stdout.len || e->stderr.len))
+    rc = remote_fail_reply(w, 0, "RunStream sent output after the exit", err);
+  if (rc == 0 && e->stdout.len) {
+    if (grow_append(&rs->out.p, &rs->out.len, &rs->out.cap, e->stdout.data, e->stdout.len) < 0)
+      rc = remote_fail_internal("out of memory", err);
+    else
+      rs->op->on_output(rs->op, BACKEND_STDOUT, (const char *)e->stdout.data, e->stdout.len);
+  }
+  if (rc == 0 && e->stderr.len) {
+    if (grow_append(&rs->err.p, &rs->err.len, &rs->err.cap, e->stderr.data, e->stderr.len) < 0)
+      rc = remote_fail_internal("out of memory", err);
+    else
+      rs->op->on_output(rs->op, BACKEND_STDERR, (const char *)e->stderr.data, e->stderr.len);
+  }
+  if (e->truncated)
+    rs->truncated = 1;
+  if (e->exited) {
+    rs->exited = 1;
+    rs->exit_code = e->exit_code;
+    rs->signal = e->signal;
+  }
+  sandbox__ext__output_event__free_unpacked(e, NULL);
+  return rc;
+}
+
+static void run_stream_free(struct run_stream *rs) {
+  free(rs->out.p);
+  free(rs->err.p);
+  free(rs);
+}
+
+static void run_unary_start(struct remote_grpc *g, struct backend_op *op);
+
+static void run_stream_finish(void *ctx, int rc, ProtobufCMessage *resp,
+                              const struct remote_where *w, struct osb_err *err) {
+  struct run_stream *rs = ctx;
+  struct backend_op *op = rs->op;
+  (void)resp;
+  if (rc == 1) {
+    log_info("remote: %s lacks RunStream; runs go without live output",
+             remote_grpc_target(rs->g));
+    remote_grpc_set_stream_state(rs->g, 0);
+    struct remote_grpc *g = rs->g;
+    run_stream_free(rs);
+    run_unary_start(g, op);
+    return;
+  }
+  if (rc == 0) {
+    remote_grpc_set_stream_state(rs->g, 1);
+    if (!rs->exited) {
+      rc = remote_fail_reply(w, 0, "RunStream ended without the command's exit", &op->err);
+    } else {
+      struct backend_run_res *out = &op->out.run;
+      out->out = rs->out.p ? rs->out.p : copy_bytes("", 0);
+      out->out_len = rs->out.len;
+      out->err = rs->err.p ? rs->err.p : copy_bytes("", 0);
+      out->err_len = rs->err.len;
+      rs->out.p = rs->err.p = NULL;
+      out->exit_code = rs->exit_code;
+      out->signal = rs->signal;
+      out->truncated = rs->truncated;
+      if (!out->out || !out->err) {
+        backend_run_res_free(out);
+        memset(out, 0, sizeof *out);
+        rc = remote_fail_internal("out of memory", &op->err);
+      }
+    }
+  } else {
+    take_err(op, err);
+  }
+  run_stream_free(rs);
+  op_end(op, rc);
+}
+
+/* RUN as RunCommand. Completes op. */
+static void run_unary_start(struct remote_grpc *g, struct backend_op *op) {
+  struct remote_where w = {.sandbox_id = op->id};
+  struct run_msg m;
+  int rc = run_msg_build(&m, op->id, &op->in.run, &op->err);
+  if (rc == 0) {
+    rc = remote_grpc_unary_start(g, op->c, RG_RUN, &m.rq.base, &run_reply_descriptor, &w, 0,
+                                 on_finish, op, &op->err);
+    run_msg_free(&m);
+  }
+  if (rc < 0)
+    op_end(op, -1);
+}
+
+/* RUN with live output as RunStream (RunCommand when the server lacks it). Completes op. */
+static void run_stream_start(struct remote_grpc *g, struct backend_op *op) {
+  struct remote_where w = {.sandbox_id = op->id};
+  struct run_stream *rs = calloc(1, sizeof *rs);
+  if (!rs) {
+    op_end(op, remote_fail_internal("out of memory", &op->err));
+    return;
+  }
+  rs->g = g;
+  rs->op = op;
+  struct run_msg m;
+  int rc = run_msg_build(&m, op->id, &op->in.run, &op->err);
+  if (rc == 0) {
+    rc = remote_grpc_stream_start(g, op->c, RG_RUN_STREAM, &m.rq.base, &w, run_stream_msg,
+                                  run_stream_finish, rs, &op->err);
+    run_msg_free(&m);
+  }
+  if (rc < 0) {
+    run_stream_free(rs);
+    op_end(op, -1);
+  }
+}
+
+int remote_grpc_has_stream(struct remote_grpc *g) {
+  return remote_grpc_stream_state(g);
+}
+
+struct probe {
+  struct remote_grpc *g;
+  void (*done)(void *arg);
+  void *arg;
+};
+
+static int probe_msg(void *ctx, const uint8_t *data, size_t len, const struct remote_where *w,
+                     struct osb_err *err) {
+  (void)ctx, (void)data, (void)len, (void)w, (void)err;
+  return 0;
+}
+
+static void probe_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct remote_where *w,
+                         struct osb_err *err) {
+  struct probe *p = ctx;
+  (void)resp, (void)w;
+  if (rc == 1)
+    remote_grpc_set_stream_state(p->g, 0);
+  else if (rc == 0 || (err->kind != OSB_ERR_CONNECTION && err->kind != OSB_ERR_TIMEOUT &&
+                       err->kind != OSB_ERR_CANCELLED))
+    remote_grpc_set_stream_state(p->g, 1); /* the method is there (no such session) */
+  osb_err_clear(err);
+  p->done(p->arg);
+  free(p);
+}
+
+void remote_grpc_probe_stream(struct remote_grpc *g, struct call *c, void (*done)(void *arg),
+                              void *arg) {
+  struct probe *p = calloc(1, sizeof *p);
+  struct osb_err err = OSB_ERR_INIT;
+  if (p) {
+    p->g = g;
+    p->done = done;
+    p->arg = arg;
+    Sandbox__RunCommandRequest rq = SANDBOX__RUN_COMMAND_REQUEST__INIT;
+    rq.session_id = (char *)"";
+    struct remote_where w = {.sandbox_id = ""};
+    if (remote_grpc_stream_start(g, c, RG_PROBE_STREAM, &rq.base, &w, probe_msg, probe_finish, p,
+                                 &err) == 0)
+      return;
+    osb_err_clear(&err);
+    free(p);
+  }
+  done(arg);
+}
+
 int remote_grpc_has(enum backend_op_kind kind) {
   switch (kind) {
   case BACKEND_RUN:
@@ -443,16 +644,12 @@ void remote_grpc_start(struct remote_grpc *g, struct backend_op *op) {
   int rc;
   op->impl.p = g; /* for on_finish; remote.c keeps only impl.done/arg/t0 */
   switch (op->kind) {
-  case BACKEND_RUN: {
-    struct run_msg m;
-    rc = run_msg_build(&m, op->id, &op->in.run, err);
-    if (rc == 0) {
-      rc = remote_grpc_unary_start(g, c, RG_RUN, &m.rq.base, &run_reply_descriptor, &w, 0,
-                                   on_finish, op, err);
-      run_msg_free(&m);
-    }
-    break;
-  }
+  case BACKEND_RUN:
+    if (op->on_output && remote_grpc_stream_state(g) != 0)
+      run_stream_start(g, op);
+    else
+      run_unary_start(g, op);
+    return;
   case BACKEND_SET_ENV: {
     struct env_msg m;
     rc = env_msg_build(&m, op->id, op->in.env.env, op->in.env.n_env, err);

@@ -48,6 +48,17 @@ int remote_grpc_has(enum backend_op_kind kind);
  * WriteFiles answered UNIMPLEMENTED (remembered afterwards) becomes one WriteFile per file. */
 void remote_grpc_start(struct remote_grpc *g, struct backend_op *op);
 
+/* Whether the server has opensandboxd's RunStream (live output): 1 yes, 0 no (it answered
+ * UNIMPLEMENTED), -1 not known yet. Learnt from runs with on_output, or by
+ * remote_grpc_probe_stream. */
+int remote_grpc_has_stream(struct remote_grpc *g);
+
+/* Find out whether the server has RunStream, with a RunStream call for no session (the
+ * extension answers it NOT_FOUND at once, the public server UNIMPLEMENTED), within c's
+ * deadline; then done(arg) once, from the poller thread or from inside this function. */
+void remote_grpc_probe_stream(struct remote_grpc *g, struct call *c, void (*done)(void *arg),
+                              void *arg);
+
 /* When a call last failed because no connection could be made to the target (the request
  * never left), in call_now_ms() time; 0 when never. */
 int64_t remote_grpc_unreached_ms(struct remote_grpc *g);

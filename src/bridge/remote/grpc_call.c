@@ -44,6 +44,8 @@ static const char *const method_paths[RG_COUNT] = {
     [RG_READ_FILE] = "/sandbox.SandboxService/ReadFile",
     [RG_SET_ENV] = "/sandbox.SandboxService/SetEnv",
     [RG_SET_CWD] = "/sandbox.SandboxService/SetCwd",
+    [RG_RUN_STREAM] = "/sandbox.ext.SandboxExt/RunStream",
+    [RG_PROBE_STREAM] = "/sandbox.ext.SandboxExt/RunStream",
 };
 
 struct remote_grpc {
@@ -60,6 +62,7 @@ struct remote_grpc {
   pthread_t poller;
   int has_poller;
   atomic_int no_write_files; /* the server answered WriteFiles with UNIMPLEMENTED */
+  atomic_int stream_state;   /* RunStream: -1 not known yet, 0 UNIMPLEMENTED, 1 answered */
   atomic_llong unreached_ms; /* when a call last failed to connect (call_now_ms); 0: never */
   pthread_mutex_t calls_lock; /* guards calls */
   struct list calls;          /* calls in flight on poll_cq */
@@ -82,9 +85,24 @@ struct op {
   int cancelled;              /* we cancelled the call (its canceller ran, or close) */
 };
 
-/* A call in flight on the poller's queue (see remote_grpc_unary_start). */
+/* What comes back on the poller's queue: the end of a call's main batch (its status), or
+ * for a server-streaming call also the end of one message read. */
+struct acall;
+struct atag {
+  struct acall *a;
+  int msg;                    /* 1: a message read ended; 0: the call ended */
+};
+
+/* A call in flight on the poller's queue (see remote_grpc_unary_start and
+ * remote_grpc_stream_start). */
 struct acall {
+  struct atag tag, msg_tag;
   struct op op;               /* op.w's strings point into sandbox_id and path */
+  remote_grpc_on_msg on_msg;  /* server-streaming: each message; NULL for a unary call */
+  atomic_int pending;         /* batches not yet ended (the main one, the message reads) */
+  grpc_byte_buffer *msg;      /* the message being read */
+  int msg_failed;             /* on_msg refused a message (msg_err; the call was cancelled) */
+  struct osb_err msg_err;
   struct call *c;             /* borrowed until finish is called */
   char *sandbox_id, *path;    /* owned copies of the where's strings */
   const ProtobufCMessageDescriptor *rdesc;
@@ -106,11 +124,20 @@ void remote_grpc_set_no_write_files(struct remote_grpc *g) {
   atomic_store(&g->no_write_files, 1);
 }
 
+int remote_grpc_stream_state(struct remote_grpc *g) {
+  return atomic_load(&g->stream_state);
+}
+
+void remote_grpc_set_stream_state(struct remote_grpc *g, int state) {
+  atomic_store(&g->stream_state, state);
+}
+
 static gpr_timespec after_ms(int64_t ms) {
   return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
 static void acall_complete(struct remote_grpc *g, struct acall *a);
+static void acall_msg(struct remote_grpc *g, struct acall *a);
 
 /* The canceller of a call (see call_set_canceller): runs under its struct call's lock, on
  * the thread that cancels. */
@@ -141,8 +168,13 @@ static void *poll_main(void *arg) {
         grpc_completion_queue_next(g->poll_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
       break;
-    if (ev.type == GRPC_OP_COMPLETE && ev.tag)
-      acall_complete(g, ev.tag);
+    if (ev.type == GRPC_OP_COMPLETE && ev.tag) {
+      struct atag *t = ev.tag;
+      if (t->msg)
+        acall_msg(g, t->a);
+      else
+        acall_complete(g, t->a);
+    }
   }
   return NULL;
 }
@@ -200,7 +232,7 @@ static grpc_channel *channel_get(struct remote_grpc *g, enum remote_grpc_method 
  * but RunCommand also the request timeout. */
 static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum remote_grpc_method m) {
   int64_t left = call_remaining_ms(c);
-  if (m == RG_RUN)
+  if (m == RG_RUN || m == RG_RUN_STREAM)
     return left;
   if (g->timeout_ms > 0 && (left < 0 || g->timeout_ms < left))
     return g->timeout_ms;
@@ -263,7 +295,7 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_me
   int64_t bound = call_bound(g, c, m);
   op->w.op = method_paths[m];
   op->w.url = g->target;
-  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == RG_RUN);
+  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == RG_RUN || m == RG_RUN_STREAM);
   if (call_is_cancelled(c))
     return remote_fail_cancelled(&op->w, err);
   if (bound == 0)
@@ -307,7 +339,8 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_me
 
 /* Start the prepared call's one batch; tag comes back on op->cq when it ends. Returns 0, or
  * -1 with *err filled (the caller releases op). */
-static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb_err *err) {
+static int op_launch(struct remote_grpc *g, struct op *op, void *tag, int streaming,
+                     struct osb_err *err) {
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -318,13 +351,17 @@ static int op_launch(struct remote_grpc *g, struct op *op, void *tag, struct osb
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[3].data.recv_initial_metadata.recv_initial_metadata = &op->initial_md;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &op->recv;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &op->trailing_md;
-  ops[5].data.recv_status_on_client.status = &op->status;
-  ops[5].data.recv_status_on_client.status_details = &op->details;
-  grpc_call_error ce = grpc_call_start_batch(op->call, ops, sizeof ops / sizeof *ops, tag, NULL);
+  /* a streaming call reads its messages one by one in batches of their own (acall_msg) */
+  size_t n = 4;
+  if (!streaming) {
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &op->recv;
+  }
+  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[n].data.recv_status_on_client.trailing_metadata = &op->trailing_md;
+  ops[n].data.recv_status_on_client.status = &op->status;
+  ops[n++].data.recv_status_on_client.status_details = &op->details;
+  grpc_call_error ce = grpc_call_start_batch(op->call, ops, n, tag, NULL);
   if (ce != GRPC_CALL_OK) {
     char what[64];
     snprintf(what, sizeof what, "gRPC refused the call (error %d)", (int)ce);
@@ -366,6 +403,8 @@ static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessag
     gpr_free(text);
     return rc;
   }
+  if (!rdesc)
+    return 0; /* a streaming call: its messages went to on_msg */
   if (!op->recv)
     return remote_fail_reply(w, 0, "the server sent no reply message", err);
   grpc_byte_buffer_reader reader;
@@ -393,29 +432,84 @@ static void acall_unlink(struct remote_grpc *g, struct acall *a) {
 }
 
 static void acall_free(struct acall *a) {
+  osb_err_clear(&a->msg_err);
   free(a->sandbox_id);
   free(a->path);
   free(a);
 }
 
-/* Called by the poller when a call's batch ended: unlink it, interpret it, hand the outcome
- * to its finisher, free it. */
+static void acall_finish(struct remote_grpc *g, struct acall *a);
+
+/* Called by the poller when a call's main batch ended (its status came). */
 static void acall_complete(struct remote_grpc *g, struct acall *a) {
+  if (atomic_fetch_sub(&a->pending, 1) == 1)
+    acall_finish(g, a); /* else acall_msg finishes it when the last read ends */
+}
+
+/* The call ended (status and, streaming, every read): unlink it, interpret it, hand the
+ * outcome to its finisher, free it. */
+static void acall_finish(struct remote_grpc *g, struct acall *a) {
   acall_unlink(g, a);
   call_clear_canceller(a->c); /* after this, a->op.cancelled is settled */
   struct osb_err err = OSB_ERR_INIT;
   ProtobufCMessage *resp = NULL;
-  int rc = op_result(g, &a->op, a->rdesc, &resp, a->allow_unimpl, &err);
+  int rc;
+  if (a->msg_failed) {
+    rc = -1;
+    err = a->msg_err;
+    a->msg_err = (struct osb_err)OSB_ERR_INIT;
+  } else {
+    rc = op_result(g, &a->op, a->rdesc, &resp, a->allow_unimpl, &err);
+  }
   op_release(&a->op);
   a->finish(a->ctx, rc, rc == 0 ? resp : NULL, &a->op.w, &err);
   osb_err_clear(&err); /* in case the finisher left it */
   acall_free(a);
 }
 
-int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
-                            const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
-                            const struct remote_where *where, int allow_unimpl,
-                            remote_grpc_finish finish, void *ctx, struct osb_err *err) {
+/* Start reading a streaming call's next message (its end comes back as msg_tag). */
+static int acall_read(struct acall *a) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &a->msg;
+  return grpc_call_start_batch(a->op.call, &op, 1, &a->msg_tag, NULL) == GRPC_CALL_OK ? 0 : -1;
+}
+
+/* Called by the poller when a streaming call's message read ended: hand the message to
+ * on_msg and read the next; no message means the stream ended (the status follows, or
+ * came already: then this finishes the call). */
+static void acall_msg(struct remote_grpc *g, struct acall *a) {
+  if (a->msg) {
+    grpc_byte_buffer_reader reader;
+    int ok = 0;
+    if (!a->msg_failed && grpc_byte_buffer_reader_init(&reader, a->msg)) {
+      grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+      grpc_byte_buffer_reader_destroy(&reader);
+      ok = a->on_msg(a->ctx, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), &a->op.w,
+                     &a->msg_err) == 0;
+      grpc_slice_unref(all);
+    } else if (!a->msg_failed) {
+      remote_fail_reply(&a->op.w, 0, "a streamed message cannot be read", &a->msg_err);
+    }
+    grpc_byte_buffer_destroy(a->msg);
+    a->msg = NULL;
+    if (!ok && !a->msg_failed) { /* the rest is of no use: stop the call */
+      a->msg_failed = 1;
+      grpc_call_cancel(a->op.call, NULL);
+    }
+    if (acall_read(a) == 0)
+      return;
+  }
+  if (atomic_fetch_sub(&a->pending, 1) == 1)
+    acall_finish(g, a);
+}
+
+static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
+                       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+                       const struct remote_where *where, int allow_unimpl,
+                       remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
+                       struct osb_err *err) {
   struct acall *a = calloc(1, sizeof *a);
   if (!a)
     return remote_fail_internal("out of memory", err);
@@ -425,6 +519,11 @@ int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_g
     acall_free(a);
     return remote_fail_internal("out of memory", err);
   }
+  a->tag = (struct atag){a, 0};
+  a->msg_tag = (struct atag){a, 1};
+  a->msg_err = (struct osb_err)OSB_ERR_INIT;
+  a->on_msg = on_msg;
+  atomic_init(&a->pending, on_msg ? 2 : 1);
   a->c = c;
   a->rdesc = rdesc;
   a->allow_unimpl = allow_unimpl;
@@ -447,14 +546,37 @@ int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_g
   pthread_mutex_lock(&g->calls_lock);
   list_push_back(&g->calls, &a->node);
   pthread_mutex_unlock(&g->calls_lock);
-  if (op_launch(g, &a->op, a, err) < 0) {
+  if (op_launch(g, &a->op, &a->tag, on_msg != NULL, err) < 0) {
     acall_unlink(g, a);
     call_clear_canceller(c);
     op_release(&a->op);
     acall_free(a);
     return -1;
   }
+  if (on_msg && acall_read(a) < 0) {
+    /* cannot happen with a live call; should it, the call is stopped and its status
+     * batch finishes it (pending drops to what remains) */
+    a->msg_failed = 1;
+    remote_fail_internal("gRPC refused to read the stream", &a->msg_err);
+    grpc_call_cancel(a->op.call, NULL);
+    if (atomic_fetch_sub(&a->pending, 1) == 1)
+      acall_finish(g, a);
+  }
   return 0;
+}
+
+int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
+                            const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+                            const struct remote_where *where, int allow_unimpl,
+                            remote_grpc_finish finish, void *ctx, struct osb_err *err) {
+  return acall_start(g, c, m, req, rdesc, where, allow_unimpl, NULL, finish, ctx, err);
+}
+
+int remote_grpc_stream_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
+                             const ProtobufCMessage *req, const struct remote_where *where,
+                             remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
+                             struct osb_err *err) {
+  return acall_start(g, c, m, req, NULL, where, 1, on_msg, finish, ctx, err);
 }
 /* =====================================================================================
  * Setup
@@ -490,6 +612,7 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
   size_t max = cfg->max_message ? cfg->max_message : OSB_DEFAULT_MAX_MESSAGE;
   g->max_recv = max >= (size_t)INT_MAX ? -1 : (int)max;
   atomic_init(&g->no_write_files, 0);
+  atomic_init(&g->stream_state, -1);
   atomic_init(&g->unreached_ms, 0);
   pthread_mutex_init(&g->calls_lock, NULL);
   list_init(&g->calls);

@@ -17,6 +17,8 @@ enum remote_grpc_method {
   RG_READ_FILE,
   RG_SET_ENV,
   RG_SET_CWD,
+  RG_RUN_STREAM, /* opensandboxd's extension (sandbox_ext.proto) */
+  RG_PROBE_STREAM, /* RunStream asked whether it is there: bounded by the request timeout */
   RG_COUNT
 };
 
@@ -49,5 +51,23 @@ int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_g
                             const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
                             const struct remote_where *where, int allow_unimpl,
                             remote_grpc_finish finish, void *ctx, struct osb_err *err);
+
+/* A server-streaming call's message (data, len: its packed bytes, valid during the call),
+ * on the poller thread. Returns 0, or -1 with *err filled: the call is then cancelled and
+ * finishes with that error. */
+typedef int (*remote_grpc_on_msg)(void *ctx, const uint8_t *data, size_t len,
+                                  const struct remote_where *w, struct osb_err *err);
+
+/* Start the server-streaming call of method m as remote_grpc_unary_start does: on_msg gets
+ * each message as it arrives, then finish(ctx, rc, NULL, ...) once: rc 0 when the status
+ * was OK, 1 when the server answered UNIMPLEMENTED, else -1 with *err filled. */
+int remote_grpc_stream_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
+                             const ProtobufCMessage *req, const struct remote_where *where,
+                             remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
+                             struct osb_err *err);
+
+/* Whether RunStream is there: -1 not known yet, 0 UNIMPLEMENTED (remembered), 1 answered. */
+int remote_grpc_stream_state(struct remote_grpc *g);
+void remote_grpc_set_stream_state(struct remote_grpc *g, int state);
 
 #endif

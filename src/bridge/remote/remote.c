@@ -14,12 +14,15 @@
 #include "bridge/remote/grpc.h"
 #include "bridge/remote/http.h"
 #include "bridge/remote/remote_fail.h"
+#include "bridge/remote/xfer.h"
 #include "common/defaults.h"
 #include "common/log.h"
 
 enum {
   CACERT_MAX = 4 << 20, /* a CA bundle larger than this is not one */
   GRPC_RETRY_MS = 30000, /* auto: how long HTTP stands in once the gRPC port was unreachable */
+  XFER_SLACK = 64 << 10, /* what a WriteFile request holds beside the content */
+  XFER_MAX = 4 << 20,    /* gRPC's default message limit, the public server's */
 };
 
 struct remote {
@@ -76,9 +79,8 @@ static void http_start(struct remote *r, struct backend_op *op) {
 
 /* auto: the gRPC attempt ended; redo it over HTTP when the gRPC port was unreachable. */
 static void on_grpc_done(struct backend_op *op) {
-  struct remote *r = op->arg;
+  struct remote *r = op->impl.arg;
   op->done = op->impl.done;
-  op->arg = op->impl.arg;
   if (op->rc < 0 && fall_back(r, op->impl.t0, &op->err)) {
     backend_op_clear(op);
     op->rc = 0;
@@ -88,18 +90,59 @@ static void on_grpc_done(struct backend_op *op) {
   op->done(op);
 }
 
+/* HEALTH: the probe of RunStream ended; now the server's /health, and what it has. */
+static void on_probed(void *arg) {
+  struct backend_op *op = arg;
+  http_start(op->impl.arg, op);
+}
+
+static void on_health_done(struct backend_op *op) {
+  struct remote *r = op->impl.arg;
+  op->done = op->impl.done;
+  if (op->rc == 0 && remote_grpc_has_stream(r->grpc) == 1)
+    op->out.features |= BACKEND_FEATURE_STREAM;
+  op->done(op);
+}
+
+/* server/health: /health over HTTP, and whether opensandboxd's extension is there (asked
+ * once over gRPC, unless the transport is HTTP only: then runs never stream). */
+static void health_start(struct remote *r, struct backend_op *op) {
+  op->impl.done = op->done;
+  op->impl.arg = r;
+  op->done = on_health_done;
+  if (r->transport == BACKEND_TRANSPORT_HTTP || remote_grpc_has_stream(r->grpc) != -1 ||
+      via_http(r)) {
+    http_start(r, op);
+    return;
+  }
+  remote_grpc_probe_stream(r->grpc, op->c, on_probed, op);
+}
+
 static void remote_start(struct backend *be, struct backend_op *op) {
   struct remote *r = impl(be);
+  if (op->kind == BACKEND_HEALTH) {
+    health_start(r, op);
+    return;
+  }
+  if (op->kind == BACKEND_UPLOAD || op->kind == BACKEND_DOWNLOAD) {
+    /* one message each way: the public server's limit and our own reply limit bound it */
+    size_t max = be->config.max_message ? be->config.max_message : OSB_DEFAULT_MAX_MESSAGE;
+    if (max > XFER_MAX)
+      max = XFER_MAX;
+    remote_xfer_start(be, op, max > 2 * XFER_SLACK ? max - XFER_SLACK : max / 2);
+    return;
+  }
   if (!remote_grpc_has(op->kind) || via_http(r)) {
     http_start(r, op);
     return;
   }
-  if (r->transport == BACKEND_TRANSPORT_AUTO) { /* put on_grpc_done in front of done */
+  if (r->transport == BACKEND_TRANSPORT_AUTO) {
+    /* put on_grpc_done in front of done; op->arg stays the caller's, as on_output (called
+     * meanwhile) needs it */
     op->impl.done = op->done;
-    op->impl.arg = op->arg;
+    op->impl.arg = r;
     op->impl.t0 = call_now_ms();
     op->done = on_grpc_done;
-    op->arg = r;
   }
   remote_grpc_start(r->grpc, op);
 }
@@ -126,10 +169,11 @@ static void remote_close(struct backend *be) {
 
 static const struct backend_ops remote_ops = {
     .name = "remote",
-    /* host files go through opensandboxd's streaming extension, not used yet */
+    /* exec sessions need opensandboxd's Exec stream, not used yet; host files go as one
+     * WriteFile/ReadFile up to the message limit (xfer.c) */
     .kinds = ((1u << BACKEND_OP_COUNT) - 1) &
-             ~(1u << BACKEND_UPLOAD | 1u << BACKEND_DOWNLOAD | 1u << BACKEND_EXEC_START |
-               1u << BACKEND_EXEC_READ | 1u << BACKEND_EXEC_WRITE | 1u << BACKEND_EXEC_KILL),
+             ~(1u << BACKEND_EXEC_START | 1u << BACKEND_EXEC_READ | 1u << BACKEND_EXEC_WRITE |
+               1u << BACKEND_EXEC_KILL),
     /* RUN, SET_ENV, SET_CWD, WRITE_FILE, READ_FILE, WRITE_FILES over gRPC or HTTP per the
      * transport (via_http); the session lifecycle, directory listing, background
      * processes and health over HTTP */
