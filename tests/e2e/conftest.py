@@ -27,6 +27,9 @@ import harness  # noqa: E402
 CLUSTER = os.environ.get("OSB_E2E_CLUSTER") == "1"
 CLUSTER_SKIP_FILES = {
     "test_sdk_compat.py",        # the public SDKs' own clients, straight to opensandboxd
+    "test_server_ext.py",        # opensandboxd's extension by grpcio, straight to it (no
+                                 # opensandbox-session metadata for a balancer to route by)
+    "test_live_remote.py",       # kills its one opensandboxd mid-run
     "test_security.py",          # opensandboxd's isolation, by gRPC/HTTP straight to it
     "test_server_lifecycle.py",  # opensandboxd's process life (signals, ports, flags)
     "test_cluster.py",           # starts its own clusters
