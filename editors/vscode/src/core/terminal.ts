@@ -32,6 +32,7 @@ export class ExecTerminalCore {
   private line = '';
   private closed = false;
   private ended = false;
+  /** A chunk of this exec's output came through `$/progress`. */
   private streaming = false;
   /** exec/write requests go one after another: the bridge may serve concurrent ones out of order. */
   private writes: Promise<unknown> = Promise.resolve();
@@ -57,12 +58,11 @@ export class ExecTerminalCore {
         return;
       }
       const sid = await this.sandboxId();
-      const out = (t: string) => { if (!this.closed) this.sink.write(crlf(t)); };
+      const out = (t: string) => { this.streaming = true; if (!this.closed) this.sink.write(crlf(t)); };
       const r = await this.client.execStart(sid, { argv: this.argv, stdin: true, env: { TERM: 'dumb', PS1: '$ ' } },
         { onStdout: out, onStderr: out });
       this.execId = r.execId;
       this.token = r.token;
-      this.streaming = r.token !== undefined;
       this.show(r);
       void this.pump();
     } catch (e) {
@@ -77,7 +77,12 @@ export class ExecTerminalCore {
     if (s.stderr) this.sink.write(crlf(s.stderr));
   }
 
-  /** Reads until the process ends: long polls when chunks stream, short ones otherwise. */
+  /**
+   * Reads until the process ends: short polls (exec/read brings the output) until a
+   * `$/progress` chunk has shown that output streams, then long polls that only wait for the
+   * end. The `stream` feature is not enough: a bridge may stream runs but not execs, and a
+   * long poll then holds typed lines' output back for seconds.
+   */
   private async pump(): Promise<void> {
     while (!this.closed && this.execId) {
       let s: ExecState;

@@ -15,6 +15,15 @@ function sink() {
   return { s, sink: { write: (t: string) => { s.text += t; }, close: (code: number) => { s.closed = code; } } };
 }
 
+/** What the terminal shows: "\b \b" (our erase of one typed character) applied. */
+function screen(text: string): string {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    if (text.startsWith('\b \b', i)) { out = out.slice(0, -1); i += 2; } else out += text[i];
+  }
+  return out;
+}
+
 async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
   const t0 = Date.now();
   while (!pred()) {
@@ -50,16 +59,19 @@ test('interactive: typed lines run in the shell, output comes back, exit closes'
   core.handleInput('echo hel');
   core.handleInput('x\x7flo $((6*7))\r');
   await until(() => s.text.includes('hello 42'), 10000 * SCALE, 'echo output');
-  assert.ok(s.text.includes('echo hello $((6*7))'), 'typed text is echoed, backspace applied');
+  assert.ok(s.text.includes('echo helx\b \blo $((6*7))\r\n'), `typed text is echoed, backspace erases: ${JSON.stringify(s.text)}`);
+  assert.ok(screen(s.text).includes('echo hello $((6*7))'), 'the screen shows the line as sent');
   assert.ok(s.text.includes('hello 42\r\n'), 'output lines end with \\r\\n');
-  core.handleInput('sleep 30\r');
+  // Ctrl-C is SIGINT to the session's process (exec/kill reaches that process, not its
+  // group): the interactive shell survives it, the typed line is dropped.
+  core.handleInput('echo dropped\x03');
   await sleep(300);
-  core.handleInput('\x03');
   core.handleInput('echo after-interrupt\r');
   await until(() => s.text.includes('after-interrupt\r\n'), 10000 * SCALE, 'the shell after ^C');
   core.handleInput('exit 3\r');
   await until(() => s.closed !== undefined, 10000 * SCALE, 'the terminal to close');
   assert.equal(s.closed, 3);
+  assert.ok(s.text.includes('echo dropped^C\r\n') && !s.text.includes('dropped\r\n'), JSON.stringify(s.text));
   assert.ok(s.text.includes('[process exited with code 3]'));
 });
 
