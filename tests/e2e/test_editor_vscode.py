@@ -45,8 +45,12 @@ def run_node_tests(name, backend, bridge_args):
     out = p.stdout.decode("utf-8", "replace")
     err = p.stderr.decode("utf-8", "replace")
     ok = len(re.findall(r"^ok \d+ ", out, re.M))
-    not_ok = re.findall(r"^not ok \d+ - (.*)$", out, re.M)
+    not_ok = [t for t in re.findall(r"^not ok \d+ - (.*)$", out, re.M) if " # TODO " not in t]
     skips = re.findall(r"^ok \d+ - (.*?) # SKIP (.*)$", out, re.M)
+    # A test marked todo fails because of a known bug outside the extension (it says which):
+    # reported here, not counted as the extension's failure.
+    for t, why in re.findall(r"^not ok \d+ - (.*?) # TODO (.*)$", out, re.M):
+        print("KNOWN BUG (todo): %s: %s" % (t, why))
     for m in re.findall(r"^# (MEASURE .*)$", out, re.M):
         print("%s [%s]" % (m, backend))
     for t, why in skips:

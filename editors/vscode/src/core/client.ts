@@ -3,7 +3,8 @@
 // after it died; remembers the sandboxes it created and destroys them on dispose(); streams
 // run output through `partialResultToken` + `$/progress`, falling back to the result's
 // stdout/stderr when no chunk came; moves host files with fs/upload / fs/download, or with
-// fs/read / fs/write (base64) on a bridge that lacks them. No `vscode` import.
+// fs/read / fs/write (base64) when the backend lacks them (not in rpc.discover, no `upload`
+// in server/health's features, or an answer of -32006 / -32601). No `vscode` import.
 
 import { promises as fsp } from 'fs';
 import { BridgeOptions, BridgeProcess, InitializeResult, RequestOptions } from './bridge';
@@ -48,6 +49,8 @@ export class OpenSandboxClient {
   private healthCache: { bridge: BridgeProcess; features: string[] } | undefined;
   /** Sandboxes this client created and has not destroyed, by the bridge generation that made them. */
   private created = new Map<string, BridgeProcess>();
+  /** The bridge whose fs/upload / fs/download answered "unsupported". */
+  private noHostFiles: BridgeProcess | undefined;
   private disposed = false;
   /** How many bridges this client has started (a restart makes it grow). */
   generation = 0;
@@ -209,27 +212,58 @@ export class OpenSandboxClient {
     return this.request('exec/kill', { execId, signal });
   }
 
-  /** Host file → sandbox. fs/upload when the bridge has it, else fs/write with base64. */
-  async upload(sandboxId: string, localPath: string, path: string, opts: { native?: boolean } = {}): Promise<number> {
-    if (opts.native !== false && await this.hasMethod('fs/upload')) {
-      const r = await this.request<{ bytesWritten: number }>('fs/upload', { sandboxId, localPath, path }, { timeoutMs: 300000 });
-      return r.bytesWritten;
-    }
-    const data = await fsp.readFile(localPath);
-    const r = await this.request<{ bytesWritten: number }>('fs/write',
-      { sandboxId, path, content: data.toString('base64'), encoding: 'base64' }, { timeoutMs: 300000 });
-    return r.bytesWritten;
+  /**
+   * Whether to try fs/upload + fs/download: the bridge lists both, and server/health says the
+   * connected backend can do them (`upload` feature; a bridge that lists no features at all
+   * predates them, so rpc.discover decides alone). The remote backend lists the methods but
+   * may answer -32006 for them, hence the feature check and the fallback in hostCopy.
+   */
+  private async nativeHostFiles(): Promise<boolean> {
+    if (!(await this.hasMethod('fs/upload')) || !(await this.hasMethod('fs/download'))) return false;
+    const b = await this.ensureBridge();
+    if (this.noHostFiles === b) return false;
+    const f = await this.features();
+    return f.length === 0 || f.includes('upload');
   }
 
-  /** Sandbox file → host. fs/download when the bridge has it, else fs/read with base64. */
-  async download(sandboxId: string, path: string, localPath: string, opts: { native?: boolean } = {}): Promise<number> {
-    if (opts.native !== false && await this.hasMethod('fs/download')) {
+  /** Runs native; falls back (and remembers it for this bridge) when the method is unsupported. */
+  private async hostCopy<T>(native: () => Promise<T>, fallback: () => Promise<T>, useNative: boolean): Promise<T> {
+    if (useNative && await this.nativeHostFiles()) {
+      const b = this.bridge;
+      try {
+        return await native();
+      } catch (e) {
+        if (!(e instanceof OpenSandboxError) || (e.code !== -32006 && e.code !== -32601)) throw e;
+        this.noHostFiles = b;
+        this.opts.log?.(`[client] ${e.message}: using fs/write / fs/read with base64`);
+      }
+    }
+    return fallback();
+  }
+
+  /** Host file → sandbox: fs/upload when the backend can, else fs/write with base64. */
+  upload(sandboxId: string, localPath: string, path: string, opts: { native?: boolean } = {}): Promise<number> {
+    return this.hostCopy(async () => {
+      const r = await this.request<{ bytesWritten: number }>('fs/upload', { sandboxId, localPath, path }, { timeoutMs: 300000 });
+      return r.bytesWritten;
+    }, async () => {
+      const data = await fsp.readFile(localPath);
+      const r = await this.request<{ bytesWritten: number }>('fs/write',
+        { sandboxId, path, content: data.toString('base64'), encoding: 'base64' }, { timeoutMs: 300000 });
+      return r.bytesWritten;
+    }, opts.native !== false);
+  }
+
+  /** Sandbox file → host: fs/download when the backend can, else fs/read with base64. */
+  download(sandboxId: string, path: string, localPath: string, opts: { native?: boolean } = {}): Promise<number> {
+    return this.hostCopy(async () => {
       const r = await this.request<{ bytesRead: number }>('fs/download', { sandboxId, path, localPath }, { timeoutMs: 300000 });
       return r.bytesRead;
-    }
-    const data = await this.readFile(sandboxId, path);
-    await fsp.writeFile(localPath, data);
-    return data.length;
+    }, async () => {
+      const data = await this.readFile(sandboxId, path);
+      await fsp.writeFile(localPath, data);
+      return data.length;
+    }, opts.native !== false);
   }
 
   async readFile(sandboxId: string, path: string): Promise<Buffer> {

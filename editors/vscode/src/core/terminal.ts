@@ -2,7 +2,7 @@
 // an exec session with stdin (`exec/start` with stdin: true, then `exec/write`, and output
 // from `$/progress` chunks or `exec/read`). The sandbox's shell has no pty, so this module
 // is the line discipline: it echoes what is typed, handles backspace, sends a line on Enter,
-// Ctrl-C as SIGINT, Ctrl-D as end of input, and turns "\n" into "\r\n" for the terminal.
+// Ctrl-C as SIGINT to the shell's process group, Ctrl-D as end of input, and turns "\n" into "\r\n" for the terminal.
 // A bridge without exec/* (or whose server lacks exec with stdin) gets a clear message.
 
 import { ExecState, OpenSandboxClient } from './client';
@@ -22,6 +22,8 @@ export const NO_STDIN_MESSAGE =
   'The OpenSandbox server behind this bridge cannot feed stdin to a command (server/health lacks the ' +
   '"stdin" feature), so there is no interactive terminal. Use "OpenSandbox: Run Command".';
 
+let terminalCounter = 0;
+
 function crlf(text: string): string {
   return text.replace(/\r?\n/g, '\r\n');
 }
@@ -32,7 +34,11 @@ export class ExecTerminalCore {
   private line = '';
   private closed = false;
   private ended = false;
+  /** A chunk of this exec's output came through `$/progress`. */
   private streaming = false;
+  private sid: string | undefined;
+  /** Where, in the sandbox, the wrapper wrote the shell's pid (for Ctrl-C). */
+  private pidFile: string | undefined;
   /** exec/write requests go one after another: the bridge may serve concurrent ones out of order. */
   private writes: Promise<unknown> = Promise.resolve();
 
@@ -57,12 +63,15 @@ export class ExecTerminalCore {
         return;
       }
       const sid = await this.sandboxId();
-      const out = (t: string) => { if (!this.closed) this.sink.write(crlf(t)); };
-      const r = await this.client.execStart(sid, { argv: this.argv, stdin: true, env: { TERM: 'dumb', PS1: '$ ' } },
-        { onStdout: out, onStderr: out });
+      const out = (t: string) => { this.streaming = true; if (!this.closed) this.sink.write(crlf(t)); };
+      this.sid = sid;
+      this.pidFile = `/tmp/.opensandbox-terminal-${process.pid}-${++terminalCounter}-${Date.now()}`;
+      const r = await this.client.execStart(sid, {
+        argv: ['/bin/sh', '-c', 'printf %s "$$" > "$OSB_TERMINAL_PIDFILE"; exec "$@"', 'sh', ...this.argv],
+        stdin: true, env: { TERM: 'dumb', PS1: '$ ', OSB_TERMINAL_PIDFILE: this.pidFile },
+      }, { onStdout: out, onStderr: out });
       this.execId = r.execId;
       this.token = r.token;
-      this.streaming = r.token !== undefined;
       this.show(r);
       void this.pump();
     } catch (e) {
@@ -77,7 +86,12 @@ export class ExecTerminalCore {
     if (s.stderr) this.sink.write(crlf(s.stderr));
   }
 
-  /** Reads until the process ends: long polls when chunks stream, short ones otherwise. */
+  /**
+   * Reads until the process ends: short polls (exec/read brings the output) until a
+   * `$/progress` chunk has shown that output streams, then long polls that only wait for the
+   * end. The `stream` feature is not enough: a bridge may stream runs but not execs, and a
+   * long poll then holds typed lines' output back for seconds.
+   */
   private async pump(): Promise<void> {
     while (!this.closed && this.execId) {
       let s: ExecState;
@@ -123,7 +137,7 @@ export class ExecTerminalCore {
       } else if (ch === '\x03') {
         this.line = '';
         this.sink.write('^C\r\n');
-        void this.client.execKill(this.execId, 2).catch(() => undefined);
+        this.interrupt();
       } else if (ch === '\x04') {
         if (!this.line) {
           const id = this.execId;
@@ -139,6 +153,23 @@ export class ExecTerminalCore {
     }
   }
 
+  /**
+   * Ctrl-C: SIGINT to the session's whole process group, as a tty would send it. exec/kill
+   * signals only the session's process (the shell, which survives it), so a command it runs
+   * in the foreground would go on; the group is the shell's pid (each exec is a session
+   * leader), which the wrapper wrote to pidFile. Falls back to exec/kill.
+   */
+  private interrupt(): void {
+    const id = this.execId!;
+    const sid = this.sid;
+    const pidFile = this.pidFile;
+    const viaGroup = sid && pidFile
+      ? this.client.run(sid, { argv: ['/bin/sh', '-c', 'kill -INT -"$(cat "$1")"', 'sh', pidFile], timeoutMs: 10000 })
+        .then((r) => r.exitCode === 0)
+      : Promise.resolve(false);
+    void viaGroup.catch(() => false).then((ok) => ok ? undefined : this.client.execKill(id, 2)).catch(() => undefined);
+  }
+
   private send(text: string): void {
     const id = this.execId!;
     this.writes = this.writes.then(() => this.client.execWrite(id, text)).catch((e) => {
@@ -151,5 +182,8 @@ export class ExecTerminalCore {
     const running = this.execId && !this.ended;
     this.finish(0);
     if (running) await this.client.execKill(this.execId!, 9).catch(() => undefined);
+    if (this.sid && this.pidFile && this.client.running) { // never start a bridge for this
+      await this.client.run(this.sid, { argv: ['rm', '-f', this.pidFile], timeoutMs: 10000 }).catch(() => undefined);
+    }
   }
 }

@@ -146,9 +146,10 @@ test('upload and download through fs/write + fs/read (base64 fallback), byte for
   assert.deepEqual(await fsp.readFile(dst), bytes);
 });
 
-test('upload and download through fs/upload + fs/download (when the bridge has them)', async (t) => {
-  if (!(await c.hasMethod('fs/upload')) || !(await c.hasMethod('fs/download'))) {
-    t.skip('the bridge has no fs/upload / fs/download yet (issue 9); the fallback is tested above');
+test('upload and download through fs/upload + fs/download (when the backend has them)', async (t) => {
+  const listed = (await c.hasMethod('fs/upload')) && (await c.hasMethod('fs/download'));
+  if (!listed || !(await c.features()).includes('upload')) {
+    t.skip(`this backend has no native host files (${listed ? 'server/health lacks "upload"' : 'not in rpc.discover'}); the fallback is tested below`);
     return;
   }
   const src = path.join(tmp, 'up2.bin');
@@ -157,8 +158,29 @@ test('upload and download through fs/upload + fs/download (when the bridge has t
   assert.equal(await c.upload(sid, src, '/tmp/up2.bin'), bytes.length);
   assert.equal(await c.download(sid, '/tmp/up2.bin', dst), bytes.length);
   assert.deepEqual(await fsp.readFile(dst), bytes);
+  // fs/upload itself answers for a bad local path: proof the native method was used.
+  const eu = await c.upload(sid, path.join(tmp, 'no-such-file'), '/tmp/x').then(() => undefined, (x) => x);
+  assert.ok(eu instanceof OpenSandboxError && eu.type === 'FileOperationError' && eu.data?.localPath !== undefined, String(eu));
   const e = await c.download(sid, '/tmp/does-not-exist', dst).then(() => undefined, (x) => x);
   assert.ok(e instanceof OpenSandboxError && e.type === 'FileOperationError', String(e));
+});
+
+test('a backend without native host files: upload and download fall back to base64 by themselves', async (t) => {
+  if ((await c.features()).includes('upload')) {
+    t.skip('this backend has fs/upload + fs/download (server/health lists "upload"): tested above');
+    return;
+  }
+  if (await c.hasMethod('fs/upload')) {
+    // Listed by rpc.discover but not served by this backend: the contract's -32006.
+    const e = await c.request('fs/upload', { sandboxId: sid, localPath: '/etc/hostname', path: '/tmp/h' }).then(() => undefined, (x) => x);
+    assert.ok(e instanceof OpenSandboxError && e.code === -32006, String(e));
+  }
+  const src = path.join(tmp, 'up3.bin');
+  const dst = path.join(tmp, 'down3.bin');
+  await fsp.writeFile(src, bytes);
+  assert.equal(await c.upload(sid, src, '/tmp/up3.bin'), bytes.length);
+  assert.equal(await c.download(sid, '/tmp/up3.bin', dst), bytes.length);
+  assert.deepEqual(await fsp.readFile(dst), bytes);
 });
 
 test('download of a missing file fails with FileOperationError', async () => {

@@ -15,6 +15,15 @@ function sink() {
   return { s, sink: { write: (t: string) => { s.text += t; }, close: (code: number) => { s.closed = code; } } };
 }
 
+/** What the terminal shows: "\b \b" (our erase of one typed character) applied. */
+function screen(text: string): string {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    if (text.startsWith('\b \b', i)) { out = out.slice(0, -1); i += 2; } else out += text[i];
+  }
+  return out;
+}
+
 async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
   const t0 = Date.now();
   while (!pred()) {
@@ -50,16 +59,25 @@ test('interactive: typed lines run in the shell, output comes back, exit closes'
   core.handleInput('echo hel');
   core.handleInput('x\x7flo $((6*7))\r');
   await until(() => s.text.includes('hello 42'), 10000 * SCALE, 'echo output');
-  assert.ok(s.text.includes('echo hello $((6*7))'), 'typed text is echoed, backspace applied');
+  assert.ok(s.text.includes('echo helx\b \blo $((6*7))\r\n'), `typed text is echoed, backspace erases: ${JSON.stringify(s.text)}`);
+  assert.ok(screen(s.text).includes('echo hello $((6*7))'), 'the screen shows the line as sent');
   assert.ok(s.text.includes('hello 42\r\n'), 'output lines end with \\r\\n');
-  core.handleInput('sleep 30\r');
-  await sleep(300);
+  // Ctrl-C drops a typed line, and interrupts what the shell runs in the foreground (the
+  // rest of that list too); the shell survives both.
+  core.handleInput('echo dropped\x03');
+  const t0 = Date.now();
+  core.handleInput('sleep 30; echo slept\r');
+  await sleep(500);
   core.handleInput('\x03');
   core.handleInput('echo after-interrupt\r');
-  await until(() => s.text.includes('after-interrupt\r\n'), 10000 * SCALE, 'the shell after ^C');
+  // Output, not the echo of the typed line (which also ends in "after-interrupt\r\n").
+  await until(() => /(?<!echo )after-interrupt\r\n/.test(s.text), 10000 * SCALE, 'the shell after ^C');
+  assert.ok(Date.now() - t0 < 20000, 'the sleep was interrupted');
+  assert.ok(!/(?<!echo )slept\r\n/.test(s.text), JSON.stringify(s.text));
   core.handleInput('exit 3\r');
   await until(() => s.closed !== undefined, 10000 * SCALE, 'the terminal to close');
   assert.equal(s.closed, 3);
+  assert.ok(s.text.includes('echo dropped^C\r\n') && !s.text.includes('dropped\r\n'), JSON.stringify(s.text));
   assert.ok(s.text.includes('[process exited with code 3]'));
 });
 
