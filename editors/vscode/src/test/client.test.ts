@@ -82,7 +82,7 @@ test('live output: chunks arrive before the run ends (when the bridge streams)',
   const done = Date.now() - t0;
   assert.equal(chunks.map((x) => x.s).join(''), r.stdout);
   assert.equal(r.stdout, 'one\ntwo\n');
-  assert.ok(chunks[0].t < done - 500 * SCALE, `first chunk at ${chunks[0].t} ms, run done at ${done} ms`);
+  assert.ok(chunks[0].t < done - 300, `first chunk at ${chunks[0].t} ms, run done at ${done} ms`);
 });
 
 test('no chunks: the result is shown once, exactly', async () => {
@@ -171,9 +171,10 @@ test('a backend without native host files: upload and download fall back to base
     return;
   }
   if (await c.hasMethod('fs/upload')) {
-    // Listed by rpc.discover but not served by this backend: the contract's -32006.
+    // Listed by rpc.discover; without "upload" in features a server takes small host files
+    // (one WriteFile) and answers the contract's -32006 for what it cannot carry.
     const e = await c.request('fs/upload', { sandboxId: sid, localPath: '/etc/hostname', path: '/tmp/h' }).then(() => undefined, (x) => x);
-    assert.ok(e instanceof OpenSandboxError && e.code === -32006, String(e));
+    assert.ok(e === undefined || (e instanceof OpenSandboxError && e.code === -32006), String(e));
   }
   const src = path.join(tmp, 'up3.bin');
   const dst = path.join(tmp, 'down3.bin');
