@@ -19,6 +19,9 @@ enum remote_grpc_method {
   RG_SET_CWD,
   RG_RUN_STREAM, /* opensandboxd's extension (sandbox_ext.proto) */
   RG_PROBE_STREAM, /* RunStream asked whether it is there: bounded by the request timeout */
+  RG_EXEC,         /* opensandboxd's bidirectional Exec: bounded by the call's deadline only */
+  RG_UPLOAD,       /* opensandboxd's client-streaming Upload: likewise */
+  RG_DOWNLOAD,     /* opensandboxd's server-streaming Download: likewise */
   RG_COUNT
 };
 
@@ -65,6 +68,43 @@ int remote_grpc_stream_start(struct remote_grpc *g, struct call *c, enum remote_
                              const ProtobufCMessage *req, const struct remote_where *where,
                              remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
                              struct osb_err *err);
+
+/* A call whose client side sends many messages (opensandboxd's Exec and Upload):
+ * messages go out in the order queued, one at a time, from the poller thread. */
+struct remote_grpc_stream;
+
+/* Called on the poller thread each time every message queued so far has gone out (flow
+ * control: an upload queues its next chunk from here, so that at most one chunk is held). */
+typedef void (*remote_grpc_on_sent)(void *ctx);
+
+/* Start the call of method m with first (packed now; may be NULL: nothing yet) as its first
+ * message, as remote_grpc_stream_start does: on_msg gets each message the server sends
+ * (a client-streaming call's one reply included), on_sent (may be NULL) as said above, then
+ * finish(ctx, rc, NULL, ...) exactly once: rc 0 when the status was OK, 1 when the server
+ * answered UNIMPLEMENTED, else -1 with *err filled. No on_msg or on_sent comes after finish.
+ * Returns the stream with one reference for the caller (remote_grpc_stream_release), or
+ * NULL with *err filled and finish never called. c must stay valid until finish runs;
+ * call_cancel(c) cancels the call. */
+struct remote_grpc_stream *remote_grpc_bidi_start(struct remote_grpc *g, struct call *c,
+                                                  enum remote_grpc_method m,
+                                                  const ProtobufCMessage *first,
+                                                  const struct remote_where *where,
+                                                  remote_grpc_on_msg on_msg,
+                                                  remote_grpc_on_sent on_sent,
+                                                  remote_grpc_finish finish, void *ctx,
+                                                  struct osb_err *err);
+
+/* Queue msg (packed now; NULL: none) to go out after those queued before; last: then
+ * half-close the sending side. Any thread, also from on_msg/on_sent. Returns 0, or -1 when
+ * the call has ended or its sending side was closed (msg dropped). */
+int remote_grpc_stream_send(struct remote_grpc_stream *s, const ProtobufCMessage *msg, int last);
+
+/* Bytes queued and not yet gone out. */
+size_t remote_grpc_stream_queued(struct remote_grpc_stream *s);
+
+/* Drop the caller's reference (accepts NULL). The call goes on: stop it with call_cancel on
+ * its struct call; finish still comes. */
+void remote_grpc_stream_release(struct remote_grpc_stream *s);
 
 /* Whether RunStream is there: -1 not known yet, 0 UNIMPLEMENTED (remembered), 1 answered. */
 int remote_grpc_stream_state(struct remote_grpc *g);
