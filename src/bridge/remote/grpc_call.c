@@ -46,6 +46,9 @@ static const char *const method_paths[RG_COUNT] = {
     [RG_SET_CWD] = "/sandbox.SandboxService/SetCwd",
     [RG_RUN_STREAM] = "/sandbox.ext.SandboxExt/RunStream",
     [RG_PROBE_STREAM] = "/sandbox.ext.SandboxExt/RunStream",
+    [RG_EXEC] = "/sandbox.ext.SandboxExt/Exec",
+    [RG_UPLOAD] = "/sandbox.ext.SandboxExt/Upload",
+    [RG_DOWNLOAD] = "/sandbox.ext.SandboxExt/Download",
 };
 
 struct remote_grpc {
@@ -232,7 +235,7 @@ static grpc_channel *channel_get(struct remote_grpc *g, enum remote_grpc_method 
  * but RunCommand also the request timeout. */
 static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum remote_grpc_method m) {
   int64_t left = call_remaining_ms(c);
-  if (m == RG_RUN || m == RG_RUN_STREAM)
+  if (m == RG_RUN || m == RG_RUN_STREAM || m == RG_EXEC || m == RG_UPLOAD || m == RG_DOWNLOAD)
     return left;
   if (g->timeout_ms > 0 && (left < 0 || g->timeout_ms < left))
     return g->timeout_ms;
