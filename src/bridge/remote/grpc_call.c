@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/assert.h"
 #include "common/defaults.h"
 #include "common/list.h"
 #include "common/log.h"
@@ -88,18 +89,28 @@ struct op {
   int cancelled;              /* we cancelled the call (its canceller ran, or close) */
 };
 
-/* What comes back on the poller's queue: the end of a call's main batch (its status), or
- * for a server-streaming call also the end of one message read. */
+/* What comes back on the poller's queue: the end of a call's main batch (its status), for
+ * a streaming call also the end of one message read, and for a call that sends many
+ * messages the end of one send. */
 struct acall;
+enum atag_kind { TAG_STATUS, TAG_MSG, TAG_SENT };
 struct atag {
   struct acall *a;
-  int msg;                    /* 1: a message read ended; 0: the call ended */
+  enum atag_kind kind;
+};
+
+/* A message waiting to be sent on a client-streaming call; bb NULL: only the half-close. */
+struct qmsg {
+  struct list_node node;
+  grpc_byte_buffer *bb;
+  size_t len;
+  int last;                   /* half-close with it */
 };
 
 /* A call in flight on the poller's queue (see remote_grpc_unary_start and
  * remote_grpc_stream_start). */
 struct acall {
-  struct atag tag, msg_tag;
+  struct atag tag, msg_tag, sent_tag;
   struct op op;               /* op.w's strings point into sandbox_id and path */
   remote_grpc_on_msg on_msg;  /* server-streaming: each message; NULL for a unary call */
   atomic_int pending;         /* batches not yet ended (the main one, the message reads) */
@@ -113,6 +124,23 @@ struct acall {
   remote_grpc_finish finish;
   void *ctx;
   struct list_node node;      /* in g->calls, under g->calls_lock */
+
+  /* A call that sends many messages (remote_grpc_bidi_start); sending is guarded by
+   * send_lock. Messages go one batch at a time: the poller starts the next when one ends. */
+  int bidi;
+  remote_grpc_on_sent on_sent;
+  pthread_mutex_t send_lock;
+  struct list sendq;          /* struct qmsg, in order */
+  size_t queued;              /* bytes in sendq and in the batch in flight */
+  struct qmsg *in_flight;     /* the send batch in flight, or NULL */
+  int closing;                /* the half-close is queued: no more sends */
+  int ended;                  /* the call is finishing: sends refused, queue dropped */
+  int finish_deferred;        /* it ended while a send was in flight: its end finishes it */
+  atomic_int refs;            /* the call's own, and the caller's stream handle */
+};
+
+struct remote_grpc_stream {
+  struct acall a;
 };
 
 const char *remote_grpc_method_path(enum remote_grpc_method m) {
@@ -141,6 +169,7 @@ static gpr_timespec after_ms(int64_t ms) {
 
 static void acall_complete(struct remote_grpc *g, struct acall *a);
 static void acall_msg(struct remote_grpc *g, struct acall *a);
+static void acall_sent(struct remote_grpc *g, struct acall *a, int success);
 
 /* The canceller of a call (see call_set_canceller): runs under its struct call's lock, on
  * the thread that cancels. */
@@ -173,8 +202,10 @@ static void *poll_main(void *arg) {
       break;
     if (ev.type == GRPC_OP_COMPLETE && ev.tag) {
       struct atag *t = ev.tag;
-      if (t->msg)
+      if (t->kind == TAG_MSG)
         acall_msg(g, t->a);
+      else if (t->kind == TAG_SENT)
+        acall_sent(g, t->a, ev.success);
       else
         acall_complete(g, t->a);
     }
@@ -231,11 +262,17 @@ static grpc_channel *channel_get(struct remote_grpc *g, enum remote_grpc_method 
   return ch;
 }
 
+/* Whether the request timeout leaves method m alone: runs, exec sessions and transfers of
+ * any size last as long as their call's deadline allows. */
+static int long_running(enum remote_grpc_method m) {
+  return m == RG_RUN || m == RG_RUN_STREAM || m == RG_EXEC || m == RG_UPLOAD || m == RG_DOWNLOAD;
+}
+
 /* The time bound of a call in ms (-1: none): the call's remaining deadline, and for anything
- * but RunCommand also the request timeout. */
+ * not long_running also the request timeout. */
 static int64_t call_bound(const struct remote_grpc *g, const struct call *c, enum remote_grpc_method m) {
   int64_t left = call_remaining_ms(c);
-  if (m == RG_RUN || m == RG_RUN_STREAM || m == RG_EXEC || m == RG_UPLOAD || m == RG_DOWNLOAD)
+  if (long_running(m))
     return left;
   if (g->timeout_ms > 0 && (left < 0 || g->timeout_ms < left))
     return g->timeout_ms;
@@ -283,6 +320,21 @@ static int session_header_ok(const char *id) {
   return n > 0;
 }
 
+/* req packed into a byte buffer (NULL when memory runs out); *len its size. */
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *req, size_t *len_out) {
+  size_t len = protobuf_c_message_get_packed_size(req);
+  uint8_t *bytes = malloc(len ? len : 1);
+  if (!bytes)
+    return NULL;
+  protobuf_c_message_pack(req, bytes);
+  grpc_slice slice = grpc_slice_new(bytes, len, free); /* takes bytes */
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  if (len_out)
+    *len_out = len;
+  return bb;
+}
+
 /* Make the call of method m carrying req (packed now: req may go once this returns), on the
  * poller's queue. Fails at once (-1, *err filled, nothing to release) when c is already
  * cancelled or past its deadline. */
@@ -298,20 +350,17 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_me
   int64_t bound = call_bound(g, c, m);
   op->w.op = method_paths[m];
   op->w.url = g->target;
-  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, m == RG_RUN || m == RG_RUN_STREAM);
+  op->w.timeout_ms = reported_bound(g->timeout_ms, bound, long_running(m));
   if (call_is_cancelled(c))
     return remote_fail_cancelled(&op->w, err);
   if (bound == 0)
     return remote_fail_timeout(&op->w, err);
 
-  size_t len = protobuf_c_message_get_packed_size(req);
-  uint8_t *bytes = malloc(len ? len : 1);
-  if (!bytes)
-    return remote_fail_internal("out of memory", err);
-  protobuf_c_message_pack(req, bytes);
-  grpc_slice slice = grpc_slice_new(bytes, len, free); /* takes bytes */
-  op->send = grpc_raw_byte_buffer_create(&slice, 1);
-  grpc_slice_unref(slice);
+  if (req) { /* a call that sends many messages queues them (remote_grpc_stream_send) */
+    op->send = pack_message(req, NULL);
+    if (!op->send)
+      return remote_fail_internal("out of memory", err);
+  }
 
   void *handle;
   grpc_channel *ch = channel_get(g, m, &handle);
@@ -346,16 +395,18 @@ static int op_launch(struct remote_grpc *g, struct op *op, void *tag, int stream
                      struct osb_err *err) {
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = op->n_md;
-  ops[0].data.send_initial_metadata.metadata = op->n_md ? op->md : NULL;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = op->send;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &op->initial_md;
+  size_t n = 0;
+  ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[n].data.send_initial_metadata.count = op->n_md;
+  ops[n++].data.send_initial_metadata.metadata = op->n_md ? op->md : NULL;
+  if (op->send) { /* else the messages go in batches of their own (acall_send_next) */
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = op->send;
+    ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  }
+  ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[n++].data.recv_initial_metadata.recv_initial_metadata = &op->initial_md;
   /* a streaming call reads its messages one by one in batches of their own (acall_msg) */
-  size_t n = 4;
   if (!streaming) {
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n++].data.recv_message.recv_message = &op->recv;
@@ -434,14 +485,36 @@ static void acall_unlink(struct remote_grpc *g, struct acall *a) {
   pthread_mutex_unlock(&g->calls_lock);
 }
 
+static void qmsg_free(struct qmsg *q) {
+  if (q && q->bb)
+    grpc_byte_buffer_destroy(q->bb);
+  free(q);
+}
+
 static void acall_free(struct acall *a) {
   osb_err_clear(&a->msg_err);
   free(a->sandbox_id);
   free(a->path);
+  if (a->bidi) {
+    struct list_node *n;
+    while ((n = list_pop_front(&a->sendq)))
+      qmsg_free(LIST_ENTRY(n, struct qmsg, node));
+    qmsg_free(a->in_flight);
+    pthread_mutex_destroy(&a->send_lock);
+  }
   free(a);
 }
 
+/* Drop one reference: the call's own (when it has finished) or the caller's stream handle. */
+static void acall_unref(struct acall *a) {
+  int before = atomic_fetch_sub(&a->refs, 1);
+  OSB_ASSERT(before > 0);
+  if (before == 1)
+    acall_free(a);
+}
+
 static void acall_finish(struct remote_grpc *g, struct acall *a);
+static void acall_finish_now(struct remote_grpc *g, struct acall *a);
 
 /* Called by the poller when a call's main batch ended (its status came). */
 static void acall_complete(struct remote_grpc *g, struct acall *a) {
@@ -450,8 +523,22 @@ static void acall_complete(struct remote_grpc *g, struct acall *a) {
 }
 
 /* The call ended (status and, streaming, every read): unlink it, interpret it, hand the
- * outcome to its finisher, free it. */
+ * outcome to its finisher, free it. A call that sends many messages first refuses further
+ * sends; if one is still in flight, its end (acall_sent) finishes the call instead. */
 static void acall_finish(struct remote_grpc *g, struct acall *a) {
+  if (a->bidi) {
+    pthread_mutex_lock(&a->send_lock);
+    a->ended = 1;
+    int deferred = a->in_flight != NULL;
+    a->finish_deferred = deferred;
+    pthread_mutex_unlock(&a->send_lock);
+    if (deferred)
+      return;
+  }
+  acall_finish_now(g, a);
+}
+
+static void acall_finish_now(struct remote_grpc *g, struct acall *a) {
   acall_unlink(g, a);
   call_clear_canceller(a->c); /* after this, a->op.cancelled is settled */
   struct osb_err err = OSB_ERR_INIT;
@@ -467,7 +554,63 @@ static void acall_finish(struct remote_grpc *g, struct acall *a) {
   op_release(&a->op);
   a->finish(a->ctx, rc, rc == 0 ? resp : NULL, &a->op.w, &err);
   osb_err_clear(&err); /* in case the finisher left it */
-  acall_free(a);
+  acall_unref(a);
+}
+
+/* Start the send batch of the first queued message; under send_lock, none in flight. */
+static void acall_send_next(struct acall *a) {
+  OSB_ASSERT(!a->in_flight);
+  struct list_node *n = list_pop_front(&a->sendq);
+  if (!n)
+    return;
+  struct qmsg *q = LIST_ENTRY(n, struct qmsg, node);
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t k = 0;
+  if (q->bb) {
+    ops[k].op = GRPC_OP_SEND_MESSAGE;
+    ops[k++].data.send_message.send_message = q->bb;
+  }
+  if (q->last)
+    ops[k++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  a->in_flight = q;
+  if (grpc_call_start_batch(a->op.call, ops, k, &a->sent_tag, NULL) != GRPC_CALL_OK) {
+    /* cannot happen with a live call; should it, nothing more goes out and the call is
+     * stopped: its status finishes it */
+    a->in_flight = NULL;
+    a->queued -= q->len;
+    qmsg_free(q);
+    a->ended = 1;
+    grpc_call_cancel(a->op.call, NULL);
+  }
+}
+
+/* Called by the poller when a send batch ended: start the next, or tell the caller that
+ * everything queued has gone out; finish the call if it ended meanwhile. */
+static void acall_sent(struct remote_grpc *g, struct acall *a, int success) {
+  pthread_mutex_lock(&a->send_lock);
+  struct qmsg *q = a->in_flight;
+  a->in_flight = NULL;
+  if (q) {
+    a->queued -= q->len;
+    qmsg_free(q);
+  }
+  if (!success) /* the call is going: its status comes; nothing more will go out */
+    a->ended = 1;
+  if (a->finish_deferred) {
+    pthread_mutex_unlock(&a->send_lock);
+    a->finish_deferred = 0;
+    acall_finish_now(g, a);
+    return;
+  }
+  int drained = 0;
+  if (!a->ended && !list_empty(&a->sendq))
+    acall_send_next(a);
+  else
+    drained = !a->ended && !a->closing;
+  pthread_mutex_unlock(&a->send_lock);
+  if (drained && a->on_sent)
+    a->on_sent(a->ctx);
 }
 
 /* Start reading a streaming call's next message (its end comes back as msg_tag). */
@@ -508,22 +651,44 @@ static void acall_msg(struct remote_grpc *g, struct acall *a) {
     acall_finish(g, a);
 }
 
+/* What a call that sends many messages adds (remote_grpc_bidi_start); NULL for the others. */
+struct bidi_opts {
+  const ProtobufCMessage *first;
+  remote_grpc_on_sent on_sent;
+};
+
+static int queue_message(struct acall *a, const ProtobufCMessage *msg, int last);
+
+/* Start a call: unary (no on_msg), server-streaming (on_msg) or sending many messages (bidi;
+ * then *out gets the call with the caller's reference). */
 static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
                        const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
                        const struct remote_where *where, int allow_unimpl,
                        remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
-                       struct osb_err *err) {
-  struct acall *a = calloc(1, sizeof *a);
+                       const struct bidi_opts *bidi, struct acall **out, struct osb_err *err) {
+  struct acall *a = calloc(1, sizeof(struct remote_grpc_stream));
   if (!a)
     return remote_fail_internal("out of memory", err);
+  atomic_init(&a->refs, bidi ? 2 : 1);
+  if (bidi) {
+    a->bidi = 1;
+    a->on_sent = bidi->on_sent;
+    pthread_mutex_init(&a->send_lock, NULL);
+    list_init(&a->sendq);
+    if (bidi->first && queue_message(a, bidi->first, 0) < 0) {
+      acall_free(a);
+      return remote_fail_internal("out of memory", err);
+    }
+  }
   a->sandbox_id = where->sandbox_id ? strdup(where->sandbox_id) : NULL;
   a->path = where->path ? strdup(where->path) : NULL;
   if ((where->sandbox_id && !a->sandbox_id) || (where->path && !a->path)) {
     acall_free(a);
     return remote_fail_internal("out of memory", err);
   }
-  a->tag = (struct atag){a, 0};
-  a->msg_tag = (struct atag){a, 1};
+  a->tag = (struct atag){a, TAG_STATUS};
+  a->msg_tag = (struct atag){a, TAG_MSG};
+  a->sent_tag = (struct atag){a, TAG_SENT};
   a->msg_err = (struct osb_err)OSB_ERR_INIT;
   a->on_msg = on_msg;
   atomic_init(&a->pending, on_msg ? 2 : 1);
@@ -535,7 +700,7 @@ static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_m
   struct remote_where w = *where;
   w.sandbox_id = a->sandbox_id;
   w.path = a->path;
-  if (op_prepare(g, c, m, req, &w, &a->op, err) < 0) {
+  if (op_prepare(g, c, m, bidi ? NULL : req, &w, &a->op, err) < 0) {
     acall_free(a);
     return -1;
   }
@@ -556,6 +721,14 @@ static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_m
     acall_free(a);
     return -1;
   }
+  if (bidi) {
+    if (out)
+      *out = a;
+    pthread_mutex_lock(&a->send_lock);
+    if (!a->ended && !a->in_flight)
+      acall_send_next(a);
+    pthread_mutex_unlock(&a->send_lock);
+  }
   if (on_msg && acall_read(a) < 0) {
     /* cannot happen with a live call; should it, the call is stopped and its status
      * batch finishes it (pending drops to what remains) */
@@ -568,18 +741,78 @@ static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_m
   return 0;
 }
 
+/* Pack msg (NULL: none) into the send queue; last: half-close after it. Under send_lock
+ * once the call is started. Returns 0, or -1 when memory runs out. */
+static int queue_message(struct acall *a, const ProtobufCMessage *msg, int last) {
+  struct qmsg *q = calloc(1, sizeof *q);
+  if (!q)
+    return -1;
+  if (msg && !(q->bb = pack_message(msg, &q->len))) {
+    free(q);
+    return -1;
+  }
+  q->last = last;
+  if (last)
+    a->closing = 1;
+  a->queued += q->len;
+  list_push_back(&a->sendq, &q->node);
+  return 0;
+}
+
 int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
                             const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
                             const struct remote_where *where, int allow_unimpl,
                             remote_grpc_finish finish, void *ctx, struct osb_err *err) {
-  return acall_start(g, c, m, req, rdesc, where, allow_unimpl, NULL, finish, ctx, err);
+  return acall_start(g, c, m, req, rdesc, where, allow_unimpl, NULL, finish, ctx, NULL, NULL,
+                     err);
 }
 
 int remote_grpc_stream_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
                              const ProtobufCMessage *req, const struct remote_where *where,
                              remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
                              struct osb_err *err) {
-  return acall_start(g, c, m, req, NULL, where, 1, on_msg, finish, ctx, err);
+  return acall_start(g, c, m, req, NULL, where, 1, on_msg, finish, ctx, NULL, NULL, err);
+}
+
+struct remote_grpc_stream *remote_grpc_bidi_start(struct remote_grpc *g, struct call *c,
+                                                  enum remote_grpc_method m,
+                                                  const ProtobufCMessage *first,
+                                                  const struct remote_where *where,
+                                                  remote_grpc_on_msg on_msg,
+                                                  remote_grpc_on_sent on_sent,
+                                                  remote_grpc_finish finish, void *ctx,
+                                                  struct osb_err *err) {
+  OSB_ASSERT(on_msg);
+  struct bidi_opts opts = {first, on_sent};
+  struct acall *a = NULL;
+  if (acall_start(g, c, m, NULL, NULL, where, 1, on_msg, finish, ctx, &opts, &a, err) < 0)
+    return NULL;
+  return (struct remote_grpc_stream *)a;
+}
+
+int remote_grpc_stream_send(struct remote_grpc_stream *s, const ProtobufCMessage *msg, int last) {
+  struct acall *a = &s->a;
+  pthread_mutex_lock(&a->send_lock);
+  int rc = -1;
+  if (!a->ended && !a->closing && queue_message(a, msg, last) == 0) {
+    rc = 0;
+    if (!a->in_flight)
+      acall_send_next(a);
+  }
+  pthread_mutex_unlock(&a->send_lock);
+  return rc;
+}
+
+size_t remote_grpc_stream_queued(struct remote_grpc_stream *s) {
+  pthread_mutex_lock(&s->a.send_lock);
+  size_t n = s->a.queued;
+  pthread_mutex_unlock(&s->a.send_lock);
+  return n;
+}
+
+void remote_grpc_stream_release(struct remote_grpc_stream *s) {
+  if (s)
+    acall_unref(&s->a);
 }
 /* =====================================================================================
  * Setup
