@@ -14,6 +14,8 @@
 
 #include "bridge/backend.h"
 #include "bridge/backend_sync.h"
+#include "bridge/remote/grpc_int.h"
+#include "sandbox_ext.pb-c.h"
 #include "test.h"
 
 /* A listening socket on 127.0.0.1 that never accepts: connections complete, nothing is ever
@@ -720,6 +722,185 @@ TEST(transports_with_an_unreachable_grpc_port) {
   server_stop(&srv);
 }
 
+/* ======================================================================================
+ * Calls that send many messages (remote_grpc_bidi_start): Upload and Exec of opensandboxd
+ * ====================================================================================== */
+
+struct bidi_probe {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int finished, rc, sent, chunks_left;
+  size_t max_queued;
+  uint64_t written;
+  char out[256];
+  size_t out_len;
+  int started, exited, exit_code;
+  struct remote_grpc_stream *s;
+};
+
+static void bidi_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct remote_where *w,
+                        struct osb_err *err) {
+  struct bidi_probe *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  ASSERT_EQ(p->finished, 0); /* exactly once */
+  p->finished = 1;
+  p->rc = rc;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void bidi_wait(struct bidi_probe *p) {
+  pthread_mutex_lock(&p->mu);
+  while (!p->finished)
+    pthread_cond_wait(&p->cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static int upload_reply(void *ctx, const uint8_t *data, size_t len, const struct remote_where *w,
+                        struct osb_err *err) {
+  struct bidi_probe *p = ctx;
+  Sandbox__Ext__UploadResponse *r = sandbox__ext__upload_response__unpack(NULL, len, data);
+  ASSERT(r);
+  p->written = r->bytes_written;
+  sandbox__ext__upload_response__free_unpacked(r, NULL);
+  return 0;
+}
+
+static char upload_chunk[256 << 10];
+
+/* Flow control: the next chunk is queued only once the previous one went out. */
+static void upload_next(void *ctx) {
+  struct bidi_probe *p = ctx;
+  pthread_mutex_lock(&p->mu); /* the starter holds it until p->s is set */
+  struct remote_grpc_stream *s = p->s;
+  pthread_mutex_unlock(&p->mu);
+  p->sent++;
+  size_t q = remote_grpc_stream_queued(s);
+  if (q > p->max_queued)
+    p->max_queued = q;
+  if (p->chunks_left == 0)
+    return;
+  p->chunks_left--;
+  Sandbox__Ext__UploadChunk c = SANDBOX__EXT__UPLOAD_CHUNK__INIT;
+  c.data.data = (uint8_t *)upload_chunk;
+  c.data.len = sizeof upload_chunk;
+  c.commit = p->chunks_left == 0;
+  ASSERT_EQ(remote_grpc_stream_send(s, &c.base, c.commit), 0);
+}
+
+static int exec_event(void *ctx, const uint8_t *data, size_t len, const struct remote_where *w,
+                      struct osb_err *err) {
+  struct bidi_probe *p = ctx;
+  Sandbox__Ext__OutputEvent *ev = sandbox__ext__output_event__unpack(NULL, len, data);
+  ASSERT(ev);
+  ASSERT(p->out_len + ev->stdout.len <= sizeof p->out);
+  memcpy(p->out + p->out_len, ev->stdout.data, ev->stdout.len);
+  p->out_len += ev->stdout.len;
+  p->started |= ev->started;
+  if (ev->exited) {
+    p->exited = 1;
+    p->exit_code = ev->exit_code;
+  }
+  sandbox__ext__output_event__free_unpacked(ev, NULL);
+  return 0;
+}
+
+static void bidi_probe_init(struct bidi_probe *p) {
+  memset(p, 0, sizeof *p);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+}
+
+TEST(streams_that_send_many_messages) {
+  struct server srv;
+  server_start(&srv);
+  struct backend *be = open_transport(srv.http_port, srv.grpc_port, BACKEND_TRANSPORT_GRPC);
+  char *id = new_session(be);
+  struct remote_grpc_config gc = {.host = "127.0.0.1", .port = srv.grpc_port,
+                                  .request_timeout_ms = 10000};
+  struct osb_err err = OSB_ERR_INIT;
+  struct remote_grpc *g = remote_grpc_open(&gc, &err);
+  ASSERT(g);
+  struct remote_where w = {.sandbox_id = id, .path = "/tmp/up"};
+
+  /* Upload: 16 chunks of 256 KiB, each queued from on_sent; one chunk at most is held */
+  memset(upload_chunk, 'u', sizeof upload_chunk);
+  struct bidi_probe up;
+  bidi_probe_init(&up);
+  up.chunks_left = 16;
+  struct call c = {0};
+  Sandbox__Ext__UploadChunk first = SANDBOX__EXT__UPLOAD_CHUNK__INIT;
+  first.session_id = id;
+  first.path = "/tmp/up";
+  pthread_mutex_lock(&up.mu); /* on_sent waits until up.s is set */
+  up.s = remote_grpc_bidi_start(g, &c, RG_UPLOAD, &first.base, &w, upload_reply, upload_next,
+                                bidi_finish, &up, &err);
+  ASSERT(up.s);
+  pthread_mutex_unlock(&up.mu);
+  bidi_wait(&up);
+  ASSERT_EQ(up.rc, 0);
+  ASSERT_EQ(up.written, 16 * sizeof upload_chunk);
+  ASSERT_EQ(up.sent, 16); /* the first message, then every chunk but the last (closing) */
+  ASSERT(up.max_queued <= sizeof upload_chunk + 64);
+  ASSERT_EQ(remote_grpc_stream_send(up.s, NULL, 1), -1); /* the call has ended */
+  remote_grpc_stream_release(up.s);
+
+  /* Exec with stdin: data, end of input, output back, exit 0 */
+  struct bidi_probe ex;
+  bidi_probe_init(&ex);
+  struct call c2 = {0};
+  char *cat[] = {"cat"};
+  Sandbox__RunCommandRequest rq = SANDBOX__RUN_COMMAND_REQUEST__INIT;
+  rq.session_id = id;
+  rq.command = cat;
+  rq.n_command = 1;
+  Sandbox__Ext__ExecInput in = SANDBOX__EXT__EXEC_INPUT__INIT;
+  in.start = &rq;
+  in.stdin = 1;
+  ex.s = remote_grpc_bidi_start(g, &c2, RG_EXEC, &in.base, &w, exec_event, NULL, bidi_finish,
+                                &ex, &err);
+  ASSERT(ex.s);
+  Sandbox__Ext__ExecInput data = SANDBOX__EXT__EXEC_INPUT__INIT;
+  data.data.data = (uint8_t *)"hello\n";
+  data.data.len = 6;
+  ASSERT_EQ(remote_grpc_stream_send(ex.s, &data.base, 0), 0);
+  Sandbox__Ext__ExecInput eof = SANDBOX__EXT__EXEC_INPUT__INIT;
+  eof.eof = 1;
+  ASSERT_EQ(remote_grpc_stream_send(ex.s, &eof.base, 0), 0);
+  bidi_wait(&ex);
+  ASSERT_EQ(ex.rc, 0);
+  ASSERT(ex.started && ex.exited);
+  ASSERT_EQ(ex.exit_code, 0);
+  ASSERT_EQ(ex.out_len, 6);
+  ASSERT(memcmp(ex.out, "hello\n", 6) == 0);
+  remote_grpc_stream_release(ex.s);
+
+  /* Exec cancelled through its struct call: finishes CANCELLED at once */
+  struct bidi_probe ex2;
+  bidi_probe_init(&ex2);
+  struct call c3 = {0};
+  char *sleeper[] = {"sleep", "100"};
+  rq.command = sleeper;
+  rq.n_command = 2;
+  in.stdin = 0;
+  ex2.s = remote_grpc_bidi_start(g, &c3, RG_EXEC, &in.base, &w, exec_event, NULL, bidi_finish,
+                                 &ex2, &err);
+  ASSERT(ex2.s);
+  usleep(200 * 1000);
+  int64_t t0 = call_now_ms();
+  call_cancel(&c3);
+  bidi_wait(&ex2);
+  ASSERT(call_now_ms() - t0 < 1000);
+  ASSERT_EQ(ex2.rc, -1);
+  ASSERT(!ex2.exited);
+  remote_grpc_stream_release(ex2.s);
+
+  remote_grpc_close(g);
+  free(id);
+  be->ops->close(be);
+  server_stop(&srv);
+}
+
 int main(void) {
   RUN(non_http_url_is_invalid_params);
   RUN(http_and_https_urls_open_without_connecting);
@@ -734,5 +915,6 @@ int main(void) {
   RUN(async_run_refusals_and_server_down);
   RUN(close_cancels_async_runs_in_flight);
   RUN(transports_with_an_unreachable_grpc_port);
+  RUN(streams_that_send_many_messages);
   TEST_MAIN_END();
 }
