@@ -794,7 +794,8 @@ static int exec_event(void *ctx, const uint8_t *data, size_t len, const struct r
   Sandbox__Ext__OutputEvent *ev = sandbox__ext__output_event__unpack(NULL, len, data);
   ASSERT(ev);
   ASSERT(p->out_len + ev->stdout.len <= sizeof p->out);
-  memcpy(p->out + p->out_len, ev->stdout.data, ev->stdout.len);
+  if (ev->stdout.len)
+    memcpy(p->out + p->out_len, ev->stdout.data, ev->stdout.len);
   p->out_len += ev->stdout.len;
   p->started |= ev->started;
   if (ev->exited) {
