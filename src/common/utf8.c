@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
+
 /* Length of the valid sequence starting at s[0] (1..4), or 0 if ill-formed; when 0,
  * *bad is set to the length of the maximal ill-formed subpart to replace (>= 1). */
 static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
@@ -84,9 +86,7 @@ bool utf8_valid(const char *s, size_t n) {
 
 char *utf8_sanitize(const char *s, size_t n, size_t *out_len) {
   /* Worst case: every byte becomes the 3-byte U+FFFD. */
-  char *out = malloc(n * 3 + 1);
-  if (!out)
-    return NULL;
+  char *out = xmalloc(n * 3 + 1);
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
   size_t o = 0;

@@ -11,8 +11,8 @@
 bool utf8_valid(const char *s, size_t n);
 
 /* Copy s with every ill-formed sequence replaced by U+FFFD (one per maximal subpart, as
- * Unicode recommends). Returns a malloc'd NUL-terminated copy and its length in *out_len;
- * NULL only when out of memory. */
+ * Unicode recommends). Returns a malloc'd NUL-terminated copy (never NULL: see mem.h) and
+ * its length in *out_len. */
 char *utf8_sanitize(const char *s, size_t n, size_t *out_len);
 
 /* The largest length <= max at which valid UTF-8 s (of n bytes) can be cut without
