@@ -23,6 +23,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 /* A run holding a slot: its own callback, called by admit_done. */
 struct admit_slot {
@@ -64,34 +65,26 @@ static void wait_free(struct engine_admit_wait *w) {
 static struct engine_admit_wait *wait_new(struct engine_session *s,
                                           const struct engine_run_opts *o, engine_run_cb cb,
                                           void *arg) {
-  struct engine_admit_wait *w = calloc(1, sizeof *w);
-  if (!w)
-    return NULL;
+  struct engine_admit_wait *w = xcalloc(1, sizeof *w);
   w->opts = *o;
   w->s = s;
   w->cb = cb;
   w->arg = arg;
   uint64_t time_ms = o->time_ms ? o->time_ms : ENGINE_DEFAULT_TIME_MS;
   w->deadline = engine_now_ms() + (int64_t)(time_ms > INT64_MAX / 4 ? INT64_MAX / 4 : time_ms);
-  w->argv = calloc(o->argc + 1, sizeof *w->argv);
-  w->env = o->n_env ? calloc(o->n_env, sizeof *w->env) : NULL;
-  if (!w->argv || (o->n_env && !w->env))
-    goto oom;
+  w->argv = xcalloc(o->argc + 1, sizeof *w->argv);
+  w->env = o->n_env ? xcalloc(o->n_env, sizeof *w->env) : NULL;
   for (size_t i = 0; i < o->argc; i++)
-    if (!(w->argv[i] = strdup(o->argv[i])))
-      goto oom;
-  for (size_t i = 0; i < o->n_env; i++)
-    if (!(w->env[i].key = strdup(o->env[i].key)) || !(w->env[i].value = strdup(o->env[i].value)))
-      goto oom;
-  if (o->cwd && !(w->cwd = strdup(o->cwd)))
-    goto oom;
+    w->argv[i] = xstrdup(o->argv[i]);
+  for (size_t i = 0; i < o->n_env; i++) {
+    w->env[i].key = xstrdup(o->env[i].key);
+    w->env[i].value = xstrdup(o->env[i].value);
+  }
+  w->cwd = o->cwd ? xstrdup(o->cwd) : NULL;
   w->opts.argv = (const char *const *)w->argv;
   w->opts.env = w->env;
   w->opts.cwd = w->cwd;
   return w;
-oom:
-  wait_free(w);
-  return NULL;
 }
 
 static void list_append(struct engine *eng, struct engine_admit_wait *w) {
@@ -122,9 +115,7 @@ static void admit_done(void *arg, int rc, struct engine_run_result *res);
  * on success; on failure the slot is still counted and the call still the caller's. */
 static int start_in_slot(struct engine *eng, struct engine_session *s,
                          const struct engine_run_opts *o, engine_run_cb cb, void *arg) {
-  struct admit_slot *slot = malloc(sizeof *slot);
-  if (!slot)
-    return -ENOMEM;
+  struct admit_slot *slot = xmalloc(sizeof *slot);
   *slot = (struct admit_slot){.eng = eng, .s = s, .cb = cb, .arg = arg};
   atomic_fetch_add(&s->refs, 1);
   int rc = engine_run_start(eng, s, o, NULL, admit_done, slot);
@@ -163,15 +154,10 @@ static void wait_fail(struct engine_admit_wait *w, int rc) {
     _Static_assert(ENGINE_MAX_RUNS == 32, "the note names the limit");
     static const char note[] = "the run's time limit passed while it waited for the session "
                                "(at most 32 runs at once per session)\n";
-    res.err = strdup(note);
-    res.err_len = res.err ? sizeof note - 1 : 0;
-    res.out = strdup("");
+    res.err = xstrdup(note);
+    res.err_len = sizeof note - 1;
+    res.out = xstrdup("");
     res.signal = 9;
-    if (!res.err || !res.out) {
-      engine_run_result_free(&res);
-      memset(&res, 0, sizeof res);
-      rc = -ENOMEM;
-    }
   }
   engine_call_end(w->s);
   w->cb(w->arg, rc, &res);
@@ -213,8 +199,7 @@ int engine_admit_run(struct engine *eng, struct engine_session *s,
     s->runs_admitted++;
   pthread_mutex_unlock(&eng->admit_lock);
   if (!go) {
-    if (!(w = wait_new(s, o, cb, arg)))
-      return -ENOMEM;
+    w = wait_new(s, o, cb, arg);
     pthread_mutex_lock(&eng->admit_lock);
     go = s->runs_admitted < ENGINE_MAX_RUNS; /* a slot may have come free meanwhile */
     if (go)

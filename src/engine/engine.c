@@ -87,50 +87,26 @@ static int env_valid(const struct engine_kv *env, size_t n) {
   return 1;
 }
 
-/* Merge src into *dst (keys overwrite). On -ENOMEM *dst is unchanged. */
-static int env_merge(struct engine_kv **dst, size_t *n, const struct engine_kv *src,
-                     size_t n_src) {
-  struct engine_kv *v = realloc(*dst, (*n + n_src + 1) * sizeof *v);
-  if (!v)
-    return -ENOMEM;
+/* Merge src into *dst (keys overwrite). */
+static void env_merge(struct engine_kv **dst, size_t *n, const struct engine_kv *src,
+                      size_t n_src) {
+  struct engine_kv *v = xrealloc(*dst, (*n + n_src + 1) * sizeof *v);
   *dst = v;
   size_t cnt = *n;
-  /* build new strings first so that a failure leaves the env as it was */
-  char **keys = calloc(n_src + 1, sizeof *keys), **vals = calloc(n_src + 1, sizeof *vals);
-  int rc = (keys && vals) ? 0 : -ENOMEM;
-  for (size_t i = 0; rc == 0 && i < n_src; i++) {
-    keys[i] = strdup(src[i].key);
-    vals[i] = strdup(src[i].value);
-    if (!keys[i] || !vals[i])
-      rc = -ENOMEM;
-  }
-  if (rc < 0) {
-    for (size_t i = 0; keys && vals && i < n_src; i++) {
-      free(keys[i]);
-      free(vals[i]);
-    }
-    free(keys);
-    free(vals);
-    return rc;
-  }
   for (size_t i = 0; i < n_src; i++) {
     size_t j = 0;
-    while (j < cnt && strcmp(v[j].key, keys[i]) != 0)
+    while (j < cnt && strcmp(v[j].key, src[i].key) != 0)
       j++;
     if (j < cnt) {
-      free(keys[i]);
       free(v[j].value);
-      v[j].value = vals[i];
+      v[j].value = xstrdup(src[i].value);
     } else {
-      v[cnt].key = keys[i];
-      v[cnt].value = vals[i];
+      v[cnt].key = xstrdup(src[i].key);
+      v[cnt].value = xstrdup(src[i].value);
       cnt++;
     }
   }
-  free(keys);
-  free(vals);
   *n = cnt;
-  return 0;
 }
 
 /* ---- session references ---- */
@@ -273,18 +249,11 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
     opts = &none;
   if (!out || (opts->node_id && opts->node_id[0] && !engine_node_id_valid(opts->node_id)))
     return -EINVAL;
-  struct engine *eng = calloc(1, sizeof *eng);
-  if (!eng)
-    return -ENOMEM;
-  if (opts->state_dir && opts->state_dir[0]) {
-    eng->state_dir = strdup(opts->state_dir);
-  } else if (asprintf(&eng->state_dir, "/tmp/opensandboxd-%u", (unsigned)geteuid()) < 0) {
-    eng->state_dir = NULL;
-  }
-  if (!eng->state_dir) {
-    free(eng);
-    return -ENOMEM;
-  }
+  struct engine *eng = xcalloc(1, sizeof *eng);
+  if (opts->state_dir && opts->state_dir[0])
+    eng->state_dir = xstrdup(opts->state_dir);
+  else
+    eng->state_dir = xasprintf("/tmp/opensandboxd-%u", (unsigned)geteuid());
   if (opts->node_id)
     strcpy(eng->node_id, opts->node_id); /* valid, so it fits */
   eng->max_output = opts->max_output ? opts->max_output : ENGINE_DEFAULT_MAX_OUTPUT;
@@ -387,9 +356,7 @@ int engine_session_create_net(struct engine *eng, const struct engine_kv *env, s
                               int network, char id_out[ENGINE_ID_LEN + 1]) {
   if (!eng || !id_out || !env_valid(env, n_env) || network < -1 || network > ENGINE_NET_EGRESS)
     return -EINVAL;
-  struct engine_session *s = calloc(1, sizeof *s);
-  if (!s)
-    return -ENOMEM;
+  struct engine_session *s = xcalloc(1, sizeof *s);
   atomic_init(&s->refs, 1);
   s->eng = eng;
   s->init_pid = -1;
@@ -403,10 +370,10 @@ int engine_session_create_net(struct engine *eng, const struct engine_kv *env, s
   s->created_ms = engine_now_ms();
   touch(s);
   /* The session cwd starts at "/", the HTTP run default of WIRE.md. */
-  s->cwd = strdup("/");
-  int rc = s->cwd ? make_id(eng, s->id) : -ENOMEM;
+  s->cwd = xstrdup("/");
+  int rc = make_id(eng, s->id);
   if (rc == 0 && n_env)
-    rc = env_merge(&s->env, &s->n_env, env, n_env);
+    env_merge(&s->env, &s->n_env, env, n_env);
   if (rc == 0)
     rc = engine_sandbox_create(eng, s);
   if (rc == 0) {
@@ -415,13 +382,8 @@ int engine_session_create_net(struct engine *eng, const struct engine_kv *env, s
       rc = -ESHUTDOWN;
     } else if (eng->n_sessions == eng->cap_sessions) {
       size_t ncap = eng->cap_sessions ? eng->cap_sessions * 2 : 16;
-      struct engine_session **v = realloc(eng->sessions, ncap * sizeof *v);
-      if (v) {
-        eng->sessions = v;
-        eng->cap_sessions = ncap;
-      } else {
-        rc = -ENOMEM;
-      }
+      eng->sessions = xrealloc(eng->sessions, ncap * sizeof *eng->sessions);
+      eng->cap_sessions = ncap;
     }
     if (rc == 0)
       eng->sessions[eng->n_sessions++] = s;
@@ -447,7 +409,7 @@ int engine_session_destroy(struct engine *eng, const char *id) {
   return 0;
 }
 
-static int info_fill(struct engine_session *s, struct engine_session_info *info) {
+static void info_fill(struct engine_session *s, struct engine_session_info *info) {
   memset(info, 0, sizeof *info);
   memcpy(info->id, s->id, sizeof info->id);
   snprintf(info->status, sizeof info->status, "running");
@@ -455,24 +417,16 @@ static int info_fill(struct engine_session *s, struct engine_session_info *info)
   info->age_secs = (now - s->created_ms) / 1000;
   info->idle_secs = (now - atomic_load(&s->used_ms)) / 1000;
   pthread_mutex_lock(&s->lock);
-  int rc = 0;
-  info->cwd = strdup(s->cwd);
-  if (!info->cwd)
-    rc = -ENOMEM;
-  if (rc == 0 && s->n_env)
-    rc = env_merge(&info->env, &info->n_env, s->env, s->n_env);
-  if (rc == 0 && s->n_bg) {
-    info->ports = malloc(s->n_bg * sizeof *info->ports);
-    if (!info->ports)
-      rc = -ENOMEM;
-    for (size_t i = 0; rc == 0 && i < s->n_bg; i++)
+  info->cwd = xstrdup(s->cwd);
+  if (s->n_env)
+    env_merge(&info->env, &info->n_env, s->env, s->n_env);
+  if (s->n_bg) {
+    info->ports = xmalloc(s->n_bg * sizeof *info->ports);
+    for (size_t i = 0; i < s->n_bg; i++)
       if (!s->bg[i]->reaped && !s->bg[i]->killed)
         info->ports[info->n_ports++] = s->bg[i]->port;
   }
   pthread_mutex_unlock(&s->lock);
-  if (rc < 0)
-    engine_session_info_free(info);
-  return rc;
 }
 
 int engine_session_get(struct engine *eng, const char *id, struct engine_session_info *info) {
@@ -481,9 +435,9 @@ int engine_session_get(struct engine *eng, const char *id, struct engine_session
   struct engine_session *s = engine_session_get_ref(eng, id);
   if (!s)
     return -ESRCH;
-  int rc = info_fill(s, info);
+  info_fill(s, info);
   engine_session_put(s);
-  return rc;
+  return 0;
 }
 
 int engine_session_list(struct engine *eng, struct engine_session_info **infos, size_t *n) {
@@ -491,32 +445,20 @@ int engine_session_list(struct engine *eng, struct engine_session_info **infos, 
     return -EINVAL;
   pthread_mutex_lock(&eng->lock);
   size_t cnt = eng->n_sessions;
-  struct engine_session **refs = malloc((cnt ? cnt : 1) * sizeof *refs);
-  if (refs)
-    for (size_t i = 0; i < cnt; i++) {
-      refs[i] = eng->sessions[i];
-      atomic_fetch_add(&refs[i]->refs, 1);
-    }
-  pthread_mutex_unlock(&eng->lock);
-  if (!refs)
-    return -ENOMEM;
-  struct engine_session_info *v = calloc(cnt ? cnt : 1, sizeof *v);
-  int rc = v ? 0 : -ENOMEM;
-  size_t done = 0;
+  struct engine_session **refs = xmalloc((cnt ? cnt : 1) * sizeof *refs);
   for (size_t i = 0; i < cnt; i++) {
-    if (rc == 0 && info_fill(refs[i], &v[done]) == 0)
-      done++;
-    else
-      rc = -ENOMEM;
+    refs[i] = eng->sessions[i];
+    atomic_fetch_add(&refs[i]->refs, 1);
+  }
+  pthread_mutex_unlock(&eng->lock);
+  struct engine_session_info *v = xcalloc(cnt ? cnt : 1, sizeof *v);
+  for (size_t i = 0; i < cnt; i++) {
+    info_fill(refs[i], &v[i]);
     engine_session_put(refs[i]);
   }
   free(refs);
-  if (rc < 0) {
-    engine_session_infos_free(v, done);
-    return rc;
-  }
   *infos = v;
-  *n = done;
+  *n = cnt;
   return 0;
 }
 
@@ -550,7 +492,7 @@ int engine_session_setenv(struct engine *eng, const char *id, const struct engin
   int rc = env_valid(env, n_env) ? 0 : -EINVAL;
   if (rc == 0) {
     pthread_mutex_lock(&s->lock);
-    rc = env_merge(&s->env, &s->n_env, env, n_env);
+    env_merge(&s->env, &s->n_env, env, n_env);
     pthread_mutex_unlock(&s->lock);
   }
   call_end(s);
@@ -569,12 +511,8 @@ int engine_session_setcwd(struct engine *eng, const char *id, const char *cwd) {
   } else {
     pthread_mutex_lock(&s->lock);
     char *n = engine_path_normalize(s->cwd, cwd);
-    if (n) {
-      free(s->cwd);
-      s->cwd = n;
-    } else {
-      rc = -ENOMEM;
-    }
+    free(s->cwd);
+    s->cwd = n;
     pthread_mutex_unlock(&s->lock);
   }
   call_end(s);
@@ -662,7 +600,7 @@ static char *file_path(struct engine_session *s, const char *path, int *rc) {
   pthread_mutex_lock(&s->lock);
   char *abs = engine_path_normalize(s->cwd, path);
   pthread_mutex_unlock(&s->lock);
-  *rc = abs ? 0 : -ENOMEM;
+  *rc = 0;
   return abs;
 }
 
@@ -777,9 +715,9 @@ int engine_bg_status(struct engine *eng, const char *id, struct engine_bg_status
 
 /* ---- truncation, told in band ---- */
 
-int engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res) {
+void engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res) {
   if (!eng || !res || !res->truncated || !res->err)
-    return 0;
+    return;
   int both = (res->truncated & ENGINE_TRUNC_STDOUT) && (res->truncated & ENGINE_TRUNC_STDERR);
   char note[160];
   int n = snprintf(note, sizeof note, "%s[opensandbox: %s cut at %zu bytes; the rest was discarded]\n",
@@ -788,18 +726,15 @@ int engine_run_note_truncation(const struct engine *eng, struct engine_run_resul
                         : res->truncated & ENGINE_TRUNC_STDOUT ? "stdout" : "stderr",
                    eng->max_output);
   if (n <= 0)
-    return 0;
+    return;
   /* Stay within the cap: a full stderr gives up its tail to the note. */
   size_t cap = eng->max_output;
   if (cap > (size_t)n && res->err_len + (size_t)n > cap)
     res->err_len = utf8_cut(res->err, res->err_len, cap - (size_t)n);
-  char *grown = realloc(res->err, res->err_len + (size_t)n + 1);
-  if (!grown)
-    return -ENOMEM;
+  char *grown = xrealloc(res->err, res->err_len + (size_t)n + 1);
   memcpy(grown + res->err_len, note, (size_t)n + 1);
   res->err = grown;
   res->err_len += (size_t)n;
-  return 0;
 }
 
 /* ---- errors ---- */

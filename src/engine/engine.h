@@ -184,8 +184,8 @@ void engine_run_result_free(struct engine_run_result *res);
 
 /* For clients that cannot be told of a cut out of band (the public SDKs): when res was
  * truncated, append to its stderr a line saying which streams were cut at how many bytes,
- * stderr giving up its tail so as to stay within max_output. Returns 0 or -ENOMEM. */
-int engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res);
+ * stderr giving up its tail so as to stay within max_output. */
+void engine_run_note_truncation(const struct engine *eng, struct engine_run_result *res);
 
 /* Completion of engine_run_async: rc and *res as engine_run would have returned them.
  * The callback takes *res (free it with engine_run_result_free); it runs on the engine's
@@ -241,7 +241,7 @@ struct engine_exec_state {
 
 /* Output buffered since the previous read, after waiting up to wait_ms for the command to
  * end (returning as soon as it does). A character cut at the end of the buffer waits for
- * its rest while the command runs. Free with engine_exec_state_free. 0 or -ENOMEM. */
+ * its rest while the command runs. Free with engine_exec_state_free. 0 or -EINVAL. */
 int engine_exec_read(struct engine_exec *x, int64_t wait_ms, struct engine_exec_state *st);
 void engine_exec_state_free(struct engine_exec_state *st);
 

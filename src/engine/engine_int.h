@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "common/buf.h"
+#include "common/mem.h"
 #include "engine/engine.h"
 
 #define ENGINE_BG_LOG_MAX (1u << 20) /* bytes of background output kept per session */
@@ -255,7 +256,7 @@ void engine_io_fini(struct engine *eng);
 /* Wake the I/O thread so that it looks at every run's cancel flag now. */
 void engine_io_wake(struct engine *eng);
 /* A run's record, allocated before its command starts so that handing it over cannot
- * fail. NULL when out of memory. Free one never submitted with engine_io_run_free. */
+ * fail. Free one never submitted with engine_io_run_free. */
 struct engine_io_run *engine_io_run_new(struct engine *eng);
 void engine_io_run_free(struct engine_io_run *r);
 /* Hand a started command to the I/O thread: cannot fail. Takes r, the fds of cmd and the
@@ -282,7 +283,7 @@ void engine_exec_put(struct engine_exec *x);
 /* ---- path.c ---- */
 /* Lexically normalise path against the absolute normalised base: `.` and empty parts
  * vanish, `..` drops a part and stays at "/" at the top. Returns a malloc'd absolute
- * path or NULL when out of memory. */
+ * path. */
 char *engine_path_normalize(const char *base, const char *path);
 /* openat2 under rootfd with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS (or, where openat2 is
  * missing, a component-by-component walk with the same semantics). Returns an fd

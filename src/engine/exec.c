@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/assert.h"
 #include "common/utf8.h"
 
 /* ---- reference and callbacks ---- */
@@ -76,8 +77,8 @@ static void ring_append(struct engine_exec *x, struct buf *b, const char *p, siz
     buf_consume(b, drop);
     x->cut = 1;
   }
-  if (n && buf_append(b, p, n) != BUF_OK)
-    x->cut = 1; /* out of memory: these bytes are lost, and the reader told */
+  int rc = n ? buf_append(b, p, n) : BUF_OK;
+  OSB_ASSERT(rc == BUF_OK); /* made to fit above */
 }
 
 /* The run's output callback, on the I/O thread. */
@@ -99,12 +100,9 @@ static void exec_done(void *arg, int rc, struct engine_run_result *res) {
   x->ended = 1;
   x->in_gone = 1;
   buf_free(&x->inq);
-  if (rc == 0) {
-    x->exit_code = res->exit_code;
-    x->signal = res->signal;
-  } else {
-    x->exit_code = 1; /* out of memory while building an (empty) result */
-  }
+  OSB_ASSERT(rc == 0); /* an exec's run has no cancel flag, and a result cannot fail */
+  x->exit_code = res->exit_code;
+  x->signal = res->signal;
   pthread_cond_broadcast(&x->ended_cond);
   int code = x->exit_code, sig = x->signal;
   pthread_mutex_unlock(&x->lock);
@@ -169,11 +167,7 @@ int engine_exec_start(struct engine *eng, const char *id, const struct engine_ex
     engine_call_end(s);
     return -EINVAL;
   }
-  struct engine_exec *x = calloc(1, sizeof *x);
-  if (!x) {
-    engine_call_end(s);
-    return -ENOMEM;
-  }
+  struct engine_exec *x = xcalloc(1, sizeof *x);
   atomic_init(&x->refs, 2); /* the owner's and the run's */
   x->eng = eng;
   x->pidfd = -1;
@@ -227,11 +221,9 @@ static size_t complete_len(const char *p, size_t n) {
 static char *take(struct buf *b, int all, size_t *len) {
   size_t n = all ? b->len : complete_len(b->data ? b->data : "", b->len);
   char *s = utf8_sanitize(b->data ? b->data : "", n, len);
-  if (s) {
-    buf_consume(b, n);
-    if (b->len == 0 && b->cap > (64u << 10))
-      buf_free(b); /* a burst's buffer is not kept for an idle exec */
-  }
+  buf_consume(b, n);
+  if (b->len == 0 && b->cap > (64u << 10))
+    buf_free(b); /* a burst's buffer is not kept for an idle exec */
   return s;
 }
 
@@ -258,14 +250,8 @@ int engine_exec_read(struct engine_exec *x, int64_t wait_ms, struct engine_exec_
   st->exit_code = x->exit_code;
   st->signal = x->signal;
   st->truncated = x->cut;
-  int ok = st->out && st->err;
-  if (ok)
-    x->cut = 0;
+  x->cut = 0;
   pthread_mutex_unlock(&x->lock);
-  if (!ok) {
-    engine_exec_state_free(st);
-    return -ENOMEM;
-  }
   return 0;
 }
 
@@ -287,7 +273,7 @@ int engine_exec_write(struct engine_exec *x, const void *data, size_t len) {
   else if (x->inq.len >= ENGINE_EXEC_STDIN_MAX)
     rc = -EAGAIN;
   else if (len && buf_append(&x->inq, data, len) != BUF_OK)
-    rc = -ENOMEM;
+    rc = -ENOMEM; /* one write past the queue's hard max */
   pthread_mutex_unlock(&x->lock);
   if (rc == 0 && len)
     engine_io_kick(x->eng, x);

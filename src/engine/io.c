@@ -115,7 +115,7 @@ static int stream_read(struct engine_io_run *run, struct stream *st, char *chunk
     if (take && run->on_output)
       run->on_output(run->output_arg, st == &run->out ? 1 : 2, chunk, take);
     if (take && !run->output_only && buf_append(&st->b, chunk, take) != BUF_OK) {
-      st->cut = 1; /* out of memory: keep what we have */
+      st->cut = 1; /* past the buffer's max: keep what we have */
       take = 0;
     }
     st->total += take;
@@ -128,33 +128,21 @@ static int stream_read(struct engine_io_run *run, struct stream *st, char *chunk
 /* utf8_sanitize sized for the worst case (3 bytes per input byte): give back the rest */
 static char *sanitize(const struct buf *b, size_t *len) {
   char *s = utf8_sanitize(b->data ? b->data : "", b->len, len);
-  if (s && b->len > 4096) {
-    char *t = realloc(s, *len + 1);
-    if (t)
-      s = t;
-  }
+  if (b->len > 4096)
+    s = xrealloc(s, *len + 1);
   return s;
 }
 
-static int fill_result(struct engine_run_result *res, struct engine_io_run *r) {
+static void fill_result(struct engine_run_result *res, struct engine_io_run *r) {
   res->out = sanitize(&r->out.b, &res->out_len);
   res->err = sanitize(&r->err.b, &res->err_len);
   res->truncated = (r->out.cut ? ENGINE_TRUNC_STDOUT : 0) | (r->err.cut ? ENGINE_TRUNC_STDERR : 0);
-  if (!res->out || !res->err) {
-    free(res->out);
-    free(res->err);
-    memset(res, 0, sizeof *res);
-    return -ENOMEM;
-  }
-  return 0;
 }
 
 /* ---- runs ---- */
 
 struct engine_io_run *engine_io_run_new(struct engine *eng) {
-  struct engine_io_run *r = calloc(1, sizeof *r);
-  if (!r)
-    return NULL;
+  struct engine_io_run *r = xcalloc(1, sizeof *r);
   r->pid = -1;
   r->pidfd = r->out.fd = r->err.fd = r->in_fd = -1;
   buf_init(&r->out.b, eng->max_output);
@@ -227,22 +215,12 @@ void engine_io_kick(struct engine *eng, struct engine_exec *x) {
   pthread_mutex_lock(&io->lock);
   if (io->n_kicks == io->cap_kicks) {
     size_t ncap = io->cap_kicks ? io->cap_kicks * 2 : 16;
-    struct engine_exec **v = realloc(io->kicks, ncap * sizeof *v);
-    if (v) {
-      io->kicks = v;
-      io->cap_kicks = ncap;
-    }
+    io->kicks = xrealloc(io->kicks, ncap * sizeof *io->kicks);
+    io->cap_kicks = ncap;
   }
-  int queued = io->n_kicks < io->cap_kicks;
-  if (queued) {
-    atomic_fetch_add(&x->refs, 1);
-    io->kicks[io->n_kicks++] = x;
-  }
+  atomic_fetch_add(&x->refs, 1);
+  io->kicks[io->n_kicks++] = x;
   pthread_mutex_unlock(&io->lock);
-  if (!queued) {
-    log_warn("engine: out of memory: stdin waits for the next write");
-    return;
-  }
   uint64_t one = 1;
   ssize_t w = write(io->evfd, &one, sizeof one);
   (void)w;
@@ -432,7 +410,7 @@ static void complete(struct engine_io *io, struct engine_io_run *r) {
   OSB_ASSERT(r->finished && r->exited);
   struct engine_run_result res;
   memset(&res, 0, sizeof res);
-  int rc;
+  int rc = 0;
   if (r->cancelled) {
     rc = -ECANCELED;
   } else {
@@ -442,9 +420,7 @@ static void complete(struct engine_io *io, struct engine_io_run *r) {
       res.exit_code = r->si.si_status;
     else
       res.signal = r->si.si_status;
-    rc = fill_result(&res, r);
-    if (rc < 0)
-      memset(&res, 0, sizeof res);
+    fill_result(&res, r);
   }
   engine_run_cb cb = r->cb;
   void *arg = r->arg;
@@ -530,16 +506,12 @@ static void *io_main(void *p) {
 }
 
 int engine_io_init(struct engine *eng) {
-  struct engine_io *io = calloc(1, sizeof *io);
-  if (!io)
-    return -ENOMEM;
-  io->chunk = malloc(READ_CHUNK);
+  struct engine_io *io = xcalloc(1, sizeof *io);
+  io->chunk = xmalloc(READ_CHUNK);
   io->epfd = epoll_create1(EPOLL_CLOEXEC);
   io->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int rc = 0;
-  if (!io->chunk)
-    rc = -ENOMEM;
-  else if (io->epfd < 0 || io->evfd < 0)
+  if (io->epfd < 0 || io->evfd < 0)
     rc = -errno;
   if (rc == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};

@@ -253,14 +253,8 @@ static void on_accept(struct engine_net *n, struct fwd_listener *l) {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
       return;
-    struct fwd_conn *c = calloc(1, sizeof *c);
-    char *b = malloc(2 * FWD_BUF);
-    if (!c || !b) {
-      free(c);
-      free(b);
-      close(fd);
-      return;
-    }
+    struct fwd_conn *c = xcalloc(1, sizeof *c);
+    char *b = xmalloc(2 * FWD_BUF);
     c->dir[0].buf = b;
     c->dir[1].buf = b + FWD_BUF;
     c->s = l->s;
@@ -413,7 +407,7 @@ static char *find_slirp(void) {
     char path[64];
     snprintf(path, sizeof path, "%s/slirp4netns", dirs[i]);
     if (access(path, X_OK) == 0)
-      return strdup(path);
+      return xstrdup(path);
   }
   return NULL;
 }
@@ -425,9 +419,7 @@ int engine_net_init(struct engine *eng, int network) {
   if (eng->isolated && !eng->netns)
     log_warn("engine: UNSAFE: sessions share the host's network (OSB_ENGINE_NETNS=0): "
              "commands reach the host's loopback and every network it reaches");
-  struct engine_net *n = calloc(1, sizeof *n);
-  if (!n)
-    return -ENOMEM;
+  struct engine_net *n = xcalloc(1, sizeof *n);
   n->epfd = n->wakefd = -1;
   if (eng->network == ENGINE_NET_EGRESS && eng->netns) {
     if (eng->rootless && access("/dev/net/tun", R_OK | W_OK) < 0) {
@@ -549,11 +541,7 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port, i
     close(fd);
     return rc;
   }
-  struct fwd_listener *l = calloc(1, sizeof *l);
-  if (!l) {
-    close(fd);
-    return -ENOMEM;
-  }
+  struct fwd_listener *l = xcalloc(1, sizeof *l);
   l->tag = (struct fwd_tag){T_LISTEN, l, 0};
   l->s = s;
   atomic_fetch_add(&s->refs, 1);

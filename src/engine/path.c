@@ -57,9 +57,7 @@ static void push_path(char *out, size_t *len, const char *p) {
 
 char *engine_path_normalize(const char *base, const char *path) {
   size_t cap = (base ? strlen(base) : 0) + strlen(path) + 2;
-  char *out = malloc(cap);
-  if (!out)
-    return NULL;
+  char *out = xmalloc(cap);
   size_t len = 1;
   out[0] = '/';
   out[1] = '\0';
@@ -116,19 +114,12 @@ static void walk_reset(struct walk *w) {
     close(w->fds[--w->n]);
 }
 
-static int walk_push(struct walk *w, int fd) {
+static void walk_push(struct walk *w, int fd) {
   if (w->n == w->cap) {
-    size_t ncap = w->cap ? w->cap * 2 : 16;
-    int *v = realloc(w->fds, ncap * sizeof *v);
-    if (!v) {
-      close(fd);
-      return -ENOMEM;
-    }
-    w->fds = v;
-    w->cap = ncap;
+    w->cap = w->cap ? w->cap * 2 : 16;
+    w->fds = xrealloc(w->fds, w->cap * sizeof *w->fds);
   }
   w->fds[w->n++] = fd;
-  return 0;
 }
 
 static void walk_free(struct walk *w) {
@@ -156,14 +147,14 @@ static int splice_link(char *path, const char **rest, const char *target, size_t
 
 static int resolve_walk(int rootfd, const char *abs, int flags, mode_t mode) {
   struct walk w = {0};
-  char *path = malloc(PATH_MAX * 2);
-  char *link = malloc(PATH_MAX);
-  int rc = (path && link) ? 0 : -ENOMEM;
-  int root = rc == 0 ? fcntl(rootfd, F_DUPFD_CLOEXEC, 3) : -1;
-  if (rc == 0 && root < 0)
+  char *path = xmalloc(PATH_MAX * 2);
+  char *link = xmalloc(PATH_MAX);
+  int rc = 0;
+  int root = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+  if (root < 0)
     rc = -errno;
-  if (rc == 0)
-    rc = walk_push(&w, root);
+  else
+    walk_push(&w, root);
   if (rc == 0 && strlen(abs) >= PATH_MAX * 2)
     rc = -ENAMETOOLONG;
   if (rc < 0)
@@ -248,8 +239,7 @@ static int resolve_walk(int rootfd, const char *abs, int flags, mode_t mode) {
         rc = -ENOTDIR;
         break;
       }
-      if ((rc = walk_push(&w, fd)) < 0)
-        break;
+      walk_push(&w, fd);
       continue;
     }
     /* the last component, found as st */
@@ -342,9 +332,7 @@ static int split_parent(const char *abs, char **parent, const char **base) {
   if (!slash || slash[1] == '\0')
     return -EISDIR;
   size_t plen = slash == abs ? 1 : (size_t)(slash - abs);
-  *parent = strndup(abs, plen);
-  if (!*parent)
-    return -ENOMEM;
+  *parent = osb_nonnull(strndup(abs, plen));
   *base = slash + 1;
   return 0;
 }
@@ -357,9 +345,7 @@ static int open_dir_creating(int rootfd, const char *dir) {
   if (fd != -ENOENT)
     return fd;
   size_t n = strlen(dir);
-  char *prefix = malloc(n + 1);
-  if (!prefix)
-    return -ENOMEM;
+  char *prefix = xmalloc(n + 1);
   int parent = engine_path_open(rootfd, "/", O_PATH | O_DIRECTORY, 0);
   size_t i = 1;
   while (parent >= 0 && i < n) {
@@ -459,11 +445,7 @@ int engine_path_create_temp(int rootfd, const char *abs, int *dirfd_out, char **
     close(dirfd);
     return -EIO;
   }
-  char *tmp = malloc(40);
-  if (!tmp) {
-    close(dirfd);
-    return -ENOMEM;
-  }
+  char *tmp = xmalloc(40);
   static const char hex[] = "0123456789abcdef";
   memcpy(tmp, ".osb-upload-", 12);
   for (int i = 0; i < 8; i++) {
@@ -507,21 +489,16 @@ int engine_path_read(int rootfd, const char *abs, size_t max, char **data, size_
   size_t cap = (size_t)st.st_size + 1 > 4096 ? (size_t)st.st_size + 1 : 4096;
   if (cap > max + 1)
     cap = max + 1;
-  char *p = malloc(cap + 1);
+  char *p = xmalloc(cap + 1);
   size_t n = 0;
-  while (p) {
+  for (;;) {
     if (n == cap) {
       if (cap > max) {
         rc = -EFBIG;
         break;
       }
       size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-      char *q = realloc(p, ncap + 1);
-      if (!q) {
-        rc = -ENOMEM;
-        break;
-      }
-      p = q;
+      p = xrealloc(p, ncap + 1);
       cap = ncap;
     }
     ssize_t r = read(fd, p + n, cap - n);
@@ -540,8 +517,6 @@ int engine_path_read(int rootfd, const char *abs, size_t max, char **data, size_
     }
   }
   close(fd);
-  if (!p)
-    return -ENOMEM;
   if (rc < 0) {
     free(p);
     return rc;
@@ -582,12 +557,7 @@ int engine_path_list(int rootfd, const char *abs, struct engine_dirent **entries
       continue;
     if (cnt == cap) {
       size_t ncap = cap ? cap * 2 : 16;
-      struct engine_dirent *nv = realloc(v, ncap * sizeof *nv);
-      if (!nv) {
-        rc = -ENOMEM;
-        break;
-      }
-      v = nv;
+      v = xrealloc(v, ncap * sizeof *v);
       cap = ncap;
     }
     struct engine_dirent *e = &v[cnt];
@@ -600,14 +570,8 @@ int engine_path_list(int rootfd, const char *abs, struct engine_dirent **entries
       e->is_directory = de->d_type == DT_DIR;
     }
     size_t nlen = strlen(de->d_name);
-    e->name = strdup(de->d_name);
-    e->path = malloc(alen + nlen + 2);
-    if (!e->name || !e->path) {
-      free(e->name);
-      free(e->path);
-      rc = -ENOMEM;
-      break;
-    }
+    e->name = xstrdup(de->d_name);
+    e->path = xmalloc(alen + nlen + 2);
     memcpy(e->path, abs, alen);
     size_t off = alen;
     if (alen > 1)

@@ -376,12 +376,10 @@ static CHILD_CODE int intermediate_entry(void *c) {
 
 static char *kv_join(const char *k, const char *v) {
   size_t kl = strlen(k), vl = strlen(v);
-  char *s = malloc(kl + vl + 2);
-  if (s) {
-    memcpy(s, k, kl);
-    s[kl] = '=';
-    memcpy(s + kl + 1, v, vl + 1);
-  }
+  char *s = xmalloc(kl + vl + 2);
+  memcpy(s, k, kl);
+  s[kl] = '=';
+  memcpy(s + kl + 1, v, vl + 1);
   return s;
 }
 
@@ -402,14 +400,12 @@ static long envp_find(char **envp, size_t n, const char *key) {
   return -1;
 }
 
-/* Set key=value in envp (capacity known to suffice). Returns 0 or -ENOMEM. */
-static int envp_set(char **envp, size_t *n, const char *key, const char *value, int overwrite) {
+/* Set key=value in envp (capacity known to suffice). */
+static void envp_set(char **envp, size_t *n, const char *key, const char *value, int overwrite) {
   long i = envp_find(envp, *n, key);
   if (i >= 0 && !overwrite)
-    return 0;
+    return;
   char *s = kv_join(key, value);
-  if (!s)
-    return -ENOMEM;
   if (i >= 0) {
     free(envp[i]);
     envp[i] = s;
@@ -417,57 +413,41 @@ static int envp_set(char **envp, size_t *n, const char *key, const char *value, 
     envp[(*n)++] = s;
     envp[*n] = NULL;
   }
-  return 0;
 }
 
 /* The command's environment: session env, overlaid with req, then PATH and HOME only when
  * missing, then extra (always wins; the bg ports). NULL-terminated, malloc'd. */
-static int build_envp(struct engine_session *s, const struct engine_kv *req, size_t n_req,
-                      const struct engine_kv *extra, size_t n_extra, char ***out) {
+static char **build_envp(struct engine_session *s, const struct engine_kv *req, size_t n_req,
+                         const struct engine_kv *extra, size_t n_extra) {
   pthread_mutex_lock(&s->lock);
   size_t cap = s->n_env + n_req + n_extra + 3;
-  char **envp = calloc(cap, sizeof *envp);
+  char **envp = xcalloc(cap, sizeof *envp);
   size_t n = 0;
-  int rc = envp ? 0 : -ENOMEM;
-  for (size_t i = 0; rc == 0 && i < s->n_env; i++)
-    rc = envp_set(envp, &n, s->env[i].key, s->env[i].value, 1);
+  for (size_t i = 0; i < s->n_env; i++)
+    envp_set(envp, &n, s->env[i].key, s->env[i].value, 1);
   pthread_mutex_unlock(&s->lock);
-  for (size_t i = 0; rc == 0 && i < n_req; i++)
-    rc = envp_set(envp, &n, req[i].key, req[i].value, 1);
-  if (rc == 0)
-    rc = envp_set(envp, &n, "PATH", DEFAULT_PATH, 0);
-  if (rc == 0)
-    rc = envp_set(envp, &n, "HOME", DEFAULT_HOME, 0);
-  for (size_t i = 0; rc == 0 && i < n_extra; i++)
-    rc = envp_set(envp, &n, extra[i].key, extra[i].value, 1);
-  if (rc < 0) {
-    strv_free(envp);
-    return rc;
-  }
-  *out = envp;
-  return 0;
+  for (size_t i = 0; i < n_req; i++)
+    envp_set(envp, &n, req[i].key, req[i].value, 1);
+  envp_set(envp, &n, "PATH", DEFAULT_PATH, 0);
+  envp_set(envp, &n, "HOME", DEFAULT_HOME, 0);
+  for (size_t i = 0; i < n_extra; i++)
+    envp_set(envp, &n, extra[i].key, extra[i].value, 1);
+  return envp;
 }
 
 static char **build_argv(const char *const *argv, size_t argc) {
-  char **v = calloc(argc + 1, sizeof *v);
-  if (!v)
-    return NULL;
-  for (size_t i = 0; i < argc; i++) {
-    v[i] = strdup(argv[i]);
-    if (!v[i]) {
-      strv_free(v);
-      return NULL;
-    }
-  }
+  char **v = xcalloc(argc + 1, sizeof *v);
+  for (size_t i = 0; i < argc; i++)
+    v[i] = xstrdup(argv[i]);
   return v;
 }
 
 /* The directory a run starts in: request cwd when given (relative to the session cwd),
- * else the session cwd. Returns a malloc'd absolute normalised path or NULL. */
+ * else the session cwd. Returns a malloc'd absolute normalised path. */
 static char *run_cwd(struct engine_session *s, const char *req) {
   pthread_mutex_lock(&s->lock);
   char *cwd = (req && req[0] && strcmp(req, "/") != 0) ? engine_path_normalize(s->cwd, req)
-                                                        : strdup(s->cwd);
+                                                        : xstrdup(s->cwd);
   pthread_mutex_unlock(&s->lock);
   return cwd;
 }
@@ -492,37 +472,28 @@ static void child_spec_init(struct child_spec *c, struct engine *eng, struct eng
 }
 
 /* The command of a child_spec: argv, the environment (session env, then the request's,
- * then extra) and the PATH to look argv[0] up in. Returns 0 or -ENOMEM; what was built is
- * freed with the spec either way. */
-static int child_spec_command(struct child_spec *c, struct engine_session *s,
-                              const char *const *argv, size_t argc,
-                              const struct engine_kv *env, size_t n_env,
-                              const struct engine_kv *extra, size_t n_extra) {
+ * then extra) and the PATH to look argv[0] up in. Built here, in the engine, because the
+ * child must not allocate; freed with the spec. */
+static void child_spec_command(struct child_spec *c, struct engine_session *s,
+                               const char *const *argv, size_t argc,
+                               const struct engine_kv *env, size_t n_env,
+                               const struct engine_kv *extra, size_t n_extra) {
   c->argv = build_argv(argv, argc);
-  if (!c->argv)
-    return -ENOMEM;
-  int rc = build_envp(s, env, n_env, extra, n_extra, &c->envp);
-  if (rc < 0)
-    return rc;
+  c->envp = build_envp(s, env, n_env, extra, n_extra);
   c->path = DEFAULT_PATH;
   for (char **e = c->envp; *e; e++)
     if (strncmp(*e, "PATH=", 5) == 0)
       c->path = *e + 5;
-  return 0;
 }
 
 static void runs_add(struct engine_session *s, pid_t pid) {
   pthread_mutex_lock(&s->lock);
   if (s->n_runs == s->cap_runs) {
     size_t ncap = s->cap_runs ? s->cap_runs * 2 : 8;
-    pid_t *v = realloc(s->runs, ncap * sizeof *v);
-    if (v) {
-      s->runs = v;
-      s->cap_runs = ncap;
-    }
+    s->runs = xrealloc(s->runs, ncap * sizeof *s->runs);
+    s->cap_runs = ncap;
   }
-  if (s->n_runs < s->cap_runs)
-    s->runs[s->n_runs++] = pid;
+  s->runs[s->n_runs++] = pid;
   if (atomic_load(&s->dead)) { /* destroy swept before we registered */
     kill(-pid, SIGKILL);
     kill(pid, SIGKILL);
@@ -681,13 +652,7 @@ int engine_run_start(struct engine *eng, struct engine_session *s,
   int rc = 0;
   struct engine_io_run *r = engine_io_run_new(eng);
   char *cwd = run_cwd(s, o->cwd);
-  if (!r || !cwd) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  rc = child_spec_command(&c, s, o->argv, o->argc, o->env, o->n_env, NULL, 0);
-  if (rc < 0)
-    goto out;
+  child_spec_command(&c, s, o->argv, o->argc, o->env, o->n_env, NULL, 0);
 
   c.cwdfd = engine_path_resolve(s->rootfd, cwd, O_PATH | O_DIRECTORY, 0);
   if (c.cwdfd < 0) {
@@ -805,14 +770,14 @@ static void *bg_thread(void *p) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, NULL);
-  char *chunk = malloc(READ_CHUNK);
+  char *chunk = xmalloc(READ_CHUNK);
   int reaped = 0;
   for (;;) {
-    if (reaped && (fd < 0 || atomic_load(&s->dead) || !chunk))
+    if (reaped && (fd < 0 || atomic_load(&s->dead)))
       break;
     struct pollfd pf[2];
     int nf = 0, io = -1, ip = -1;
-    if (fd >= 0 && chunk) {
+    if (fd >= 0) {
       io = nf;
       pf[nf++] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
@@ -927,24 +892,14 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   struct engine_bg *e = NULL;
   struct bg_arg *a = NULL;
   char *cwd = run_cwd(s, o->cwd);
-  if (!cwd) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  rc = child_spec_command(&c, s, o->argv, o->argc, o->env, o->n_env, extra, 2);
-  if (rc < 0)
-    goto out;
+  child_spec_command(&c, s, o->argv, o->argc, o->env, o->n_env, extra, 2);
   c.cwdfd = engine_path_resolve(s->rootfd, cwd, O_PATH | O_DIRECTORY, 0);
   if (c.cwdfd < 0) {
     rc = c.cwdfd;
     goto out;
   }
-  e = calloc(1, sizeof *e);
-  a = calloc(1, sizeof *a);
-  if (!e || !a) {
-    rc = -ENOMEM;
-    goto out;
-  }
+  e = xcalloc(1, sizeof *e);
+  a = xcalloc(1, sizeof *a);
   if (pipe2(p, O_CLOEXEC) < 0) {
     rc = -errno;
     goto out;
@@ -960,21 +915,9 @@ int engine_run_bg_start(struct engine *eng, struct engine_session *s,
   e->port = port;
   pthread_mutex_lock(&s->lock);
   bg_compact(s);
-  struct engine_bg **v = realloc(s->bg, (s->n_bg + 1) * sizeof *v);
-  if (v) {
-    s->bg = v;
-    s->bg[s->n_bg++] = e;
-  }
+  s->bg = xrealloc(s->bg, (s->n_bg + 1) * sizeof *s->bg);
+  s->bg[s->n_bg++] = e;
   pthread_mutex_unlock(&s->lock);
-  if (!v) {
-    rc = -ENOMEM;
-    engine_run_kill(pid, pidfd);
-    siginfo_t si;
-    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
-    }
-    close(pidfd);
-    goto out;
-  }
   atomic_fetch_add(&s->refs, 1);
   a->eng = eng;
   a->s = s;
@@ -1021,12 +964,8 @@ out:
 
 int engine_run_bg_kill(struct engine_session *s, int **pids, size_t *n) {
   pthread_mutex_lock(&s->lock);
-  int *v = malloc((s->n_bg ? s->n_bg : 1) * sizeof *v);
+  int *v = xmalloc((s->n_bg ? s->n_bg : 1) * sizeof *v);
   size_t k = 0;
-  if (!v) {
-    pthread_mutex_unlock(&s->lock);
-    return -ENOMEM;
-  }
   for (size_t i = 0; i < s->n_bg; i++) {
     struct engine_bg *e = s->bg[i];
     if (e->reaped || e->killed)
@@ -1046,10 +985,10 @@ int engine_run_bg_kill(struct engine_session *s, int **pids, size_t *n) {
 int engine_run_bg_status(struct engine_session *s, struct engine_bg_status **procs, size_t *n,
                          char **log) {
   pthread_mutex_lock(&s->lock);
-  struct engine_bg_status *v = calloc(s->n_bg ? s->n_bg : 1, sizeof *v);
+  struct engine_bg_status *v = xcalloc(s->n_bg ? s->n_bg : 1, sizeof *v);
   char *text = utf8_sanitize(s->log.data ? s->log.data : "", s->log.len, NULL);
   size_t k = 0;
-  for (size_t i = 0; v && i < s->n_bg; i++) {
+  for (size_t i = 0; i < s->n_bg; i++) {
     struct engine_bg *e = s->bg[i];
     if (e->killed)
       continue;
@@ -1059,11 +998,6 @@ int engine_run_bg_status(struct engine_session *s, struct engine_bg_status **pro
     k++;
   }
   pthread_mutex_unlock(&s->lock);
-  if (!v || !text) {
-    free(v);
-    free(text);
-    return -ENOMEM;
-  }
   *procs = v;
   *n = k;
   *log = text;

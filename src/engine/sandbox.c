@@ -512,7 +512,7 @@ static void cgroup_init(struct engine *eng) {
       char probe[600];
       snprintf(probe, sizeof probe, "%s/pids.max", path);
       if (stat(probe, &st) == 0) {
-        eng->cg_base = strdup(path);
+        eng->cg_base = xstrdup(path);
         return;
       }
     }
@@ -532,7 +532,7 @@ static void cgroup_init(struct engine *eng) {
     snprintf(sub, sizeof sub, "%s/cgroup.subtree_control", path);
     if (write_file(sub, "+pids") < 0)
       continue;
-    eng->cg_base = strdup(path);
+    eng->cg_base = xstrdup(path);
     return;
   }
 }
@@ -599,9 +599,7 @@ static void cleanup_leftovers(struct engine *eng) {
 }
 
 static int mkdir_p(const char *path, mode_t mode) {
-  char *p = strdup(path);
-  if (!p)
-    return -ENOMEM;
+  char *p = xstrdup(path);
   for (char *s = p + 1; *s; s++) {
     if (*s != '/')
       continue;
@@ -838,7 +836,7 @@ static void cgroup_create(struct engine *eng, struct engine_session *s) {
     rmdir(dir);
     return;
   }
-  s->cg_dir = strdup(dir);
+  s->cg_dir = xstrdup(dir);
 }
 
 static int create_unsafe(struct engine *eng, struct engine_session *s) {
@@ -846,10 +844,10 @@ static int create_unsafe(struct engine *eng, struct engine_session *s) {
   snprintf(dir, sizeof dir, "%s/%d-%s", eng->state_dir, (int)eng->self_pid, s->id);
   if (mkdir(dir, 0755) < 0)
     return -errno;
-  s->dir = strdup(dir);
+  s->dir = xstrdup(dir);
   s->rootfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (!s->dir || s->rootfd < 0) {
-    int rc = s->rootfd < 0 ? -errno : -ENOMEM;
+  if (s->rootfd < 0) {
+    int rc = -errno;
     rmdir(dir);
     free(s->dir);
     s->dir = NULL;

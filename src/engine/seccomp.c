@@ -107,9 +107,9 @@ static struct sock_fprog *export_prog(scmp_filter_ctx ctx) {
   if (seccomp_export_bpf(ctx, fd) == 0 && fstat(fd, &st) == 0 && st.st_size > 0 &&
       st.st_size % (off_t)sizeof(struct sock_filter) == 0 &&
       st.st_size / (off_t)sizeof(struct sock_filter) <= BPF_MAXINSNS) {
-    prog = calloc(1, sizeof *prog);
-    struct sock_filter *ins = malloc((size_t)st.st_size);
-    if (prog && ins && pread(fd, ins, (size_t)st.st_size, 0) == (ssize_t)st.st_size) {
+    prog = xcalloc(1, sizeof *prog);
+    struct sock_filter *ins = xmalloc((size_t)st.st_size);
+    if (pread(fd, ins, (size_t)st.st_size, 0) == (ssize_t)st.st_size) {
       prog->len = (unsigned short)(st.st_size / (off_t)sizeof *ins);
       prog->filter = ins;
     } else {

@@ -36,12 +36,11 @@ static int file_new(struct engine *eng, const char *id, const char *path,
     return -ESRCH;
   int rc;
   *abs = engine_file_abs(s, path, &rc);
-  struct engine_file *f = *abs ? calloc(1, sizeof *f) : NULL;
-  if (!f) {
-    free(*abs);
+  if (!*abs) {
     engine_call_end(s);
-    return *abs ? -ENOMEM : rc;
+    return rc;
   }
+  struct engine_file *f = xcalloc(1, sizeof *f);
   f->s = s;
   f->fd = f->dirfd = -1;
   *out = f;
@@ -88,11 +87,9 @@ int engine_file_open_write(struct engine *eng, const char *id, const char *path,
   if (rc < 0)
     return rc;
   const char *slash = strrchr(abs, '/');
-  f->base = slash && slash[1] ? strdup(slash + 1) : NULL;
-  if (!slash || !slash[1])
+  f->base = slash && slash[1] ? xstrdup(slash + 1) : NULL;
+  if (!f->base)
     rc = -EISDIR;
-  else if (!f->base)
-    rc = -ENOMEM;
   else
     rc = engine_path_create_temp(f->s->rootfd, abs, &f->dirfd, &f->tmp);
   free(abs);
@@ -164,10 +161,8 @@ static int copy_fds(struct engine_file *f, int in, int out, const atomic_int *ca
         continue;
       }
     } else {
-      if (!buf && !(buf = malloc(COPY_CHUNK))) {
-        rc = -ENOMEM;
-        break;
-      }
+      if (!buf)
+        buf = xmalloc(COPY_CHUNK);
       n = read(in, buf, COPY_CHUNK);
       if (n > 0) {
         for (ssize_t off = 0; off < n;) {

@@ -418,11 +418,8 @@ void gmethod_run_reply(struct engine *eng, struct greply *r, int rc,
     if (res->truncated)
       log_info("grpc: RunCommand output truncated to the output limit");
     r->truncated = res->truncated;
-    if (note && engine_run_note_truncation(eng, res) < 0) {
-      greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-      engine_run_result_free(res);
-      return;
-    }
+    if (note)
+      engine_run_note_truncation(eng, res);
     reply_run_result(r, res);
   }
   engine_run_result_free(res);
