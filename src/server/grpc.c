@@ -126,11 +126,9 @@ struct gcall {
 
 /* ---- a call's life ---- */
 
-/* A call to request, counted live. NULL when out of memory. */
+/* A call to request, counted live. */
 static struct gcall *gcall_new(struct srv_grpc *s) {
-  struct gcall *c = calloc(1, sizeof *c);
-  if (!c)
-    return NULL;
+  struct gcall *c = xcalloc(1, sizeof *c);
   c->srv = s;
   grpc_call_details_init(&c->details);
   grpc_metadata_array_init(&c->md);
@@ -472,10 +470,6 @@ static int wants_trunc_report(const grpc_metadata_array *md) {
 static int request_call(struct srv_grpc *s) {
   grpc_call_error e;
   struct gcall *c = gcall_new(s);
-  if (!c) {
-    log_error("grpc: out of memory; fewer calls requested ahead");
-    return -1;
-  }
   atomic_fetch_add(&s->requested, 1);
   e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
                                &c->tags[STEP_ACCEPT]);
@@ -711,9 +705,7 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   char addr[128];
   int max;
 
-  s = calloc(1, sizeof *s);
-  if (!s)
-    return -ENOMEM;
+  s = xcalloc(1, sizeof *s);
   s->eng = opts->eng;
   s->max_message = opts->max_message ? opts->max_message : DEFAULT_MAX_MESSAGE;
   s->max_calls = opts->max_calls ? opts->max_calls : DEFAULT_MAX_CALLS;
@@ -723,13 +715,8 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->changed, NULL);
   pthread_cond_init(&s->run_ready, NULL);
-  if (opts->api_key && *opts->api_key) {
-    s->api_key = strdup(opts->api_key);
-    if (!s->api_key) {
-      free_srv(s);
-      return -ENOMEM;
-    }
-  }
+  if (opts->api_key && *opts->api_key)
+    s->api_key = xstrdup(opts->api_key);
 
   max = s->max_message > INT32_MAX ? INT32_MAX : (int)s->max_message;
   args[0].type = GRPC_ARG_INTEGER;

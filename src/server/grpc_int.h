@@ -12,6 +12,7 @@
 
 #include <grpc/grpc.h>
 
+#include "common/mem.h"
 #include "engine/engine.h"
 #include "sandbox.pb-c.h"
 
@@ -58,7 +59,7 @@ int gmethod_run_start(struct engine *eng, const uint8_t *data, size_t len,
                       struct greply *r);
 
 /* RunCommand, second half: fill *r from what engine_run_async's callback got; takes *res
- * (freed here). Cannot fail (out of memory becomes RESOURCE_EXHAUSTED). */
+ * (freed here). Cannot fail. */
 void gmethod_run_reply(struct engine *eng, struct greply *r, int rc,
                        struct engine_run_result *res, int note);
 

@@ -50,14 +50,10 @@ void greply_engine_error(struct greply *r, int code) {
   }
 }
 
-/* Pack msg into r->data. Cannot fail but for memory (then RESOURCE_EXHAUSTED). */
+/* Pack msg into r->data. Cannot fail. */
 static void reply_message(struct greply *r, const ProtobufCMessage *msg) {
   size_t n = protobuf_c_message_get_packed_size(msg);
-  r->data = malloc(n ? n : 1);
-  if (!r->data) {
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
+  r->data = xmalloc(n);
   r->len = protobuf_c_message_pack(msg, r->data);
   r->code = GRPC_STATUS_OK;
 }
@@ -95,11 +91,7 @@ static size_t put_int32_field(uint8_t *p, unsigned field, int32_t v) {
 
 static void reply_run_result(struct greply *r, const struct engine_run_result *res) {
   size_t cap = res->out_len + res->err_len + 2 * (1 + 10) + 2 * (1 + 10);
-  r->data = malloc(cap);
-  if (!r->data) {
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
+  r->data = xmalloc(cap);
   r->len = put_bytes_field(r->data, 1, res->out, res->out_len);
   r->len += put_bytes_field(r->data + r->len, 2, res->err, res->err_len);
   r->len += put_int32_field(r->data + r->len, 3, res->exit_code);
@@ -194,11 +186,11 @@ int gmethod_strings_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *da
 #define Sandbox__SetCwdRequest_descriptor_for_check sandbox__set_cwd_request__descriptor
 
 /* Build an engine_kv array borrowing the strings of map entries (each entry has key and
- * value as its first fields after base). Returns NULL only when out of memory and n > 0. */
+ * value as its first fields after base); NULL when n is 0. */
 #define KV_FROM_MAP(entries, n, out)                                               \
   do {                                                                             \
-    (out) = (n) ? calloc((n), sizeof *(out)) : NULL;                               \
-    for (size_t i_ = 0; (out) && i_ < (n); i_++) {                                 \
+    (out) = (n) ? xcalloc((n), sizeof *(out)) : NULL;                              \
+    for (size_t i_ = 0; i_ < (n); i_++) {                                          \
       (out)[i_].key = (entries)[i_]->key;                                          \
       (out)[i_].value = (entries)[i_]->value;                                      \
     }                                                                              \
@@ -232,12 +224,8 @@ static void h_write_files(struct engine *eng, const uint8_t *data, size_t len, s
   DECODE(Sandbox__WriteFilesRequest, sandbox__write_files_request__unpack, req, data, len, r);
 
   if (req->n_files) {
-    errs = calloc(req->n_files, sizeof *errs);
-    errps = calloc(req->n_files, sizeof *errps);
-    if (!errs || !errps) {
-      greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-      goto out;
-    }
+    errs = xcalloc(req->n_files, sizeof *errs);
+    errps = xcalloc(req->n_files, sizeof *errps);
   }
   if (req->n_files == 0) { /* still, an unknown session is NOT_FOUND */
     struct engine_session_info info;
@@ -307,16 +295,12 @@ static void h_set_env(struct engine *eng, const uint8_t *data, size_t len, struc
   DECODE(Sandbox__SetEnvRequest, sandbox__set_env_request__unpack, req, data, len, r);
 
   KV_FROM_MAP(req->env, req->n_env, env);
-  if (req->n_env && !env) {
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  rc = engine_session_setenv(eng, req->session_id, env, req->n_env);
+  if (rc < 0) {
+    greply_engine_error(r, rc);
   } else {
-    rc = engine_session_setenv(eng, req->session_id, env, req->n_env);
-    if (rc < 0) {
-      greply_engine_error(r, rc);
-    } else {
-      resp.success = 1;
-      reply_message(r, &resp.base);
-    }
+    resp.success = 1;
+    reply_message(r, &resp.base);
   }
   free(env);
   sandbox__set_env_request__free_unpacked(req, NULL);
@@ -347,21 +331,12 @@ int gmethod_run_opts(const Sandbox__RunCommandRequest *req, struct engine_run_op
   *argv_out = NULL;
   *env_out = NULL;
   KV_FROM_MAP(req->env, req->n_env, env);
-  if (req->n_env && !env) {
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return -1;
-  }
   if (req->n_command == 0) {
     free(env);
     greply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "command must not be empty");
     return -1;
   }
-  argv = calloc(req->n_command + 1, sizeof *argv); /* NULL-terminated, for good measure */
-  if (!argv) {
-    free(env);
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return -1;
-  }
+  argv = xcalloc(req->n_command + 1, sizeof *argv); /* NULL-terminated, for good measure */
   memcpy(argv, req->command, req->n_command * sizeof *argv);
   memset(opts, 0, sizeof *opts);
   opts->argv = argv;

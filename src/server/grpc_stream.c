@@ -79,14 +79,13 @@ static void out_add(struct gs_out *g, int stream, const char *p, size_t n) {
     g->dropped = 1;
   }
   if (buf_append(b, p, n) != BUF_OK)
-    g->dropped = 1; /* out of memory: the client is told bytes are missing */
+    g->dropped = 1; /* past the buffer's max: the client is told bytes are missing */
 }
 
 static uint8_t *pack_event(const Sandbox__Ext__OutputEvent *ev, size_t *len) {
   *len = sandbox__ext__output_event__get_packed_size(ev);
-  uint8_t *p = malloc(*len ? *len : 1);
-  if (p)
-    sandbox__ext__output_event__pack(ev, p);
+  uint8_t *p = xmalloc(*len);
+  sandbox__ext__output_event__pack(ev, p);
   return p;
 }
 
@@ -117,8 +116,6 @@ static void out_pump(struct gs_out *g) {
     ev.truncated = g->dropped;
     size_t len;
     uint8_t *msg = pack_event(&ev, &len);
-    if (!msg)
-      return; /* out of memory: the next output or send completion tries again */
     buf_consume(&g->out, take_out);
     buf_consume(&g->err, take_err);
     g->need_started = 0;
@@ -139,8 +136,6 @@ static void out_pump(struct gs_out *g) {
   ev.truncated = g->truncated;
   struct greply r = {.code = GRPC_STATUS_OK};
   r.data = pack_event(&ev, &r.len);
-  if (!r.data)
-    greply_status(&r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
   g->finished = 1;
   gcall_finish(g->c, &r);
   free(r.data);
@@ -177,12 +172,7 @@ static void *run_start(struct gcall *c, struct engine *eng, const uint8_t *data,
          sandbox__run_command_request__descriptor, req, data, len, r);
   if (!req)
     return NULL;
-  struct gs_run *st = calloc(1, sizeof *st);
-  if (!st) {
-    sandbox__run_command_request__free_unpacked(req, NULL);
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return NULL;
-  }
+  struct gs_run *st = xcalloc(1, sizeof *st);
   out_init(&st->g, c, 0);
   st->eng = eng;
   st->req = req;
@@ -295,12 +285,7 @@ static void *exec_start(struct gcall *c, struct engine *eng, const uint8_t *data
     greply_status(r, GRPC_STATUS_INVALID_ARGUMENT, "the first input must carry start");
     return NULL;
   }
-  struct gs_exec *st = calloc(1, sizeof *st);
-  if (!st) {
-    sandbox__ext__exec_input__free_unpacked(in, NULL);
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return NULL;
-  }
+  struct gs_exec *st = xcalloc(1, sizeof *st);
   out_init(&st->g, c, 1);
   st->eng = eng;
   st->first = in;
@@ -500,12 +485,7 @@ static void *up_start(struct gcall *c, struct engine *eng, const uint8_t *data, 
                   "the first chunk must carry session_id and path");
     return NULL;
   }
-  struct gs_up *st = calloc(1, sizeof *st);
-  if (!st) {
-    sandbox__ext__upload_chunk__free_unpacked(in, NULL);
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return NULL;
-  }
+  struct gs_up *st = xcalloc(1, sizeof *st);
   st->c = c;
   st->eng = eng;
   st->first = in;
@@ -529,11 +509,8 @@ static void up_commit(struct gs_up *st) {
     Sandbox__Ext__UploadResponse resp = SANDBOX__EXT__UPLOAD_RESPONSE__INIT;
     resp.bytes_written = st->written;
     r.len = sandbox__ext__upload_response__get_packed_size(&resp);
-    r.data = malloc(r.len ? r.len : 1);
-    if (r.data)
-      sandbox__ext__upload_response__pack(&resp, r.data);
-    else
-      greply_status(&r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    r.data = xmalloc(r.len);
+    sandbox__ext__upload_response__pack(&resp, r.data);
   }
   up_end(st, &r);
   free(r.data);
@@ -631,19 +608,11 @@ static void *down_start(struct gcall *c, struct engine *eng, const uint8_t *data
          sandbox__ext__download_request__descriptor, req, data, len, r);
   if (!req)
     return NULL;
-  struct gs_down *st = calloc(1, sizeof *st);
-  char *chunk = malloc(FILE_CHUNK);
-  if (!st || !chunk) {
-    free(st);
-    free(chunk);
-    sandbox__ext__download_request__free_unpacked(req, NULL);
-    greply_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return NULL;
-  }
+  struct gs_down *st = xcalloc(1, sizeof *st);
   st->c = c;
   st->eng = eng;
   st->req = req;
-  st->chunk = chunk;
+  st->chunk = xmalloc(FILE_CHUNK);
   return st;
 }
 
@@ -665,12 +634,7 @@ static void down_next(struct gs_down *st) {
   ch.data.len = (size_t)n;
   ch.size = st->first_sent ? 0 : st->size;
   size_t len = sandbox__ext__download_chunk__get_packed_size(&ch);
-  uint8_t *msg = malloc(len ? len : 1);
-  if (!msg) {
-    greply_status(&r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    gcall_finish(st->c, &r);
-    return;
-  }
+  uint8_t *msg = xmalloc(len);
   sandbox__ext__download_chunk__pack(&ch, msg);
   st->first_sent = 1;
   if (gcall_send(st->c, msg, len) < 0) {

@@ -34,6 +34,7 @@
 #include "common/b64.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 #include "common/wire_ext.h"
 #include "engine/engine.h"
@@ -105,36 +106,22 @@ static void reply_text(struct hctx *c, unsigned status, const char *fmt, ...)
 static void reply_text(struct hctx *c, unsigned status, const char *fmt, ...) {
   va_list ap;
   char *s = NULL;
-  int n;
   va_start(ap, fmt);
-  n = vasprintf(&s, fmt, ap);
+  if (vasprintf(&s, fmt, ap) < 0)
+    osb_oom();
   va_end(ap);
-  if (n < 0) {
-    s = NULL;
-    n = 0;
-  }
-  reply_raw(c, status, "text/plain; charset=utf-8", s, s ? (size_t)n : 0);
+  reply_raw(c, status, "text/plain; charset=utf-8", s, strlen(s));
 }
 
-/* Answer 200 with obj as JSON. Takes obj (puts it even on failure). */
+/* Answer 200 with obj as JSON. Takes obj. */
 static void reply_json(struct hctx *c, json_object *obj) {
   size_t len = 0;
-  const char *s;
-  char *copy;
-  if (!obj) {
-    reply_text(c, 500, "out of memory");
-    return;
-  }
-  s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN |
-                                                 JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-  copy = s ? malloc(len + 1) : NULL;
-  if (copy)
-    memcpy(copy, s, len + 1);
+  const char *s = osb_nonnull((void *)json_object_to_json_string_length(
+      obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len));
+  char *copy = xmalloc(len + 1);
+  memcpy(copy, s, len + 1);
   json_object_put(obj);
-  if (!copy)
-    reply_text(c, 500, "out of memory");
-  else
-    reply_raw(c, 200, "application/json", copy, len);
+  reply_raw(c, 200, "application/json", copy, len);
 }
 
 static void reply_bad(struct hctx *c, const char *fmt, const char *name) {
@@ -175,11 +162,7 @@ static int parse_body(struct hctx *c) {
     reply_text(c, 413, "Request body too large");
     return -1;
   }
-  tok = json_tokener_new_ex(JSON_MAX_DEPTH);
-  if (!tok) {
-    reply_text(c, 500, "out of memory");
-    return -1;
-  }
+  tok = osb_nonnull(json_tokener_new_ex(JSON_MAX_DEPTH));
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
   /* the body is NUL-terminated: passing the NUL tells the parser that the input ends */
   o = json_tokener_parse_ex(tok, c->body, (int)c->body_len + 1);
@@ -277,11 +260,7 @@ static int get_env(struct hctx *c, const char *key, struct engine_kv **kv, size_
     return -1;
   }
   *n = (size_t)json_object_object_length(v);
-  *kv = calloc(*n ? *n : 1, sizeof **kv);
-  if (!*kv) {
-    reply_text(c, 500, "out of memory");
-    return -1;
-  }
+  *kv = xcalloc(*n ? *n : 1, sizeof **kv);
   json_object_object_foreach(v, k, val) {
     const char *s = cstring(val);
     if (!s || strlen(k) == 0 || strchr(k, '=')) {
@@ -308,11 +287,7 @@ static int get_argv(struct hctx *c, const char *key, const char ***argv, size_t 
     return -1;
   }
   n = json_object_array_length(v);
-  *argv = calloc(n + 1, sizeof **argv);
-  if (!*argv) {
-    reply_text(c, 500, "out of memory");
-    return -1;
-  }
+  *argv = xcalloc(n + 1, sizeof **argv);
   for (size_t i = 0; i < n; i++) {
     (*argv)[i] = cstring(json_object_array_get_idx(v, i));
     if (!(*argv)[i]) {
@@ -329,12 +304,8 @@ static int get_argv(struct hctx *c, const char *key, const char ***argv, size_t 
 /* Decode base64 text; answers 400 and returns NULL when it is not base64. */
 static void *get_b64(struct hctx *c, const char *text, const char *name, size_t *len) {
   void *data = b64_decode(text, strlen(text), len);
-  if (!data) {
-    if (errno == ENOMEM)
-      reply_text(c, 500, "out of memory");
-    else
-      reply_bad(c, "field '%s' must be base64", name);
-  }
+  if (!data)
+    reply_bad(c, "field '%s' must be base64", name);
   return data;
 }
 
@@ -347,9 +318,9 @@ static json_object *new_text(const char *s) {
   char *fixed;
   json_object *o;
   if (utf8_valid(s, n))
-    return json_object_new_string_len(s, (int)n);
+    return OSB_J(json_object_new_string_len(s, (int)n));
   fixed = utf8_sanitize(s, n, &m);
-  o = fixed ? json_object_new_string_len(fixed, (int)m) : NULL;
+  o = OSB_J(json_object_new_string_len(fixed, (int)m));
   free(fixed);
   return o;
 }
@@ -363,51 +334,45 @@ static void add_text_key(json_object *o, const char *key, json_object *val) {
     return;
   }
   fixed = utf8_sanitize(key, n, &m);
-  if (fixed)
-    json_object_object_add(o, fixed, val);
-  else
-    json_object_put(val);
+  json_object_object_add(o, fixed, val);
   free(fixed);
 }
 
 static json_object *env_to_json(const struct engine_kv *env, size_t n) {
-  json_object *o = json_object_new_object();
-  for (size_t i = 0; o && i < n; i++)
+  json_object *o = OSB_J(json_object_new_object());
+  for (size_t i = 0; i < n; i++)
     add_text_key(o, env[i].key, new_text(env[i].value));
   return o;
 }
 
 static json_object *session_to_json(const struct engine_session_info *si) {
-  json_object *o = json_object_new_object(), *ports = json_object_new_array();
-  if (!o || !ports) {
-    json_object_put(o);
-    json_object_put(ports);
-    return NULL;
-  }
+  json_object *o = OSB_J(json_object_new_object()), *ports = OSB_J(json_object_new_array());
   for (size_t i = 0; i < si->n_ports; i++)
-    json_object_array_add(ports, json_object_new_int(si->ports[i]));
-  json_object_object_add(o, "id", json_object_new_string(si->id));
+    json_object_array_add(ports, OSB_J(json_object_new_int(si->ports[i])));
+  json_object_object_add(o, "id", OSB_J(json_object_new_string(si->id)));
   json_object_object_add(o, "env", env_to_json(si->env, si->n_env));
   json_object_object_add(o, "cwd", new_text(si->cwd ? si->cwd : "/"));
-  json_object_object_add(o, "age_secs", json_object_new_int64(si->age_secs));
-  json_object_object_add(o, "idle_secs", json_object_new_int64(si->idle_secs));
+  json_object_object_add(o, "age_secs", OSB_J(json_object_new_int64(si->age_secs)));
+  json_object_object_add(o, "idle_secs", OSB_J(json_object_new_int64(si->idle_secs)));
   json_object_object_add(o, "preview_url", NULL);
   json_object_object_add(o, "ports", ports);
-  json_object_object_add(o, "status", json_object_new_string(si->status));
+  json_object_object_add(o, "status", OSB_J(json_object_new_string(si->status)));
   return o;
 }
 
 /* A signal ends a command with "exit_code": null and "signal": N; a normal exit with
  * "exit_code": N and "signal": null. */
 static json_object *run_to_json(const struct engine_run_result *res) {
-  json_object *o = json_object_new_object();
-  if (!o)
-    return NULL;
-  json_object_object_add(o, "stdout", json_object_new_string_len(res->out, (int)res->out_len));
-  json_object_object_add(o, "stderr", json_object_new_string_len(res->err, (int)res->err_len));
-  json_object_object_add(o, "exit_code", res->signal ? NULL : json_object_new_int(res->exit_code));
-  json_object_object_add(o, "signal", res->signal ? json_object_new_int(res->signal) : NULL);
-  json_object_object_add(o, "truncated", json_object_new_boolean(res->truncated != 0));
+  json_object *o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "stdout",
+                         OSB_J(json_object_new_string_len(res->out, (int)res->out_len)));
+  json_object_object_add(o, "stderr",
+                         OSB_J(json_object_new_string_len(res->err, (int)res->err_len)));
+  json_object_object_add(o, "exit_code",
+                         res->signal ? NULL : OSB_J(json_object_new_int(res->exit_code)));
+  json_object_object_add(o, "signal",
+                         res->signal ? OSB_J(json_object_new_int(res->signal)) : NULL);
+  json_object_object_add(o, "truncated", OSB_J(json_object_new_boolean(res->truncated != 0)));
   return o;
 }
 
@@ -496,8 +461,7 @@ static void watch_stop(struct watch *w) {
 /* ---- route handlers ---- */
 
 static void h_health(struct hctx *c) {
-  char *ok = strdup("OK");
-  reply_raw(c, 200, "text/plain; charset=utf-8", ok, ok ? 2 : 0);
+  reply_raw(c, 200, "text/plain; charset=utf-8", xstrdup("OK"), 2);
 }
 
 static void h_session_create(struct hctx *c) {
@@ -532,11 +496,9 @@ static void h_session_create(struct hctx *c) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     return;
   }
-  o = json_object_new_object();
-  if (o) {
-    json_object_object_add(o, "session_id", json_object_new_string(id));
-    json_object_object_add(o, "preview_url", NULL);
-  }
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "session_id", OSB_J(json_object_new_string(id)));
+  json_object_object_add(o, "preview_url", NULL);
   reply_json(c, o);
 }
 
@@ -549,8 +511,8 @@ static void h_session_list(struct hctx *c) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     return;
   }
-  arr = json_object_new_array();
-  for (size_t i = 0; arr && i < n; i++)
+  arr = OSB_J(json_object_new_array());
+  for (size_t i = 0; i < n; i++)
     json_object_array_add(arr, session_to_json(&infos[i]));
   engine_session_infos_free(infos, n);
   reply_json(c, arr);
@@ -637,9 +599,8 @@ static void h_oneshot_run(struct hctx *c) {
 }
 
 static json_object *success_json(int ok) {
-  json_object *o = json_object_new_object();
-  if (o)
-    json_object_object_add(o, "success", json_object_new_boolean(ok));
+  json_object *o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "success", OSB_J(json_object_new_boolean(ok)));
   return o;
 }
 
@@ -727,11 +688,7 @@ static void h_file_write_bulk(struct hctx *c) {
     return;
   }
   n = json_object_array_length(files);
-  ents = calloc(n ? n : 1, sizeof *ents);
-  if (!ents) {
-    reply_text(c, 500, "out of memory");
-    return;
-  }
+  ents = xcalloc(n ? n : 1, sizeof *ents);
   for (i = 0; i < n; i++) {
     json_object *f = json_object_array_get_idx(files, i), *p, *t;
     const char *text;
@@ -747,28 +704,26 @@ static void h_file_write_bulk(struct hctx *c) {
   }
   if (n == 0) /* still, an unknown session is 404 */
     rc = session_exists(c->srv->eng, c->id);
-  errors = json_object_new_array();
-  for (i = 0; errors && rc != -ESRCH && i < n; i++) {
+  errors = OSB_J(json_object_new_array());
+  for (i = 0; rc != -ESRCH && i < n; i++) {
     json_object *e;
     rc = engine_file_write(c->srv->eng, c->id, ents[i].path, ents[i].data, ents[i].len);
     if (rc == 0 || rc == -ESRCH)
       continue;
-    e = json_object_new_object();
-    json_object_object_add(e, "path", json_object_new_string(ents[i].path));
-    json_object_object_add(e, "error", json_object_new_string(engine_strerror(rc)));
+    e = OSB_J(json_object_new_object());
+    json_object_object_add(e, "path", OSB_J(json_object_new_string(ents[i].path)));
+    json_object_object_add(e, "error", OSB_J(json_object_new_string(engine_strerror(rc))));
     json_object_array_add(errors, e);
   }
   if (rc == -ESRCH || (n == 0 && rc < 0)) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     goto out;
   }
-  o = json_object_new_object();
-  if (o && errors) {
-    json_object_object_add(o, "success",
-                           json_object_new_boolean(json_object_array_length(errors) == 0));
-    json_object_object_add(o, "errors", errors);
-    errors = NULL;
-  }
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "success",
+                         OSB_J(json_object_new_boolean(json_object_array_length(errors) == 0)));
+  json_object_object_add(o, "errors", errors);
+  errors = NULL;
   reply_json(c, o);
 out:
   json_object_put(errors);
@@ -814,9 +769,8 @@ static void h_file_read(struct hctx *c) {
   }
   text = b64_encode(data, len, &len);
   free(data);
-  o = text ? json_object_new_object() : NULL;
-  if (o)
-    json_object_object_add(o, "content", json_object_new_string_len(text, (int)len));
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "content", OSB_J(json_object_new_string_len(text, (int)len)));
   free(text);
   reply_json(c, o);
 }
@@ -836,21 +790,19 @@ static void h_file_list(struct hctx *c) {
     reply_engine_error(c, rc, EC_FILE_READ, path);
     return;
   }
-  arr = json_object_new_array();
-  for (size_t i = 0; arr && i < n; i++) {
-    json_object *e = json_object_new_object();
+  arr = OSB_J(json_object_new_array());
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = OSB_J(json_object_new_object());
     json_object_object_add(e, "name", new_text(ents[i].name));
     json_object_object_add(e, "path", new_text(ents[i].path));
-    json_object_object_add(e, "is_directory", json_object_new_boolean(ents[i].is_directory));
-    json_object_object_add(e, "size", json_object_new_int64(ents[i].size));
+    json_object_object_add(e, "is_directory",
+                           OSB_J(json_object_new_boolean(ents[i].is_directory)));
+    json_object_object_add(e, "size", OSB_J(json_object_new_int64(ents[i].size)));
     json_object_array_add(arr, e);
   }
   engine_dirents_free(ents, n);
-  o = json_object_new_object();
-  if (o)
-    json_object_object_add(o, "files", arr);
-  else
-    json_object_put(arr);
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "files", arr);
   reply_json(c, o);
 }
 
@@ -871,12 +823,10 @@ static void h_bg_start(struct hctx *c) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     goto out;
   }
-  o = json_object_new_object();
-  if (o) {
-    json_object_object_add(o, "pid", json_object_new_int(pid));
-    json_object_object_add(o, "port", json_object_new_int(port));
-    json_object_object_add(o, "preview_url", NULL);
-  }
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "pid", OSB_J(json_object_new_int(pid)));
+  json_object_object_add(o, "port", OSB_J(json_object_new_int(port)));
+  json_object_object_add(o, "preview_url", NULL);
   reply_json(c, o);
 out:
   free(argv);
@@ -892,17 +842,13 @@ static void h_bg_kill(struct hctx *c) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     return;
   }
-  arr = json_object_new_array();
-  for (size_t i = 0; arr && i < n; i++)
-    json_object_array_add(arr, json_object_new_int(pids[i]));
+  arr = OSB_J(json_object_new_array());
+  for (size_t i = 0; i < n; i++)
+    json_object_array_add(arr, OSB_J(json_object_new_int(pids[i])));
   free(pids);
-  o = json_object_new_object();
-  if (o) {
-    json_object_object_add(o, "killed", arr);
-    json_object_object_add(o, "total", json_object_new_int64((int64_t)n));
-  } else {
-    json_object_put(arr);
-  }
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "killed", arr);
+  json_object_object_add(o, "total", OSB_J(json_object_new_int64((int64_t)n)));
   reply_json(c, o);
 }
 
@@ -916,21 +862,17 @@ static void h_bg_status(struct hctx *c) {
     reply_engine_error(c, rc, EC_DEFAULT, NULL);
     return;
   }
-  arr = json_object_new_array();
-  for (size_t i = 0; arr && i < n; i++) {
-    json_object *e = json_object_new_object();
-    json_object_object_add(e, "pid", json_object_new_int(procs[i].pid));
-    json_object_object_add(e, "alive", json_object_new_boolean(procs[i].alive));
+  arr = OSB_J(json_object_new_array());
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = OSB_J(json_object_new_object());
+    json_object_object_add(e, "pid", OSB_J(json_object_new_int(procs[i].pid)));
+    json_object_object_add(e, "alive", OSB_J(json_object_new_boolean(procs[i].alive)));
     json_object_array_add(arr, e);
   }
   free(procs);
-  o = json_object_new_object();
-  if (o) {
-    json_object_object_add(o, "pids", arr);
-    json_object_object_add(o, "log", new_text(log ? log : ""));
-  } else {
-    json_object_put(arr);
-  }
+  o = OSB_J(json_object_new_object());
+  json_object_object_add(o, "pids", arr);
+  json_object_object_add(o, "log", new_text(log ? log : ""));
   free(log);
   reply_json(c, o);
 }
@@ -1088,9 +1030,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       log_debug("http: %s %s -> %u", method, url, status);
       return send_early(s, conn, status, text);
     }
-    req = calloc(1, sizeof *req);
-    if (!req)
-      return MHD_NO;
+    req = xcalloc(1, sizeof *req);
     buf_init(&req->body, s->max_body);
     *con_cls = req;
     return MHD_YES;
@@ -1198,18 +1138,13 @@ int srv_http_start(const struct srv_http_opts *opts, struct srv_http **out) {
     return -EINVAL;
   }
 
-  s = calloc(1, sizeof *s);
-  if (!s)
-    return -ENOMEM;
+  if (opts->tls_cert && !opts->tls_key)
+    return -EINVAL;
+  s = xcalloc(1, sizeof *s);
   s->eng = opts->eng;
   s->max_body = opts->max_body ? opts->max_body : DEFAULT_MAX_BODY;
-  if (opts->api_key && *opts->api_key) {
-    s->api_key = strdup(opts->api_key);
-    if (!s->api_key) {
-      free(s);
-      return -ENOMEM;
-    }
-  }
+  if (opts->api_key && *opts->api_key)
+    s->api_key = xstrdup(opts->api_key);
   struct MHD_OptionItem tls[3] = {
       {MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
   if (opts->tls_cert) {
@@ -1219,14 +1154,8 @@ int srv_http_start(const struct srv_http_opts *opts, struct srv_http **out) {
       free(s);
       return -ENOTSUP;
     }
-    s->tls_cert = strdup(opts->tls_cert);
-    s->tls_key = opts->tls_key ? strdup(opts->tls_key) : NULL;
-    if (!s->tls_cert || !s->tls_key) {
-      free_tls(s);
-      free(s->api_key);
-      free(s);
-      return -ENOMEM;
-    }
+    s->tls_cert = xstrdup(opts->tls_cert);
+    s->tls_key = xstrdup(opts->tls_key);
     tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
     tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
     flags |= MHD_USE_TLS;

@@ -19,6 +19,7 @@
 
 #include "common/defaults.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "engine/engine.h"
 #include "server/grpc.h"
 #include "server/http.h"
@@ -304,10 +305,9 @@ static char *read_pem(const char *flag, const char *path) {
     fprintf(stderr, "opensandboxd: %s %s: %s\n", flag, path, strerror(errno));
     return NULL;
   }
-  text = malloc(PEM_MAX + 1);
-  if (text)
-    n = fread(text, 1, PEM_MAX + 1, f);
-  if (!text || ferror(f) || n == 0 || n > PEM_MAX) {
+  text = xmalloc(PEM_MAX + 1);
+  n = fread(text, 1, PEM_MAX + 1, f);
+  if (ferror(f) || n == 0 || n > PEM_MAX) {
     fprintf(stderr, "opensandboxd: %s %s: cannot read it (empty, unreadable or over 1 MiB)\n",
             flag, path);
     free(text);
