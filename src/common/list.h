@@ -58,6 +58,17 @@ static inline struct list_node *list_pop_front(struct list *l) {
   return n;
 }
 
+/* Move all of src's nodes, in order, to the end of dst; src is left empty. */
+static inline void list_splice_back(struct list *dst, struct list *src) {
+  if (list_empty(src))
+    return;
+  src->head.next->prev = dst->head.prev;
+  dst->head.prev->next = src->head.next;
+  src->head.prev->next = &dst->head;
+  dst->head.prev = src->head.prev;
+  list_init(src);
+}
+
 /* for (struct list_node *n = LIST_FIRST(l), *nx; n != LIST_END(l); n = nx) { nx = n->next; } */
 #define LIST_FIRST(l) ((l)->head.next)
 #define LIST_END(l) (&(l)->head)
