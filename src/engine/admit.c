@@ -16,12 +16,13 @@
  * all its slots are taken; every waiter's callback fires exactly once. */
 #include "engine/engine_int.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/assert.h"
 #include "common/buf.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/mem.h"
 
@@ -35,7 +36,7 @@ struct admit_slot {
 
 /* A run waiting for a slot, with everything engine_run_start needs copied. */
 struct engine_admit_wait {
-  struct engine_admit_wait *next, *prev;
+  struct list_node link;     /* on eng->admit, or on engine_admit_tick's list of leavers */
   struct engine_session *s;  /* the caller's call on s, handed on to the run */
   struct engine_run_opts opts;
   char **argv;               /* owned copies behind opts */
@@ -87,28 +88,6 @@ static struct engine_admit_wait *wait_new(struct engine_session *s,
   return w;
 }
 
-static void list_append(struct engine *eng, struct engine_admit_wait *w) {
-  w->next = NULL;
-  w->prev = eng->admit_tail;
-  if (eng->admit_tail)
-    eng->admit_tail->next = w;
-  else
-    eng->admit_head = w;
-  eng->admit_tail = w;
-}
-
-static void list_remove(struct engine *eng, struct engine_admit_wait *w) {
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    eng->admit_head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    eng->admit_tail = w->prev;
-  w->next = w->prev = NULL;
-}
-
 static void admit_done(void *arg, int rc, struct engine_run_result *res);
 
 /* Start a run in a slot already counted in s->runs_admitted. Takes the caller's call on s
@@ -131,14 +110,16 @@ static int start_in_slot(struct engine *eng, struct engine_session *s,
 static struct engine_admit_wait *release_slot(struct engine *eng, struct engine_session *s) {
   struct engine_admit_wait *next = NULL;
   pthread_mutex_lock(&eng->admit_lock);
-  for (struct engine_admit_wait *w = eng->admit_head; w; w = w->next)
+  for (struct list_node *n = LIST_FIRST(&eng->admit); n != LIST_END(&eng->admit); n = n->next) {
+    struct engine_admit_wait *w = LIST_ENTRY(n, struct engine_admit_wait, link);
     if (w->s == s) {
       next = w;
-      list_remove(eng, w);
+      list_remove(&w->link);
       break;
     }
+  }
   if (!next) {
-    assert(s->runs_admitted > 0);
+    OSB_ASSERT(s->runs_admitted > 0);
     s->runs_admitted--;
   }
   pthread_mutex_unlock(&eng->admit_lock);
@@ -205,7 +186,7 @@ int engine_admit_run(struct engine *eng, struct engine_session *s,
     if (go)
       s->runs_admitted++;
     else
-      list_append(eng, w);
+      list_push_back(&eng->admit, &w->link);
     pthread_mutex_unlock(&eng->admit_lock);
     if (!go)
       return 0; /* the I/O thread's tick now watches its deadline and cancel flag */
@@ -224,31 +205,32 @@ int engine_admit_run(struct engine *eng, struct engine_session *s,
 }
 
 void engine_admit_tick(struct engine *eng, int64_t now, int64_t *next_tick) {
-  struct engine_admit_wait *gone = NULL;
+  struct list gone;
+  list_init(&gone);
   pthread_mutex_lock(&eng->admit_lock);
-  for (struct engine_admit_wait *w = eng->admit_head, *nx; w; w = nx) {
-    nx = w->next;
+  for (struct list_node *n = LIST_FIRST(&eng->admit), *nx; n != LIST_END(&eng->admit); n = nx) {
+    nx = n->next;
+    struct engine_admit_wait *w = LIST_ENTRY(n, struct engine_admit_wait, link);
     int cancelled = w->opts.cancel && atomic_load(w->opts.cancel);
     if (cancelled || now >= w->deadline || atomic_load(&w->s->dead)) {
-      list_remove(eng, w);
-      w->next = gone;
-      gone = w;
+      list_remove(&w->link);
+      list_push_front(&gone, &w->link);
       w->why = cancelled ? -ECANCELED : atomic_load(&w->s->dead) ? -ESRCH : 0;
     } else if (w->deadline < *next_tick) {
       *next_tick = w->deadline;
     }
   }
   pthread_mutex_unlock(&eng->admit_lock);
-  while (gone) {
-    struct engine_admit_wait *w = gone;
-    gone = w->next;
+  struct list_node *n;
+  while ((n = list_pop_front(&gone))) {
+    struct engine_admit_wait *w = LIST_ENTRY(n, struct engine_admit_wait, link);
     wait_fail(w, w->why);
   }
 }
 
 int engine_admit_waiting(struct engine *eng) {
   pthread_mutex_lock(&eng->admit_lock);
-  int any = eng->admit_head != NULL;
+  int any = !list_empty(&eng->admit);
   pthread_mutex_unlock(&eng->admit_lock);
   return any;
 }

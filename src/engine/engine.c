@@ -7,7 +7,6 @@
  * so destroy can run concurrently with anything. */
 #include "engine/engine_int.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -266,6 +265,7 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   pthread_mutex_init(&eng->lock, NULL);
   pthread_mutex_init(&eng->admit_lock, NULL);
+  list_init(&eng->admit);
   pthread_cond_init(&eng->bg_cond, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -332,7 +332,7 @@ void engine_close(struct engine *eng) {
   }
   engine_run_bg_wait_threads(eng);
   engine_io_fini(eng); /* every run was killed with its session: wait for the callbacks */
-  assert(!eng->admit_head); /* waiters of dead sessions left the line with their runs */
+  OSB_ASSERT(list_empty(&eng->admit)); /* waiters of dead sessions left the line with their runs */
   engine_net_fini(eng);
   engine_seccomp_fini(eng);
   engine_sandbox_fini(eng);

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 #include "common/mem.h"
 #include "engine/engine.h"
 
@@ -119,7 +120,7 @@ struct engine {
 
   /* runs waiting for a slot of their session, in arrival order (admit.c) */
   pthread_mutex_t admit_lock; /* guards the list and every session's runs_admitted */
-  struct engine_admit_wait *admit_head, *admit_tail;
+  struct list admit;          /* of struct engine_admit_wait, by link */
 
   struct engine_net *net;     /* preview-port forwarder and egress settings (net.c) */
   int netns;                  /* isolated sessions get a network namespace (net.c) */

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/assert.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/utf8.h"
 
@@ -52,7 +53,7 @@ struct stream {
 };
 
 struct engine_io_run {
-  struct engine_io_run *next, *prev; /* submit queue, then the loop's list or done list */
+  struct list_node link;             /* on the submit queue, then on runs or done */
   struct watch w[4];
   struct engine_session *s;          /* its call, ended when the run completes */
   engine_run_cb cb;
@@ -79,12 +80,12 @@ struct engine_io {
   pthread_t thread;
   pthread_mutex_t lock;       /* guards queue, inflight, stop */
   pthread_cond_t idle;        /* inflight dropped to 0 */
-  struct engine_io_run *queue; /* submitted, not yet taken by the thread */
+  struct list queue;          /* submitted, not yet taken by the thread (newest first) */
   size_t inflight;            /* submitted, callback not yet returned */
   int stop;
   /* the thread's own */
-  struct engine_io_run *runs; /* watched (doubly linked) */
-  struct engine_io_run *done; /* finished, completed at the end of a loop round */
+  struct list runs;           /* watched */
+  struct list done;           /* finished, completed at the end of a loop round */
   char *chunk;
   struct engine_exec **kicks; /* under lock: execs with stdin to write (a reference each) */
   size_t n_kicks, cap_kicks;
@@ -169,8 +170,7 @@ void engine_io_run_free(struct engine_io_run *r) {
 static void post(struct engine *eng, struct engine_io_run *r) {
   struct engine_io *io = eng->io;
   pthread_mutex_lock(&io->lock);
-  r->next = io->queue;
-  io->queue = r;
+  list_push_front(&io->queue, &r->link);
   io->inflight++;
   pthread_mutex_unlock(&io->lock);
   uint64_t one = 1;
@@ -261,16 +261,10 @@ static void finish(struct engine_io *io, struct engine_io_run *r) {
   }
   if (r->pidfd >= 0 && !r->exited)
     epoll_ctl(io->epfd, EPOLL_CTL_DEL, r->pidfd, NULL);
-  if (r->prev)
-    r->prev->next = r->next;
-  else if (io->runs == r)
-    io->runs = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
+  OSB_ASSERT(list_linked(&r->link)); /* on runs */
+  list_remove(&r->link);
   r->finished = 1;
-  r->prev = NULL;
-  r->next = io->done;
-  io->done = r;
+  list_push_front(&io->done, &r->link);
 }
 
 /* Without a pidfd (valgrind lacks pidfd_open) the exit is polled: on each tick and when
@@ -311,11 +305,7 @@ static int watch_fd(struct engine_io *io, int fd, struct watch *w) {
 
 /* Put a new run under watch (or straight on the done list). */
 static void adopt(struct engine_io *io, struct engine_io_run *r, int64_t *next_tick) {
-  r->prev = NULL;
-  r->next = io->runs;
-  if (io->runs)
-    io->runs->prev = r;
-  io->runs = r;
+  list_push_front(&io->runs, &r->link);
   if (r->noproc) {
     r->exited = 1;
     finish(io, r);
@@ -379,8 +369,9 @@ static void on_event(struct engine_io *io, struct watch *w, uint32_t events, int
  * for cancel flags. */
 static void tick(struct engine_io *io, int64_t now, int64_t *next_tick) {
   engine_admit_tick(io->eng, now, next_tick);
-  for (struct engine_io_run *r = io->runs, *nx; r; r = nx) {
-    nx = r->next;
+  for (struct list_node *n = LIST_FIRST(&io->runs), *nx; n != LIST_END(&io->runs); n = nx) {
+    nx = n->next;
+    struct engine_io_run *r = LIST_ENTRY(n, struct engine_io_run, link);
     if (!r->exited && r->pidfd < 0 && exited_nopidfd(r))
       on_exit_event(io, r, next_tick);
     if (!r->exited && r->pidfd < 0 && now + NOPIDFD_POLL_MS < *next_tick)
@@ -444,16 +435,15 @@ static void *io_main(void *p) {
   int64_t next_tick = INT64_MAX;
   int look = 0; /* woken (a run submitted, a cancel flag raised): look at every run */
   for (;;) {
+    struct list q;
+    list_init(&q);
     pthread_mutex_lock(&io->lock);
-    struct engine_io_run *q = io->queue;
-    io->queue = NULL;
+    list_splice_back(&q, &io->queue);
     int stop = io->stop;
     pthread_mutex_unlock(&io->lock);
-    while (q) {
-      struct engine_io_run *nx = q->next;
-      adopt(io, q, &next_tick);
-      q = nx;
-    }
+    struct list_node *ln;
+    while ((ln = list_pop_front(&q)))
+      adopt(io, LIST_ENTRY(ln, struct engine_io_run, link), &next_tick);
     /* after adopting: a flag raised before a run was adopted is seen now, even when its
      * wake-up was read in the round that came before the adoption */
     int64_t now = engine_now_ms();
@@ -462,11 +452,8 @@ static void *io_main(void *p) {
       tick(io, now, &next_tick);
       look = 0;
     }
-    while (io->done) {
-      struct engine_io_run *r = io->done;
-      io->done = r->next;
-      complete(io, r);
-    }
+    while ((ln = list_pop_front(&io->done)))
+      complete(io, LIST_ENTRY(ln, struct engine_io_run, link));
     pthread_mutex_lock(&io->lock);
     struct engine_exec **kicks = io->kicks;
     size_t n_kicks = io->n_kicks;
@@ -479,7 +466,7 @@ static void *io_main(void *p) {
       engine_exec_put(kicks[i]);
     }
     free(kicks);
-    if (stop && !io->runs && !io->done)
+    if (stop && list_empty(&io->runs) && list_empty(&io->done))
       break;
     int timeout = -1;
     if (next_tick != INT64_MAX) { /* runs, and runs waiting in line (admit.c) */
@@ -507,6 +494,9 @@ static void *io_main(void *p) {
 
 int engine_io_init(struct engine *eng) {
   struct engine_io *io = xcalloc(1, sizeof *io);
+  list_init(&io->queue);
+  list_init(&io->runs);
+  list_init(&io->done);
   io->chunk = xmalloc(READ_CHUNK);
   io->epfd = epoll_create1(EPOLL_CLOEXEC);
   io->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
