@@ -53,6 +53,8 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
+#include "common/assert.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/wire_ext.h"
 #include "engine/engine.h"
@@ -95,7 +97,7 @@ struct srv_grpc {
   unsigned active;           /* of them, calls being served (the max_calls bound) */
   int shutdown_done;         /* the shutdown tag has come */
   pthread_cond_t run_ready;  /* signalled when a run is queued or run_stop is set */
-  struct gcall *run_head, *run_tail; /* RunCommand calls waiting for a run thread */
+  struct list run_queue;     /* RunCommand calls waiting for a run thread, by run_link */
   int run_stop;              /* the run threads are to exit */
 };
 
@@ -117,7 +119,7 @@ struct gcall {
   atomic_int cancel;            /* the engine run's cancel flag */
   int trunc_report;             /* RunCommand: the client asked for truncation in metadata */
   grpc_metadata trailer;        /* x-opensandbox-truncated, alive until the call is freed */
-  struct gcall *run_next;       /* in srv->run_head's list */
+  struct list_node run_link;    /* on srv->run_queue */
   atomic_int md_sent;           /* initial metadata is on its way */
   void *_Atomic st;             /* a streaming method's state (grpc_stream.c) */
   grpc_byte_buffer *smsg_bb;    /* the streamed message in flight (STEP_SMSG) */
@@ -390,19 +392,16 @@ static void run_call(struct gcall *c) {
 static void *run_thread(void *arg) {
   struct srv_grpc *s = arg;
   for (;;) {
+    struct list_node *n;
     struct gcall *c;
     pthread_mutex_lock(&s->lock);
-    while (!s->run_head && !s->run_stop)
+    while (list_empty(&s->run_queue) && !s->run_stop)
       pthread_cond_wait(&s->run_ready, &s->lock);
-    c = s->run_head;
-    if (c) {
-      s->run_head = c->run_next;
-      if (!s->run_head)
-        s->run_tail = NULL;
-    }
+    n = list_pop_front(&s->run_queue);
     pthread_mutex_unlock(&s->lock);
-    if (!c)
+    if (!n)
       return NULL; /* run_stop, and nothing left */
+    c = LIST_ENTRY(n, struct gcall, run_link);
     if (c->method->stream)
       stream_call(c);
     else
@@ -413,13 +412,9 @@ static void *run_thread(void *arg) {
 /* Queue c (and the reference the caller holds) for a run thread. */
 static void run_queue(struct gcall *c) {
   struct srv_grpc *s = c->srv;
-  c->run_next = NULL;
   pthread_mutex_lock(&s->lock);
-  if (s->run_tail)
-    s->run_tail->run_next = c;
-  else
-    s->run_head = c;
-  s->run_tail = c;
+  OSB_ASSERT(!list_linked(&c->run_link)); /* queued once */
+  list_push_back(&s->run_queue, &c->run_link);
   pthread_cond_signal(&s->run_ready);
   pthread_mutex_unlock(&s->lock);
 }
@@ -715,6 +710,7 @@ int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out) {
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->changed, NULL);
   pthread_cond_init(&s->run_ready, NULL);
+  list_init(&s->run_queue);
   if (opts->api_key && *opts->api_key)
     s->api_key = xstrdup(opts->api_key);
 

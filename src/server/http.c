@@ -31,8 +31,10 @@
 #include <json.h>
 #include <microhttpd.h>
 
+#include "common/assert.h"
 #include "common/b64.h"
 #include "common/buf.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/utf8.h"
@@ -50,7 +52,7 @@
 /* A run in flight: its cancel flag, listed so that srv_http_stop can raise it. */
 struct hrun {
   atomic_int cancel;
-  struct hrun *prev, *next;
+  struct list_node link; /* on srv_http's runs */
 };
 
 struct srv_http {
@@ -62,7 +64,7 @@ struct srv_http {
   size_t max_body;
   int port;
   pthread_mutex_t lock; /* guards runs and stopping */
-  struct hrun *runs;
+  struct list runs;     /* of struct hrun */
   int stopping;
 };
 
@@ -381,11 +383,7 @@ static json_object *run_to_json(const struct engine_run_result *res) {
 static void run_register(struct srv_http *s, struct hrun *r) {
   atomic_init(&r->cancel, 0);
   pthread_mutex_lock(&s->lock);
-  r->prev = NULL;
-  r->next = s->runs;
-  if (s->runs)
-    s->runs->prev = r;
-  s->runs = r;
+  list_push_front(&s->runs, &r->link);
   if (s->stopping)
     atomic_store(&r->cancel, 1);
   pthread_mutex_unlock(&s->lock);
@@ -393,12 +391,8 @@ static void run_register(struct srv_http *s, struct hrun *r) {
 
 static void run_unregister(struct srv_http *s, struct hrun *r) {
   pthread_mutex_lock(&s->lock);
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    s->runs = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
+  OSB_ASSERT(list_linked(&r->link));
+  list_remove(&r->link);
   pthread_mutex_unlock(&s->lock);
 }
 
@@ -1161,6 +1155,7 @@ int srv_http_start(const struct srv_http_opts *opts, struct srv_http **out) {
     flags |= MHD_USE_TLS;
   }
   pthread_mutex_init(&s->lock, NULL);
+  list_init(&s->runs);
 
   errno = 0;
   s->d = MHD_start_daemon(
@@ -1195,8 +1190,8 @@ void srv_http_stop(struct srv_http *s) {
   lsock = MHD_quiesce_daemon(s->d);
   pthread_mutex_lock(&s->lock);
   s->stopping = 1;
-  for (struct hrun *r = s->runs; r; r = r->next)
-    atomic_store(&r->cancel, 1);
+  for (struct list_node *n = LIST_FIRST(&s->runs); n != LIST_END(&s->runs); n = n->next)
+    atomic_store(&LIST_ENTRY(n, struct hrun, link)->cancel, 1);
   pthread_mutex_unlock(&s->lock);
   engine_cancel_notify(s->eng);
   MHD_stop_daemon(s->d); /* joins every connection thread */
