@@ -113,7 +113,7 @@ struct engine {
   pthread_t spawner;
   pthread_mutex_t sp_lock;
   pthread_cond_t sp_cond;
-  struct engine_spawn_req *sp_head;
+  struct list sp_queue;       /* of struct engine_spawn_req, first come first served */
   int sp_stop;
 
   struct engine_io *io;       /* the I/O thread watching every run (io.c) */

@@ -32,7 +32,6 @@
  * listeners on other interfaces fail at once (EACCES) without a packet leaving. */
 #include "engine/net.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -56,6 +55,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/assert.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "engine/engine_int.h"
 
@@ -80,7 +81,7 @@ struct fwd_listener {
   int host_port;            /* on the host's 127.0.0.1: port, or another when it was taken */
   int fd;
   int dead;
-  struct fwd_listener *next;
+  struct list_node link;    /* on net->listeners */
 };
 
 struct fwd_dir { /* bytes read from one end, waiting to be written to the other */
@@ -98,7 +99,7 @@ struct fwd_conn {
   int connecting;           /* 0: relaying, 4 or 6: connect() to 127.0.0.1 / ::1 pending */
   struct fwd_dir dir[2];    /* dir[k]: read from fd[k], written to fd[1-k] */
   int dead;
-  struct fwd_conn *next;
+  struct list_node link;    /* on net->conns */
 };
 
 struct engine_net {
@@ -107,8 +108,8 @@ struct engine_net {
   struct fwd_tag wake_tag;
   pthread_t thread;
   pthread_mutex_t lock;     /* guards the lists and the objects' dead flags */
-  struct fwd_listener *listeners;
-  struct fwd_conn *conns;
+  struct list listeners;    /* of struct fwd_listener, newest first */
+  struct list conns;        /* of struct fwd_conn, newest first */
   int stop;
 };
 
@@ -264,8 +265,7 @@ static void on_accept(struct engine_net *n, struct fwd_listener *l) {
     c->fd[1] = -1;
     for (int k = 0; k < 2; k++)
       c->tag[k] = (struct fwd_tag){T_CONN, c, k};
-    c->next = n->conns;
-    n->conns = c;
+    list_push_front(&n->conns, &c->link);
     if (conn_connect(n, c, 4) < 0 && conn_connect(n, c, 6) < 0)
       conn_kill(n, c);
   }
@@ -331,25 +331,24 @@ static void on_conn(struct engine_net *n, struct fwd_conn *c, int k, uint32_t ev
 
 /* Free what is dead (the forwarder thread, net->lock held). */
 static void sweep(struct engine_net *n) {
-  for (struct fwd_listener **pl = &n->listeners; *pl;) {
-    struct fwd_listener *l = *pl;
-    if (!l->dead) {
-      pl = &l->next;
+  for (struct list_node *ln = LIST_FIRST(&n->listeners), *nx; ln != LIST_END(&n->listeners);
+       ln = nx) {
+    nx = ln->next;
+    struct fwd_listener *l = LIST_ENTRY(ln, struct fwd_listener, link);
+    if (!l->dead)
       continue;
-    }
-    *pl = l->next;
-    assert(l->fd < 0); /* whoever marked it dead closed its fd */
+    list_remove(&l->link);
+    OSB_ASSERT(l->fd < 0); /* whoever marked it dead closed its fd */
     engine_session_put(l->s);
     free(l);
   }
-  for (struct fwd_conn **pc = &n->conns; *pc;) {
-    struct fwd_conn *c = *pc;
-    if (!c->dead) {
-      pc = &c->next;
+  for (struct list_node *cn = LIST_FIRST(&n->conns), *nx; cn != LIST_END(&n->conns); cn = nx) {
+    nx = cn->next;
+    struct fwd_conn *c = LIST_ENTRY(cn, struct fwd_conn, link);
+    if (!c->dead)
       continue;
-    }
-    *pc = c->next;
-    assert(c->fd[0] < 0 && c->fd[1] < 0 && !c->armed[0] && !c->armed[1]);
+    list_remove(&c->link);
+    OSB_ASSERT(c->fd[0] < 0 && c->fd[1] < 0 && !c->armed[0] && !c->armed[1]);
     engine_session_put(c->s);
     free(c->dir[0].buf);
     free(c);
@@ -384,7 +383,7 @@ static void *fwd_main(void *p) {
       }
     }
     sweep(n);
-    int stop = n->stop && !n->listeners && !n->conns;
+    int stop = n->stop && list_empty(&n->listeners) && list_empty(&n->conns);
     pthread_mutex_unlock(&n->lock);
     if (stop)
       break;
@@ -440,6 +439,8 @@ int engine_net_init(struct engine *eng, int network) {
     }
   }
   pthread_mutex_init(&n->lock, NULL);
+  list_init(&n->listeners);
+  list_init(&n->conns);
   int rc = 0;
   n->epfd = epoll_create1(EPOLL_CLOEXEC);
   n->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -476,16 +477,21 @@ void engine_net_fini(struct engine *eng) {
     return;
   pthread_mutex_lock(&n->lock);
   n->stop = 1;
-  for (struct fwd_listener *l = n->listeners; l; l = l->next)
+  for (struct list_node *ln = LIST_FIRST(&n->listeners); ln != LIST_END(&n->listeners);
+       ln = ln->next) {
+    struct fwd_listener *l = LIST_ENTRY(ln, struct fwd_listener, link);
     if (!l->dead) {
       epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
       close(l->fd);
       l->fd = -1;
       l->dead = 1;
     }
-  for (struct fwd_conn *c = n->conns; c; c = c->next)
+  }
+  for (struct list_node *cn = LIST_FIRST(&n->conns); cn != LIST_END(&n->conns); cn = cn->next) {
+    struct fwd_conn *c = LIST_ENTRY(cn, struct fwd_conn, link);
     if (!c->dead)
       conn_kill(n, c);
+  }
   pthread_mutex_unlock(&n->lock);
   wake(n);
   pthread_join(n->thread, NULL);
@@ -522,12 +528,15 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port, i
   if (!eng->netns || !n || s->ns_net_fd < 0)
     return 0; /* the host's network: the process listens on the host itself */
   pthread_mutex_lock(&n->lock);
-  for (struct fwd_listener *l = n->listeners; l; l = l->next)
+  for (struct list_node *ln = LIST_FIRST(&n->listeners); ln != LIST_END(&n->listeners);
+       ln = ln->next) {
+    struct fwd_listener *l = LIST_ENTRY(ln, struct fwd_listener, link);
     if (!l->dead && l->s == s && l->port == port) {
       *host_port = l->host_port;
       pthread_mutex_unlock(&n->lock);
       return 0;
     }
+  }
   pthread_mutex_unlock(&n->lock);
   int fd = host_listener(port);
   if (fd == -EADDRINUSE) /* another session's (or the host's): any free one will do */
@@ -549,8 +558,7 @@ int engine_net_forward(struct engine *eng, struct engine_session *s, int port, i
   l->host_port = ntohs(sa.sin_port);
   l->fd = fd;
   pthread_mutex_lock(&n->lock);
-  l->next = n->listeners;
-  n->listeners = l;
+  list_push_front(&n->listeners, &l->link);
   struct epoll_event e = {.events = EPOLLIN, .data.ptr = &l->tag};
   int rc = epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &e) < 0 ? -errno : 0;
   if (rc < 0) {
@@ -571,16 +579,22 @@ static void unforward(struct engine *eng, struct engine_session *s, int conns_to
   if (!n)
     return;
   pthread_mutex_lock(&n->lock);
-  for (struct fwd_listener *l = n->listeners; l; l = l->next)
+  for (struct list_node *ln = LIST_FIRST(&n->listeners); ln != LIST_END(&n->listeners);
+       ln = ln->next) {
+    struct fwd_listener *l = LIST_ENTRY(ln, struct fwd_listener, link);
     if (!l->dead && l->s == s) {
       epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
       close(l->fd);
       l->fd = -1;
       l->dead = 1;
     }
-  for (struct fwd_conn *c = n->conns; conns_too && c; c = c->next)
+  }
+  for (struct list_node *cn = LIST_FIRST(&n->conns); conns_too && cn != LIST_END(&n->conns);
+       cn = cn->next) {
+    struct fwd_conn *c = LIST_ENTRY(cn, struct fwd_conn, link);
     if (!c->dead && c->s == s)
       conn_kill(n, c);
+  }
   pthread_mutex_unlock(&n->lock);
   wake(n);
 }

@@ -413,7 +413,7 @@ struct engine_spawn_req {
   int pidfd;
   int err;
   int done;
-  struct engine_spawn_req *next;
+  struct list_node link; /* on eng->sp_queue until the spawner takes it */
 };
 
 static void *spawner_main(void *p) {
@@ -423,12 +423,12 @@ static void *spawner_main(void *p) {
   pthread_sigmask(SIG_SETMASK, &all, NULL);
   pthread_mutex_lock(&eng->sp_lock);
   for (;;) {
-    while (!eng->sp_head && !eng->sp_stop)
+    while (list_empty(&eng->sp_queue) && !eng->sp_stop)
       pthread_cond_wait(&eng->sp_cond, &eng->sp_lock);
-    struct engine_spawn_req *r = eng->sp_head;
-    if (!r)
+    struct list_node *n = list_pop_front(&eng->sp_queue);
+    if (!n)
       break;
-    eng->sp_head = r->next;
+    struct engine_spawn_req *r = LIST_ENTRY(n, struct engine_spawn_req, link);
     pthread_mutex_unlock(&eng->sp_lock);
     int pidfd = -1;
     pid_t pid = engine_sandbox_clone(r->flags, &pidfd);
@@ -455,10 +455,7 @@ static int spawn_init(struct engine *eng, uint64_t flags, struct init_args *arg,
     pthread_mutex_unlock(&eng->sp_lock);
     return -ESHUTDOWN;
   }
-  struct engine_spawn_req **tail = &eng->sp_head;
-  while (*tail)
-    tail = &(*tail)->next;
-  *tail = &r;
+  list_push_back(&eng->sp_queue, &r.link);
   pthread_cond_broadcast(&eng->sp_cond);
   while (!r.done)
     pthread_cond_wait(&eng->sp_cond, &eng->sp_lock);
@@ -776,6 +773,7 @@ int engine_sandbox_init(struct engine *eng, int unsafe_ok, int userns_opt) {
   cleanup_leftovers(eng);
 
   pthread_mutex_init(&eng->sp_lock, NULL);
+  list_init(&eng->sp_queue);
   pthread_cond_init(&eng->sp_cond, NULL);
   if (eng->isolated) {
     rc = pthread_create(&eng->spawner, NULL, spawner_main, eng);
