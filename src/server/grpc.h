@@ -25,7 +25,7 @@ struct srv_grpc_opts {
 };
 
 /* Start listening and serving. Returns 0 and *out, or a negative errno (-EADDRINUSE when
- * the port cannot be bound or the TLS certificate and key are refused, -ENOMEM, ...),
+ * the port cannot be bound or the TLS certificate and key are refused, ...),
  * leaving nothing behind. Calls grpc_init(). */
 int srv_grpc_start(const struct srv_grpc_opts *opts, struct srv_grpc **out);
 
