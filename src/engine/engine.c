@@ -249,10 +249,9 @@ int engine_open(const struct engine_opts *opts, struct engine **out) {
   if (!out || (opts->node_id && opts->node_id[0] && !engine_node_id_valid(opts->node_id)))
     return -EINVAL;
   struct engine *eng = xcalloc(1, sizeof *eng);
-  if (opts->state_dir && opts->state_dir[0])
-    eng->state_dir = xstrdup(opts->state_dir);
-  else
-    eng->state_dir = xasprintf("/tmp/opensandboxd-%u", (unsigned)geteuid());
+  char def_dir[64];
+  snprintf(def_dir, sizeof def_dir, "/tmp/opensandboxd-%u", (unsigned)geteuid());
+  eng->state_dir = xstrdup(opts->state_dir && opts->state_dir[0] ? opts->state_dir : def_dir);
   if (opts->node_id)
     strcpy(eng->node_id, opts->node_id); /* valid, so it fits */
   eng->max_output = opts->max_output ? opts->max_output : ENGINE_DEFAULT_MAX_OUTPUT;
