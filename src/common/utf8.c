@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
+
 /* Length of the valid sequence starting at s[0] (1..4), or 0 if ill-formed; when 0,
  * *bad is set to the length of the maximal ill-formed subpart to replace (>= 1). */
 static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
@@ -84,9 +86,7 @@ bool utf8_valid(const char *s, size_t n) {
 
 char *utf8_sanitize(const char *s, size_t n, size_t *out_len) {
   /* Worst case: every byte becomes the 3-byte U+FFFD. */
-  char *out = malloc(n * 3 + 1);
-  if (!out)
-    return NULL;
+  char *out = xmalloc(n * 3 + 1);
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
   size_t o = 0;
@@ -117,4 +117,17 @@ size_t utf8_cut(const char *s, size_t n, size_t max) {
   while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
     cut--;
   return cut;
+}
+
+size_t utf8_complete(const char *s, size_t n) {
+  for (size_t i = 1; i <= 3 && i <= n; i++) {
+    unsigned char c = (unsigned char)s[n - i];
+    if ((c & 0xC0) == 0x80)
+      continue; /* a continuation byte: look further back for its lead */
+    if (c < 0xC0)
+      return n; /* ASCII or a stray byte: nothing to wait for */
+    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    return need > i ? n - i : n;
+  }
+  return n;
 }

@@ -11,12 +11,16 @@
 bool utf8_valid(const char *s, size_t n);
 
 /* Copy s with every ill-formed sequence replaced by U+FFFD (one per maximal subpart, as
- * Unicode recommends). Returns a malloc'd NUL-terminated copy and its length in *out_len;
- * NULL only when out of memory. */
+ * Unicode recommends). Returns a malloc'd NUL-terminated copy (never NULL: see mem.h) and
+ * its length in *out_len. */
 char *utf8_sanitize(const char *s, size_t n, size_t *out_len);
 
 /* The largest length <= max at which valid UTF-8 s (of n bytes) can be cut without
  * splitting a character. Returns n when n <= max. */
 size_t utf8_cut(const char *s, size_t n, size_t max);
+
+/* The length of s[0..n) without a character cut short at its end (one whose remaining
+ * bytes may still come, as in output read in pieces); n when the end is whole. */
+size_t utf8_complete(const char *s, size_t n);
 
 #endif
