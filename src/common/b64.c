@@ -5,14 +5,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "common/mem.h"
+
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 char *b64_encode(const void *data, size_t n, size_t *out_len) {
   const unsigned char *in = data;
   size_t len = 4 * ((n + 2) / 3);
-  char *out = malloc(len + 1);
-  if (!out)
-    return NULL;
+  char *out = xmalloc(len + 1);
   size_t o = 0;
   size_t i = 0;
   for (; i + 3 <= n; i += 3) {
@@ -56,11 +56,7 @@ void *b64_decode(const char *text, size_t n, size_t *out_len) {
     errno = EINVAL;
     return NULL;
   }
-  unsigned char *out = malloc(n / 4 * 3 + 1);
-  if (!out) {
-    errno = ENOMEM;
-    return NULL;
-  }
+  unsigned char *out = xmalloc(n / 4 * 3 + 1);
   size_t o = 0;
   for (size_t i = 0; i < n; i += 4) {
     int v[4];
