@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
+
 void buf_init(struct buf *b, size_t max) {
   b->data = NULL;
   b->len = 0;
@@ -22,10 +24,7 @@ static int buf_reserve(struct buf *b, size_t extra) {
   size_t cap = b->cap ? b->cap : 64;
   while (cap < need)
     cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
-  char *p = realloc(b->data, cap);
-  if (!p)
-    return BUF_NOMEM;
-  b->data = p;
+  b->data = xrealloc(b->data, cap);
   b->cap = cap;
   return BUF_OK;
 }
@@ -59,7 +58,7 @@ int buf_printf(struct buf *b, const char *fmt, ...) {
   int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
   if (n < 0)
-    return BUF_NOMEM;
+    osb_oom(); /* only a length past INT_MAX: nothing we print */
   int rc = buf_reserve(b, (size_t)n);
   if (rc != BUF_OK)
     return rc;
@@ -89,7 +88,7 @@ void buf_consume(struct buf *b, size_t n) {
 char *buf_detach(struct buf *b, size_t *len) {
   char *p = b->data;
   if (!p)
-    p = calloc(1, 1);
+    p = xcalloc(1, 1);
   if (len)
     *len = b->len;
   b->data = NULL;

@@ -13,19 +13,20 @@ struct buf {
   size_t max;  /* largest len this buffer may reach */
 };
 
-enum { BUF_OK = 0, BUF_NOMEM = -1, BUF_TOO_BIG = -2 };
+/* Out of memory aborts (mem.h): the only failure is the limit. */
+enum { BUF_OK = 0, BUF_TOO_BIG = -2 };
 
 /* Start an empty buffer that may grow to max bytes. Cannot fail. */
 void buf_init(struct buf *b, size_t max);
 
-/* Append n bytes. Returns BUF_OK; BUF_TOO_BIG if len would pass max, or BUF_NOMEM;
- * on failure the buffer is left as it was. */
+/* Append n bytes. Returns BUF_OK, or BUF_TOO_BIG if len would pass max (the buffer is
+ * then left as it was). */
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Room for n more bytes at the end, for a read(2) straight into the buffer: returns where
- * to write them, or NULL with *rc set (BUF_TOO_BIG past max, BUF_NOMEM). Follow with
+ * to write them, or NULL with *rc set to BUF_TOO_BIG past max. Follow with
  * buf_commit of the bytes actually written. */
 char *buf_space(struct buf *b, size_t n, int *rc);
 
@@ -39,7 +40,7 @@ void buf_reset(struct buf *b);
 void buf_consume(struct buf *b, size_t n);
 
 /* Hand the bytes to the caller (free() them); the buffer is empty afterwards.
- * Returns a NUL-terminated string, never NULL unless allocation fails. */
+ * Returns a NUL-terminated string, never NULL. */
 char *buf_detach(struct buf *b, size_t *len);
 
 /* Free the bytes; accepts an empty or already freed buffer. */

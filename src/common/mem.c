@@ -1,6 +1,8 @@
 /* mem.c - the out-of-memory abort and the allocators that use it (see mem.h). */
 #include "common/mem.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,4 +28,18 @@ void *xrealloc(void *p, size_t n) {
 
 char *xstrdup(const char *s) {
   return osb_nonnull(strdup(s));
+}
+
+char *xasprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    osb_oom(); /* only a length past INT_MAX: nothing we print */
+  char *s = xmalloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
 }
