@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "common/call.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/utf8.h"
@@ -55,7 +56,7 @@ struct mcp_req {
   int as_exec;                 /* sandbox_run started as exec/start (it yields) */
   json_object *progress_token; /* _meta.progressToken (owned), or NULL */
   int64_t progress_bytes;      /* output sent as notifications/progress so far */
-  struct mcp_req *prev, *next; /* m->inflight */
+  struct list_node link; /* in m->inflight */
 };
 
 struct mcp {
@@ -67,7 +68,7 @@ struct mcp {
 
   pthread_mutex_t lock;
   pthread_cond_t changed;      /* a thread ended, or the default sandbox settled */
-  struct mcp_req *inflight;
+  struct list inflight; /* struct mcp_req */
   unsigned n_inflight;
   unsigned threads;            /* threads waiting for the default sandbox */
   unsigned destroying;         /* sandbox/destroy calls of the wind-down still running */
@@ -373,12 +374,7 @@ static void req_finish(struct mcp_req *r, json_object *result) {
   pthread_mutex_lock(&m->lock);
   int drop = r->dropped;
   r->answered = 1;
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    m->inflight = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
+  list_remove(&r->link);
   m->n_inflight--;
   pthread_cond_broadcast(&m->changed);
   pthread_mutex_unlock(&m->lock);
@@ -616,10 +612,7 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
     free(r);
     return;
   }
-  r->next = m->inflight;
-  if (m->inflight)
-    m->inflight->prev = r;
-  m->inflight = r;
+  list_push_front(&m->inflight, &r->link);
   m->n_inflight++;
   pthread_mutex_unlock(&m->lock);
 
@@ -662,10 +655,9 @@ static void cancel(struct mcp *m, json_object *params) {
   if (!rid)
     return;
   char *key = id_key(rid);
-  if (!key)
-    return;
   pthread_mutex_lock(&m->lock);
-  for (struct mcp_req *r = m->inflight; r; r = r->next) {
+  for (struct list_node *n = LIST_FIRST(&m->inflight); n != LIST_END(&m->inflight); n = n->next) {
+    struct mcp_req *r = LIST_ENTRY(n, struct mcp_req, link);
     if (!r->answered && strcmp(r->id_key, key) == 0) {
       r->dropped = 1;
       call_cancel(&r->call); /* its canceller never completes the call on this thread */
@@ -835,7 +827,8 @@ static int wind_down(struct mcp *m, int grace) {
   pthread_mutex_lock(&m->lock);
   if (grace)
     wait_zero_locked(m, &m->n_inflight, start + EOF_GRACE_MS);
-  for (struct mcp_req *r = m->inflight; r; r = r->next) {
+  for (struct list_node *n = LIST_FIRST(&m->inflight); n != LIST_END(&m->inflight); n = n->next) {
+    struct mcp_req *r = LIST_ENTRY(n, struct mcp_req, link);
     r->dropped = 1;
     call_cancel(&r->call);
   }
@@ -879,6 +872,7 @@ int mcp_takeover(void *arg, struct transport *t, struct writer *w, const char *f
   m->t = t;
   m->w = w;
   m->legacy = MCP_LEGACY_NEWEST;
+  list_init(&m->inflight);
   pthread_mutex_init(&m->lock, NULL);
   pthread_cond_init(&m->changed, NULL);
   struct osb_err err = OSB_ERR_INIT;
