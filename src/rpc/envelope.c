@@ -17,7 +17,7 @@
 
 static char *id_key_of(json_object *id) {
   const char *s = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
-  return xstrdup(osb_nonnull((void *)s)); /* NULL only when out of memory */
+  return xstrdup(osb_nonnull((void *)s)); /* NULL only for want of memory */
 }
 
 /* An id of our own for the reply, never shared with the parsed message: json-c's
