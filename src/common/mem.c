@@ -31,15 +31,12 @@ char *xstrdup(const char *s) {
 }
 
 char *xasprintf(const char *fmt, ...) {
+  char *s = NULL;
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
+  int n = vasprintf(&s, fmt, ap); /* fails for want of memory (nothing we print is 2 GiB) */
   va_end(ap);
   if (n < 0)
-    osb_oom(); /* only a length past INT_MAX: nothing we print */
-  char *s = xmalloc((size_t)n + 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
+    osb_oom();
   return s;
 }
