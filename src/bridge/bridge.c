@@ -5,19 +5,28 @@
  * every backend on br->retired is held by at least one call. */
 #include "bridge/methods/methods.h"
 
-#include <stdlib.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/assert.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/thread.h"
-#include <string.h>
 
 struct bridge_retired {
   struct backend *be;
   unsigned refs;
-  struct bridge_retired *next;
+  struct list_node link; /* in br->retired */
 };
+
+/* br->retired, made a ring on first use: a zeroed struct bridge is a valid one (main and
+ * the tests only set what they configure). Caller holds br->lock. */
+static struct list *retired(struct bridge *br) {
+  if (!br->retired.head.next)
+    list_init(&br->retired);
+  return &br->retired;
+}
 
 static void backend_close(struct backend *be) {
   if (be && be->ops && be->ops->close)
@@ -67,14 +76,15 @@ static struct backend *backend_release(struct bridge *br, struct backend *be) {
     br->backend_refs--;
   } else {
     int found = 0;
-    for (struct bridge_retired **pp = &br->retired; *pp; pp = &(*pp)->next) {
-      struct bridge_retired *r = *pp;
+    struct list *l = retired(br);
+    for (struct list_node *n = LIST_FIRST(l); n != LIST_END(l); n = n->next) {
+      struct bridge_retired *r = LIST_ENTRY(n, struct bridge_retired, link);
       if (r->be != be)
         continue;
       found = 1;
       OSB_ASSERT(r->refs > 0);
       if (--r->refs == 0) {
-        *pp = r->next;
+        list_remove(n);
         to_close = r->be;
         free(r);
       }
@@ -135,14 +145,10 @@ int bridge_reconfigure(struct bridge *br, struct backend_config *config) {
     if (br->backend_refs == 0) {
       to_close = br->backend;
     } else {
-      struct bridge_retired *r = calloc(1, sizeof *r);
-      if (r) {
-        r->be = br->backend;
-        r->refs = br->backend_refs;
-        r->next = br->retired;
-        br->retired = r;
-      }
-      /* Out of memory: the old backend is leaked rather than closed under a running call. */
+      struct bridge_retired *r = xcalloc(1, sizeof *r);
+      r->be = br->backend;
+      r->refs = br->backend_refs;
+      list_push_front(retired(br), &r->link);
     }
     br->backend = NULL;
     br->backend_refs = 0;
@@ -157,17 +163,18 @@ void bridge_close(struct bridge *br) {
     return;
   pthread_mutex_lock(&br->lock);
   struct backend *be = br->backend;
-  struct bridge_retired *r = br->retired;
+  struct list old;
+  list_init(&old);
+  for (struct list_node *n; (n = list_pop_front(retired(br)));)
+    list_push_back(&old, n);
   br->backend = NULL;
   br->backend_refs = 0;
-  br->retired = NULL;
   config_free_strings(&br->config);
   pthread_mutex_unlock(&br->lock);
   backend_close(be);
-  while (r) {
-    struct bridge_retired *next = r->next;
+  for (struct list_node *n; (n = list_pop_front(&old));) {
+    struct bridge_retired *r = LIST_ENTRY(n, struct bridge_retired, link);
     backend_close(r->be);
     free(r);
-    r = next;
   }
 }

@@ -15,6 +15,7 @@
 #include "bridge/methods/methods.h"
 #include "common/defaults.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/thread.h"
 #include "mcp/mcp.h"
 #include "rpc/rpc.h"
@@ -89,7 +90,7 @@ static int parse_network(const char *flag, const char *value) {
 
 static void set_str(char **slot, const char *value) {
   free(*slot);
-  *slot = value && *value ? strdup(value) : NULL;
+  *slot = value && *value ? xstrdup(value) : NULL;
 }
 
 static void *signal_thread(void *arg) {

@@ -13,7 +13,9 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 #include "rpc/rpc.h"
 
@@ -22,16 +24,16 @@ struct progress {
   json_object *token;     /* owned copy */
   struct buf b[2];        /* stdout, stderr: bytes not sent yet */
   int64_t due_ms;         /* when the oldest held byte must go; 0: nothing held */
-  struct progress *next;  /* in g.held while due_ms */
+  struct list_node held;  /* in g.held while due_ms */
   int done;               /* finished or freed: add ignores */
 };
 
 static struct {
   pthread_mutex_t lock;
   pthread_cond_t cv;
-  struct progress *held;  /* with bytes waiting */
+  struct list held;       /* struct progress with bytes waiting */
   int started;
-} g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
+} g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {{&g.held.head, &g.held.head}}, 0};
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -48,27 +50,13 @@ int progress_token_check(json_object *token, struct osb_err *err) {
   return -1;
 }
 
-/* Bytes of p[0..n) that can go without splitting a character (its rest may still come). */
-static size_t whole_chars(const char *p, size_t n) {
-  for (size_t i = 1; i <= 3 && i <= n; i++) {
-    unsigned char c = (unsigned char)p[n - i];
-    if ((c & 0xC0) == 0x80)
-      continue;
-    if (c < 0xC0)
-      return n;
-    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-    return need > i ? n - i : n;
-  }
-  return n;
+static void hold(struct progress *p, int64_t due_ms) {
+  p->due_ms = due_ms;
+  list_push_front(&g.held, &p->held);
 }
 
 static void unhold(struct progress *p) {
-  for (struct progress **pp = &g.held; *pp; pp = &(*pp)->next)
-    if (*pp == p) {
-      *pp = p->next;
-      break;
-    }
-  p->next = NULL;
+  list_remove(&p->held);
   p->due_ms = 0;
 }
 
@@ -81,36 +69,26 @@ static void flush(struct progress *p, int final) {
       struct buf *b = &p->b[s];
       size_t n = b->len < budget ? b->len : budget;
       if (n && (n < b->len || !final))
-        n = whole_chars(b->data, n);
+        n = utf8_complete(b->data, n); /* a cut character's rest may still come */
       take[s] = n;
       budget -= n;
     }
     if (!take[0] && !take[1])
       break;
-    json_object *value = json_object_new_object();
+    json_object *value = OSB_J(json_object_new_object());
     static const char *const names[2] = {"stdout", "stderr"};
-    for (int s = 0; s < 2 && value; s++) {
+    for (int s = 0; s < 2; s++) {
       if (!take[s])
         continue;
       size_t len = 0;
       char *text = utf8_sanitize(p->b[s].data, take[s], &len);
-      json_object *j = text ? json_object_new_string_len(text, (int)len) : NULL;
+      json_object_object_add(value, names[s], OSB_J(json_object_new_string_len(text, (int)len)));
       free(text);
-      if (!j || json_object_object_add(value, names[s], j) < 0) {
-        json_object_put(j);
-        json_object_put(value);
-        value = NULL;
-      }
     }
-    json_object *params = value ? json_object_new_object() : NULL;
-    if (params) {
-      json_object_object_add(params, "token", json_object_get(p->token));
-      json_object_object_add(params, "value", value);
-      rpc_notify(p->req, "$/progress", params); /* dropped once the request is answered */
-    } else {
-      json_object_put(value);
-      log_warn("out of memory: a $/progress chunk was dropped");
-    }
+    json_object *params = OSB_J(json_object_new_object());
+    json_object_object_add(params, "token", json_object_get(p->token));
+    json_object_object_add(params, "value", value);
+    rpc_notify(p->req, "$/progress", params); /* dropped once the request is answered */
     for (int s = 0; s < 2; s++)
       buf_consume(&p->b[s], take[s]);
   }
@@ -118,11 +96,8 @@ static void flush(struct progress *p, int final) {
     if (!p->b[s].len && p->b[s].cap > (64u << 10))
       buf_free(&p->b[s]);
   if (p->b[0].len || p->b[1].len) {
-    if (!p->due_ms) { /* only a cut character is left: it waits for its rest */
-      p->due_ms = now_ms() + PROGRESS_WAIT_MS;
-      p->next = g.held;
-      g.held = p;
-    }
+    if (!p->due_ms) /* only a cut character is left: it waits for its rest */
+      hold(p, now_ms() + PROGRESS_WAIT_MS);
   } else if (p->due_ms) {
     unhold(p);
   }
@@ -133,8 +108,9 @@ static void *flusher(void *arg) {
   pthread_mutex_lock(&g.lock);
   for (;;) {
     int64_t now = now_ms(), next = INT64_MAX;
-    for (struct progress *p = g.held, *nx; p; p = nx) {
-      nx = p->next;
+    for (struct list_node *n = LIST_FIRST(&g.held), *nx; n != LIST_END(&g.held); n = nx) {
+      nx = n->next;
+      struct progress *p = LIST_ENTRY(n, struct progress, held);
       if (p->due_ms <= now) {
         unhold(p);
         flush(p, 0);
@@ -185,17 +161,11 @@ static void start_flusher(void) {
 }
 
 struct progress *progress_new(struct rpc_req *req, json_object *token) {
-  struct progress *p = calloc(1, sizeof *p);
-  if (!p)
-    return NULL;
+  struct progress *p = xcalloc(1, sizeof *p);
   p->req = req;
-  p->token = json_object_is_type(token, json_type_string)
-                 ? json_object_new_string(json_object_get_string(token))
-                 : json_object_new_int64(json_object_get_int64(token));
-  if (!p->token) {
-    free(p);
-    return NULL;
-  }
+  p->token = OSB_J(json_object_is_type(token, json_type_string)
+                       ? json_object_new_string(json_object_get_string(token))
+                       : json_object_new_int64(json_object_get_int64(token)));
   buf_init(&p->b[0], (size_t)-1 / 2);
   buf_init(&p->b[1], (size_t)-1 / 2);
   return p;
@@ -206,15 +176,12 @@ void progress_add(struct progress *p, int stream, const char *data, size_t len) 
     return;
   pthread_mutex_lock(&g.lock);
   if (!p->done) {
-    if (buf_append(&p->b[stream - 1], data, len) != BUF_OK)
-      log_warn("out of memory: live output dropped");
+    buf_append(&p->b[stream - 1], data, len); /* no limit to pass: max is half of memory */
     if (p->b[0].len + p->b[1].len >= PROGRESS_MAX_BYTES) {
       flush(p, 0);
     } else if (!p->due_ms) {
       start_flusher();
-      p->due_ms = now_ms() + PROGRESS_WAIT_MS;
-      p->next = g.held;
-      g.held = p;
+      hold(p, now_ms() + PROGRESS_WAIT_MS);
       pthread_cond_signal(&g.cv);
     }
   }

@@ -21,7 +21,7 @@ struct progress;
  * partialResultToken. A NULL token is acceptable (none). */
 int progress_token_check(json_object *token, struct osb_err *err);
 
-/* Chunks for req under token (copied). NULL when out of memory. */
+/* Chunks for req under token (copied). */
 struct progress *progress_new(struct rpc_req *req, json_object *token);
 
 /* Output of stream (1 stdout, 2 stderr) as it arrives; any thread, never blocks on the

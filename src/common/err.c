@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
+
 int osb_err_code(enum osb_err_kind kind) {
   switch (kind) {
   case OSB_ERR_NONE:
@@ -44,28 +46,28 @@ int osb_err_set(struct osb_err *err, enum osb_err_kind kind, json_object *data, 
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   err->kind = kind;
-  err->message = strdup(msg);
+  err->message = xstrdup(msg);
   err->data = data;
   return -1;
 }
 
 void osb_err_add(struct osb_err *err, const char *key, json_object *value) {
   if (!err->data)
-    err->data = json_object_new_object();
-  if (!err->data || json_object_object_add(err->data, key, value) < 0)
-    json_object_put(value);
+    err->data = OSB_J(json_object_new_object());
+  if (json_object_object_add(err->data, key, value) < 0)
+    osb_oom(); /* json-c fails an add only for want of memory */
 }
 
 json_object *osb_err_to_json(const struct osb_err *err) {
-  json_object *obj = json_object_new_object();
-  json_object_object_add(obj, "code", json_object_new_int(osb_err_code(err->kind)));
+  json_object *obj = OSB_J(json_object_new_object());
+  json_object_object_add(obj, "code", OSB_J(json_object_new_int(osb_err_code(err->kind))));
   json_object_object_add(obj, "message",
-                         json_object_new_string(err->message ? err->message : "error"));
+                         OSB_J(json_object_new_string(err->message ? err->message : "error")));
   const char *type = osb_err_type(err->kind);
   if (type || err->data) {
-    json_object *data = json_object_new_object();
+    json_object *data = OSB_J(json_object_new_object());
     if (type)
-      json_object_object_add(data, "type", json_object_new_string(type));
+      json_object_object_add(data, "type", OSB_J(json_object_new_string(type)));
     if (err->data) {
       json_object_object_foreach(err->data, key, val) {
         if (strcmp(key, "type") != 0)

@@ -1,6 +1,8 @@
 /* mem.c - the out-of-memory abort and the allocators that use it (see mem.h). */
 #include "common/mem.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,4 +28,15 @@ void *xrealloc(void *p, size_t n) {
 
 char *xstrdup(const char *s) {
   return osb_nonnull(strdup(s));
+}
+
+char *xasprintf(const char *fmt, ...) {
+  char *s = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vasprintf(&s, fmt, ap); /* fails for want of memory (nothing we print is 2 GiB) */
+  va_end(ap);
+  if (n < 0)
+    osb_oom();
+  return s;
 }

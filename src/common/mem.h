@@ -26,4 +26,7 @@ static inline void *osb_nonnull(void *p) {
 /* A json-c constructor's result, never NULL: OSB_J(json_object_new_object()). */
 #define OSB_J(expr) ((json_object *)osb_nonnull(expr))
 
+/* A new string printed as printf would, never NULL. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

@@ -40,7 +40,7 @@ void thread_event_wait(struct thread_event *e);
  * work. Jobs run in submission order, each on some pool thread. */
 struct pool;
 
-/* NULL when out of memory. */
+/* A new pool (never NULL: see mem.h). */
 struct pool *pool_new(unsigned max, int64_t idle_ms);
 
 /* Run fn(arg) on a pool thread. Returns 0, or -1 when no thread could ever run it (none

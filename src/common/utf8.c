@@ -118,3 +118,16 @@ size_t utf8_cut(const char *s, size_t n, size_t max) {
     cut--;
   return cut;
 }
+
+size_t utf8_complete(const char *s, size_t n) {
+  for (size_t i = 1; i <= 3 && i <= n; i++) {
+    unsigned char c = (unsigned char)s[n - i];
+    if ((c & 0xC0) == 0x80)
+      continue; /* a continuation byte: look further back for its lead */
+    if (c < 0xC0)
+      return n; /* ASCII or a stray byte: nothing to wait for */
+    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    return need > i ? n - i : n;
+  }
+  return n;
+}

@@ -19,4 +19,8 @@ char *utf8_sanitize(const char *s, size_t n, size_t *out_len);
  * splitting a character. Returns n when n <= max. */
 size_t utf8_cut(const char *s, size_t n, size_t max);
 
+/* The length of s[0..n) without a character cut short at its end (one whose remaining
+ * bytes may still come, as in output read in pieces); n when the end is whole. */
+size_t utf8_complete(const char *s, size_t n);
+
 #endif

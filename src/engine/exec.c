@@ -203,23 +203,9 @@ int engine_exec_start(struct engine *eng, const char *id, const struct engine_ex
   return 0;
 }
 
-/* How much of p[0..n) can be handed out now: all but a character cut at the end. */
-static size_t complete_len(const char *p, size_t n) {
-  for (size_t i = 1; i <= 3 && i <= n; i++) {
-    unsigned char c = (unsigned char)p[n - i];
-    if ((c & 0xC0) == 0x80)
-      continue;
-    if (c < 0xC0)
-      return n;
-    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-    return need > i ? n - i : n;
-  }
-  return n;
-}
-
 /* Take the readable part of b as a sanitized string. Caller holds x->lock. */
 static char *take(struct buf *b, int all, size_t *len) {
-  size_t n = all ? b->len : complete_len(b->data ? b->data : "", b->len);
+  size_t n = all ? b->len : utf8_complete(b->data ? b->data : "", b->len);
   char *s = utf8_sanitize(b->data ? b->data : "", n, len);
   buf_consume(b, n);
   if (b->len == 0 && b->cap > (64u << 10))

@@ -18,7 +18,9 @@
 #include <time.h>
 
 #include "common/call.h"
+#include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 #include "mcp/mcp_int.h"
 #include "rpc/jsonparse.h"
@@ -54,7 +56,7 @@ struct mcp_req {
   int as_exec;                 /* sandbox_run started as exec/start (it yields) */
   json_object *progress_token; /* _meta.progressToken (owned), or NULL */
   int64_t progress_bytes;      /* output sent as notifications/progress so far */
-  struct mcp_req *prev, *next; /* m->inflight */
+  struct list_node link; /* in m->inflight */
 };
 
 struct mcp {
@@ -66,7 +68,7 @@ struct mcp {
 
   pthread_mutex_t lock;
   pthread_cond_t changed;      /* a thread ended, or the default sandbox settled */
-  struct mcp_req *inflight;
+  struct list inflight; /* struct mcp_req */
   unsigned n_inflight;
   unsigned threads;            /* threads waiting for the default sandbox */
   unsigned destroying;         /* sandbox/destroy calls of the wind-down still running */
@@ -90,7 +92,7 @@ static const char *get_str(json_object *obj, const char *key) {
 
 static void set(json_object *obj, const char *key, json_object *val) {
   if (json_object_object_add(obj, key, val) < 0)
-    json_object_put(val);
+    osb_oom(); /* json-c fails an add only for want of memory */
 }
 
 /* Parse one message (NULL when it is not JSON). */
@@ -147,10 +149,6 @@ static void send_msg(struct mcp *m, json_object *msg) {
   size_t len = 0;
   char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
   json_object_put(msg);
-  if (!buf) {
-    log_error("out of memory serializing an MCP message");
-    return;
-  }
   log_trace("-> %.*s", (int)(len > 1000 ? 1000 : len), buf + TRANSPORT_FRAME_FRONT);
   size_t off = 0;
   size_t flen = transport_frame(transport_framing(m->t), buf, len, &off);
@@ -160,13 +158,13 @@ static void send_msg(struct mcp *m, json_object *msg) {
 static json_object *copy(json_object *o) {
   json_object *out = NULL;
   if (o && json_object_deep_copy(o, &out, NULL) != 0)
-    return NULL;
+    osb_oom(); /* plain JSON: a copy fails only for want of memory */
   return out;
 }
 
 static json_object *envelope(json_object *id) {
-  json_object *r = json_object_new_object();
-  set(r, "jsonrpc", json_object_new_string("2.0"));
+  json_object *r = OSB_J(json_object_new_object());
+  set(r, "jsonrpc", OSB_J(json_object_new_string("2.0")));
   set(r, "id", copy(id));
   return r;
 }
@@ -174,9 +172,9 @@ static json_object *envelope(json_object *id) {
 static void send_error(struct mcp *m, json_object *id, int code, const char *message,
                        json_object *data) {
   json_object *r = envelope(id);
-  json_object *e = json_object_new_object();
-  set(e, "code", json_object_new_int(code));
-  set(e, "message", json_object_new_string(message));
+  json_object *e = OSB_J(json_object_new_object());
+  set(e, "code", OSB_J(json_object_new_int(code)));
+  set(e, "message", OSB_J(json_object_new_string(message)));
   if (data)
     set(e, "data", data);
   set(r, "error", e);
@@ -184,9 +182,9 @@ static void send_error(struct mcp *m, json_object *id, int code, const char *mes
 }
 
 static json_object *server_info(struct mcp *m) {
-  json_object *info = json_object_new_object();
-  set(info, "name", json_object_new_string(m->cfg->name));
-  set(info, "version", json_object_new_string(m->cfg->version));
+  json_object *info = OSB_J(json_object_new_object());
+  set(info, "name", OSB_J(json_object_new_string(m->cfg->name)));
+  set(info, "version", OSB_J(json_object_new_string(m->cfg->version)));
   return info;
 }
 
@@ -194,10 +192,10 @@ static json_object *server_info(struct mcp *m) {
  * and who answered. */
 static void send_result(struct mcp *m, json_object *id, json_object *result, int modern) {
   if (modern) {
-    set(result, "resultType", json_object_new_string("complete"));
+    set(result, "resultType", OSB_J(json_object_new_string("complete")));
     json_object *meta = get(result, "_meta");
     if (!meta) {
-      meta = json_object_new_object();
+      meta = OSB_J(json_object_new_object());
       set(result, "_meta", meta);
     }
     set(meta, META_SERVER, server_info(m));
@@ -208,16 +206,16 @@ static void send_result(struct mcp *m, json_object *id, json_object *result, int
 }
 
 static json_object *supported_versions(void) {
-  json_object *arr = json_object_new_array();
+  json_object *arr = OSB_J(json_object_new_array());
   for (int v = MCP_V_COUNT - 1; v >= 0; v--)
-    json_object_array_add(arr, json_object_new_string(mcp_version_name((enum mcp_version)v)));
+    json_object_array_add(arr, OSB_J(json_object_new_string(mcp_version_name((enum mcp_version)v))));
   return arr;
 }
 
 static json_object *capabilities(void) {
-  json_object *caps = json_object_new_object();
-  json_object *tools = json_object_new_object();
-  set(tools, "listChanged", json_object_new_boolean(0));
+  json_object *caps = OSB_J(json_object_new_object());
+  json_object *tools = OSB_J(json_object_new_object());
+  set(tools, "listChanged", OSB_J(json_object_new_boolean(0)));
   set(caps, "tools", tools);
   return caps;
 }
@@ -233,15 +231,10 @@ static const char *instructions =
 static void track_locked(struct mcp *m, const char *id) {
   if (m->n_created == m->cap_created) {
     size_t cap = m->cap_created ? m->cap_created * 2 : 8;
-    char **p = realloc(m->created, cap * sizeof *p);
-    if (!p)
-      return;
-    m->created = p;
+    m->created = xrealloc(m->created, cap * sizeof *m->created);
     m->cap_created = cap;
   }
-  char *copy_id = strdup(id);
-  if (copy_id)
-    m->created[m->n_created++] = copy_id;
+  m->created[m->n_created++] = xstrdup(id);
 }
 
 static void untrack_locked(struct mcp *m, const char *id) {
@@ -309,15 +302,15 @@ static int default_sandbox(struct mcp *m, struct call *c, char **id, struct osb_
     return osb_err_set(err, OSB_ERR_CANCELLED, NULL, "request cancelled");
   }
   if (m->default_id) {
-    *id = strdup(m->default_id);
+    *id = xstrdup(m->default_id);
     pthread_mutex_unlock(&m->lock);
-    return *id ? 0 : osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
+    return 0;
   }
   m->default_busy = 1;
   pthread_mutex_unlock(&m->lock);
   struct waited w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL,
                      OSB_ERR_INIT};
-  invoke(m, "sandbox/create", c, json_object_new_object(), waited_done, NULL, &w);
+  invoke(m, "sandbox/create", c, OSB_J(json_object_new_object()), waited_done, NULL, &w);
   pthread_mutex_lock(&w.lock);
   while (!w.done)
     pthread_cond_wait(&w.cv, &w.lock);
@@ -329,14 +322,14 @@ static int default_sandbox(struct mcp *m, struct call *c, char **id, struct osb_
   m->default_busy = 0;
   if (sid) {
     free(m->default_id);
-    m->default_id = strdup(sid);
+    m->default_id = xstrdup(sid);
     track_locked(m, sid);
-    *id = strdup(sid);
+    *id = xstrdup(sid);
   }
   pthread_cond_broadcast(&m->changed);
   pthread_mutex_unlock(&m->lock);
   json_object_put(w.result);
-  if (sid && *id)
+  if (sid)
     return 0;
   if (w.rc == 0)
     osb_err_set(&w.err, OSB_ERR_INTERNAL, NULL, "sandbox/create returned no sandboxId");
@@ -356,8 +349,8 @@ static int backend_has_exec(struct mcp *m) {
   struct call c;
   memset(&c, 0, sizeof c);
   pthread_mutex_init(&c.lock, NULL);
-  json_object *params = json_object_new_object();
-  set(params, "execId", json_object_new_string("mcp-probe"));
+  json_object *params = OSB_J(json_object_new_object());
+  set(params, "execId", OSB_J(json_object_new_string("mcp-probe")));
   invoke(m, "exec/read", &c, params, waited_done, NULL, &w);
   pthread_mutex_lock(&w.lock);
   while (!w.done)
@@ -381,12 +374,7 @@ static void req_finish(struct mcp_req *r, json_object *result) {
   pthread_mutex_lock(&m->lock);
   int drop = r->dropped;
   r->answered = 1;
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    m->inflight = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
+  list_remove(&r->link);
   m->n_inflight--;
   pthread_cond_broadcast(&m->changed);
   pthread_mutex_unlock(&m->lock);
@@ -414,23 +402,23 @@ static json_object *bad_argument(const struct mcp_tool *tool, const char *fmt, c
 /* An exec's state (exec/start's result, taken) as sandbox_run's result: a run's members,
  * plus running and, while it runs, the execId that exec_read continues. */
 static json_object *run_from_exec(json_object *st) {
-  json_object *r = json_object_new_object();
+  json_object *r = OSB_J(json_object_new_object());
   int running = json_object_get_boolean(get(st, "running"));
   set(r, "stdout", copy(get(st, "stdout")));
   set(r, "stderr", copy(get(st, "stderr")));
   if (running) {
     set(r, "exitCode", NULL);
     set(r, "signal", NULL);
-    set(r, "success", json_object_new_boolean(0));
+    set(r, "success", OSB_J(json_object_new_boolean(0)));
   } else {
     int code = json_object_get_int(get(st, "exitCode"));
     int sig = json_object_get_int(get(st, "signal"));
-    set(r, "exitCode", json_object_new_int(code));
-    set(r, "signal", json_object_new_int(sig));
-    set(r, "success", json_object_new_boolean(code == 0 && sig == 0));
+    set(r, "exitCode", OSB_J(json_object_new_int(code)));
+    set(r, "signal", OSB_J(json_object_new_int(sig)));
+    set(r, "success", OSB_J(json_object_new_boolean(code == 0 && sig == 0)));
   }
-  set(r, "truncated", json_object_new_boolean(json_object_get_boolean(get(st, "truncated"))));
-  set(r, "running", json_object_new_boolean(running));
+  set(r, "truncated", OSB_J(json_object_new_boolean(json_object_get_boolean(get(st, "truncated")))));
+  set(r, "running", OSB_J(json_object_new_boolean(running)));
   if (running && get(st, "execId"))
     set(r, "execId", copy(get(st, "execId")));
   json_object_put(st);
@@ -460,7 +448,7 @@ static void method_done(void *arg, int rc, json_object *result, struct osb_err *
   if (r->as_exec)
     result = run_from_exec(result);
   else if (tool->is_run && m->tools.yields && json_object_is_type(result, json_type_object))
-    set(result, "running", json_object_new_boolean(0)); /* the same shape as a yielding run */
+    set(result, "running", OSB_J(json_object_new_boolean(0))); /* the same shape as a yielding run */
   req_finish(r, mcp_tool_result(tool, result, r->v));
 }
 
@@ -479,29 +467,25 @@ static int method_notify(void *arg, const char *method, json_object *params) {
   json_object *out = get(value, "stdout"), *err = get(value, "stderr");
   size_t n_out = out ? (size_t)json_object_get_string_len(out) : 0;
   size_t n_err = err ? (size_t)json_object_get_string_len(err) : 0;
-  char *chunk = malloc(n_out + n_err + 1);
-  if (!chunk) {
-    json_object_put(params);
-    return -1;
-  }
+  char *chunk = xmalloc(n_out + n_err + 1);
   if (n_out)
     memcpy(chunk, json_object_get_string(out), n_out);
   if (n_err)
     memcpy(chunk + n_out, json_object_get_string(err), n_err);
   chunk[n_out + n_err] = '\0';
   json_object_put(params);
-  json_object *note = json_object_new_object();
-  json_object *p = json_object_new_object();
-  set(note, "jsonrpc", json_object_new_string("2.0"));
-  set(note, "method", json_object_new_string("notifications/progress"));
-  set(p, "message", json_object_new_string_len(chunk, (int)(n_out + n_err)));
+  json_object *note = OSB_J(json_object_new_object());
+  json_object *p = OSB_J(json_object_new_object());
+  set(note, "jsonrpc", OSB_J(json_object_new_string("2.0")));
+  set(note, "method", OSB_J(json_object_new_string("notifications/progress")));
+  set(p, "message", OSB_J(json_object_new_string_len(chunk, (int)(n_out + n_err))));
   free(chunk);
   int sent = -1;
   pthread_mutex_lock(&m->lock); /* the reply is queued after answered is set under it */
   if (!r->answered && !r->dropped) {
     r->progress_bytes += (int64_t)(n_out + n_err);
     set(p, "progressToken", copy(r->progress_token));
-    set(p, "progress", json_object_new_int64(r->progress_bytes));
+    set(p, "progress", OSB_J(json_object_new_int64(r->progress_bytes)));
     set(note, "params", p);
     p = NULL;
     send_msg(m, note);
@@ -523,7 +507,7 @@ static void method_start(struct mcp_req *r) {
   json_object *params = copy(r->args);
   if (r->sid) {
     json_object_object_del(params, "sandboxId");
-    set(params, "sandboxId", json_object_new_string(r->sid));
+    set(params, "sandboxId", OSB_J(json_object_new_string(r->sid)));
   }
   const char *method = tool->method->name;
   /* exec output is not streamed yet: a caller that asked for progress gets the live output
@@ -533,7 +517,7 @@ static void method_start(struct mcp_req *r) {
                !(r->progress_token && tool->streams);
   if (r->as_exec) {
     method = "exec/start";
-    set(params, "yieldMs", json_object_new_int64(m->cfg->yield_ms));
+    set(params, "yieldMs", OSB_J(json_object_new_int64(m->cfg->yield_ms)));
   }
   json_object_object_del(params, "partialResultToken"); /* the bridge's, not the model's */
   if (r->progress_token && tool->streams)
@@ -581,7 +565,7 @@ static int spawn(struct mcp *m, void *(*fn)(void *), void *arg) {
 }
 
 static char *id_key(json_object *id) {
-  return strdup(json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN));
+  return xstrdup(osb_nonnull((void *)json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN)));
 }
 
 static void tools_call(struct mcp *m, json_object *id, json_object *params, enum mcp_version v,
@@ -600,11 +584,7 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
     send_result(m, id, bad_argument(tool, "%s: must be an object", "arguments"), modern);
     return;
   }
-  struct mcp_req *r = calloc(1, sizeof *r);
-  if (!r) {
-    send_error(m, id, -32603, "out of memory", NULL);
-    return;
-  }
+  struct mcp_req *r = xcalloc(1, sizeof *r);
   r->m = m;
   r->id = copy(id);
   r->id_key = id_key(id);
@@ -612,7 +592,7 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
   r->modern = modern;
   r->tool = tool;
   r->args = args && json_object_is_type(args, json_type_object) ? copy(args)
-                                                                 : json_object_new_object();
+                                                                 : OSB_J(json_object_new_object());
   pthread_mutex_init(&r->call.lock, NULL);
   json_object *token = get(get(params, "_meta"), "progressToken");
   if (json_object_is_type(token, json_type_string) || json_object_is_type(token, json_type_int))
@@ -620,9 +600,9 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
   pthread_mutex_lock(&m->lock);
   if (m->n_inflight >= m->cfg->max_inflight) {
     pthread_mutex_unlock(&m->lock);
-    json_object *data = json_object_new_object();
-    set(data, "type", json_object_new_string("BusyError"));
-    set(data, "limit", json_object_new_int64(m->cfg->max_inflight));
+    json_object *data = OSB_J(json_object_new_object());
+    set(data, "type", OSB_J(json_object_new_string("BusyError")));
+    set(data, "limit", OSB_J(json_object_new_int64(m->cfg->max_inflight)));
     send_error(m, id, -32008, "too many tool calls at once", data);
     json_object_put(r->id);
     json_object_put(r->args);
@@ -632,10 +612,7 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
     free(r);
     return;
   }
-  r->next = m->inflight;
-  if (m->inflight)
-    m->inflight->prev = r;
-  m->inflight = r;
+  list_push_front(&m->inflight, &r->link);
   m->n_inflight++;
   pthread_mutex_unlock(&m->lock);
 
@@ -652,13 +629,13 @@ static void tools_call(struct mcp *m, json_object *id, json_object *params, enum
   json_object *sid = get(r->args, "sandboxId");
   if (!tool->takes_sandbox || (sid && !json_object_is_type(sid, json_type_null))) {
     if (json_object_is_type(sid, json_type_string))
-      r->sid = strdup(json_object_get_string(sid));
+      r->sid = xstrdup(json_object_get_string(sid));
     method_start(r); /* a wrong sandboxId type is the method's to word */
     return;
   }
   pthread_mutex_lock(&m->lock);
   if (m->default_id && !m->default_busy) {
-    r->sid = strdup(m->default_id);
+    r->sid = xstrdup(m->default_id);
     r->defaulted = 1;
   }
   pthread_mutex_unlock(&m->lock);
@@ -678,10 +655,9 @@ static void cancel(struct mcp *m, json_object *params) {
   if (!rid)
     return;
   char *key = id_key(rid);
-  if (!key)
-    return;
   pthread_mutex_lock(&m->lock);
-  for (struct mcp_req *r = m->inflight; r; r = r->next) {
+  for (struct list_node *n = LIST_FIRST(&m->inflight); n != LIST_END(&m->inflight); n = n->next) {
+    struct mcp_req *r = LIST_ENTRY(n, struct mcp_req, link);
     if (!r->answered && strcmp(r->id_key, key) == 0) {
       r->dropped = 1;
       call_cancel(&r->call); /* its canceller never completes the call on this thread */
@@ -702,9 +678,9 @@ static void handle_request(struct mcp *m, json_object *id, const char *method,
   if (modern) {
     int pv = mcp_version_parse(ver);
     if (pv != MCP_V2026_07_28) {
-      json_object *data = json_object_new_object();
+      json_object *data = OSB_J(json_object_new_object());
       set(data, "supported", supported_versions());
-      set(data, "requested", json_object_new_string(ver));
+      set(data, "requested", OSB_J(json_object_new_string(ver)));
       send_error(m, id, ERR_UNSUPPORTED_VERSION, "Unsupported protocol version", data);
       return;
     }
@@ -716,30 +692,30 @@ static void handle_request(struct mcp *m, json_object *id, const char *method,
     }
   }
   if (strcmp(method, "server/discover") == 0) {
-    json_object *r = json_object_new_object();
+    json_object *r = OSB_J(json_object_new_object());
     set(r, "supportedVersions", supported_versions());
     set(r, "capabilities", capabilities());
-    set(r, "instructions", json_object_new_string(instructions));
-    set(r, "ttlMs", json_object_new_int(LIST_TTL_MS));
-    set(r, "cacheScope", json_object_new_string("public"));
+    set(r, "instructions", OSB_J(json_object_new_string(instructions)));
+    set(r, "ttlMs", OSB_J(json_object_new_int(LIST_TTL_MS)));
+    set(r, "cacheScope", OSB_J(json_object_new_string("public")));
     send_result(m, id, r, 1);
   } else if (strcmp(method, "initialize") == 0 && !modern) {
     int pv = mcp_version_parse(get_str(params, "protocolVersion"));
     m->legacy = pv >= 0 && pv <= MCP_LEGACY_NEWEST ? (enum mcp_version)pv : MCP_LEGACY_NEWEST;
-    json_object *r = json_object_new_object();
-    set(r, "protocolVersion", json_object_new_string(mcp_version_name(m->legacy)));
+    json_object *r = OSB_J(json_object_new_object());
+    set(r, "protocolVersion", OSB_J(json_object_new_string(mcp_version_name(m->legacy))));
     set(r, "capabilities", capabilities());
     set(r, "serverInfo", server_info(m));
-    set(r, "instructions", json_object_new_string(instructions));
+    set(r, "instructions", OSB_J(json_object_new_string(instructions)));
     send_result(m, id, r, 0);
   } else if (strcmp(method, "ping") == 0 && !modern) {
-    send_result(m, id, json_object_new_object(), 0);
+    send_result(m, id, OSB_J(json_object_new_object()), 0);
   } else if (strcmp(method, "tools/list") == 0) {
-    json_object *r = json_object_new_object();
+    json_object *r = OSB_J(json_object_new_object());
     set(r, "tools", mcp_tools_list(&m->tools, v));
     if (modern) {
-      set(r, "ttlMs", json_object_new_int(LIST_TTL_MS));
-      set(r, "cacheScope", json_object_new_string("public"));
+      set(r, "ttlMs", OSB_J(json_object_new_int(LIST_TTL_MS)));
+      set(r, "cacheScope", OSB_J(json_object_new_string("public")));
     }
     send_result(m, id, r, modern);
   } else if (strcmp(method, "tools/call") == 0) {
@@ -851,7 +827,8 @@ static int wind_down(struct mcp *m, int grace) {
   pthread_mutex_lock(&m->lock);
   if (grace)
     wait_zero_locked(m, &m->n_inflight, start + EOF_GRACE_MS);
-  for (struct mcp_req *r = m->inflight; r; r = r->next) {
+  for (struct list_node *n = LIST_FIRST(&m->inflight); n != LIST_END(&m->inflight); n = n->next) {
+    struct mcp_req *r = LIST_ENTRY(n, struct mcp_req, link);
     r->dropped = 1;
     call_cancel(&r->call);
   }
@@ -864,19 +841,12 @@ static int wind_down(struct mcp *m, int grace) {
   m->destroying += (unsigned)n;
   pthread_mutex_unlock(&m->lock);
   for (size_t i = 0; i < n; i++) {
-    struct destroy_job *j = calloc(1, sizeof *j);
-    if (!j) {
-      free(ids[i]);
-      pthread_mutex_lock(&m->lock);
-      m->destroying--;
-      pthread_mutex_unlock(&m->lock);
-      continue;
-    }
+    struct destroy_job *j = xcalloc(1, sizeof *j);
     j->m = m;
     j->id = ids[i];
     pthread_mutex_init(&j->call.lock, NULL);
-    json_object *params = json_object_new_object();
-    set(params, "sandboxId", json_object_new_string(j->id));
+    json_object *params = OSB_J(json_object_new_object());
+    set(params, "sandboxId", OSB_J(json_object_new_string(j->id)));
     invoke(m, "sandbox/destroy", &j->call, params, destroy_done, NULL, j);
   }
   free(ids);
@@ -897,13 +867,12 @@ int mcp_takeover(void *arg, struct transport *t, struct writer *w, const char *f
   const struct mcp_config *cfg = arg;
   if (!cfg->force && !mcp_detect(first, len))
     return -1;
-  struct mcp *m = calloc(1, sizeof *m);
-  if (!m)
-    return 1;
+  struct mcp *m = xcalloc(1, sizeof *m);
   m->cfg = cfg;
   m->t = t;
   m->w = w;
   m->legacy = MCP_LEGACY_NEWEST;
+  list_init(&m->inflight);
   pthread_mutex_init(&m->lock, NULL);
   pthread_cond_init(&m->changed, NULL);
   struct osb_err err = OSB_ERR_INIT;

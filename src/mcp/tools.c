@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/mem.h"
 #include "mcp/mcp_int.h"
 
 extern const char osb_openrpc_json[];
@@ -104,13 +105,13 @@ static int tool_namespace(const char *method) {
 
 static void set(json_object *obj, const char *key, json_object *val) {
   if (json_object_object_add(obj, key, val) < 0)
-    json_object_put(val);
+    osb_oom(); /* json-c fails an add only for want of memory */
 }
 
 static json_object *copy(json_object *o) {
   json_object *out = NULL;
   if (o && json_object_deep_copy(o, &out, NULL) != 0)
-    return NULL;
+    osb_oom(); /* plain JSON: a copy fails only for want of memory */
   return out;
 }
 
@@ -121,7 +122,7 @@ static json_object *inline_refs(json_object *node, json_object *schemas, int dep
   if (depth > 32)
     return copy(node);
   if (json_object_is_type(node, json_type_array)) {
-    json_object *out = json_object_new_array();
+    json_object *out = OSB_J(json_object_new_array());
     size_t n = json_object_array_length(node);
     for (size_t i = 0; i < n; i++)
       json_object_array_add(out, inline_refs(json_object_array_get_idx(node, i), schemas,
@@ -140,7 +141,7 @@ static json_object *inline_refs(json_object *node, json_object *schemas, int dep
       out = inline_refs(target, schemas, depth + 1);
   }
   if (!out)
-    out = json_object_new_object();
+    out = OSB_J(json_object_new_object());
   json_object_object_foreach(node, key, val) {
     if (strcmp(key, "$ref") == 0)
       continue;
@@ -164,10 +165,10 @@ static const char *get_str(json_object *obj, const char *key) {
  * left to the method, which words its own error: clients and model APIs handle plain
  * object schemas best. */
 static json_object *input_schema(const struct mcp_tool *tool, json_object *m, json_object *schemas) {
-  json_object *s = json_object_new_object();
-  json_object *props = json_object_new_object();
-  json_object *req = json_object_new_array();
-  set(s, "type", json_object_new_string("object"));
+  json_object *s = OSB_J(json_object_new_object());
+  json_object *props = OSB_J(json_object_new_object());
+  json_object *req = OSB_J(json_object_new_array());
+  set(s, "type", OSB_J(json_object_new_string("object")));
   json_object *params = get(m, "params");
   size_t n = params ? json_object_array_length(params) : 0;
   for (size_t i = 0; i < n; i++) {
@@ -192,11 +193,11 @@ static json_object *input_schema(const struct mcp_tool *tool, json_object *m, js
     }
     if (desc) {
       json_object_object_del(prop, "description");
-      set(prop, "description", json_object_new_string(desc));
+      set(prop, "description", OSB_J(json_object_new_string(desc)));
     }
     set(props, name, prop);
     if (required)
-      json_object_array_add(req, json_object_new_string(name));
+      json_object_array_add(req, OSB_J(json_object_new_string(name)));
   }
   set(s, "properties", props);
   if (json_object_array_length(req) > 0)
@@ -236,8 +237,8 @@ static json_object *output_schema(const struct mcp_tool *tool, json_object *m, j
 }
 
 static char *tool_name(const char *method) {
-  char *name = strdup(method);
-  for (char *p = name; p && *p; p++)
+  char *name = xstrdup(method);
+  for (char *p = name; *p; p++)
     if (*p == '/' || *p == '.')
       *p = '_';
   return name;
@@ -252,14 +253,14 @@ static json_object *title(const char *method) {
   for (char *p = buf; *p; p++)
     if (*p == '/')
       *p = ' ';
-  return json_object_new_string(buf);
+  return OSB_J(json_object_new_string(buf));
 }
 
 static json_object *tool_def(const struct mcp_tool *tool, json_object *m, json_object *schemas,
                              int yields) {
   const char *method = tool->method->name;
-  json_object *def = json_object_new_object();
-  set(def, "name", json_object_new_string(tool->name));
+  json_object *def = OSB_J(json_object_new_object());
+  set(def, "name", OSB_J(json_object_new_string(tool->name)));
   set(def, "title", title(method));
   char desc[2048];
   const char *summary = get_str(m, "summary");
@@ -276,18 +277,18 @@ static json_object *tool_def(const struct mcp_tool *tool, json_object *m, json_o
                " It waits for the command to end (timeoutMs, default 300000): start servers "
                "and other endless commands with process_start instead.");
   }
-  set(def, "description", json_object_new_string(desc));
+  set(def, "description", OSB_J(json_object_new_string(desc)));
   set(def, "inputSchema", input_schema(tool, m, schemas));
   json_object *out = output_schema(tool, m, schemas, yields);
   if (out)
     set(def, "outputSchema", out);
-  json_object *ann = json_object_new_object();
+  json_object *ann = OSB_J(json_object_new_object());
   set(ann, "title", title(method));
   int ro = read_only(method);
-  set(ann, "readOnlyHint", json_object_new_boolean(ro));
+  set(ann, "readOnlyHint", OSB_J(json_object_new_boolean(ro)));
   if (!ro)
-    set(ann, "destructiveHint", json_object_new_boolean(destructive(method)));
-  set(ann, "openWorldHint", json_object_new_boolean(0));
+    set(ann, "destructiveHint", OSB_J(json_object_new_boolean(destructive(method))));
+  set(ann, "openWorldHint", OSB_J(json_object_new_boolean(0)));
   set(def, "annotations", ann);
   return def;
 }
@@ -303,11 +304,7 @@ int mcp_tools_build(struct mcp_tools *t, const struct rpc_method *methods, size_
     return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "the embedded OpenRPC document is broken");
   }
   size_t n = json_object_array_length(list);
-  t->v = calloc(n ? n : 1, sizeof *t->v);
-  if (!t->v) {
-    json_object_put(doc);
-    return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
-  }
+  t->v = xcalloc(n, sizeof *t->v);
   t->yields = has_exec && rpc_method_find(methods, n_methods, "exec/start") &&
               rpc_method_find(methods, n_methods, "exec/read");
   for (size_t i = 0; i < n; i++) {
@@ -358,7 +355,7 @@ const struct mcp_tool *mcp_tools_find(const struct mcp_tools *t, const char *nam
 }
 
 json_object *mcp_tools_list(const struct mcp_tools *t, enum mcp_version v) {
-  json_object *arr = json_object_new_array();
+  json_object *arr = OSB_J(json_object_new_array());
   for (size_t i = 0; i < t->n; i++) {
     json_object *def = copy(t->v[i].def);
     if (v < MCP_V2025_06_18) {
@@ -384,10 +381,7 @@ static void text_add(struct text *t, const char *s, size_t n) {
     size_t cap = t->cap ? t->cap * 2 : 256;
     while (cap < t->len + n + 1)
       cap *= 2;
-    char *p = realloc(t->s, cap);
-    if (!p)
-      return;
-    t->s = p;
+    t->s = xrealloc(t->s, cap);
     t->cap = cap;
   }
   memcpy(t->s + t->len, s, n);
@@ -412,10 +406,10 @@ static void text_stream(struct text *t, const char *heading, json_object *val) {
 }
 
 static json_object *content_text(struct text *t) {
-  json_object *arr = json_object_new_array();
-  json_object *block = json_object_new_object();
-  set(block, "type", json_object_new_string("text"));
-  set(block, "text", json_object_new_string_len(t->s ? t->s : "", (int)t->len));
+  json_object *arr = OSB_J(json_object_new_array());
+  json_object *block = OSB_J(json_object_new_object());
+  set(block, "type", OSB_J(json_object_new_string("text")));
+  set(block, "text", OSB_J(json_object_new_string_len(t->s ? t->s : "", (int)t->len)));
   json_object_array_add(arr, block);
   free(t->s);
   t->s = NULL;
@@ -451,7 +445,7 @@ static void run_text(struct text *t, json_object *r) {
 
 json_object *mcp_tool_result(const struct mcp_tool *tool, json_object *result,
                              enum mcp_version v) {
-  json_object *r = json_object_new_object();
+  json_object *r = OSB_J(json_object_new_object());
   struct text t = {NULL, 0, 0};
   const char *method = tool->method->name;
   if (!result) {
@@ -482,7 +476,7 @@ json_object *mcp_tool_result(const struct mcp_tool *tool, json_object *result,
     set(r, "structuredContent", result);
   else
     json_object_put(result);
-  set(r, "isError", json_object_new_boolean(0));
+  set(r, "isError", OSB_J(json_object_new_boolean(0)));
   return r;
 }
 
@@ -515,7 +509,7 @@ static const char *advice(enum osb_err_kind kind) {
 }
 
 json_object *mcp_tool_error(const struct mcp_tool *tool, const struct osb_err *err) {
-  json_object *r = json_object_new_object();
+  json_object *r = OSB_J(json_object_new_object());
   struct text t = {NULL, 0, 0};
   char head[200];
   const char *type = osb_err_type(err->kind);
@@ -526,6 +520,6 @@ json_object *mcp_tool_error(const struct mcp_tool *tool, const struct osb_err *e
   text_str(&t, "\n");
   text_str(&t, advice(err->kind));
   set(r, "content", content_text(&t));
-  set(r, "isError", json_object_new_boolean(1));
+  set(r, "isError", OSB_J(json_object_new_boolean(1)));
   return r;
 }

@@ -17,7 +17,7 @@
 
 static char *id_key_of(json_object *id) {
   const char *s = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
-  return xstrdup(osb_nonnull((void *)s)); /* NULL only when out of memory */
+  return xstrdup(osb_nonnull((void *)s)); /* NULL only for want of memory */
 }
 
 /* An id of our own for the reply, never shared with the parsed message: json-c's
@@ -27,12 +27,12 @@ static char *id_key_of(json_object *id) {
 static json_object *own_id(json_object *id, const char *raw, size_t raw_len) {
   switch (json_object_get_type(id)) {
   case json_type_string:
-    return json_object_new_string_len(json_object_get_string(id), json_object_get_string_len(id));
+    return OSB_J(
+        json_object_new_string_len(json_object_get_string(id), json_object_get_string_len(id)));
   case json_type_int:
   case json_type_double: {
-    char *text = raw && raw_len ? strndup(raw, raw_len)
-                                : strdup(json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN));
-    json_object *exact = text ? json_object_new_double_s(json_object_get_double(id), text) : NULL;
+    char *text = raw && raw_len ? osb_nonnull(strndup(raw, raw_len)) : id_key_of(id);
+    json_object *exact = OSB_J(json_object_new_double_s(json_object_get_double(id), text));
     free(text);
     return exact;
   }

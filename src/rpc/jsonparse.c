@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
 #include "rpc/jsonscan.h"
 
 #define NUMBER_TEXT_MAX 128 /* longer number texts are left to json-c */
@@ -39,10 +40,7 @@ static int scratch_reserve(struct parser *ps, size_t n) {
       return -1;
     cap *= 2;
   }
-  char *s = realloc(ps->scratch, cap);
-  if (!s)
-    return -1;
-  ps->scratch = s;
+  ps->scratch = xrealloc(ps->scratch, cap);
   ps->cap = cap;
   return 0;
 }
@@ -188,7 +186,7 @@ static int parse_string(struct parser *ps, json_object **out) {
       return -1;
     s = ps->scratch + start;
   }
-  *out = len <= INT_MAX ? json_object_new_string_len(s, (int)len) : NULL;
+  *out = len <= INT_MAX ? OSB_J(json_object_new_string_len(s, (int)len)) : NULL;
   ps->used = start;
   return *out ? 0 : -1;
 }
@@ -248,19 +246,19 @@ static int parse_number(struct parser *ps, json_object **out) {
     memcpy(text, start, n);
     text[n] = '\0';
     /* strtod as json-c calls it, in the C locale (the bridge never sets another). */
-    *out = json_object_new_double_s(strtod(text, NULL), text);
+    *out = OSB_J(json_object_new_double_s(strtod(text, NULL), text));
   } else if (neg) {
     /* json-c saturates below INT64_MIN. */
-    *out = json_object_new_int64(overflow || mag >= (uint64_t)INT64_MAX + 1
-                                     ? INT64_MIN
-                                     : -(int64_t)mag);
+    *out = OSB_J(json_object_new_int64(overflow || mag >= (uint64_t)INT64_MAX + 1
+                                           ? INT64_MIN
+                                           : -(int64_t)mag));
   } else if (overflow || mag > (uint64_t)INT64_MAX) {
     /* json-c saturates past UINT64_MAX. */
-    *out = json_object_new_uint64(overflow ? UINT64_MAX : mag);
+    *out = OSB_J(json_object_new_uint64(overflow ? UINT64_MAX : mag));
   } else {
-    *out = json_object_new_int64((int64_t)mag);
+    *out = OSB_J(json_object_new_int64((int64_t)mag));
   }
-  return *out ? 0 : -1;
+  return 0;
 }
 
 static int parse_literal(struct parser *ps, const char *word, size_t n) {
@@ -272,9 +270,7 @@ static int parse_literal(struct parser *ps, const char *word, size_t n) {
 
 static int parse_array(struct parser *ps, int depth, json_object **out) {
   ps->p++;
-  json_object *arr = json_object_new_array();
-  if (!arr)
-    return -1;
+  json_object *arr = OSB_J(json_object_new_array());
   skip_ws(ps);
   if (ps->p < ps->end && *ps->p == ']') {
     ps->p++;
@@ -285,10 +281,8 @@ static int parse_array(struct parser *ps, int depth, json_object **out) {
     json_object *v = NULL;
     if (depth + 1 >= ps->max_depth || parse_value(ps, depth + 1, &v) < 0)
       goto fail;
-    if (json_object_array_add(arr, v) != 0) {
-      json_object_put(v);
-      goto fail;
-    }
+    if (json_object_array_add(arr, v) != 0)
+      osb_oom(); /* fails only for want of memory */
     skip_ws(ps);
     if (ps->p >= ps->end)
       goto fail;
@@ -308,9 +302,7 @@ fail:
 
 static int parse_object(struct parser *ps, int depth, json_object **out) {
   ps->p++;
-  json_object *obj = json_object_new_object();
-  if (!obj)
-    return -1;
+  json_object *obj = OSB_J(json_object_new_object());
   skip_ws(ps);
   if (ps->p < ps->end && *ps->p == '}') {
     ps->p++;
@@ -334,10 +326,8 @@ static int parse_object(struct parser *ps, int depth, json_object **out) {
       goto fail;
     /* The name is a C string: json-c, too, cuts it at a \u0000. A repeated name keeps
      * its place and takes the new value (json_object_object_add replaces). */
-    if (json_object_object_add(obj, ps->scratch + name, v) != 0) {
-      json_object_put(v);
-      goto fail;
-    }
+    if (json_object_object_add(obj, ps->scratch + name, v) != 0)
+      osb_oom(); /* fails only for want of memory */
     ps->used = name;
     skip_ws(ps);
     if (ps->p >= ps->end)
@@ -371,13 +361,13 @@ static int parse_value(struct parser *ps, int depth, json_object **out) {
   case 't':
     if (parse_literal(ps, "true", 4) < 0)
       return -1;
-    *out = json_object_new_boolean(1);
-    return *out ? 0 : -1;
+    *out = OSB_J(json_object_new_boolean(1));
+    return 0;
   case 'f':
     if (parse_literal(ps, "false", 5) < 0)
       return -1;
-    *out = json_object_new_boolean(0);
-    return *out ? 0 : -1;
+    *out = OSB_J(json_object_new_boolean(0));
+    return 0;
   case 'n':
     return parse_literal(ps, "null", 4);
   default:

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
 #include "rpc/jsonscan.h"
 
 #define FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -20,7 +21,6 @@ struct out {
   size_t len;  /* bytes used, from the start of buf (the front room included) */
   size_t cap;
   size_t back; /* room to keep free after the text */
-  int failed;  /* out of memory: everything after is skipped */
 };
 
 /* Values json-c must write itself: a double without its source text (json-c's own
@@ -70,28 +70,19 @@ static size_t estimate(json_object *o) {
 }
 
 /* Make room for n more bytes (and the back room). */
-static int reserve(struct out *w, size_t n) {
-  if (w->failed)
-    return -1;
+static void reserve(struct out *w, size_t n) {
   if (w->cap - w->len >= n + w->back)
-    return 0;
+    return;
   size_t need = w->len + n + w->back;
   size_t cap = w->cap * 2 > need ? w->cap * 2 : need;
-  char *b = realloc(w->buf, cap);
-  if (!b) {
-    w->failed = 1;
-    return -1;
-  }
-  w->buf = b;
+  w->buf = xrealloc(w->buf, cap);
   w->cap = cap;
-  return 0;
 }
 
 static void put(struct out *w, const char *s, size_t n) {
-  if (reserve(w, n) == 0) {
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-  }
+  reserve(w, n);
+  memcpy(w->buf + w->len, s, n);
+  w->len += n;
 }
 
 static void put_u64(struct out *w, uint64_t v, int neg) {
@@ -109,8 +100,7 @@ static void put_u64(struct out *w, uint64_t v, int neg) {
 /* A JSON string, escaped as json-c's json_escape_str does it. */
 static void put_string(struct out *w, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
-  if (reserve(w, n + 2) < 0) /* enough unless something needs escaping */
-    return;
+  reserve(w, n + 2); /* enough unless something needs escaping */
   w->buf[w->len++] = '"';
   for (;;) {
     size_t run = jsonscan_plain(s, n);
@@ -145,15 +135,11 @@ static void put_string(struct out *w, const char *s, size_t n) {
 }
 
 static void put_value(struct out *w, json_object *o) {
-  if (w->failed)
-    return;
   if (o && left_to_json_c(o)) {
     size_t n = 0;
-    const char *text = json_object_to_json_string_length(o, FLAGS, &n);
-    if (!text)
-      w->failed = 1;
-    else
-      put(w, text, n);
+    /* NULL only for want of memory */
+    const char *text = osb_nonnull((void *)json_object_to_json_string_length(o, FLAGS, &n));
+    put(w, text, n);
     return;
   }
   switch (json_object_get_type(o)) {
@@ -217,15 +203,9 @@ char *jsonwrite(json_object *obj, size_t front, size_t back, size_t *len) {
   struct out w = {.back = back};
   size_t guess = estimate(obj);
   w.cap = front + guess + back;
-  w.buf = malloc(w.cap);
-  if (!w.buf)
-    return NULL;
+  w.buf = xmalloc(w.cap);
   w.len = front;
   put_value(&w, obj);
-  if (w.failed) {
-    free(w.buf);
-    return NULL;
-  }
   *len = w.len - front;
   return w.buf;
 }

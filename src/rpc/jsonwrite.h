@@ -18,7 +18,7 @@
 
 /* Serialize obj (NULL is JSON null) into one malloc'd buffer: `front` unused bytes, then
  * the text (*len bytes), then at least `back` unused bytes. Returns the buffer (the
- * caller frees it), or NULL when out of memory. Reads obj only, except that json-c
+ * caller frees it; never NULL: see mem.h). Reads obj only, except that json-c
  * caches the text of a value left to it inside that value. */
 char *jsonwrite(json_object *obj, size_t front, size_t back, size_t *len);
 

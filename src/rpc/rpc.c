@@ -147,8 +147,6 @@ static void send_json(struct rpc_core *core, json_object *msg, void (*done)(void
   size_t len = 0;
   char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
   json_object_put(msg);
-  if (!buf)
-    osb_oom();
   log_trace("-> %.*s", (int)(len > 1000 ? 1000 : len), buf + TRANSPORT_FRAME_FRONT);
   size_t off = 0;
   size_t flen = transport_frame(core->framing, buf, len, &off);
@@ -168,19 +166,13 @@ int rpc_notify(struct rpc_req *req, const char *method, json_object *params) {
     json_object_put(params);
     return -1;
   }
-  json_object *msg = json_object_new_object();
-  if (!msg) {
-    json_object_put(params);
-    return -1;
-  }
-  json_object_object_add(msg, "jsonrpc", json_object_new_string("2.0"));
-  json_object_object_add(msg, "method", json_object_new_string(method));
+  json_object *msg = OSB_J(json_object_new_object());
+  json_object_object_add(msg, "jsonrpc", OSB_J(json_object_new_string("2.0")));
+  json_object_object_add(msg, "method", OSB_J(json_object_new_string(method)));
   json_object_object_add(msg, "params", params);
   size_t len = 0;
   char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
   json_object_put(msg);
-  if (!buf)
-    return -1;
   size_t off = 0;
   size_t flen = transport_frame(core->framing, buf, len, &off);
   /* queued under the lock that answering takes: never after the reply */
@@ -404,15 +396,7 @@ const struct rpc_method *rpc_method_find(const struct rpc_method *methods, size_
 
 void rpc_invoke(const struct rpc_method *m, void *ctx, struct call *c, json_object *params,
                 rpc_invoke_done done, rpc_invoke_notify notify, void *arg) {
-  struct rpc_req *req = calloc(1, sizeof *req);
-  if (!req) {
-    json_object_put(params);
-    struct osb_err err = OSB_ERR_INIT;
-    osb_err_set(&err, OSB_ERR_INTERNAL, NULL, "out of memory");
-    done(arg, -1, NULL, &err);
-    osb_err_clear(&err);
-    return;
-  }
+  struct rpc_req *req = xcalloc(1, sizeof *req);
   req->done = done;
   req->notify = notify;
   req->done_arg = arg;

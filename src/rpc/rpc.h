@@ -42,7 +42,7 @@ void rpc_complete(struct rpc_req *req, int rc, json_object *result, struct osb_e
 /* Send the notification {method, params} (params taken) for req's sake, while req is
  * unanswered: it goes out before req's reply, and never after it (a cancelled request's
  * progress stops with its -32800). Any thread. Returns 0 when queued, -1 when dropped (req
- * answered already, not part of a JSON-RPC stream, out of memory). */
+ * answered already, or not part of a JSON-RPC stream). */
 int rpc_notify(struct rpc_req *req, const char *method, json_object *params);
 
 struct rpc_method {

@@ -42,7 +42,7 @@ void rpc_core_cancel(struct rpc_core *core, const char *key);
 /* Create a request for method and run its handler on this thread. Takes id (our own copy,
  * NULL for a notification or a null id), id_key (malloc'd, or NULL) and params in every
  * case. batch/index: the batch element it answers (batch NULL when alone). Returns an
- * immediate reply to deliver instead (busy: too many in flight; out of memory), or NULL. */
+ * immediate reply to deliver instead (busy: too many in flight), or NULL. */
 json_object *rpc_core_request(struct rpc_core *core, const struct rpc_method *method,
                               json_object *id, int has_id, char *id_key, json_object *params,
                               struct rpc_batch *batch, size_t index);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/mem.h"
 
 #define LSP_HEADER_MAX 8192
 #define READ_CHUNK 65536
@@ -38,9 +39,7 @@ struct transport {
 
 struct transport *transport_new(int fd, int wake_fd, enum rpc_framing framing,
                                 size_t max_message) {
-  struct transport *t = calloc(1, sizeof *t);
-  if (!t)
-    return NULL;
+  struct transport *t = xcalloc(1, sizeof *t);
   t->fd = fd;
   t->wake_fd = wake_fd;
   t->framing = framing;
@@ -77,8 +76,8 @@ static int fill(struct transport *t) {
       return -2;
     if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
       continue;
-    /* The buffer's cap leaves a chunk of room above any message we keep, so this only
-     * fails when out of memory. */
+    /* The buffer's cap leaves a chunk of room above any message we keep: room is never 0
+     * while a message is still being read. */
     size_t room = t->in.max - t->in.len;
     int rc;
     char *at = buf_space(&t->in, room < READ_CHUNK ? room : READ_CHUNK, &rc);

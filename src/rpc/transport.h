@@ -22,7 +22,7 @@ enum transport_event {
 };
 
 /* Read from fd (not owned). wake_fd (may be -1) is polled alongside: when it becomes
- * readable, transport_next returns TRANSPORT_STOPPED. Returns NULL when out of memory. */
+ * readable, transport_next returns TRANSPORT_STOPPED. */
 struct transport *transport_new(int fd, int wake_fd, enum rpc_framing framing,
                                 size_t max_message);
 void transport_free(struct transport *t);

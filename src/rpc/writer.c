@@ -16,6 +16,7 @@
 
 #include "common/assert.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 struct item {
   char *bytes; /* owned */
@@ -125,9 +126,7 @@ static void *writer_main(void *arg) {
 }
 
 struct writer *writer_new(int fd) {
-  struct writer *w = calloc(1, sizeof *w);
-  if (!w)
-    return NULL;
+  struct writer *w = xcalloc(1, sizeof *w);
   w->fd = fd;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->more, NULL);
@@ -200,13 +199,7 @@ void writer_send_at(struct writer *w, char *bytes, size_t off, size_t len,
                     void (*done)(void *), void *arg) {
   if (send_direct(w, bytes, off, len, done, arg))
     return;
-  struct item *it = malloc(sizeof *it);
-  if (!it) {
-    free(bytes);
-    if (done)
-      done(arg);
-    return;
-  }
+  struct item *it = xmalloc(sizeof *it);
   it->bytes = bytes;
   it->off = off;
   it->len = len;

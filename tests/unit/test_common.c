@@ -81,6 +81,19 @@ TEST(utf8_cut_never_splits_a_character) {
   ASSERT_EQ(utf8_cut(s, 5, 2), 2);
 }
 
+TEST(utf8_complete_holds_back_only_a_character_cut_short) {
+  const char *s = "a\xE2\x82\xAC"; /* a, then the 3 bytes of U+20AC */
+  ASSERT_EQ(utf8_complete(s, 4), 4);
+  ASSERT_EQ(utf8_complete(s, 3), 1);
+  ASSERT_EQ(utf8_complete(s, 2), 1);
+  ASSERT_EQ(utf8_complete(s, 1), 1);
+  ASSERT_EQ(utf8_complete(s, 0), 0);
+  ASSERT_EQ(utf8_complete("\xF0\x9F\x98", 3), 0); /* 3 of a 4-byte character */
+  ASSERT_EQ(utf8_complete("a\xC3", 2), 1);           /* the lead of a 2-byte character */
+  ASSERT_EQ(utf8_complete("a\x80", 2), 2);           /* a stray continuation: not held */
+  ASSERT_EQ(utf8_complete("\x80\x80\x80\x80", 4), 4); /* continuations without a lead */
+}
+
 TEST(errors_serialize_code_message_and_type) {
   struct osb_err err = OSB_ERR_INIT;
   ASSERT_EQ(osb_err_set(&err, OSB_ERR_FILE, NULL, "cannot read %s", "/x"), -1);
@@ -104,6 +117,7 @@ int main(void) {
   RUN(utf8_validation_follows_unicode);
   RUN(utf8_sanitize_replaces_each_maximal_subpart);
   RUN(utf8_cut_never_splits_a_character);
+  RUN(utf8_complete_holds_back_only_a_character_cut_short);
   RUN(errors_serialize_code_message_and_type);
   TEST_MAIN_END();
 }

@@ -16,57 +16,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "engine/engine.h"
 #include "engine/engine_int.h" /* engine_path_no_openat2: the fallback resolver */
-#include "test.h"
 
 #define STATE_DIR "/tmp/osb-test-engine"
 #define NOBODY_DIR "/tmp/osb-test-engine-nobody"
-#define NOBODY 65534
-
-/* Set (before the fork of RUN_RL) for cases run in rootless mode. */
-static int rootless;
-
-/* Become uid and gid 65534 with no groups, as `setpriv --reuid --regid --clear-groups`
- * would; what the engine sees is an ordinary user that changed its uid (not dumpable). */
-static void become_nobody(void) {
-  if (geteuid() != 0)
-    return;
-  mkdir(NOBODY_DIR, 0777);
-  chmod(NOBODY_DIR, 0777);
-  ASSERT_EQ(setgroups(0, NULL), 0);
-  ASSERT_EQ(setresgid(NOBODY, NOBODY, NOBODY), 0);
-  ASSERT_EQ(setresuid(NOBODY, NOBODY, NOBODY), 0);
-}
-
-static struct engine *open_engine_opts(size_t max_output, unsigned ttl) {
-  struct engine_opts o;
-  memset(&o, 0, sizeof o);
-  o.state_dir = STATE_DIR;
-  if (rootless) {
-    become_nobody();
-    o.state_dir = NOBODY_DIR "/state";
-  }
-  o.max_output = max_output;
-  o.ttl_secs = ttl;
-  struct engine *e = NULL;
-  int rc = engine_open(&o, &e);
-  ASSERT_EQ(rc, 0);
-  ASSERT(e != NULL);
-  return e;
-}
-
-static struct engine *open_engine(void) { return open_engine_opts(0, 0); }
-
-static void new_session(struct engine *e, char id[ENGINE_ID_LEN + 1]) {
-  ASSERT_EQ(engine_session_create(e, NULL, 0, id), 0);
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "engine_test.h"
 
 /* Run `sh -c script` with time_ms (0: 20 s). */
 static int run_sh_t(struct engine *e, const char *id, const char *script, uint64_t time_ms,
@@ -1620,14 +1574,6 @@ TEST(rootless_scenario_as_nobody) {
   unlink(marker);
   ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
-
-/* A case again, as uid 65534 in rootless mode. */
-#define RUN_RL(name)                                                       \
-  do {                                                                     \
-    rootless = 1;                                                          \
-    test_run("rootless: " #name, name);                                    \
-    rootless = 0;                                                          \
-  } while (0)
 
 int main(void) {
   if (geteuid() == 0) {

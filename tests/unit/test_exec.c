@@ -11,44 +11,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "engine/engine.h"
-#include "test.h"
-
 #define STATE_DIR "/tmp/osb-test-exec"
 #define NOBODY_DIR "/tmp/osb-test-exec-nobody"
-#define NOBODY 65534
-
-static int rootless;
-
-static struct engine *open_engine_max(size_t max_output) {
-  struct engine_opts o;
-  memset(&o, 0, sizeof o);
-  o.state_dir = STATE_DIR;
-  o.max_output = max_output;
-  if (rootless) {
-    mkdir(NOBODY_DIR, 0777);
-    chmod(NOBODY_DIR, 0777);
-    ASSERT_EQ(setgroups(0, NULL), 0);
-    ASSERT_EQ(setresgid(NOBODY, NOBODY, NOBODY), 0);
-    ASSERT_EQ(setresuid(NOBODY, NOBODY, NOBODY), 0);
-    o.state_dir = NOBODY_DIR "/state";
-  }
-  struct engine *e = NULL;
-  ASSERT_EQ(engine_open(&o, &e), 0);
-  return e;
-}
-
-static struct engine *open_engine(void) { return open_engine_max(0); }
-
-static void new_session(struct engine *e, char id[ENGINE_ID_LEN + 1]) {
-  ASSERT_EQ(engine_session_create(e, NULL, 0, id), 0);
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "engine_test.h"
 
 /* ---- live output of a run ---- */
 
@@ -101,7 +66,7 @@ TEST(run_output_arrives_live_and_adds_up_to_the_result) {
 /* output_only: the bytes go to the callback only, up to max_output a stream, and the
  * result says it was truncated. */
 TEST(run_output_only_is_capped_and_not_kept) {
-  struct engine *e = open_engine_max(100000);
+  struct engine *e = open_engine_opts(100000, 0);
   char id[ENGINE_ID_LEN + 1];
   new_session(e, id);
   static struct collect c = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -248,7 +213,7 @@ TEST(exec_kill_and_timeout_end_it_with_signal_9) {
 
 /* Unread output keeps the last max_output bytes of each stream; the next read says so. */
 TEST(exec_buffers_are_bounded_oldest_bytes_dropped) {
-  struct engine *e = open_engine_max(65536);
+  struct engine *e = open_engine_opts(65536, 0);
   char id[ENGINE_ID_LEN + 1];
   new_session(e, id);
   struct engine_exec *x = start(e, id, "seq 1 200000; echo last; sleep 30", 0, 0);
@@ -540,13 +505,6 @@ TEST(file_transfers_refuse_directories_fifos_and_escapes) {
   ASSERT(access("/etc/osb-test-escape", F_OK) != 0);
   engine_close(e);
 }
-
-#define RUN_RL(name)                         \
-  do {                                       \
-    rootless = 1;                            \
-    test_run("rootless: " #name, name);      \
-    rootless = 0;                            \
-  } while (0)
 
 int main(void) {
   if (geteuid() != 0) {

@@ -14,13 +14,15 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bridge/backend.h"
+#include "bridge/hostfile.h"
+#include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/thread.h"
 #include "engine/engine.h"
 
@@ -29,8 +31,6 @@ enum {
   LOCAL_POOL_IDLE_MS = 10000, /* an idle pool thread leaves after this */
 };
 
-struct local_wait;
-
 struct local {
   struct engine *eng;
   struct pool *pool;
@@ -38,8 +38,8 @@ struct local {
    * for an end or their yield time, served by one waiter thread (started on first need) */
   pthread_mutex_t xlock;
   pthread_cond_t xcond;
-  struct backend_exec *execs;
-  struct local_wait *waits;
+  struct list execs; /* struct backend_exec */
+  struct list waits; /* struct local_wait */
   pthread_t waiter;
   int waiter_started, waiter_stop;
 };
@@ -47,14 +47,14 @@ struct local {
 struct backend_exec {
   struct engine_exec *x;
   struct local *l;
-  struct backend_exec *next, *prev;
+  struct list_node link; /* in l->execs */
 };
 
 /* An EXEC_START or EXEC_READ waiting for the exec's end or its yield time. */
 struct local_wait {
   struct backend_op *op;
   int64_t deadline_ms;
-  struct local_wait *next;
+  struct list_node link; /* in l->waits, or on the waiter's list of answers */
 };
 
 static struct local *local_of(struct backend *be) {
@@ -93,26 +93,26 @@ static int local_fail(int code, const char *method, const char *id, const char *
   switch (-code) {
   case ESRCH:
     osb_err_set(err, OSB_ERR_NOT_FOUND, NULL, "sandbox %s not found", id ? id : "");
-    osb_err_add(err, "sandboxId", json_object_new_string(id ? id : ""));
+    osb_err_add(err, "sandboxId", OSB_J(json_object_new_string(id ? id : "")));
     return -1;
   case ECANCELED:
     return osb_err_set(err, OSB_ERR_CANCELLED, NULL, "request cancelled");
   case ENOSYS:
     osb_err_set(err, OSB_ERR_UNSUPPORTED, NULL, "%s is not supported by the local backend",
                 method);
-    osb_err_add(err, "method", json_object_new_string(method));
+    osb_err_add(err, "method", OSB_J(json_object_new_string(method)));
     return -1;
   default:
     break;
   }
   if (path) {
     osb_err_set(err, OSB_ERR_FILE, NULL, "%s: %s", path, reason);
-    osb_err_add(err, "path", json_object_new_string(path));
-    osb_err_add(err, "reason", json_object_new_string(reason));
+    osb_err_add(err, "path", OSB_J(json_object_new_string(path)));
+    osb_err_add(err, "reason", OSB_J(json_object_new_string(reason)));
     return -1;
   }
   osb_err_set(err, OSB_ERR_SERVER, NULL, "%s failed: %s", method, reason);
-  osb_err_add(err, "status", json_object_new_string(status_name(code)));
+  osb_err_add(err, "status", OSB_J(json_object_new_string(status_name(code))));
   return -1;
 }
 
@@ -124,21 +124,12 @@ static int cancelled(struct call *c, struct osb_err *err) {
   return 1;
 }
 
-static int oom(struct osb_err *err) {
-  return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
-}
-
 /* An engine_kv array lending the strings of kv[0..n) (free the array only); NULL when n is
- * 0 or memory runs out (*ok cleared). */
-static struct engine_kv *kv_lend(const struct backend_kv *kv, size_t n, int *ok) {
-  *ok = 1;
+ * 0. */
+static struct engine_kv *kv_lend(const struct backend_kv *kv, size_t n) {
   if (!n)
     return NULL;
-  struct engine_kv *e = calloc(n, sizeof *e);
-  if (!e) {
-    *ok = 0;
-    return NULL;
-  }
+  struct engine_kv *e = xcalloc(n, sizeof *e);
   for (size_t i = 0; i < n; i++) {
     e[i].key = kv[i].key;
     e[i].value = kv[i].value;
@@ -150,10 +141,7 @@ static struct engine_kv *kv_lend(const struct backend_kv *kv, size_t n, int *ok)
 
 static int local_create(struct engine *eng, struct backend_op *op) {
   char id[ENGINE_ID_LEN + 1];
-  int ok;
-  struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env, &ok);
-  if (!ok)
-    return oom(&op->err);
+  struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env);
   const char *net = op->in.env.network;
   int network = !net ? -1 : strcmp(net, "egress") == 0 ? ENGINE_NET_EGRESS : ENGINE_NET_NONE;
   int rc = engine_session_create_net(eng, ekv, op->in.env.n_env, network, id);
@@ -164,12 +152,8 @@ static int local_create(struct engine *eng, struct backend_op *op) {
                        "--network egress, or OPENSANDBOX_NETWORK=egress)");
   if (rc < 0)
     return local_fail(rc, "sandbox/create", NULL, NULL, &op->err);
-  op->out.session.id = strdup(id);
+  op->out.session.id = xstrdup(id);
   op->out.session.preview_url = NULL;
-  if (!op->out.session.id) {
-    engine_session_destroy(eng, id);
-    return oom(&op->err);
-  }
   return 0;
 }
 
@@ -178,37 +162,27 @@ static int local_destroy(struct engine *eng, struct backend_op *op) {
   return rc < 0 ? local_fail(rc, "sandbox/destroy", op->id, NULL, &op->err) : 0;
 }
 
-/* Copy an engine session info into a backend one. Returns 0, or -1 when out of memory
- * (*out then holds what was copied; free it). */
-static int info_copy(const struct engine_session_info *in, struct backend_session_info *out) {
+/* Copy an engine session info into a backend one. */
+static void info_copy(const struct engine_session_info *in, struct backend_session_info *out) {
   memset(out, 0, sizeof *out);
-  out->id = strdup(in->id);
-  out->cwd = in->cwd ? strdup(in->cwd) : NULL;
-  out->status = strdup(in->status[0] ? in->status : "running");
+  out->id = xstrdup(in->id);
+  out->cwd = in->cwd ? xstrdup(in->cwd) : NULL;
+  out->status = xstrdup(in->status[0] ? in->status : "running");
   out->age_secs = in->age_secs;
   out->idle_secs = in->idle_secs;
-  if (!out->id || (in->cwd && !out->cwd) || !out->status)
-    return -1;
   if (in->n_env) {
-    out->env = calloc(in->n_env, sizeof *out->env);
-    if (!out->env)
-      return -1;
+    out->env = xcalloc(in->n_env, sizeof *out->env);
     for (size_t i = 0; i < in->n_env; i++) {
-      out->n_env = i + 1;
-      out->env[i].key = strdup(in->env[i].key);
-      out->env[i].value = strdup(in->env[i].value);
-      if (!out->env[i].key || !out->env[i].value)
-        return -1;
+      out->env[i].key = xstrdup(in->env[i].key);
+      out->env[i].value = xstrdup(in->env[i].value);
     }
+    out->n_env = in->n_env;
   }
   if (in->n_ports) {
-    out->ports = malloc(in->n_ports * sizeof *out->ports);
-    if (!out->ports)
-      return -1;
+    out->ports = xmalloc(in->n_ports * sizeof *out->ports);
     memcpy(out->ports, in->ports, in->n_ports * sizeof *out->ports);
     out->n_ports = in->n_ports;
   }
-  return 0;
 }
 
 static int local_list(struct engine *eng, struct backend_op *op) {
@@ -217,18 +191,9 @@ static int local_list(struct engine *eng, struct backend_op *op) {
   int rc = engine_session_list(eng, &infos, &count);
   if (rc < 0)
     return local_fail(rc, "sandbox/list", NULL, NULL, &op->err);
-  struct backend_session_info *arr = calloc(count ? count : 1, sizeof *arr);
-  if (!arr) {
-    engine_session_infos_free(infos, count);
-    return oom(&op->err);
-  }
-  for (size_t i = 0; i < count; i++) {
-    if (info_copy(&infos[i], &arr[i]) < 0) {
-      backend_session_infos_free(arr, i + 1);
-      engine_session_infos_free(infos, count);
-      return oom(&op->err);
-    }
-  }
+  struct backend_session_info *arr = xcalloc(count, sizeof *arr);
+  for (size_t i = 0; i < count; i++)
+    info_copy(&infos[i], &arr[i]);
   engine_session_infos_free(infos, count);
   op->out.list.infos = arr;
   op->out.list.n = count;
@@ -241,20 +206,13 @@ static int local_get(struct engine *eng, struct backend_op *op) {
   int rc = engine_session_get(eng, op->id, &info);
   if (rc < 0)
     return local_fail(rc, "sandbox/get", op->id, NULL, &op->err);
-  rc = info_copy(&info, &op->out.info);
+  info_copy(&info, &op->out.info);
   engine_session_info_free(&info);
-  if (rc < 0) {
-    backend_session_info_free(&op->out.info);
-    return oom(&op->err);
-  }
   return 0;
 }
 
 static int local_set_env(struct engine *eng, struct backend_op *op) {
-  int ok;
-  struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env, &ok);
-  if (!ok)
-    return oom(&op->err);
+  struct engine_kv *ekv = kv_lend(op->in.env.env, op->in.env.n_env);
   int rc = engine_session_setenv(eng, op->id, ekv, op->in.env.n_env);
   free(ekv);
   return rc < 0 ? local_fail(rc, "sandbox/setEnv", op->id, NULL, &op->err) : 0;
@@ -267,23 +225,16 @@ static int local_set_cwd(struct engine *eng, struct backend_op *op) {
 
 /* ---- runs ---- */
 
-/* Move an engine result into a backend result (the streams change hands). Returns 0, or
- * -1 with *err when out of memory (out is then empty). */
-static int take_result(struct engine_run_result *res, struct backend_run_res *out,
-                       struct osb_err *err) {
-  out->out = res->out ? res->out : strdup("");
+/* Move an engine result into a backend result (the streams change hands). */
+static void take_result(struct engine_run_result *res, struct backend_run_res *out) {
+  out->out = res->out ? res->out : xstrdup("");
   out->out_len = res->out ? res->out_len : 0;
-  out->err = res->err ? res->err : strdup("");
+  out->err = res->err ? res->err : xstrdup("");
   out->err_len = res->err ? res->err_len : 0;
   out->exit_code = res->exit_code;
   out->signal = res->signal;
   out->truncated = res->truncated;
   res->out = res->err = NULL;
-  if (!out->out || !out->err) {
-    backend_run_res_free(out);
-    return oom(err);
-  }
-  return 0;
 }
 
 /* The canceller of a run: the call's flag is raised already; the I/O thread kills it. */
@@ -298,7 +249,7 @@ static void local_run_finished(void *arg, int rc, struct engine_run_result *res)
   if (rc < 0)
     local_fail(rc, "sandbox/run", op->id, NULL, &op->err);
   else
-    rc = take_result(res, &op->out.run, &op->err);
+    take_result(res, &op->out.run);
   engine_run_result_free(res);
   op->rc = rc < 0 ? -1 : 0;
   op->done(op);
@@ -314,10 +265,7 @@ static void local_run_output(void *arg, int stream, const char *data, size_t len
  * op->err filled. */
 static int local_run(struct engine *eng, struct backend_op *op) {
   const struct backend_run_req *req = &op->in.run;
-  int ok;
-  struct engine_kv *ekv = kv_lend(req->env, req->n_env, &ok);
-  if (!ok)
-    return oom(&op->err);
+  struct engine_kv *ekv = kv_lend(req->env, req->n_env);
   struct engine_run_opts opts = {
       .argv = req->argv,
       .argc = req->argc,
@@ -363,9 +311,7 @@ static int local_read_file(struct engine *eng, struct backend_op *op) {
 static int local_write_files(struct engine *eng, struct backend_op *op) {
   const struct backend_file *files = op->in.files.files;
   size_t n_files = op->in.files.n;
-  struct backend_file_error *errs = calloc(n_files ? n_files : 1, sizeof *errs);
-  if (!errs)
-    return oom(&op->err);
+  struct backend_file_error *errs = xcalloc(n_files, sizeof *errs);
   size_t ne = 0;
   for (size_t i = 0; i < n_files; i++) {
     if (cancelled(op->c, &op->err)) {
@@ -379,13 +325,9 @@ static int local_write_files(struct engine *eng, struct backend_op *op) {
       backend_file_errors_free(errs, ne);
       return local_fail(rc, "fs/writeMany", op->id, NULL, &op->err);
     }
-    errs[ne].path = strdup(files[i].path);
-    errs[ne].error = strdup(engine_strerror(rc));
+    errs[ne].path = xstrdup(files[i].path);
+    errs[ne].error = xstrdup(engine_strerror(rc));
     ne++;
-    if (!errs[ne - 1].path || !errs[ne - 1].error) {
-      backend_file_errors_free(errs, ne);
-      return oom(&op->err);
-    }
   }
   if (ne == 0) {
     free(errs);
@@ -404,11 +346,7 @@ static int local_list_files(struct engine *eng, struct backend_op *op) {
   if (rc < 0)
     return local_fail(rc, "fs/list", op->id, path, &op->err);
   /* Same layout of owned strings; copy field by field to stay independent of it. */
-  struct backend_dirent *arr = calloc(count ? count : 1, sizeof *arr);
-  if (!arr) {
-    engine_dirents_free(ents, count);
-    return oom(&op->err);
-  }
+  struct backend_dirent *arr = xcalloc(count, sizeof *arr);
   for (size_t i = 0; i < count; i++) {
     arr[i].name = ents[i].name;
     arr[i].path = ents[i].path;
@@ -427,10 +365,7 @@ static int local_list_files(struct engine *eng, struct backend_op *op) {
 
 static int local_bg_start(struct engine *eng, struct backend_op *op) {
   const struct backend_bg_req *req = &op->in.bg;
-  int ok;
-  struct engine_kv *ekv = kv_lend(req->env, req->n_env, &ok);
-  if (!ok)
-    return oom(&op->err);
+  struct engine_kv *ekv = kv_lend(req->env, req->n_env);
   struct engine_bg_opts opts = {
       .argv = req->argv,
       .argc = req->argc,
@@ -466,12 +401,7 @@ static int local_bg_status(struct engine *eng, struct backend_op *op) {
   int rc = engine_bg_status(eng, op->id, &st, &count, &log);
   if (rc < 0)
     return local_fail(rc, "process/status", op->id, NULL, &op->err);
-  struct backend_bg_proc *arr = calloc(count ? count : 1, sizeof *arr);
-  if (!arr) {
-    free(st);
-    free(log);
-    return oom(&op->err);
-  }
+  struct backend_bg_proc *arr = xcalloc(count, sizeof *arr);
   for (size_t i = 0; i < count; i++) {
     arr[i].pid = st[i].pid;
     arr[i].alive = st[i].alive;
@@ -489,30 +419,12 @@ static int local_health(struct engine *eng, struct backend_op *op) {
 
 /* ---- host files (fs/upload, fs/download): copied inside the engine ---- */
 
-/* A host file that cannot be used: FILE with data.localPath and data.reason. -1. */
-static int local_path_fail(const char *local_path, const char *reason, struct osb_err *err) {
-  osb_err_set(err, OSB_ERR_FILE, NULL, "%s: %s", local_path, reason);
-  osb_err_add(err, "localPath", json_object_new_string(local_path));
-  osb_err_add(err, "reason", json_object_new_string(reason));
-  return -1;
-}
-
 static int local_upload(struct engine *eng, struct backend_op *op) {
   const char *lp = op->in.xfer.local_path, *path = op->in.xfer.path;
-  /* O_NONBLOCK: a FIFO without a writer must not hang the open; refused below anyway */
-  int fd = open(lp, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0)
-    return local_path_fail(lp, strerror(errno), &op->err);
   struct stat st;
-  const char *bad = fstat(fd, &st) < 0 ? strerror(errno)
-                    : S_ISDIR(st.st_mode) ? "is a directory"
-                    : !S_ISREG(st.st_mode) ? "not a regular file"
-                                           : NULL;
-  if (bad) {
-    close(fd);
-    return local_path_fail(lp, bad, &op->err);
-  }
-  fcntl(fd, F_SETFL, 0);
+  int fd = hostfile_open_read(lp, &st, &op->err);
+  if (fd < 0)
+    return -1;
   struct engine_file *f = NULL;
   int rc = engine_file_open_write(eng, op->id, path, &f);
   uint64_t n = 0;
@@ -528,48 +440,29 @@ static int local_upload(struct engine *eng, struct backend_op *op) {
   return 0;
 }
 
-/* The sandbox file goes to a temporary name beside localPath, renamed at the end: a
- * failed or cancelled download leaves nothing half-written under that name. */
+/* The sandbox file goes to a temporary name beside localPath (hostfile.h). */
 static int local_download(struct engine *eng, struct backend_op *op) {
   const char *lp = op->in.xfer.local_path, *path = op->in.xfer.path;
-  struct stat st;
-  if (stat(lp, &st) == 0 && S_ISDIR(st.st_mode))
-    return local_path_fail(lp, "is a directory", &op->err);
-  if (stat(lp, &st) == 0 && !S_ISREG(st.st_mode))
-    return local_path_fail(lp, "not a regular file", &op->err);
+  if (hostfile_check_target(lp, &op->err) < 0)
+    return -1;
   struct engine_file *f = NULL;
   int rc = engine_file_open_read(eng, op->id, path, &f, NULL);
   if (rc < 0)
     return local_fail(rc, "fs/download", op->id, path, &op->err);
-  size_t len = strlen(lp);
-  char *tmp = malloc(len + 32);
-  if (!tmp) {
-    engine_file_close(f);
-    return oom(&op->err);
-  }
-  snprintf(tmp, len + 32, "%s.osb-part-%d", lp, (int)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  char *tmp = NULL;
+  int fd = hostfile_create_part(lp, &tmp, &op->err);
   if (fd < 0) {
-    int e = errno;
     engine_file_close(f);
-    free(tmp);
-    return local_path_fail(lp, strerror(e), &op->err);
+    return -1;
   }
   uint64_t n = 0;
   rc = engine_file_copy_to_fd(f, fd, op->c ? &op->c->cancelled : NULL, &n);
   engine_file_close(f);
-  int werr = 0;
-  if (close(fd) < 0 && rc == 0)
-    werr = errno;
-  if (rc == 0 && !werr && rename(tmp, lp) < 0)
-    werr = errno;
-  if (rc < 0 || werr)
-    unlink(tmp);
-  free(tmp);
+  int werr = hostfile_finish_part(fd, tmp, lp, rc == 0);
   if (rc == -ESRCH || rc == -ECANCELED)
     return local_fail(rc, "fs/download", op->id, path, &op->err);
   if (rc < 0 || werr) /* reading the sandbox file hardly fails once open: the host's side */
-    return local_path_fail(lp, strerror(werr ? werr : -rc), &op->err);
+    return hostfile_fail(lp, strerror(werr ? werr : -rc), &op->err);
   op->out.count = n;
   return 0;
 }
@@ -589,8 +482,9 @@ static void exec_answer(struct backend_op *op) {
   call_clear_canceller(op->c);
   if (call_is_cancelled(op->c)) {
     op->rc = osb_err_set(&op->err, OSB_ERR_CANCELLED, NULL, "request cancelled");
-  } else if (engine_exec_read(bx->x, 0, &st) < 0) {
-    op->rc = oom(&op->err);
+  } else if ((op->rc = engine_exec_read(bx->x, 0, &st)) < 0) {
+    op->rc = local_fail(op->rc, op->kind == BACKEND_EXEC_START ? "exec/start" : "exec/read",
+                        op->id, NULL, &op->err);
   } else {
     op->out.exec.out = st.out;
     op->out.exec.out_len = st.out_len;
@@ -610,27 +504,25 @@ static void *exec_waiter(void *arg) {
   pthread_mutex_lock(&l->xlock);
   for (;;) {
     int64_t now = mono_ms(), next = INT64_MAX;
-    struct local_wait *ready = NULL;
-    for (struct local_wait **pp = &l->waits; *pp;) {
-      struct local_wait *w = *pp;
+    struct list ready;
+    list_init(&ready);
+    for (struct list_node *n = LIST_FIRST(&l->waits), *nx; n != LIST_END(&l->waits); n = nx) {
+      nx = n->next;
+      struct local_wait *w = LIST_ENTRY(n, struct local_wait, link);
       struct backend_op *op = w->op;
       struct backend_exec *bx = op->kind == BACKEND_EXEC_START ? op->out.exec.x : op->in.exec.x;
       if (l->waiter_stop || w->deadline_ms <= now || call_is_cancelled(op->c) ||
           engine_exec_ended(bx->x)) {
-        *pp = w->next;
-        w->next = ready;
-        ready = w;
-        continue;
-      }
-      if (w->deadline_ms < next)
+        list_remove(n);
+        list_push_back(&ready, n);
+      } else if (w->deadline_ms < next) {
         next = w->deadline_ms;
-      pp = &w->next;
+      }
     }
-    if (ready) { /* answered without the lock: done may reach the rpc core */
+    if (!list_empty(&ready)) { /* answered without the lock: done may reach the rpc core */
       pthread_mutex_unlock(&l->xlock);
-      while (ready) {
-        struct local_wait *w = ready;
-        ready = w->next;
+      for (struct list_node *n; (n = list_pop_front(&ready));) {
+        struct local_wait *w = LIST_ENTRY(n, struct local_wait, link);
         exec_answer(w->op);
         free(w);
       }
@@ -666,11 +558,11 @@ static void exec_wait_cancel(void *arg) {
 /* Answer op now, or once its exec ends or yield_ms has passed. */
 static void exec_wait(struct local *l, struct backend_op *op, int64_t yield_ms) {
   struct backend_exec *bx = op->kind == BACKEND_EXEC_START ? op->out.exec.x : op->in.exec.x;
-  struct local_wait *w = yield_ms > 0 && !engine_exec_ended(bx->x) ? malloc(sizeof *w) : NULL;
-  if (!w) {
+  if (yield_ms <= 0 || engine_exec_ended(bx->x)) {
     exec_answer(op);
     return;
   }
+  struct local_wait *w = xmalloc(sizeof *w);
   w->op = op;
   w->deadline_ms = mono_ms() + yield_ms;
   /* Before the wait is listed: from then on the waiter may answer op (and its caller free
@@ -689,8 +581,7 @@ static void exec_wait(struct local *l, struct backend_op *op, int64_t yield_ms) 
   }
   int ok = l->waiter_started && !l->waiter_stop;
   if (ok) {
-    w->next = l->waits;
-    l->waits = w;
+    list_push_back(&l->waits, &w->link);
     pthread_cond_signal(&l->xcond);
   }
   pthread_mutex_unlock(&l->xlock);
@@ -705,15 +596,8 @@ static void exec_wait(struct local *l, struct backend_op *op, int64_t yield_ms) 
 
 static void local_exec_start(struct local *l, struct backend_op *op) {
   const struct backend_exec_req *req = &op->in.exec;
-  int ok;
-  struct engine_kv *ekv = kv_lend(req->run.env, req->run.n_env, &ok);
-  struct backend_exec *bx = ok ? calloc(1, sizeof *bx) : NULL;
-  if (!bx) {
-    free(ekv);
-    op->rc = oom(&op->err);
-    op->done(op);
-    return;
-  }
+  struct engine_kv *ekv = kv_lend(req->run.env, req->run.n_env);
+  struct backend_exec *bx = xcalloc(1, sizeof *bx);
   struct engine_exec_opts o;
   memset(&o, 0, sizeof o);
   o.run.argv = req->run.argv;
@@ -738,10 +622,7 @@ static void local_exec_start(struct local *l, struct backend_op *op) {
   }
   bx->l = l;
   pthread_mutex_lock(&l->xlock);
-  bx->next = l->execs;
-  if (l->execs)
-    l->execs->prev = bx;
-  l->execs = bx;
+  list_push_front(&l->execs, &bx->link);
   pthread_mutex_unlock(&l->xlock);
   op->out.exec.x = bx;
   exec_wait(l, op, req->yield_ms);
@@ -793,12 +674,7 @@ static void local_exec_free(struct backend *be, struct backend_exec *bx) {
     return;
   struct local *l = be->impl;
   pthread_mutex_lock(&l->xlock);
-  if (bx->prev)
-    bx->prev->next = bx->next;
-  else
-    l->execs = bx->next;
-  if (bx->next)
-    bx->next->prev = bx->prev;
+  list_remove(&bx->link);
   pthread_mutex_unlock(&l->xlock);
   engine_exec_free(bx->x);
   free(bx);
@@ -868,14 +744,12 @@ static void local_start(struct backend *be, struct backend_op *op) {
     local_exec(l->eng, op);
     return;
   }
-  struct local_job *j = malloc(sizeof *j);
-  if (j) {
-    j->eng = l->eng;
-    j->op = op;
-    if (pool_submit(l->pool, local_job_main, j) == 0)
-      return;
-    free(j);
-  }
+  struct local_job *j = xmalloc(sizeof *j);
+  j->eng = l->eng;
+  j->op = op;
+  if (pool_submit(l->pool, local_job_main, j) == 0)
+    return;
+  free(j);
   op->rc = osb_err_set(&op->err, OSB_ERR_INTERNAL, NULL, "local backend: no thread for the call");
   op->done(op);
 }
@@ -892,8 +766,8 @@ static void local_close(struct backend *be) {
     pthread_mutex_unlock(&l->xlock);
     if (l->waiter_started)
       pthread_join(l->waiter, NULL);
-    while (l->execs) /* the bridge's exit kills every exec it started */
-      local_exec_free(be, l->execs);
+    while (!list_empty(&l->execs)) /* the bridge's exit kills every exec it started */
+      local_exec_free(be, LIST_ENTRY(LIST_FIRST(&l->execs), struct backend_exec, link));
     engine_close(l->eng);
     pthread_cond_destroy(&l->xcond);
     pthread_mutex_destroy(&l->xlock);
@@ -915,21 +789,15 @@ static const struct backend_ops local_ops = {
 };
 
 static char *dup_or_null(const char *s) {
-  return s ? strdup(s) : NULL;
+  return s ? xstrdup(s) : NULL;
 }
 
 struct backend *backend_local_open(const struct backend_config *config, struct osb_err *err) {
-  struct backend *be = calloc(1, sizeof *be);
-  struct local *l = calloc(1, sizeof *l);
-  struct pool *pool = pool_new(LOCAL_POOL_MAX, LOCAL_POOL_IDLE_MS);
-  if (!be || !l || !pool) {
-    free(be);
-    free(l);
-    pool_free(pool);
-    oom(err);
-    return NULL;
-  }
-  l->pool = pool;
+  struct backend *be = xcalloc(1, sizeof *be);
+  struct local *l = xcalloc(1, sizeof *l);
+  l->pool = pool_new(LOCAL_POOL_MAX, LOCAL_POOL_IDLE_MS);
+  list_init(&l->execs);
+  list_init(&l->waits);
   pthread_mutex_init(&l->xlock, NULL);
   pthread_cond_init(&l->xcond, NULL);
   be->ops = &local_ops;
@@ -949,7 +817,7 @@ struct backend *backend_local_open(const struct backend_config *config, struct o
   if (rc < 0) {
     osb_err_set(err, OSB_ERR_SERVER, NULL, "the local backend cannot start: %s",
                 engine_strerror(rc));
-    osb_err_add(err, "status", json_object_new_string(status_name(rc)));
+    osb_err_add(err, "status", OSB_J(json_object_new_string(status_name(rc))));
     l->eng = NULL;
     local_close(be);
     return NULL;

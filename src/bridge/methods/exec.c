@@ -13,6 +13,8 @@
 #include "bridge/progress.h"
 #include "common/b64.h"
 #include "common/defaults.h"
+#include "common/list.h"
+#include "common/mem.h"
 
 #define EXEC_DEFAULT_TIME_MS 300000 /* as sandbox/run (sandbox.c) */
 #define RUN_DEFAULT_MEM_KB 2097152
@@ -26,22 +28,36 @@ struct exec_entry {
   struct backend *be;
   struct backend_exec *x;
   int with_stdin;
-  struct exec_entry *next;
+  struct list_node link; /* in tab.execs */
 };
 
 static struct {
   pthread_mutex_t lock;
-  struct exec_entry *head;
+  struct list execs; /* struct exec_entry, newest first */
   unsigned long long counter;
-} tab = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+} tab = {PTHREAD_MUTEX_INITIALIZER, {{&tab.execs.head, &tab.execs.head}}, 0};
+
+/* The entry of id, or NULL. Caller holds tab.lock. */
+static struct exec_entry *find(const char *id) {
+  for (struct list_node *n = LIST_FIRST(&tab.execs); n != LIST_END(&tab.execs); n = n->next) {
+    struct exec_entry *e = LIST_ENTRY(n, struct exec_entry, link);
+    if (strcmp(e->id, id) == 0)
+      return e;
+  }
+  return NULL;
+}
+
+static void entry_free(struct exec_entry *e) {
+  free(e->sandbox);
+  free(e->command);
+  free(e);
+}
 
 /* Look id up for backend be: copies what the caller needs. 0, or -1 with -32001. */
 static int lookup(const char *id, struct backend *be, struct backend_exec **x, int *with_stdin,
                   struct osb_err *err) {
   pthread_mutex_lock(&tab.lock);
-  struct exec_entry *e = tab.head;
-  while (e && strcmp(e->id, id) != 0)
-    e = e->next;
+  struct exec_entry *e = find(id);
   if (e && e->be == be) {
     *x = e->x;
     if (with_stdin)
@@ -52,22 +68,18 @@ static int lookup(const char *id, struct backend *be, struct backend_exec **x, i
     return 0;
   osb_err_set(err, OSB_ERR_NOT_FOUND, NULL, "exec %s not found (unknown, or its end was reported)",
               id);
-  osb_err_add(err, "execId", json_object_new_string(id));
+  osb_err_add(err, "execId", OSB_J(json_object_new_string(id)));
   return -1;
 }
 
 /* The end of id was reported: forget the id (the handle stays with the backend). */
 static void forget(const char *id) {
   pthread_mutex_lock(&tab.lock);
-  for (struct exec_entry **pp = &tab.head; *pp; pp = &(*pp)->next)
-    if (strcmp((*pp)->id, id) == 0) {
-      struct exec_entry *e = *pp;
-      *pp = e->next;
-      free(e->sandbox);
-      free(e->command);
-      free(e);
-      break;
-    }
+  struct exec_entry *e = find(id);
+  if (e) {
+    list_remove(&e->link);
+    entry_free(e);
+  }
   pthread_mutex_unlock(&tab.lock);
 }
 
@@ -75,22 +87,21 @@ static void forget(const char *id) {
 static int state_result(struct methods_op *m, const char *id, json_object **result,
                         struct osb_err *err) {
   const struct backend_exec_state *st = &m->op.out.exec;
-  json_object *r = json_object_new_object();
   json_object *out = methods_utf8_string(st->out, st->out_len, err);
   json_object *er = out ? methods_utf8_string(st->err, st->err_len, err) : NULL;
-  if (!r || !out || !er) {
-    json_object_put(r);
+  if (!er) {
     json_object_put(out);
-    json_object_put(er);
-    return err->kind ? -1 : methods_oom(err);
+    return -1;
   }
-  methods_set(r, "execId", json_object_new_string(id));
-  methods_set(r, "running", json_object_new_boolean(st->running));
+  json_object *r = OSB_J(json_object_new_object());
+  methods_set(r, "execId", OSB_J(json_object_new_string(id)));
+  methods_set(r, "running", OSB_J(json_object_new_boolean(st->running)));
   methods_set(r, "stdout", out);
   methods_set(r, "stderr", er);
-  methods_set(r, "exitCode", st->running ? NULL : json_object_new_int(st->signal ? 0 : st->exit_code));
-  methods_set(r, "signal", st->running ? NULL : json_object_new_int(st->signal));
-  methods_set(r, "truncated", json_object_new_boolean(st->truncated));
+  methods_set(r, "exitCode",
+              st->running ? NULL : OSB_J(json_object_new_int(st->signal ? 0 : st->exit_code)));
+  methods_set(r, "signal", st->running ? NULL : OSB_J(json_object_new_int(st->signal)));
+  methods_set(r, "truncated", OSB_J(json_object_new_boolean(st->truncated)));
   if (!st->running)
     forget(id);
   *result = r;
@@ -101,8 +112,8 @@ static int read_result(struct methods_op *m, json_object **result, struct osb_er
   return state_result(m, (const char *)m->owned, result, err);
 }
 
-/* exec/start: register the new exec, then answer with its state. On failure after the
- * exec was made (out of memory) it is freed. */
+/* exec/start: register the new exec, then answer with its state. When the operation
+ * failed after the exec was made, the exec is freed. */
 static int start_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   if (m->op.rc != 0) { /* cancelled while waiting, say: an exec made goes at once */
     backend_exec_free(m->be, m->op.out.exec.x);
@@ -117,8 +128,7 @@ static int start_result(struct methods_op *m, json_object **result, struct osb_e
   m->extra = NULL;
   pthread_mutex_lock(&tab.lock);
   snprintf(e->id, sizeof e->id, "exec-%llu", ++tab.counter);
-  e->next = tab.head;
-  tab.head = e;
+  list_push_front(&tab.execs, &e->link);
   pthread_mutex_unlock(&tab.lock);
   char id[sizeof e->id];
   memcpy(id, e->id, sizeof id);
@@ -127,11 +137,8 @@ static int start_result(struct methods_op *m, json_object **result, struct osb_e
 
 static void start_cleanup(struct methods_op *m) {
   struct exec_entry *e = m->extra;
-  if (e) { /* never registered */
-    free(e->sandbox);
-    free(e->command);
-    free(e);
-  }
+  if (e) /* never registered */
+    entry_free(e);
   m->extra = NULL;
 }
 
@@ -140,9 +147,7 @@ static char *command_text(const char *const *argv, size_t argc) {
   size_t n = 1;
   for (size_t i = 0; i < argc; i++)
     n += strlen(argv[i]) + 1;
-  char *s = malloc(n), *p = s;
-  if (!s)
-    return NULL;
+  char *s = xmalloc(n), *p = s;
   for (size_t i = 0; i < argc; i++) {
     size_t k = strlen(argv[i]);
     memcpy(p, argv[i], k);
@@ -180,29 +185,15 @@ int method_exec_start(void *ctx, struct rpc_req *req, json_object *params,
   }
   struct methods_op *m = methods_op_new(ctx, req, "exec/start", BACKEND_EXEC_START,
                                         yield_ms + 30000, err);
-  struct exec_entry *e = m ? calloc(1, sizeof *e) : NULL;
-  if (e) {
-    e->sandbox = strdup(id);
-    e->command = command_text(argv, argc);
-    e->with_stdin = with_stdin;
-  }
-  if (!m || !e || !e->sandbox || !e->command) {
-    if (e) {
-      free(e->sandbox);
-      free(e->command);
-      free(e);
-    }
-    if (m) {
-      m->env = env;
-      m->n_env = n_env;
-      m->argv = argv;
-      methods_op_free(m);
-      return methods_oom(err);
-    }
+  if (!m) {
     backend_kvs_free(env, n_env);
     free(argv);
     return -1;
   }
+  struct exec_entry *e = xcalloc(1, sizeof *e);
+  e->sandbox = xstrdup(id);
+  e->command = command_text(argv, argc);
+  e->with_stdin = with_stdin;
   m->env = env;
   m->n_env = n_env;
   m->argv = argv;
@@ -241,12 +232,7 @@ static struct methods_op *exec_op(void *ctx, struct rpc_req *req, json_object *p
     methods_op_free(m);
     return NULL;
   }
-  m->owned = strdup(id);
-  if (!m->owned) {
-    methods_op_free(m);
-    methods_oom(err);
-    return NULL;
-  }
+  m->owned = xstrdup(id);
   m->op.id = NULL;
   return m;
 }
@@ -330,26 +316,20 @@ int method_exec_list(void *ctx, struct rpc_req *req, json_object *params,
   if (!be)
     return -1;
   json_object *arr = NULL;
-  json_object *r = methods_result_with_array("execs", &arr, err);
-  int rc = r ? 0 : -1;
+  json_object *r = methods_result_with_array("execs", &arr);
   pthread_mutex_lock(&tab.lock);
-  for (struct exec_entry *e = tab.head; rc == 0 && e; e = e->next) {
+  for (struct list_node *n = LIST_FIRST(&tab.execs); n != LIST_END(&tab.execs); n = n->next) {
+    struct exec_entry *e = LIST_ENTRY(n, struct exec_entry, link);
     if (e->be != be || strcmp(e->sandbox, id) != 0)
       continue;
-    json_object *o = json_object_new_object();
-    if (o) {
-      methods_set(o, "execId", json_object_new_string(e->id));
-      methods_set(o, "command", json_object_new_string(e->command));
-      methods_set(o, "running", json_object_new_boolean(backend_exec_running(be, e->x)));
-    }
-    rc = methods_append(arr, o, err);
+    json_object *o = OSB_J(json_object_new_object());
+    methods_set(o, "execId", OSB_J(json_object_new_string(e->id)));
+    methods_set(o, "command", OSB_J(json_object_new_string(e->command)));
+    methods_set(o, "running", OSB_J(json_object_new_boolean(backend_exec_running(be, e->x))));
+    methods_append(arr, o);
   }
   pthread_mutex_unlock(&tab.lock);
   bridge_backend_put(ctx, be);
-  if (rc < 0) {
-    json_object_put(r);
-    return -1;
-  }
   *result = r;
   return 0;
 }

@@ -1,7 +1,6 @@
 /* fs.c - the fs methods (fs/...): write, read, writeMany, list. Content travels as a JSON
  * string, either UTF-8 text (the default) or base64; fs/read refuses to return bytes that
  * are not UTF-8 as text. Knows nothing of gRPC, HTTP or JSON-RPC ids. Layer: methods. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include "bridge/methods/methods.h"
 #include "bridge/methods/methods_int.h"
 #include "common/b64.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 
 /* The bytes of a `content` member: the string itself (utf8), or its base64 decoding into a
@@ -25,13 +25,9 @@ static int content_bytes(json_object *obj, const char *name, int is_base64, cons
     *len = text_len;
     return 0;
   }
-  errno = 0;
   void *bytes = b64_decode(text, text_len, len);
-  if (!bytes) {
-    if (errno == ENOMEM)
-      return methods_oom(err);
+  if (!bytes)
     return params_fail(err, name, "invalid base64");
-  }
   *owned = bytes;
   *data = bytes;
   return 0;
@@ -47,10 +43,8 @@ static int file_params(json_object *params, const char **id, const char **path, 
 }
 
 static int write_result(struct methods_op *m, json_object **result, struct osb_err *err) {
-  json_object *r = json_object_new_object();
-  if (!r)
-    return methods_oom(err);
-  methods_set(r, "bytesWritten", json_object_new_int64(m->count));
+  json_object *r = OSB_J(json_object_new_object());
+  methods_set(r, "bytesWritten", OSB_J(json_object_new_int64(m->count)));
   *result = r;
   return 0;
 }
@@ -90,32 +84,26 @@ static int read_result(const char *path, int is_base64, const char *data, size_t
   if (is_base64) {
     size_t enc_len = 0;
     char *enc = b64_encode(data, len, &enc_len);
-    if (!enc)
-      return methods_oom(err);
-    content = enc_len <= INT32_MAX ? json_object_new_string_len(enc, (int)enc_len) : NULL;
+    content = methods_utf8_string(enc, enc_len, err); /* base64 is ASCII */
     free(enc);
     if (!content)
-      return methods_oom(err);
+      return -1;
   } else {
     if (!utf8_valid(data, len)) {
       osb_err_set(err, OSB_ERR_FILE, NULL,
                   "%s: content is not valid UTF-8; read it with encoding \"base64\"", path);
-      osb_err_add(err, "path", json_object_new_string(path));
-      osb_err_add(err, "reason", json_object_new_string("content is not valid UTF-8"));
+      osb_err_add(err, "path", OSB_J(json_object_new_string(path)));
+      osb_err_add(err, "reason", OSB_J(json_object_new_string("content is not valid UTF-8")));
       return -1;
     }
     content = methods_utf8_string(data, len, err);
     if (!content)
       return -1;
   }
-  json_object *r = json_object_new_object();
-  if (!r) {
-    json_object_put(content);
-    return methods_oom(err);
-  }
+  json_object *r = OSB_J(json_object_new_object());
   methods_set(r, "content", content);
-  methods_set(r, "encoding", json_object_new_string(is_base64 ? "base64" : "utf8"));
-  methods_set(r, "size", json_object_new_int64((int64_t)len));
+  methods_set(r, "encoding", OSB_J(json_object_new_string(is_base64 ? "base64" : "utf8")));
+  methods_set(r, "size", OSB_J(json_object_new_int64((int64_t)len)));
   *result = r;
   return 0;
 }
@@ -162,11 +150,9 @@ static int many_parse(json_object *params, struct many *m, struct osb_err *err) 
       !json_object_is_type(files, json_type_array))
     return params_fail(err, "files", rule);
   size_t n = json_object_array_length(files);
-  m->files = calloc(n ? n : 1, sizeof *m->files);
-  m->owned = calloc(n ? n : 1, sizeof *m->owned);
+  m->files = xcalloc(n, sizeof *m->files);
+  m->owned = xcalloc(n, sizeof *m->owned);
   m->n = n;
-  if (!m->files || !m->owned)
-    return methods_oom(err);
   for (size_t i = 0; i < n; i++) {
     json_object *item = json_object_array_get_idx(files, i);
     char name[64];
@@ -190,18 +176,14 @@ static int many_parse(json_object *params, struct many *m, struct osb_err *err) 
 static int write_many_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   const struct backend_file_errors *fe = &m->op.out.file_errors;
   json_object *arr = NULL;
-  json_object *r = methods_result_with_array("errors", &arr, err);
-  if (!r)
-    return -1;
+  json_object *r = methods_result_with_array("errors", &arr);
   for (size_t i = 0; i < fe->n; i++) {
-    json_object *e = json_object_new_object();
-    if (methods_append(arr, e, err) < 0) {
-      json_object_put(r);
-      return -1;
-    }
-    methods_set(e, "path", json_object_new_string(fe->errors[i].path ? fe->errors[i].path : ""));
+    json_object *e = OSB_J(json_object_new_object());
+    methods_append(arr, e);
+    methods_set(e, "path",
+                OSB_J(json_object_new_string(fe->errors[i].path ? fe->errors[i].path : "")));
     methods_set(e, "error",
-                json_object_new_string(fe->errors[i].error ? fe->errors[i].error : ""));
+                OSB_J(json_object_new_string(fe->errors[i].error ? fe->errors[i].error : "")));
   }
   *result = r;
   return 0;
@@ -215,9 +197,7 @@ static void many_cleanup(struct methods_op *m) {
 int method_fs_write_many(void *ctx, struct rpc_req *req, json_object *params,
                          json_object **result, struct osb_err *err) {
   const char *id = NULL;
-  struct many *many = calloc(1, sizeof *many);
-  if (!many)
-    return methods_oom(err);
+  struct many *many = xcalloc(1, sizeof *many);
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
       many_parse(params, many, err) < 0) {
     many_free(many);
@@ -242,21 +222,16 @@ int method_fs_write_many(void *ctx, struct rpc_req *req, json_object *params,
 static int list_files_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   const struct backend_dir *d = &m->op.out.dir;
   json_object *arr = NULL;
-  json_object *r = methods_result_with_array("entries", &arr, err);
-  if (!r)
-    return -1;
+  json_object *r = methods_result_with_array("entries", &arr);
   for (size_t i = 0; i < d->n; i++) {
-    json_object *e = json_object_new_object();
-    if (methods_append(arr, e, err) < 0) {
-      json_object_put(r);
-      return -1;
-    }
+    json_object *e = OSB_J(json_object_new_object());
+    methods_append(arr, e);
     const char *name = d->entries[i].name ? d->entries[i].name : "";
     const char *epath = d->entries[i].path ? d->entries[i].path : "";
     methods_set(e, "name", methods_utf8_string(name, strlen(name), err));
     methods_set(e, "path", methods_utf8_string(epath, strlen(epath), err));
-    methods_set(e, "isDirectory", json_object_new_boolean(d->entries[i].is_directory));
-    methods_set(e, "size", json_object_new_int64(d->entries[i].size));
+    methods_set(e, "isDirectory", OSB_J(json_object_new_boolean(d->entries[i].is_directory)));
+    methods_set(e, "size", OSB_J(json_object_new_int64(d->entries[i].size)));
   }
   *result = r;
   return 0;
@@ -280,11 +255,9 @@ int method_fs_list(void *ctx, struct rpc_req *req, json_object *params, json_obj
 /* ---- host files: fs/upload and fs/download (content never in JSON) ---- */
 
 static int xfer_result(struct methods_op *m, json_object **result, struct osb_err *err) {
-  json_object *r = json_object_new_object();
-  if (!r)
-    return methods_oom(err);
+  json_object *r = OSB_J(json_object_new_object());
   methods_set(r, m->op.kind == BACKEND_UPLOAD ? "bytesWritten" : "bytesRead",
-              json_object_new_int64((int64_t)m->op.out.count));
+              OSB_J(json_object_new_int64((int64_t)m->op.out.count)));
   *result = r;
   return 0;
 }

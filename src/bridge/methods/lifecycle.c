@@ -8,41 +8,30 @@
 #include "bridge/methods/methods.h"
 #include "bridge/methods/methods_int.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 /* schema/openrpc.json, embedded by the build (NUL-terminated). */
 extern const char osb_openrpc_json[];
 
 static char *dup_or_null(const char *s) {
-  return s ? strdup(s) : NULL;
+  return s ? xstrdup(s) : NULL;
 }
 
 /* Copy of the current configuration with its own strings (for bridge_reconfigure). */
-static int config_snapshot(struct bridge *br, struct backend_config *out, struct osb_err *err) {
+static void config_snapshot(struct bridge *br, struct backend_config *out) {
   pthread_mutex_lock(&br->lock);
   *out = br->config;
   out->base_url = dup_or_null(br->config.base_url);
   out->api_key = dup_or_null(br->config.api_key);
   out->cacert = dup_or_null(br->config.cacert);
-  int bad = (br->config.base_url && !out->base_url) || (br->config.api_key && !out->api_key) ||
-            (br->config.cacert && !out->cacert);
   pthread_mutex_unlock(&br->lock);
-  if (bad) {
-    free((char *)out->base_url);
-    free((char *)out->api_key);
-    free((char *)out->cacert);
-    return methods_oom(err);
-  }
-  return 0;
 }
 
 /* Replace *slot (an owned string) with a copy of s. */
-static int config_set_str(const char **slot, const char *s, struct osb_err *err) {
-  char *copy = strdup(s);
-  if (!copy)
-    return methods_oom(err);
+static void config_set_str(const char **slot, const char *s) {
+  char *copy = xstrdup(s);
   free((char *)*slot);
   *slot = copy;
-  return 0;
 }
 
 /* Apply initializationOptions (Config of API.md) over *cfg. Members absent, null or (for
@@ -85,11 +74,10 @@ static int apply_options(json_object *opts, struct backend_config *cfg, struct o
       host = base_url + 8;
     if (!host || !host[0] || host[0] == '/')
       return params_fail(err, "baseUrl", "must be an http:// or https:// URL");
-    if (config_set_str(&cfg->base_url, base_url, err) < 0)
-      return -1;
+    config_set_str(&cfg->base_url, base_url);
   }
-  if (api_key && api_key[0] && config_set_str(&cfg->api_key, api_key, err) < 0)
-    return -1;
+  if (api_key && api_key[0])
+    config_set_str(&cfg->api_key, api_key);
   if (grpc_port > 0)
     cfg->grpc_port = (int)grpc_port;
   if (insecure >= 0)
@@ -100,18 +88,13 @@ static int apply_options(json_object *opts, struct backend_config *cfg, struct o
 }
 
 static json_object *capabilities(int remote) {
-  json_object *caps = json_object_new_object();
-  json_object *names = json_object_new_array();
-  if (!caps || !names) {
-    json_object_put(caps);
-    json_object_put(names);
-    return NULL;
-  }
+  json_object *caps = OSB_J(json_object_new_object());
+  json_object *names = OSB_J(json_object_new_array());
   for (size_t i = 0; i < methods_count; i++)
-    json_object_array_add(names, json_object_new_string(methods_table[i].name));
-  json_object_array_add(names, json_object_new_string("shutdown"));
+    methods_append(names, OSB_J(json_object_new_string(methods_table[i].name)));
+  methods_append(names, OSB_J(json_object_new_string("shutdown")));
   methods_set(caps, "methods", names);
-  methods_set(caps, "backend", json_object_new_string(remote ? "remote" : "local"));
+  methods_set(caps, "backend", OSB_J(json_object_new_string(remote ? "remote" : "local")));
   return caps;
 }
 
@@ -124,8 +107,7 @@ int method_initialize(void *ctx, struct rpc_req *req, json_object *params, json_
   if (json_object_object_get_ex(params, "initializationOptions", &opts) && opts &&
       !json_object_is_type(opts, json_type_object))
     return params_fail(err, "initializationOptions", "must be an object");
-  if (config_snapshot(br, &cfg, err) < 0)
-    return -1;
+  config_snapshot(br, &cfg);
   if (opts && apply_options(opts, &cfg, err) < 0) {
     free((char *)cfg.base_url);
     free((char *)cfg.api_key);
@@ -136,17 +118,11 @@ int method_initialize(void *ctx, struct rpc_req *req, json_object *params, json_
   if (bridge_reconfigure(br, &cfg))
     log_info("initialize: configuration changed; backend %s", remote ? "remote" : "local");
 
-  json_object *r = json_object_new_object();
-  json_object *info = json_object_new_object();
+  json_object *r = OSB_J(json_object_new_object());
+  json_object *info = OSB_J(json_object_new_object());
   json_object *caps = capabilities(remote);
-  if (!r || !info || !caps) {
-    json_object_put(r);
-    json_object_put(info);
-    json_object_put(caps);
-    return methods_oom(err);
-  }
-  methods_set(info, "name", json_object_new_string("opensandbox-bridge"));
-  methods_set(info, "version", json_object_new_string(br->version ? br->version : "0.0.0"));
+  methods_set(info, "name", OSB_J(json_object_new_string("opensandbox-bridge")));
+  methods_set(info, "version", OSB_J(json_object_new_string(br->version ? br->version : "0.0.0")));
   methods_set(r, "serverInfo", info);
   methods_set(r, "capabilities", caps);
   *result = r;
@@ -172,28 +148,27 @@ static int health_result(struct methods_op *m, json_object **result, struct osb_
   }
   if (!ok)
     log_debug("server/health: %s", m->op.err.message ? m->op.err.message : "unhealthy");
-  json_object *r = json_object_new_object();
-  if (!r)
-    return methods_oom(err);
-  methods_set(r, "ok", json_object_new_boolean(ok));
-  methods_set(r, "backend", json_object_new_string(m->be->ops->name ? m->be->ops->name : "local"));
+  json_object *r = OSB_J(json_object_new_object());
+  methods_set(r, "ok", OSB_J(json_object_new_boolean(ok)));
+  methods_set(r, "backend",
+              OSB_J(json_object_new_string(m->be->ops->name ? m->be->ops->name : "local")));
   if (m->be->config.base_url && m->be->config.base_url[0])
-    methods_set(r, "url", json_object_new_string(m->be->config.base_url));
-  methods_set(r, "latencyMs", json_object_new_int64(latency));
+    methods_set(r, "url", OSB_J(json_object_new_string(m->be->config.base_url)));
+  methods_set(r, "latencyMs", OSB_J(json_object_new_int64(latency)));
   /* API.md: what the backend does beyond the public SDKs' surface. Live output: always from
    * the engine in-process; remotely when the server has opensandboxd's RunStream. */
-  json_object *features = json_object_new_array();
-  if (features && (!(m->be->config.base_url && m->be->config.base_url[0]) ||
+  json_object *features = OSB_J(json_object_new_array());
+  if ((!(m->be->config.base_url && m->be->config.base_url[0]) ||
                    (ok && (m->op.out.features & BACKEND_FEATURE_STREAM))))
-    json_object_array_add(features, json_object_new_string("stream"));
-  if (features && backend_supports(m->be, BACKEND_EXEC_START)) {
-    json_object_array_add(features, json_object_new_string("exec"));
-    json_object_array_add(features, json_object_new_string("stdin"));
+    methods_append(features, OSB_J(json_object_new_string("stream")));
+  if (backend_supports(m->be, BACKEND_EXEC_START)) {
+    methods_append(features, OSB_J(json_object_new_string("exec")));
+    methods_append(features, OSB_J(json_object_new_string("stdin")));
   }
   /* upload: any size; the remote backend moves only files up to the message limit */
-  if (features && !(m->be->config.base_url && m->be->config.base_url[0]) &&
+  if (!(m->be->config.base_url && m->be->config.base_url[0]) &&
       backend_supports(m->be, BACKEND_UPLOAD) && backend_supports(m->be, BACKEND_DOWNLOAD))
-    json_object_array_add(features, json_object_new_string("upload"));
+    methods_append(features, OSB_J(json_object_new_string("upload")));
   methods_set(r, "features", features);
   *result = r;
   return 0;

@@ -9,9 +9,8 @@
 #include <stddef.h>
 
 #include "bridge/backend.h"
+#include "common/list.h"
 #include "rpc/rpc.h"
-
-struct bridge_retired;
 
 /* Everything the methods share; the ctx given to every handler. The caller (main) fills
  * config, max_output and version and initialises lock; the rest starts zeroed. */
@@ -22,8 +21,8 @@ struct bridge {
   size_t max_output;             /* --max-output: bytes kept per run stream */
   const char *version;
   unsigned backend_refs;           /* calls holding `backend` (see bridge_backend) */
-  struct bridge_retired *retired;  /* backends replaced by initialize while calls held them;
-                                      each is closed when its last call lets go */
+  struct list retired;  /* backends replaced by initialize while calls held them, each
+                           closed when its last call lets go (zeroed: empty, see bridge.c) */
 };
 
 /* The method table (every request method of API.md that rpc does not handle itself). */

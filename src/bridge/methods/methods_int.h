@@ -19,23 +19,21 @@ struct backend *methods_begin(struct bridge *br, struct call *c, int64_t span_ms
  * Returns -1. */
 int methods_unsupported(const char *method, struct osb_err *err);
 
-/* Add val to obj under key, taking val in every case (it is put if the add fails). */
+/* Add val (NULL: JSON null) to obj under key, taking val. */
 void methods_set(json_object *obj, const char *key, json_object *val);
 
 /* A new JSON string of s, or NULL (JSON null) when s is NULL. */
 json_object *methods_str_or_null(const char *s);
 
 /* A new JSON string of n bytes that are valid UTF-8 (invalid bytes become U+FFFD).
- * Returns NULL (with *err filled) only when out of memory. */
+ * Returns NULL (with *err filled) only when n is past what json-c can hold (2 GiB). */
 json_object *methods_utf8_string(const char *s, size_t n, struct osb_err *err);
 
-/* A new result object {key: []}, with *arr pointing at its (borrowed) array. Returns NULL
- * with *err filled when out of memory. */
-json_object *methods_result_with_array(const char *key, json_object **arr, struct osb_err *err);
+/* A new result object {key: []}, with *arr pointing at its (borrowed) array. */
+json_object *methods_result_with_array(const char *key, json_object **arr);
 
-/* Append item to arr, taking item in every case (NULL counts as out of memory). Returns 0,
- * or -1 with *err filled. */
-int methods_append(json_object *arr, json_object *item, struct osb_err *err);
+/* Append item (NULL: JSON null) to arr, taking item. */
+void methods_append(json_object *arr, json_object *item);
 
 /* One method call carried by one backend operation, from the handler that starts it to
  * the reply: every method that reaches the backend is "parse params, fill a methods_op,
@@ -62,7 +60,7 @@ struct methods_op {
 };
 
 /* A methods_op for kind on the current backend, with its deadline (see methods_begin).
- * Returns NULL with *err filled: no backend, out of memory, or UnsupportedError naming
+ * Returns NULL with *err filled: no backend, or UnsupportedError naming
  * method when the backend lacks kind. Strings in op.in may be borrowed from params: they
  * live until the reply. */
 struct methods_op *methods_op_new(struct bridge *br, struct rpc_req *req, const char *method,
@@ -82,8 +80,5 @@ int methods_on_sandbox(void *ctx, struct rpc_req *req, json_object *params, cons
 
 /* Release m when it was never started (the handler fails before). Accepts NULL. */
 void methods_op_free(struct methods_op *m);
-
-/* An INTERNAL "out of memory" error; returns -1. */
-int methods_oom(struct osb_err *err);
 
 #endif

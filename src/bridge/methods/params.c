@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mem.h"
+
 int params_fail(struct osb_err *err, const char *field, const char *rule) {
   return osb_err_set(err, OSB_ERR_INVALID_PARAMS, NULL, "%s: %s", field, rule);
 }
@@ -113,9 +115,7 @@ int params_env(json_object *params, const char *field, int required, struct back
   if (!json_object_is_type(v, json_type_object))
     return params_fail(err, field, "must be an object of strings");
   size_t count = (size_t)json_object_object_length(v);
-  struct backend_kv *arr = calloc(count ? count : 1, sizeof *arr);
-  if (!arr)
-    return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
+  struct backend_kv *arr = xcalloc(count, sizeof *arr);
   size_t i = 0;
   json_object_object_foreach(v, key, val) {
     char name[256];
@@ -129,12 +129,8 @@ int params_env(json_object *params, const char *field, int required, struct back
       backend_kvs_free(arr, i);
       return params_fail(err, field, "keys must be non-empty and must not contain '='");
     }
-    arr[i].key = strdup(key);
-    arr[i].value = strdup(json_object_get_string(val));
-    if (!arr[i].key || !arr[i].value) {
-      backend_kvs_free(arr, i + 1);
-      return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
-    }
+    arr[i].key = xstrdup(key);
+    arr[i].value = xstrdup(json_object_get_string(val));
     i++;
   }
   *kv = arr;
@@ -153,9 +149,7 @@ int params_command(json_object *params, const char ***argv, size_t *argc, struct
     const char *s = NULL;
     if (params_string(params, "command", NULL, PARAM_REQUIRED, &s, err) < 0)
       return -1;
-    const char **arr = calloc(4, sizeof *arr);
-    if (!arr)
-      return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
+    const char **arr = xcalloc(4, sizeof *arr);
     arr[0] = "/bin/sh";
     arr[1] = "-c";
     arr[2] = s;
@@ -167,9 +161,7 @@ int params_command(json_object *params, const char ***argv, size_t *argc, struct
   if (!json_object_is_type(av, json_type_array) || json_object_array_length(av) == 0)
     return params_fail(err, "argv", rule);
   size_t count = json_object_array_length(av);
-  const char **arr = calloc(count + 1, sizeof *arr);
-  if (!arr)
-    return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
+  const char **arr = xcalloc(count + 1, sizeof *arr);
   for (size_t i = 0; i < count; i++) {
     json_object *e = json_object_array_get_idx(av, i);
     if (!e || !json_object_is_type(e, json_type_string)) {

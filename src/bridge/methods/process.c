@@ -6,16 +6,15 @@
 
 #include "bridge/methods/methods.h"
 #include "bridge/methods/methods_int.h"
+#include "common/mem.h"
 
 #define PROCESS_DEFAULT_PORT 5173 /* API.md: process/start without port asks for 5173 */
 
 static int start_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   const struct backend_bg_started *st = &m->op.out.bg;
-  json_object *r = json_object_new_object();
-  if (!r)
-    return methods_oom(err);
-  methods_set(r, "pid", json_object_new_int(st->pid));
-  methods_set(r, "port", json_object_new_int(st->port));
+  json_object *r = OSB_J(json_object_new_object());
+  methods_set(r, "pid", OSB_J(json_object_new_int(st->pid)));
+  methods_set(r, "port", OSB_J(json_object_new_int(st->port)));
   methods_set(r, "previewUrl", methods_str_or_null(st->preview_url));
   *result = r;
   return 0;
@@ -55,16 +54,10 @@ fail:
 static int kill_all_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   const struct backend_bg_killed *k = &m->op.out.killed;
   json_object *arr = NULL;
-  json_object *r = methods_result_with_array("killed", &arr, err);
-  if (!r)
-    return -1;
-  for (size_t i = 0; i < k->n; i++) {
-    if (methods_append(arr, json_object_new_int(k->pids[i]), err) < 0) {
-      json_object_put(r);
-      return -1;
-    }
-  }
-  methods_set(r, "total", json_object_new_int(k->total));
+  json_object *r = methods_result_with_array("killed", &arr);
+  for (size_t i = 0; i < k->n; i++)
+    methods_append(arr, OSB_J(json_object_new_int(k->pids[i])));
+  methods_set(r, "total", OSB_J(json_object_new_int(k->total)));
   *result = r;
   return 0;
 }
@@ -72,17 +65,12 @@ static int kill_all_result(struct methods_op *m, json_object **result, struct os
 static int status_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   const struct backend_bg_status *st = &m->op.out.status;
   json_object *arr = NULL;
-  json_object *r = methods_result_with_array("processes", &arr, err);
-  if (!r)
-    return -1;
+  json_object *r = methods_result_with_array("processes", &arr);
   for (size_t i = 0; i < st->n; i++) {
-    json_object *p = json_object_new_object();
-    if (methods_append(arr, p, err) < 0) {
-      json_object_put(r);
-      return -1;
-    }
-    methods_set(p, "pid", json_object_new_int(st->procs[i].pid));
-    methods_set(p, "alive", json_object_new_boolean(st->procs[i].alive));
+    json_object *p = OSB_J(json_object_new_object());
+    methods_append(arr, p);
+    methods_set(p, "pid", OSB_J(json_object_new_int(st->procs[i].pid)));
+    methods_set(p, "alive", OSB_J(json_object_new_boolean(st->procs[i].alive)));
   }
   const char *log = st->log ? st->log : "";
   json_object *log_j = methods_utf8_string(log, strlen(log), err);

@@ -10,6 +10,7 @@
 #include "bridge/methods/methods_int.h"
 #include "bridge/progress.h"
 #include "common/defaults.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 
 #define RUN_DEFAULT_TIME_MS 300000
@@ -18,39 +19,30 @@
 #define RUN_DEFAULT_NOFILE 256
 #define RUN_DEADLINE_SLACK_MS 30000
 
-/* SandboxInfo of API.md; a new reference, or NULL when out of memory. */
+/* SandboxInfo of API.md; a new reference. */
 static json_object *info_to_json(const struct backend_session_info *info) {
-  json_object *o = json_object_new_object();
-  json_object *env = json_object_new_object();
-  json_object *ports = json_object_new_array();
-  if (!o || !env || !ports) {
-    json_object_put(o);
-    json_object_put(env);
-    json_object_put(ports);
-    return NULL;
-  }
+  json_object *o = OSB_J(json_object_new_object());
+  json_object *env = OSB_J(json_object_new_object());
+  json_object *ports = OSB_J(json_object_new_array());
   for (size_t i = 0; i < info->n_env; i++)
-    methods_set(env, info->env[i].key, json_object_new_string(info->env[i].value));
+    methods_set(env, info->env[i].key, OSB_J(json_object_new_string(info->env[i].value)));
   for (size_t i = 0; i < info->n_ports; i++)
-    if (json_object_array_add(ports, json_object_new_int(info->ports[i])) < 0)
-      break;
-  methods_set(o, "sandboxId", json_object_new_string(info->id ? info->id : ""));
+    methods_append(ports, OSB_J(json_object_new_int(info->ports[i])));
+  methods_set(o, "sandboxId", OSB_J(json_object_new_string(info->id ? info->id : "")));
   methods_set(o, "env", env);
-  methods_set(o, "cwd", json_object_new_string(info->cwd ? info->cwd : "/"));
-  methods_set(o, "ageSecs", json_object_new_int64(info->age_secs));
-  methods_set(o, "idleSecs", json_object_new_int64(info->idle_secs));
+  methods_set(o, "cwd", OSB_J(json_object_new_string(info->cwd ? info->cwd : "/")));
+  methods_set(o, "ageSecs", OSB_J(json_object_new_int64(info->age_secs)));
+  methods_set(o, "idleSecs", OSB_J(json_object_new_int64(info->idle_secs)));
   methods_set(o, "previewUrl", methods_str_or_null(info->preview_url));
   methods_set(o, "ports", ports);
-  methods_set(o, "status", json_object_new_string(info->status ? info->status : "running"));
+  methods_set(o, "status", OSB_J(json_object_new_string(info->status ? info->status : "running")));
   return o;
 }
 
 static int create_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   const struct backend_session *s = &m->op.out.session;
-  json_object *r = json_object_new_object();
-  if (!r)
-    return methods_oom(err);
-  methods_set(r, "sandboxId", json_object_new_string(s->id ? s->id : ""));
+  json_object *r = OSB_J(json_object_new_object());
+  methods_set(r, "sandboxId", OSB_J(json_object_new_string(s->id ? s->id : "")));
   methods_set(r, "previewUrl", methods_str_or_null(s->preview_url));
   *result = r;
   return 0;
@@ -90,15 +82,9 @@ int method_sandbox_destroy(void *ctx, struct rpc_req *req, json_object *params,
 
 static int list_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   json_object *arr = NULL;
-  json_object *r = methods_result_with_array("sandboxes", &arr, err);
-  if (!r)
-    return -1;
-  for (size_t i = 0; i < m->op.out.list.n; i++) {
-    if (methods_append(arr, info_to_json(&m->op.out.list.infos[i]), err) < 0) {
-      json_object_put(r);
-      return -1;
-    }
-  }
+  json_object *r = methods_result_with_array("sandboxes", &arr);
+  for (size_t i = 0; i < m->op.out.list.n; i++)
+    methods_append(arr, info_to_json(&m->op.out.list.infos[i]));
   *result = r;
   return 0;
 }
@@ -114,7 +100,7 @@ int method_sandbox_list(void *ctx, struct rpc_req *req, json_object *params,
 
 static int get_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   *result = info_to_json(&m->op.out.info);
-  return *result ? 0 : methods_oom(err);
+  return 0;
 }
 
 int method_sandbox_get(void *ctx, struct rpc_req *req, json_object *params,
@@ -123,7 +109,7 @@ int method_sandbox_get(void *ctx, struct rpc_req *req, json_object *params,
 }
 
 /* One run stream as a JSON string: invalid UTF-8 repaired, then cut at a character boundary
- * to at most max bytes (*truncated set when cut). NULL with *err filled when out of memory. */
+ * to at most max bytes (*truncated set when cut). NULL with *err filled when too large. */
 static json_object *run_stream(const char *s, size_t n, size_t max, int *truncated,
                                struct osb_err *err) {
   char *fixed = NULL;
@@ -133,10 +119,6 @@ static json_object *run_stream(const char *s, size_t n, size_t max, int *truncat
   }
   if (!utf8_valid(s, n)) {
     fixed = utf8_sanitize(s, n, &n);
-    if (!fixed) {
-      methods_oom(err);
-      return NULL;
-    }
     s = fixed;
   }
   if (n > max) {
@@ -232,26 +214,22 @@ static int run_result(struct bridge *br, int check, const struct backend_run_res
       osb_err_set(err, OSB_ERR_COMMAND, NULL, "command was killed by signal %d", res->signal);
     else
       osb_err_set(err, OSB_ERR_COMMAND, NULL, "command exited with code %d", exit_code);
-    osb_err_add(err, "exitCode", json_object_new_int(exit_code));
-    osb_err_add(err, "signal", json_object_new_int(res->signal));
+    osb_err_add(err, "exitCode", OSB_J(json_object_new_int(exit_code)));
+    osb_err_add(err, "signal", OSB_J(json_object_new_int(res->signal)));
     osb_err_add(err, "stdout", out_j);
     osb_err_add(err, "stderr", err_j);
     out_j = err_j = NULL;
     goto out;
   }
 
-  json_object *r = json_object_new_object();
-  if (!r) {
-    methods_oom(err);
-    goto out;
-  }
+  json_object *r = OSB_J(json_object_new_object());
   methods_set(r, "stdout", out_j);
   methods_set(r, "stderr", err_j);
   out_j = err_j = NULL;
-  methods_set(r, "exitCode", json_object_new_int(exit_code));
-  methods_set(r, "signal", json_object_new_int(res->signal));
-  methods_set(r, "success", json_object_new_boolean(success));
-  methods_set(r, "truncated", json_object_new_boolean(truncated));
+  methods_set(r, "exitCode", OSB_J(json_object_new_int(exit_code)));
+  methods_set(r, "signal", OSB_J(json_object_new_int(res->signal)));
+  methods_set(r, "success", OSB_J(json_object_new_boolean(success)));
+  methods_set(r, "truncated", OSB_J(json_object_new_boolean(truncated)));
   *result = r;
   rc = 0;
 out:
@@ -294,13 +272,6 @@ int method_sandbox_run(void *ctx, struct rpc_req *req, json_object *params,
   if (token) {
     m->extra = progress_new(req, token);
     m->cleanup = run_cleanup;
-    if (!m->extra) {
-      m->env = rp.env;
-      m->argv = rp.argv;
-      m->n_env = rp.n_env;
-      methods_op_free(m);
-      return methods_oom(err);
-    }
     m->op.on_output = run_on_output;
   }
   m->env = rp.env; /* the op keeps what rp owns */

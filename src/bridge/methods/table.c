@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "bridge/methods/methods_int.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 
 /* Every handler runs on the thread that reads stdin and never waits: it either answers at
@@ -69,12 +70,7 @@ struct methods_op *methods_op_new(struct bridge *br, struct rpc_req *req, const 
     methods_unsupported(method, err);
     return NULL;
   }
-  struct methods_op *m = calloc(1, sizeof *m);
-  if (!m) {
-    bridge_backend_put_deferred(br, be);
-    methods_oom(err);
-    return NULL;
-  }
+  struct methods_op *m = xcalloc(1, sizeof *m);
   m->br = br;
   m->be = be;
   m->req = req;
@@ -137,17 +133,18 @@ int methods_on_sandbox(void *ctx, struct rpc_req *req, json_object *params, cons
 
 int methods_unsupported(const char *method, struct osb_err *err) {
   osb_err_set(err, OSB_ERR_UNSUPPORTED, NULL, "%s is not supported by this backend", method);
-  osb_err_add(err, "method", json_object_new_string(method));
+  osb_err_add(err, "method", OSB_J(json_object_new_string(method)));
   return -1;
 }
 
 void methods_set(json_object *obj, const char *key, json_object *val) {
+  /* json-c fails an add only for want of memory (obj is always an object here) */
   if (json_object_object_add(obj, key, val) < 0)
-    json_object_put(val);
+    osb_oom();
 }
 
 json_object *methods_str_or_null(const char *s) {
-  return s ? json_object_new_string(s) : NULL;
+  return s ? OSB_J(json_object_new_string(s)) : NULL;
 }
 
 json_object *methods_utf8_string(const char *s, size_t n, struct osb_err *err) {
@@ -159,48 +156,29 @@ json_object *methods_utf8_string(const char *s, size_t n, struct osb_err *err) {
     osb_err_set(err, OSB_ERR_INTERNAL, NULL, "string of %zu bytes is too large", n);
     return NULL;
   }
-  if (utf8_valid(s, n)) {
-    json_object *j = json_object_new_string_len(s, (int)n);
-    if (!j)
-      methods_oom(err);
-    return j;
-  }
+  if (utf8_valid(s, n))
+    return OSB_J(json_object_new_string_len(s, (int)n));
   size_t len = 0;
   char *fixed = utf8_sanitize(s, n, &len);
-  if (!fixed) {
-    methods_oom(err);
-    return NULL;
-  }
-  json_object *j = json_object_new_string_len(fixed, (int)len);
+  json_object *j = NULL;
+  if (len > INT32_MAX) /* each bad byte took three */
+    osb_err_set(err, OSB_ERR_INTERNAL, NULL, "string of %zu bytes is too large", len);
+  else
+    j = OSB_J(json_object_new_string_len(fixed, (int)len));
   free(fixed);
-  if (!j)
-    methods_oom(err);
   return j;
 }
 
-int methods_oom(struct osb_err *err) {
-  return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
-}
-
-json_object *methods_result_with_array(const char *key, json_object **arr, struct osb_err *err) {
-  json_object *r = json_object_new_object();
-  json_object *a = json_object_new_array();
-  if (!r || !a) {
-    json_object_put(r);
-    json_object_put(a);
-    methods_oom(err);
-    return NULL;
-  }
+json_object *methods_result_with_array(const char *key, json_object **arr) {
+  json_object *r = OSB_J(json_object_new_object());
+  json_object *a = OSB_J(json_object_new_array());
   methods_set(r, key, a);
   *arr = a;
   return r;
 }
 
-int methods_append(json_object *arr, json_object *item, struct osb_err *err) {
-  if (!item || json_object_array_add(arr, item) < 0) {
-    json_object_put(item);
-    return methods_oom(err);
-  }
-  return 0;
+void methods_append(json_object *arr, json_object *item) {
+  /* fails only for want of memory */
+  if (json_object_array_add(arr, item) < 0)
+    osb_oom();
 }
-

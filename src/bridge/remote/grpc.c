@@ -9,6 +9,7 @@
 
 #include "bridge/remote/grpc_int.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "sandbox.pb-c.h"
 #include "sandbox_ext.pb-c.h"
 
@@ -68,11 +69,9 @@ static const ProtobufCMessageDescriptor run_reply_descriptor = {
  * Shared by the operations
  * ====================================================================================== */
 
-/* A malloc'd NUL-terminated copy of n bytes. NULL when out of memory. */
+/* A malloc'd NUL-terminated copy of n bytes. */
 static char *copy_bytes(const void *p, size_t n) {
-  char *s = malloc(n + 1);
-  if (!s)
-    return NULL;
+  char *s = xmalloc(n + 1);
   if (n)
     memcpy(s, p, n);
   s[n] = '\0';
@@ -104,20 +103,14 @@ struct run_msg {
   Sandbox__RunCommandRequest__EnvEntry **env;
 };
 
-/* Fill m from req (borrowing its strings). Returns 0, or -1 with *err filled. */
-static int run_msg_build(struct run_msg *m, const char *id, const struct backend_run_req *req,
-                         struct osb_err *err) {
+/* Fill m from req (borrowing its strings). */
+static void run_msg_build(struct run_msg *m, const char *id, const struct backend_run_req *req) {
   Sandbox__RunCommandRequest init = SANDBOX__RUN_COMMAND_REQUEST__INIT;
   memset(m, 0, sizeof *m);
   m->rq = init;
   if (req->n_env > 0) {
-    m->entries = calloc(req->n_env, sizeof *m->entries);
-    m->env = calloc(req->n_env, sizeof *m->env);
-    if (!m->entries || !m->env) {
-      free(m->entries);
-      free(m->env);
-      return remote_fail_internal("out of memory", err);
-    }
+    m->entries = xcalloc(req->n_env, sizeof *m->entries);
+    m->env = xcalloc(req->n_env, sizeof *m->env);
     for (size_t i = 0; i < req->n_env; i++) {
       sandbox__run_command_request__env_entry__init(&m->entries[i]);
       m->entries[i].key = req->env[i].key;
@@ -135,7 +128,6 @@ static int run_msg_build(struct run_msg *m, const char *id, const struct backend
   m->rq.n_env = req->n_env;
   m->rq.env = m->env;
   m->rq.cwd = (char *)(req->cwd ? req->cwd : "");
-  return 0;
 }
 
 static void run_msg_free(struct run_msg *m) {
@@ -150,17 +142,12 @@ struct env_msg {
   Sandbox__SetEnvRequest__EnvEntry **list;
 };
 
-static int env_msg_build(struct env_msg *m, const char *id, const struct backend_kv *env,
-                         size_t n_env, struct osb_err *err) {
+static void env_msg_build(struct env_msg *m, const char *id, const struct backend_kv *env,
+                          size_t n_env) {
   Sandbox__SetEnvRequest init = SANDBOX__SET_ENV_REQUEST__INIT;
   m->rq = init;
-  m->entries = calloc(n_env ? n_env : 1, sizeof *m->entries);
-  m->list = calloc(n_env ? n_env : 1, sizeof *m->list);
-  if (!m->entries || !m->list) {
-    free(m->entries);
-    free(m->list);
-    return remote_fail_internal("out of memory", err);
-  }
+  m->entries = xcalloc(n_env, sizeof *m->entries);
+  m->list = xcalloc(n_env, sizeof *m->list);
   for (size_t i = 0; i < n_env; i++) {
     sandbox__set_env_request__env_entry__init(&m->entries[i]);
     m->entries[i].key = env[i].key;
@@ -170,7 +157,6 @@ static int env_msg_build(struct env_msg *m, const char *id, const struct backend
   m->rq.session_id = (char *)id;
   m->rq.n_env = n_env;
   m->rq.env = m->list;
-  return 0;
 }
 
 static void env_msg_free(struct env_msg *m) {
@@ -200,8 +186,8 @@ void remote_grpc_run_reply_mark_truncated(ProtobufCMessage *msg) {
   ((struct run_reply *)msg)->truncated = 1;
 }
 
-/* RunCommandResponse (msg, freed here) into *out. Returns 0, or -1 with *err filled. */
-static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct osb_err *err) {
+/* RunCommandResponse (msg, freed here) into *out. */
+static void run_decode(ProtobufCMessage *msg, struct backend_run_res *out) {
   struct run_reply *r = (struct run_reply *)msg;
   memset(out, 0, sizeof *out);
   out->out = copy_bytes(r->out.data, r->out.len);
@@ -212,11 +198,6 @@ static int run_decode(ProtobufCMessage *msg, struct backend_run_res *out, struct
   out->signal = r->signal;
   out->truncated = r->truncated;
   protobuf_c_message_free_unpacked(msg, NULL);
-  if (!out->out || !out->err) {
-    backend_run_res_free(out);
-    return remote_fail_internal("out of memory", err);
-  }
-  return 0;
 }
 
 static int success_or_fail(int ok, const struct remote_where *w, struct osb_err *err) {
@@ -225,19 +206,15 @@ static int success_or_fail(int ok, const struct remote_where *w, struct osb_err 
   return 0;
 }
 
-/* The server's reason for not writing a file (a malloc'd *why, NULL when it was written).
- * Frees resp. Returns 0, or -1 out of memory. */
-static int write_why(ProtobufCMessage *resp, char **why, struct osb_err *err) {
+/* The server's reason for not writing a file (malloc'd), or NULL when it was written.
+ * Frees resp. */
+static char *write_why(ProtobufCMessage *resp) {
   Sandbox__WriteFileResponse *r = (Sandbox__WriteFileResponse *)resp;
-  int rc = 0;
-  *why = NULL;
-  if (!r->success) {
-    *why = strdup(r->error && r->error[0] ? r->error : "the server could not write the file");
-    if (!*why)
-      rc = remote_fail_internal("out of memory", err);
-  }
+  char *why = NULL;
+  if (!r->success)
+    why = xstrdup(r->error && r->error[0] ? r->error : "the server could not write the file");
   protobuf_c_message_free_unpacked(resp, NULL);
-  return rc;
+  return why;
 }
 
 /* The content of a ReadFileResponse into *out (a malloc'd NUL-terminated copy), or FILE with
@@ -252,52 +229,34 @@ static int read_decode(ProtobufCMessage *resp, const struct remote_where *w,
     /* Take the decoded bytes over (protobuf-c's default allocator is malloc) rather than
      * copy them: for megabyte files this is one copy less. */
     size_t n = r->content.len;
-    char *bytes = n ? realloc(r->content.data, n + 1) : copy_bytes("", 0);
-    if (!bytes) {
-      rc = remote_fail_internal("out of memory", err);
-    } else {
-      if (n)
-        r->content.data = NULL; /* ours now: not freed with resp */
-      r->content.len = 0;
-      bytes[n] = '\0';
-      out->data = bytes;
-      out->len = n;
-    }
+    char *bytes = n ? xrealloc(r->content.data, n + 1) : copy_bytes("", 0);
+    if (n)
+      r->content.data = NULL; /* ours now: not freed with resp */
+    r->content.len = 0;
+    bytes[n] = '\0';
+    out->data = bytes;
+    out->len = n;
   }
   protobuf_c_message_free_unpacked(resp, NULL);
   return rc;
 }
 
-/* Append {path, why} to a growing error list (takes why). Returns 0, or -1 out of memory. */
-static int add_file_error(struct backend_file_errors *list, const char *path, char *why) {
-  struct backend_file_error *grown = realloc(list->errors, (list->n + 1) * sizeof *grown);
-  if (!grown) {
-    free(why);
-    return -1;
-  }
-  list->errors = grown;
-  grown[list->n].path = strdup(path);
-  grown[list->n].error = why;
-  if (!grown[list->n].path) {
-    free(why);
-    return -1;
-  }
+/* Append {path, why} to a growing error list (takes why). */
+static void add_file_error(struct backend_file_errors *list, const char *path, char *why) {
+  list->errors = xrealloc(list->errors, (list->n + 1) * sizeof *list->errors);
+  list->errors[list->n].path = xstrdup(path);
+  list->errors[list->n].error = why;
   list->n++;
-  return 0;
 }
 
-static int write_files_decode(ProtobufCMessage *msg, struct backend_file_errors *out,
-                              struct osb_err *err) {
+static void write_files_decode(ProtobufCMessage *msg, struct backend_file_errors *out) {
   Sandbox__WriteFilesResponse *r = (Sandbox__WriteFilesResponse *)msg;
-  int rc = 0;
-  for (size_t i = 0; rc == 0 && i < r->n_errors; i++) {
+  for (size_t i = 0; i < r->n_errors; i++) {
     const Sandbox__FileError *e = r->errors[i];
-    char *why = strdup(e->error && e->error[0] ? e->error : "write failed");
-    if (!why || add_file_error(out, e->path ? e->path : "", why) < 0)
-      rc = remote_fail_internal("out of memory", err);
+    add_file_error(out, e->path ? e->path : "",
+                   xstrdup(e->error && e->error[0] ? e->error : "write failed"));
   }
   protobuf_c_message_free_unpacked(msg, NULL);
-  return rc;
 }
 
 /* Interpret the reply of op's call into op->out. Frees resp. 0, or -1 with op->err. */
@@ -308,7 +267,8 @@ static int interpret(struct backend_op *op, ProtobufCMessage *resp,
   char *why = NULL;
   switch (op->kind) {
   case BACKEND_RUN:
-    return run_decode(resp, &op->out.run, err);
+    run_decode(resp, &op->out.run);
+    return 0;
   case BACKEND_SET_ENV:
     ok = ((Sandbox__SetEnvResponse *)resp)->success;
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -318,8 +278,7 @@ static int interpret(struct backend_op *op, ProtobufCMessage *resp,
     protobuf_c_message_free_unpacked(resp, NULL);
     return success_or_fail(ok, w, err);
   case BACKEND_WRITE_FILE:
-    if (write_why(resp, &why, err) < 0)
-      return -1;
+    why = write_why(resp);
     if (!why)
       return 0;
     remote_fail_file(w, why, err);
@@ -328,7 +287,8 @@ static int interpret(struct backend_op *op, ProtobufCMessage *resp,
   case BACKEND_READ_FILE:
     return read_decode(resp, w, &op->out.bytes, err);
   case BACKEND_WRITE_FILES:
-    return write_files_decode(resp, &op->out.file_errors, err);
+    write_files_decode(resp, &op->out.file_errors);
+    return 0;
   default:
     protobuf_c_message_free_unpacked(resp, NULL);
     return remote_fail_internal("no gRPC method for the operation", err);
@@ -351,13 +311,11 @@ static void write_each_finish(void *ctx, int rc, ProtobufCMessage *resp,
                               const struct remote_where *w, struct osb_err *err) {
   struct write_each *we = ctx;
   struct backend_op *op = we->op;
-  char *why = NULL;
-  if (rc == 0 && write_why(resp, &why, &op->err) < 0)
-    rc = -1;
-  else if (rc < 0)
+  char *why = rc == 0 ? write_why(resp) : NULL;
+  if (rc < 0)
     take_err(op, err);
-  if (rc == 0 && why && add_file_error(&op->out.file_errors, w->path ? w->path : "", why) < 0)
-    rc = remote_fail_internal("out of memory", &op->err);
+  if (why)
+    add_file_error(&op->out.file_errors, w->path ? w->path : "", why);
   if (rc == 0 && write_each_step(we) == 0)
     return; /* the next one is under way */
   if (rc == 0 && op->err.kind == OSB_ERR_NONE) { /* all written */
@@ -388,11 +346,7 @@ static int write_each_step(struct write_each *we) {
 
 /* Write op's files one by one; completes op. */
 static void write_each_start(struct remote_grpc *g, struct backend_op *op) {
-  struct write_each *we = calloc(1, sizeof *we);
-  if (!we) {
-    op_end(op, remote_fail_internal("out of memory", &op->err));
-    return;
-  }
+  struct write_each *we = xcalloc(1, sizeof *we);
   we->g = g;
   we->op = op;
   int rc = write_each_step(we);
@@ -438,21 +392,17 @@ struct run_stream {
   int exited, exit_code, signal, truncated;
 };
 
-static int grow_append(char **p, size_t *len, size_t *cap, const void *data, size_t n) {
+static void grow_append(char **p, size_t *len, size_t *cap, const void *data, size_t n) {
   if (*len + n + 1 > *cap) {
     size_t want = *cap ? *cap : 256;
     while (want < *len + n + 1)
       want *= 2;
-    char *q = realloc(*p, want);
-    if (!q)
-      return -1;
-    *p = q;
+    *p = xrealloc(*p, want);
     *cap = want;
   }
   memcpy(*p + *len, data, n);
   *len += n;
   (*p)[*len] = '\0';
-  return 0;
 }
 
 static int run_stream_msg(void *ctx, const uint8_t *data, size_t len,
@@ -465,16 +415,12 @@ static int run_stream_msg(void *ctx, const uint8_t *data, size_t len,
   if (rs->exited && (e->stdout.len || e->stderr.len))
     rc = remote_fail_reply(w, 0, "RunStream sent output after the exit", err);
   if (rc == 0 && e->stdout.len) {
-    if (grow_append(&rs->out.p, &rs->out.len, &rs->out.cap, e->stdout.data, e->stdout.len) < 0)
-      rc = remote_fail_internal("out of memory", err);
-    else
-      rs->op->on_output(rs->op, BACKEND_STDOUT, (const char *)e->stdout.data, e->stdout.len);
+    grow_append(&rs->out.p, &rs->out.len, &rs->out.cap, e->stdout.data, e->stdout.len);
+    rs->op->on_output(rs->op, BACKEND_STDOUT, (const char *)e->stdout.data, e->stdout.len);
   }
   if (rc == 0 && e->stderr.len) {
-    if (grow_append(&rs->err.p, &rs->err.len, &rs->err.cap, e->stderr.data, e->stderr.len) < 0)
-      rc = remote_fail_internal("out of memory", err);
-    else
-      rs->op->on_output(rs->op, BACKEND_STDERR, (const char *)e->stderr.data, e->stderr.len);
+    grow_append(&rs->err.p, &rs->err.len, &rs->err.cap, e->stderr.data, e->stderr.len);
+    rs->op->on_output(rs->op, BACKEND_STDERR, (const char *)e->stderr.data, e->stderr.len);
   }
   if (e->truncated)
     rs->truncated = 1;
@@ -523,11 +469,6 @@ static void run_stream_finish(void *ctx, int rc, ProtobufCMessage *resp,
       out->exit_code = rs->exit_code;
       out->signal = rs->signal;
       out->truncated = rs->truncated;
-      if (!out->out || !out->err) {
-        backend_run_res_free(out);
-        memset(out, 0, sizeof *out);
-        rc = remote_fail_internal("out of memory", &op->err);
-      }
     }
   } else {
     take_err(op, err);
@@ -540,12 +481,10 @@ static void run_stream_finish(void *ctx, int rc, ProtobufCMessage *resp,
 static void run_unary_start(struct remote_grpc *g, struct backend_op *op) {
   struct remote_where w = {.sandbox_id = op->id};
   struct run_msg m;
-  int rc = run_msg_build(&m, op->id, &op->in.run, &op->err);
-  if (rc == 0) {
-    rc = remote_grpc_unary_start(g, op->c, RG_RUN, &m.rq.base, &run_reply_descriptor, &w, 0,
-                                 on_finish, op, &op->err);
-    run_msg_free(&m);
-  }
+  run_msg_build(&m, op->id, &op->in.run);
+  int rc = remote_grpc_unary_start(g, op->c, RG_RUN, &m.rq.base, &run_reply_descriptor, &w, 0,
+                                   on_finish, op, &op->err);
+  run_msg_free(&m);
   if (rc < 0)
     op_end(op, -1);
 }
@@ -553,20 +492,14 @@ static void run_unary_start(struct remote_grpc *g, struct backend_op *op) {
 /* RUN with live output as RunStream (RunCommand when the server lacks it). Completes op. */
 static void run_stream_start(struct remote_grpc *g, struct backend_op *op) {
   struct remote_where w = {.sandbox_id = op->id};
-  struct run_stream *rs = calloc(1, sizeof *rs);
-  if (!rs) {
-    op_end(op, remote_fail_internal("out of memory", &op->err));
-    return;
-  }
+  struct run_stream *rs = xcalloc(1, sizeof *rs);
   rs->g = g;
   rs->op = op;
   struct run_msg m;
-  int rc = run_msg_build(&m, op->id, &op->in.run, &op->err);
-  if (rc == 0) {
-    rc = remote_grpc_stream_start(g, op->c, RG_RUN_STREAM, &m.rq.base, &w, run_stream_msg,
-                                  run_stream_finish, rs, &op->err);
-    run_msg_free(&m);
-  }
+  run_msg_build(&m, op->id, &op->in.run);
+  int rc = remote_grpc_stream_start(g, op->c, RG_RUN_STREAM, &m.rq.base, &w, run_stream_msg,
+                                    run_stream_finish, rs, &op->err);
+  run_msg_free(&m);
   if (rc < 0) {
     run_stream_free(rs);
     op_end(op, -1);
@@ -605,21 +538,19 @@ static void probe_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct
 
 void remote_grpc_probe_stream(struct remote_grpc *g, struct call *c, void (*done)(void *arg),
                               void *arg) {
-  struct probe *p = calloc(1, sizeof *p);
+  struct probe *p = xcalloc(1, sizeof *p);
   struct osb_err err = OSB_ERR_INIT;
-  if (p) {
-    p->g = g;
-    p->done = done;
-    p->arg = arg;
-    Sandbox__RunCommandRequest rq = SANDBOX__RUN_COMMAND_REQUEST__INIT;
-    rq.session_id = (char *)"";
-    struct remote_where w = {.sandbox_id = ""};
-    if (remote_grpc_stream_start(g, c, RG_PROBE_STREAM, &rq.base, &w, probe_msg, probe_finish, p,
-                                 &err) == 0)
-      return;
-    osb_err_clear(&err);
-    free(p);
-  }
+  p->g = g;
+  p->done = done;
+  p->arg = arg;
+  Sandbox__RunCommandRequest rq = SANDBOX__RUN_COMMAND_REQUEST__INIT;
+  rq.session_id = (char *)"";
+  struct remote_where w = {.sandbox_id = ""};
+  if (remote_grpc_stream_start(g, c, RG_PROBE_STREAM, &rq.base, &w, probe_msg, probe_finish, p,
+                               &err) == 0)
+    return;
+  osb_err_clear(&err);
+  free(p);
   done(arg);
 }
 
@@ -652,13 +583,11 @@ void remote_grpc_start(struct remote_grpc *g, struct backend_op *op) {
     return;
   case BACKEND_SET_ENV: {
     struct env_msg m;
-    rc = env_msg_build(&m, op->id, op->in.env.env, op->in.env.n_env, err);
-    if (rc == 0) {
-      rc = remote_grpc_unary_start(g, c, RG_SET_ENV, &m.rq.base,
-                                   &sandbox__set_env_response__descriptor, &w, 0, on_finish, op,
-                                   err);
-      env_msg_free(&m);
-    }
+    env_msg_build(&m, op->id, op->in.env.env, op->in.env.n_env);
+    rc = remote_grpc_unary_start(g, c, RG_SET_ENV, &m.rq.base,
+                                 &sandbox__set_env_response__descriptor, &w, 0, on_finish, op,
+                                 err);
+    env_msg_free(&m);
     break;
   }
   case BACKEND_SET_CWD: {
@@ -697,25 +626,21 @@ void remote_grpc_start(struct remote_grpc *g, struct backend_op *op) {
     }
     size_t n = op->in.files.n;
     Sandbox__WriteFilesRequest rq = SANDBOX__WRITE_FILES_REQUEST__INIT;
-    Sandbox__BulkFileEntry *entries = calloc(n ? n : 1, sizeof *entries);
-    Sandbox__BulkFileEntry **list = calloc(n ? n : 1, sizeof *list);
-    if (!entries || !list) {
-      rc = remote_fail_internal("out of memory", err);
-    } else {
-      for (size_t i = 0; i < n; i++) {
-        sandbox__bulk_file_entry__init(&entries[i]);
-        entries[i].path = (char *)op->in.files.files[i].path;
-        entries[i].content.data = (uint8_t *)op->in.files.files[i].data;
-        entries[i].content.len = op->in.files.files[i].len;
-        list[i] = &entries[i];
-      }
-      rq.session_id = (char *)op->id;
-      rq.n_files = n;
-      rq.files = list;
-      rc = remote_grpc_unary_start(g, c, RG_WRITE_FILES, &rq.base,
-                                   &sandbox__write_files_response__descriptor, &w, 1, on_finish,
-                                   op, err);
+    Sandbox__BulkFileEntry *entries = xcalloc(n, sizeof *entries);
+    Sandbox__BulkFileEntry **list = xcalloc(n, sizeof *list);
+    for (size_t i = 0; i < n; i++) {
+      sandbox__bulk_file_entry__init(&entries[i]);
+      entries[i].path = (char *)op->in.files.files[i].path;
+      entries[i].content.data = (uint8_t *)op->in.files.files[i].data;
+      entries[i].content.len = op->in.files.files[i].len;
+      list[i] = &entries[i];
     }
+    rq.session_id = (char *)op->id;
+    rq.n_files = n;
+    rq.files = list;
+    rc = remote_grpc_unary_start(g, c, RG_WRITE_FILES, &rq.base,
+                                 &sandbox__write_files_response__descriptor, &w, 1, on_finish,
+                                 op, err);
     free(entries);
     free(list);
     break;

@@ -24,6 +24,7 @@
 #include "common/defaults.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 #include "common/wire_ext.h"
 
@@ -141,36 +142,28 @@ static int64_t request_bound(const struct remote_http *h, const struct call *c, 
  * URLs and JSON
  * ====================================================================================== */
 
-/* base + "/sessions/" + id + suffix [+ "?path=" + path], escaped. NULL when out of memory. */
+/* base + "/sessions/" + id + suffix [+ "?path=" + path], escaped. */
 static char *session_url(const struct remote_http *h, const char *id, const char *suffix,
                          const char *path) {
-  char *eid = curl_easy_escape(NULL, id, 0);
-  char *epath = path ? curl_easy_escape(NULL, path, 0) : NULL;
-  char *url = NULL;
-  if (eid && (!path || epath)) {
-    if (asprintf(&url, "%s/sessions/%s%s%s%s", h->base, eid, suffix, path ? "?path=" : "",
-                 path ? epath : "") < 0)
-      url = NULL;
-  }
+  /* curl_easy_escape fails only for want of memory (our strings are NUL-terminated) */
+  char *eid = osb_nonnull(curl_easy_escape(NULL, id, 0));
+  char *epath = path ? osb_nonnull(curl_easy_escape(NULL, path, 0)) : NULL;
+  char *url = xasprintf("%s/sessions/%s%s%s%s", h->base, eid, suffix, path ? "?path=" : "",
+                        path ? epath : "");
   curl_free(eid);
   curl_free(epath);
   return url;
 }
 
 static char *plain_url(const struct remote_http *h, const char *route) {
-  char *url;
-  if (asprintf(&url, "%s%s", h->base, route) < 0)
-    return NULL;
-  return url;
+  return xasprintf("%s%s", h->base, route);
 }
 
 /* Parse a reply body as JSON of the wanted type. Returns a new reference, or NULL. */
 static json_object *reply_json(const struct resp *rs, json_type want) {
   if (!rs->body.data || rs->body.len == 0)
     return NULL;
-  json_tokener *tok = json_tokener_new();
-  if (!tok)
-    return NULL;
+  json_tokener *tok = osb_nonnull(json_tokener_new());
   json_object *o = json_tokener_parse_ex(tok, rs->body.data, (int)rs->body.len);
   if (o && json_tokener_get_parse_end(tok) < rs->body.len) {
     /* only whitespace may follow */
@@ -217,11 +210,8 @@ static char *body_text(const struct resp *rs) {
   char *out = NULL;
   if (n > 0) {
     size_t clean_len;
-    char *clean = utf8_sanitize(s, n, &clean_len);
-    if (clean) {
-      clean[utf8_cut(clean, clean_len, BODY_TEXT_MAX)] = '\0';
-      out = clean;
-    }
+    out = utf8_sanitize(s, n, &clean_len);
+    out[utf8_cut(out, clean_len, BODY_TEXT_MAX)] = '\0';
   }
   json_object_put(o);
   return out;
@@ -243,9 +233,7 @@ static char *member_str(json_object *o, const char *key, size_t *len) {
   const char *s = json_object_get_string(v);
   size_t n = json_object_is_type(v, json_type_string) ? (size_t)json_object_get_string_len(v)
                                                       : strlen(s);
-  char *copy = malloc(n + 1);
-  if (!copy)
-    return NULL;
+  char *copy = xmalloc(n + 1);
   memcpy(copy, s, n);
   copy[n] = '\0';
   if (len)
@@ -258,46 +246,30 @@ static int64_t member_int(json_object *o, const char *key, int64_t dflt) {
   return v ? json_object_get_int64(v) : dflt;
 }
 
-/* {"k": "v", ...} from a kv array. NULL when out of memory. */
+/* Add key: value to o, taking value. */
+static void put(json_object *o, const char *key, json_object *value) {
+  if (json_object_object_add(o, key, value) < 0)
+    osb_oom(); /* json-c fails an add only for want of memory */
+}
+
+/* {"k": "v", ...} from a kv array. */
 static json_object *kv_object(const struct backend_kv *kv, size_t n) {
-  json_object *o = json_object_new_object();
-  for (size_t i = 0; o && i < n; i++) {
-    json_object *v = json_object_new_string(kv[i].value ? kv[i].value : "");
-    if (!v || json_object_object_add(o, kv[i].key, v) < 0) {
-      json_object_put(v);
-      json_object_put(o);
-      o = NULL;
-    }
-  }
+  json_object *o = OSB_J(json_object_new_object());
+  for (size_t i = 0; i < n; i++)
+    put(o, kv[i].key, OSB_J(json_object_new_string(kv[i].value ? kv[i].value : "")));
   return o;
 }
 
 static json_object *argv_array(const char *const *argv, size_t argc) {
-  json_object *a = json_object_new_array_ext((int)argc);
-  for (size_t i = 0; a && i < argc; i++) {
-    json_object *v = json_object_new_string(argv[i]);
-    if (!v || json_object_array_add(a, v) < 0) {
-      json_object_put(v);
-      json_object_put(a);
-      a = NULL;
-    }
-  }
+  json_object *a = OSB_J(json_object_new_array_ext((int)argc));
+  for (size_t i = 0; i < argc; i++)
+    if (json_object_array_add(a, OSB_J(json_object_new_string(argv[i]))) < 0)
+      osb_oom();
   return a;
 }
 
-/* Add key: value to o, taking value. Returns 0, or -1 (value released) when out of memory. */
-static int put(json_object *o, const char *key, json_object *value) {
-  if (!value)
-    return -1;
-  if (json_object_object_add(o, key, value) < 0) {
-    json_object_put(value);
-    return -1;
-  }
-  return 0;
-}
-
-/* Fill *out from a SessionInfo object. Returns 0, or -1 when the id is missing or memory
- * runs out (*out then freed and zeroed). */
+/* Fill *out from a SessionInfo object. Returns 0, or -1 when the id is missing (*out then
+ * freed and zeroed). */
 static int parse_info(json_object *o, struct backend_session_info *out) {
   memset(out, 0, sizeof *out);
   out->id = member_str(o, "id", NULL);
@@ -308,15 +280,11 @@ static int parse_info(json_object *o, struct backend_session_info *out) {
   json_object *env = member(o, "env");
   if (env && json_object_is_type(env, json_type_object)) {
     size_t n = (size_t)json_object_object_length(env);
-    out->env = calloc(n ? n : 1, sizeof *out->env);
-    if (!out->env)
-      goto fail;
+    out->env = xcalloc(n, sizeof *out->env);
     json_object_object_foreach(env, key, val) {
       struct backend_kv *kv = &out->env[out->n_env++];
-      kv->key = strdup(key);
-      kv->value = strdup(val ? json_object_get_string(val) : "");
-      if (!kv->key || !kv->value)
-        goto fail;
+      kv->key = xstrdup(key);
+      kv->value = xstrdup(val ? json_object_get_string(val) : "");
     }
   }
   out->cwd = member_str(o, "cwd", NULL);
@@ -327,9 +295,7 @@ static int parse_info(json_object *o, struct backend_session_info *out) {
   json_object *ports = member(o, "ports");
   if (ports && json_object_is_type(ports, json_type_array)) {
     size_t n = json_object_array_length(ports);
-    out->ports = calloc(n ? n : 1, sizeof *out->ports);
-    if (!out->ports)
-      goto fail;
+    out->ports = xcalloc(n, sizeof *out->ports);
     for (size_t i = 0; i < n; i++)
       out->ports[out->n_ports++] = json_object_get_int(json_object_array_get_idx(ports, i));
   }
@@ -377,16 +343,10 @@ static void http_cancel(void *arg) {
   curl_multi_wakeup(h->multi);
 }
 
-/* A transfer for op: method on url (taken), body (a JSON object, borrowed, or NULL).
- * NULL when out of memory (url freed). */
+/* A transfer for op: method on url (taken), body (a JSON object, borrowed, or NULL). */
 static struct xfer *xfer_new(struct remote_http *h, struct backend_op *op, const char *method,
                              char *url, json_object *body, const char *what, enum on_404 how) {
-  struct xfer *x = calloc(1, sizeof *x);
-  if (!x || !url) {
-    free(url);
-    free(x);
-    return NULL;
-  }
+  struct xfer *x = xcalloc(1, sizeof *x);
   x->h = h;
   x->op = op;
   x->method = method;
@@ -399,13 +359,10 @@ static struct xfer *xfer_new(struct remote_http *h, struct backend_op *op, const
   buf_init(&x->rs.body, h->max_reply);
   if (body) {
     size_t len = 0;
-    const char *text = json_object_to_json_string_length(
-        body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    x->body = text ? malloc(len + 1) : NULL;
-    if (!x->body) {
-      xfer_free(x);
-      return NULL;
-    }
+    /* NULL only for want of memory */
+    const char *text = osb_nonnull((void *)json_object_to_json_string_length(
+        body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len));
+    x->body = xmalloc(len + 1);
     memcpy(x->body, text, len + 1);
     x->body_len = len;
   }
@@ -435,10 +392,7 @@ static int xfer_setup(struct xfer *x) {
   for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
     if (!lines[i])
       continue;
-    struct curl_slist *tmp = curl_slist_append(x->hdrs, lines[i]);
-    if (!tmp)
-      return remote_fail_internal("out of memory", &x->op->err);
-    x->hdrs = tmp;
+    x->hdrs = osb_nonnull(curl_slist_append(x->hdrs, lines[i])); /* NULL: no memory */
   }
   x->errbuf[0] = '\0';
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -583,12 +537,9 @@ static void xfer_fail_status(struct xfer *x) {
     } else {
       struct xfer *probe = xfer_new(x->h, op, "GET", session_url(x->h, x->w.sandbox_id, "", NULL),
                                     NULL, "GET /sessions/{id}", ON404_STATUS);
-      if (probe) {
-        probe->probing = x;
-        xfer_submit(probe);
-        return;
-      }
-      remote_fail_internal("out of memory", &op->err);
+      probe->probing = x;
+      xfer_submit(probe);
+      return;
     }
   } else {
     char *text = body_text(&x->rs);
@@ -758,18 +709,14 @@ int remote_http_url_parse(const char *url, char **host, int *https) {
   else
     return -1;
   pthread_once(&global_once, global_init);
-  CURLU *u = curl_url();
-  if (!u)
-    return -1;
+  CURLU *u = osb_nonnull(curl_url()); /* NULL: no memory */
   char *h = NULL;
   int rc = -1;
   if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
       curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK && h && h[0]) {
-    *host = strdup(h);
-    if (*host) {
-      *https = tls;
-      rc = 0;
-    }
+    *host = xstrdup(h);
+    *https = tls;
+    rc = 0;
   }
   curl_free(h);
   curl_url_cleanup(u);
@@ -782,33 +729,22 @@ struct remote_http *remote_http_open(const struct remote_http_config *cfg, struc
     remote_fail_internal("libcurl could not be initialised", err);
     return NULL;
   }
-  struct remote_http *h = calloc(1, sizeof *h);
-  if (!h)
-    goto nomem;
+  struct remote_http *h = xcalloc(1, sizeof *h);
   pthread_mutex_init(&h->lock, NULL);
   list_init(&h->incoming);
   list_init(&h->active);
   atomic_init(&h->cancels, 0);
-  h->base = strdup(cfg->base_url);
-  if (!h->base)
-    goto nomem;
+  h->base = xstrdup(cfg->base_url);
   size_t n = strlen(h->base);
   while (n > 0 && h->base[n - 1] == '/')
     h->base[--n] = '\0';
-  if (cfg->api_key && asprintf(&h->auth, "Authorization: Bearer %s", cfg->api_key) < 0) {
-    h->auth = NULL;
-    goto nomem;
-  }
-  if (cfg->cacert) {
-    h->cacert = strdup(cfg->cacert);
-    if (!h->cacert)
-      goto nomem;
-  }
+  if (cfg->api_key)
+    h->auth = xasprintf("Authorization: Bearer %s", cfg->api_key);
+  if (cfg->cacert)
+    h->cacert = xstrdup(cfg->cacert);
   h->timeout_ms = cfg->request_timeout_ms;
   h->max_reply = cfg->max_reply ? cfg->max_reply : OSB_DEFAULT_MAX_MESSAGE;
-  h->multi = curl_multi_init();
-  if (!h->multi)
-    goto nomem;
+  h->multi = osb_nonnull(curl_multi_init()); /* NULL: no memory */
   if (pthread_create(&h->loop, NULL, loop_main, h) != 0) {
     remote_http_close(h);
     remote_fail_internal("cannot start the HTTP thread", err);
@@ -816,10 +752,6 @@ struct remote_http *remote_http_open(const struct remote_http_config *cfg, struc
   }
   h->has_loop = 1;
   return h;
-nomem:
-  remote_http_close(h);
-  remote_fail_internal("out of memory", err);
-  return NULL;
 }
 
 void remote_http_close(struct remote_http *h) {
@@ -859,9 +791,7 @@ static int parse_create(struct xfer *x, json_object *reply) {
 
 static int parse_list(struct xfer *x, json_object *reply) {
   size_t count = json_object_array_length(reply);
-  struct backend_session_info *infos = calloc(count ? count : 1, sizeof *infos);
-  if (!infos)
-    return remote_fail_internal("out of memory", &x->op->err);
+  struct backend_session_info *infos = xcalloc(count, sizeof *infos);
   size_t got = 0;
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(reply, i);
@@ -891,9 +821,7 @@ static int parse_list_files(struct xfer *x, json_object *reply) {
   if (!files || !json_object_is_type(files, json_type_array))
     return bad_reply(x->h, &x->w, "the reply has no files array", &x->op->err);
   size_t count = json_object_array_length(files), got = 0;
-  struct backend_dirent *ents = calloc(count ? count : 1, sizeof *ents);
-  if (!ents)
-    return remote_fail_internal("out of memory", &x->op->err);
+  struct backend_dirent *ents = xcalloc(count, sizeof *ents);
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(files, i);
     if (!json_object_is_type(o, json_type_object))
@@ -907,12 +835,7 @@ static int parse_list_files(struct xfer *x, json_object *reply) {
       continue;
     }
     if (!d->path)
-      d->path = strdup(d->name);
-    if (!d->path) {
-      free(d->name);
-      d->name = NULL;
-      continue;
-    }
+      d->path = xstrdup(d->name);
     json_object *isdir = member(o, "is_directory");
     d->is_directory = isdir ? json_object_get_boolean(isdir) : 0;
     d->size = member_int(o, "size", 0);
@@ -942,9 +865,7 @@ static int parse_bg_kill_all(struct xfer *x, json_object *reply) {
                      ? json_object_array_length(killed)
                      : 0;
   if (count > 0) {
-    out->pids = calloc(count, sizeof *out->pids);
-    if (!out->pids)
-      return remote_fail_internal("out of memory", &x->op->err);
+    out->pids = xcalloc(count, sizeof *out->pids);
     for (size_t i = 0; i < count; i++)
       out->pids[i] = json_object_get_int(json_object_array_get_idx(killed, i));
   }
@@ -961,13 +882,8 @@ static int parse_bg_status(struct xfer *x, json_object *reply) {
                      : 0;
   char *text = member_str(reply, "log", NULL);
   if (!text)
-    text = strdup("");
-  struct backend_bg_proc *ps = count > 0 ? calloc(count, sizeof *ps) : NULL;
-  if (!text || (count > 0 && !ps)) {
-    free(text);
-    free(ps);
-    return remote_fail_internal("out of memory", &x->op->err);
-  }
+    text = xstrdup("");
+  struct backend_bg_proc *ps = count > 0 ? xcalloc(count, sizeof *ps) : NULL;
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(list, i);
     if (json_object_is_type(o, json_type_object)) {
@@ -990,18 +906,14 @@ static int parse_run(struct xfer *x, json_object *reply) {
   out->out = member_str(reply, "stdout", &out->out_len);
   out->err = member_str(reply, "stderr", &out->err_len);
   if (!out->out)
-    out->out = strdup("");
+    out->out = xstrdup("");
   if (!out->err)
-    out->err = strdup("");
+    out->err = xstrdup("");
   out->exit_code = (int)member_int(reply, "exit_code", 0);
   out->signal = (int)member_int(reply, "signal", 0);
   json_object *trunc;
   out->truncated = json_object_object_get_ex(reply, "truncated", &trunc) &&
                    json_object_get_boolean(trunc);
-  if (!out->out || !out->err) {
-    backend_run_res_free(out);
-    return remote_fail_internal("out of memory", &x->op->err);
-  }
   return 0;
 }
 
@@ -1010,13 +922,10 @@ static int parse_read_file(struct xfer *x, json_object *reply) {
   if (!content || !json_object_is_type(content, json_type_string))
     return bad_reply(x->h, &x->w, "the reply has no content", &x->op->err);
   size_t n;
-  errno = 0;
   char *bytes = b64_decode(json_object_get_string(content),
                            (size_t)json_object_get_string_len(content), &n);
   if (!bytes)
-    return errno == ENOMEM ? remote_fail_internal("out of memory", &x->op->err)
-                           : bad_reply(x->h, &x->w, "the content is not valid base64",
-                                       &x->op->err);
+    return bad_reply(x->h, &x->w, "the content is not valid base64", &x->op->err);
   x->op->out.bytes.data = bytes;
   x->op->out.bytes.len = n;
   return 0;
@@ -1027,10 +936,8 @@ static int parse_write_files(struct xfer *x, json_object *reply) {
   size_t count = errs && json_object_is_type(errs, json_type_array)
                      ? json_object_array_length(errs)
                      : 0;
-  struct backend_file_error *fe = count ? calloc(count, sizeof *fe) : NULL;
+  struct backend_file_error *fe = count ? xcalloc(count, sizeof *fe) : NULL;
   size_t got = 0;
-  if (count && !fe)
-    return remote_fail_internal("out of memory", &x->op->err);
   for (size_t i = 0; i < count; i++) {
     json_object *o = json_object_array_get_idx(errs, i);
     if (!json_object_is_type(o, json_type_object))
@@ -1038,9 +945,9 @@ static int parse_write_files(struct xfer *x, json_object *reply) {
     fe[got].path = member_str(o, "path", NULL);
     fe[got].error = member_str(o, "error", NULL);
     if (!fe[got].path)
-      fe[got].path = strdup("");
+      fe[got].path = xstrdup("");
     if (!fe[got].error)
-      fe[got].error = strdup("write failed");
+      fe[got].error = xstrdup("write failed");
     got++;
   }
   if (got == 0) {
@@ -1052,86 +959,68 @@ static int parse_write_files(struct xfer *x, json_object *reply) {
   return 0;
 }
 
-/* {"path": path, "content": base64(data)}. NULL when out of memory. */
+/* {"path": path, "content": base64(data)}. */
 static json_object *file_object(const char *path, const void *data, size_t len) {
   size_t b64_len;
   char *b64 = b64_encode(data, len, &b64_len);
-  json_object *o = json_object_new_object();
-  if (!b64 || !o || put(o, "path", json_object_new_string(path)) < 0 ||
-      put(o, "content", json_object_new_string_len(b64, (int)b64_len)) < 0) {
-    json_object_put(o);
-    o = NULL;
-  }
+  json_object *o = OSB_J(json_object_new_object());
+  put(o, "path", OSB_J(json_object_new_string(path)));
+  put(o, "content", OSB_J(json_object_new_string_len(b64, (int)b64_len)));
   free(b64);
   return o;
 }
 
-/* The request body of op (a new JSON object; *none set when it has none). NULL with *none
- * clear when out of memory. */
-static json_object *op_body(const struct backend_op *op, int *none) {
-  json_object *body = json_object_new_object();
-  int bad = !body;
-  *none = 0;
+/* The request body of op (a new JSON object), or NULL when it has none. */
+static json_object *op_body(const struct backend_op *op) {
+  json_object *body = OSB_J(json_object_new_object());
   switch (op->kind) {
   case BACKEND_CREATE:
   case BACKEND_SET_ENV:
-    bad = bad || put(body, "env", kv_object(op->in.env.env, op->in.env.n_env)) < 0;
+    put(body, "env", kv_object(op->in.env.env, op->in.env.n_env));
     if (op->kind == BACKEND_CREATE && op->in.env.network)
-      bad = bad || put(body, "network", json_object_new_string(op->in.env.network)) < 0;
+      put(body, "network", OSB_J(json_object_new_string(op->in.env.network)));
     break;
   case BACKEND_SET_CWD:
-    bad = bad || put(body, "cwd", json_object_new_string(op->in.cwd)) < 0;
+    put(body, "cwd", OSB_J(json_object_new_string(op->in.cwd)));
     break;
   case BACKEND_RUN: {
     const struct backend_run_req *req = &op->in.run;
-    bad = bad || put(body, "command", argv_array(req->argv, req->argc)) < 0 ||
-          put(body, "time", json_object_new_int64((int64_t)req->time_ms)) < 0 ||
-          put(body, "mem", json_object_new_int64((int64_t)req->mem_kb)) < 0 ||
-          put(body, "fsize", json_object_new_int64((int64_t)req->fsize_kb)) < 0 ||
-          put(body, "nofile", json_object_new_int64((int64_t)req->nofile)) < 0;
-    if (!bad && req->n_env > 0)
-      bad = put(body, "env", kv_object(req->env, req->n_env)) < 0;
-    if (!bad && req->cwd && req->cwd[0])
-      bad = put(body, "cwd", json_object_new_string(req->cwd)) < 0;
+    put(body, "command", argv_array(req->argv, req->argc));
+    put(body, "time", OSB_J(json_object_new_int64((int64_t)req->time_ms)));
+    put(body, "mem", OSB_J(json_object_new_int64((int64_t)req->mem_kb)));
+    put(body, "fsize", OSB_J(json_object_new_int64((int64_t)req->fsize_kb)));
+    put(body, "nofile", OSB_J(json_object_new_int64((int64_t)req->nofile)));
+    if (req->n_env > 0)
+      put(body, "env", kv_object(req->env, req->n_env));
+    if (req->cwd && req->cwd[0])
+      put(body, "cwd", OSB_J(json_object_new_string(req->cwd)));
     break;
   }
   case BACKEND_BG_START: {
     const struct backend_bg_req *req = &op->in.bg;
-    bad = bad || put(body, "command", argv_array(req->argv, req->argc)) < 0;
-    if (!bad && req->port >= 0)
-      bad = put(body, "port", json_object_new_int(req->port)) < 0;
-    if (!bad && req->n_env > 0)
-      bad = put(body, "env", kv_object(req->env, req->n_env)) < 0;
-    if (!bad && req->cwd && req->cwd[0])
-      bad = put(body, "cwd", json_object_new_string(req->cwd)) < 0;
+    put(body, "command", argv_array(req->argv, req->argc));
+    if (req->port >= 0)
+      put(body, "port", OSB_J(json_object_new_int(req->port)));
+    if (req->n_env > 0)
+      put(body, "env", kv_object(req->env, req->n_env));
+    if (req->cwd && req->cwd[0])
+      put(body, "cwd", OSB_J(json_object_new_string(req->cwd)));
     break;
   }
   case BACKEND_WRITE_FILE:
     json_object_put(body);
     return file_object(op->in.file.path, op->in.file.data, op->in.file.len);
   case BACKEND_WRITE_FILES: {
-    json_object *list = json_object_new_array();
-    bad = bad || !list;
-    for (size_t i = 0; !bad && i < op->in.files.n; i++) {
+    json_object *list = OSB_J(json_object_new_array());
+    for (size_t i = 0; i < op->in.files.n; i++) {
       const struct backend_file *f = &op->in.files.files[i];
-      json_object *o = file_object(f->path, f->data, f->len);
-      if (!o || json_object_array_add(list, o) < 0) {
-        json_object_put(o);
-        bad = 1;
-      }
+      if (json_object_array_add(list, file_object(f->path, f->data, f->len)) < 0)
+        osb_oom();
     }
-    if (!bad) {
-      bad = put(body, "files", list) < 0;
-      list = NULL;
-    }
-    json_object_put(list);
+    put(body, "files", list);
     break;
   }
   default:
-    *none = 1;
-    break;
-  }
-  if (bad || *none) {
     json_object_put(body);
     return NULL;
   }
@@ -1181,21 +1070,12 @@ static const struct {
 
 void remote_http_start(struct remote_http *h, struct backend_op *op) {
   const char *path = routes[op->kind].with_path ? op->in.file.path : NULL;
-  int none = 0;
-  json_object *body = op_body(op, &none);
+  json_object *body = op_body(op);
   char *url = op->id ? session_url(h, op->id, routes[op->kind].suffix, path)
                      : plain_url(h, routes[op->kind].suffix);
-  struct xfer *x = (body || none) ? xfer_new(h, op, routes[op->kind].method, url, body,
-                                             routes[op->kind].what, routes[op->kind].how)
-                                  : NULL;
-  if (!body && !none)
-    free(url);
+  struct xfer *x = xfer_new(h, op, routes[op->kind].method, url, body, routes[op->kind].what,
+                            routes[op->kind].how);
   json_object_put(body);
-  if (!x) {
-    op->rc = remote_fail_internal("out of memory", &op->err);
-    op->done(op);
-    return;
-  }
   x->want = routes[op->kind].want;
   x->parse = routes[op->kind].parse;
   x->is_run = op->kind == BACKEND_RUN;

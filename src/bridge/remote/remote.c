@@ -17,6 +17,7 @@
 #include "bridge/remote/xfer.h"
 #include "common/defaults.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 enum {
   CACERT_MAX = 4 << 20, /* a CA bundle larger than this is not one */
@@ -194,43 +195,37 @@ static char *read_cacert(const char *path, struct osb_err *err) {
                 strerror(errno));
     return NULL;
   }
-  char *text = malloc(CACERT_MAX + 1);
-  size_t n = text ? fread(text, 1, CACERT_MAX + 1, f) : 0;
+  char *text = xmalloc(CACERT_MAX + 1);
+  size_t n = fread(text, 1, CACERT_MAX + 1, f);
   int bad = ferror(f) || n > CACERT_MAX;
   fclose(f);
-  if (!text || bad) {
+  if (bad) {
     free(text);
     osb_err_set(err, OSB_ERR_INVALID_PARAMS, NULL, "cacert: cannot read %s", path);
     return NULL;
   }
   text[n] = '\0';
-  char *shrunk = realloc(text, n + 1);
-  return shrunk ? shrunk : text;
+  return xrealloc(text, n + 1);
 }
 
-static char *dup_opt(const char *s, int *nomem) {
-  if (!s)
-    return NULL;
-  char *d = strdup(s);
-  if (!d)
-    *nomem = 1;
-  return d;
+static char *dup_opt(const char *s) {
+  return s ? xstrdup(s) : NULL;
 }
 
 struct backend *backend_remote_open(const struct backend_config *config, struct osb_err *err) {
   char *host = NULL, *pem = NULL;
   int https = 0;
   if (!config || remote_http_url_parse(config->base_url, &host, &https) < 0) {
-    json_object *data = json_object_new_object();
-    json_object_object_add(data, "field", json_object_new_string("baseUrl"));
+    json_object *data = OSB_J(json_object_new_object());
+    json_object_object_add(data, "field", OSB_J(json_object_new_string("baseUrl")));
     osb_err_set(err, OSB_ERR_INVALID_PARAMS, data, "baseUrl must be an http:// or https:// URL");
     return NULL;
   }
   if (config && (config->transport < BACKEND_TRANSPORT_AUTO ||
                  config->transport > BACKEND_TRANSPORT_HTTP)) {
     free(host);
-    json_object *data = json_object_new_object();
-    json_object_object_add(data, "field", json_object_new_string("transport"));
+    json_object *data = OSB_J(json_object_new_object());
+    json_object_object_add(data, "field", OSB_J(json_object_new_string("transport")));
     osb_err_set(err, OSB_ERR_INVALID_PARAMS, data, "transport must be auto, grpc or http");
     return NULL;
   }
@@ -248,30 +243,17 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
     }
   }
 
-  struct backend *be = calloc(1, sizeof *be);
-  struct remote *r = calloc(1, sizeof *r);
-  int nomem = !be || !r;
-  if (nomem) {
-    free(be);
-    free(r);
-    free(host);
-    free(pem);
-    osb_err_set(err, OSB_ERR_INTERNAL, NULL, "remote backend: out of memory");
-    return NULL;
-  }
+  struct backend *be = xcalloc(1, sizeof *be);
+  struct remote *r = xcalloc(1, sizeof *r);
   atomic_init(&r->http_until, 0);
   r->transport = config->transport;
   be->ops = &remote_ops;
   be->impl = r;
   be->config = *config;
   be->config.grpc_port = port;
-  be->config.base_url = dup_opt(config->base_url, &nomem);
-  be->config.api_key = dup_opt(config->api_key, &nomem);
-  be->config.cacert = dup_opt(config->cacert, &nomem);
-  if (nomem) {
-    osb_err_set(err, OSB_ERR_INTERNAL, NULL, "remote backend: out of memory");
-    goto fail;
-  }
+  be->config.base_url = dup_opt(config->base_url);
+  be->config.api_key = dup_opt(config->api_key);
+  be->config.cacert = dup_opt(config->cacert);
 
   struct remote_http_config hc = {
       .base_url = be->config.base_url,

@@ -6,13 +6,14 @@
 #include "bridge/remote/xfer.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <json-c/json.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "bridge/hostfile.h"
+#include "common/mem.h"
 
 struct xfer {
   struct backend_op sub;  /* the WRITE_FILE / READ_FILE */
@@ -21,21 +22,13 @@ struct xfer {
   size_t len;
 };
 
-/* A host file that cannot be used: FILE with data.localPath and data.reason. -1. */
-static int path_fail(const char *local_path, const char *reason, struct osb_err *err) {
-  osb_err_set(err, OSB_ERR_FILE, NULL, "%s: %s", local_path, reason);
-  osb_err_add(err, "localPath", json_object_new_string(local_path));
-  osb_err_add(err, "reason", json_object_new_string(reason));
-  return -1;
-}
-
 static int too_large(const struct backend_op *op, size_t limit, struct osb_err *err) {
   const char *method = op->kind == BACKEND_UPLOAD ? "fs/upload" : "fs/download";
   osb_err_set(err, OSB_ERR_UNSUPPORTED, NULL,
               "%s of a file over %zu bytes needs a chunked transfer (opensandboxd's "
               "Upload/Download), which the remote backend does not use yet",
               method, limit);
-  osb_err_add(err, "method", json_object_new_string(method));
+  osb_err_add(err, "method", OSB_J(json_object_new_string(method)));
   return -1;
 }
 
@@ -49,28 +42,15 @@ static void end(struct backend_op *op, int rc) {
 static int read_host(struct xfer *x, size_t limit) {
   struct backend_op *op = x->op;
   const char *lp = op->in.xfer.local_path;
-  /* O_NONBLOCK: a FIFO without a writer must not hang the open; refused below anyway */
-  int fd = open(lp, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0)
-    return path_fail(lp, strerror(errno), &op->err);
   struct stat st;
-  const char *bad = fstat(fd, &st) < 0 ? strerror(errno)
-                    : S_ISDIR(st.st_mode) ? "is a directory"
-                    : !S_ISREG(st.st_mode) ? "not a regular file"
-                                           : NULL;
-  if (bad) {
-    close(fd);
-    return path_fail(lp, bad, &op->err);
-  }
+  int fd = hostfile_open_read(lp, &st, &op->err);
+  if (fd < 0)
+    return -1;
   if ((uint64_t)st.st_size > limit) {
     close(fd);
     return too_large(op, limit, &op->err);
   }
-  x->buf = malloc((size_t)st.st_size + 1);
-  if (!x->buf) {
-    close(fd);
-    return osb_err_set(&op->err, OSB_ERR_INTERNAL, NULL, "out of memory");
-  }
+  x->buf = xmalloc((size_t)st.st_size + 1);
   size_t cap = (size_t)st.st_size + 1; /* one more: a file that grew past limit is seen */
   while (x->len < cap) {
     ssize_t n = read(fd, x->buf + x->len, cap - x->len);
@@ -79,7 +59,7 @@ static int read_host(struct xfer *x, size_t limit) {
     if (n < 0) {
       int e = errno;
       close(fd);
-      return path_fail(lp, strerror(e), &op->err);
+      return hostfile_fail(lp, strerror(e), &op->err);
     }
     if (n == 0)
       break;
@@ -91,24 +71,12 @@ static int read_host(struct xfer *x, size_t limit) {
   return 0;
 }
 
-/* Write data to localPath through a temporary name. 0, or -1 with err filled. */
+/* Write data to localPath through a temporary name (hostfile.h). 0, or -1 with err. */
 static int write_host(const char *lp, const char *data, size_t len, struct osb_err *err) {
-  struct stat st;
-  if (stat(lp, &st) == 0 && S_ISDIR(st.st_mode))
-    return path_fail(lp, "is a directory", err);
-  if (stat(lp, &st) == 0 && !S_ISREG(st.st_mode))
-    return path_fail(lp, "not a regular file", err);
-  size_t n = strlen(lp) + 32;
-  char *tmp = malloc(n);
-  if (!tmp)
-    return osb_err_set(err, OSB_ERR_INTERNAL, NULL, "out of memory");
-  snprintf(tmp, n, "%s.osb-part-%d", lp, (int)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) {
-    int e = errno;
-    free(tmp);
-    return path_fail(lp, strerror(e), err);
-  }
+  char *tmp = NULL;
+  int fd = hostfile_check_target(lp, err) < 0 ? -1 : hostfile_create_part(lp, &tmp, err);
+  if (fd < 0)
+    return -1;
   int werr = 0;
   for (size_t off = 0; off < len && !werr;) {
     ssize_t w = write(fd, data + off, len - off);
@@ -119,14 +87,10 @@ static int write_host(const char *lp, const char *data, size_t len, struct osb_e
     else
       off += (size_t)w;
   }
-  if (close(fd) < 0 && !werr)
-    werr = errno;
-  if (!werr && rename(tmp, lp) < 0)
-    werr = errno;
-  if (werr)
-    unlink(tmp);
-  free(tmp);
-  return werr ? path_fail(lp, strerror(werr), err) : 0;
+  int ferr = hostfile_finish_part(fd, tmp, lp, !werr);
+  if (!werr)
+    werr = ferr;
+  return werr ? hostfile_fail(lp, strerror(werr), err) : 0;
 }
 
 static void xfer_free(struct xfer *x) {
@@ -154,26 +118,18 @@ static void on_sub_done(struct backend_op *sub) {
 }
 
 void remote_xfer_start(struct backend *be, struct backend_op *op, size_t limit) {
-  struct xfer *x = calloc(1, sizeof *x);
-  if (!x) {
-    end(op, osb_err_set(&op->err, OSB_ERR_INTERNAL, NULL, "out of memory"));
-    return;
-  }
+  struct xfer *x = xcalloc(1, sizeof *x);
   x->op = op;
   if (op->kind == BACKEND_UPLOAD && read_host(x, limit) < 0) {
     xfer_free(x);
     end(op, -1);
     return;
   }
-  if (op->kind == BACKEND_DOWNLOAD) { /* refuse a bad localPath before any traffic */
-    struct stat st;
-    const char *lp = op->in.xfer.local_path;
-    if (stat(lp, &st) == 0 && (S_ISDIR(st.st_mode) || !S_ISREG(st.st_mode))) {
-      path_fail(lp, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file", &op->err);
-      xfer_free(x);
-      end(op, -1);
-      return;
-    }
+  /* refuse a bad localPath before any traffic */
+  if (op->kind == BACKEND_DOWNLOAD && hostfile_check_target(op->in.xfer.local_path, &op->err) < 0) {
+    xfer_free(x);
+    end(op, -1);
+    return;
   }
   struct backend_op *sub = &x->sub;
   sub->kind = op->kind == BACKEND_UPLOAD ? BACKEND_WRITE_FILE : BACKEND_READ_FILE;
