@@ -89,7 +89,7 @@ struct rpc_core {
   struct transport *t;      /* touched only by the reader thread */
 
   pthread_mutex_t lock;
-  pthread_cond_t changed;   /* n_inflight fell, or the input ended */
+  pthread_cond_t changed;   /* the input ended; then also: n_inflight fell */
   struct list inflight;     /* requests not yet released */
   unsigned n_inflight;
   unsigned long requests_seen; /* requests created so far (for the idle check) */
@@ -210,7 +210,10 @@ static void request_unref_locked(struct rpc_req *req) {
   list_remove(&req->node);
   OSB_ASSERT(core->n_inflight > 0);
   core->n_inflight--;
-  pthread_cond_broadcast(&core->changed);
+  /* only drain() waits for n_inflight to fall, once the input ended; before that the one
+   * waiter is rpc_serve's thread, which has no use for a wake-up per request */
+  if (core->input_done)
+    pthread_cond_broadcast(&core->changed);
   request_free(req);
 }
 
