@@ -115,6 +115,16 @@ struct engine {
   pthread_cond_t sp_cond;
   struct list sp_queue;       /* of struct engine_spawn_req, first come first served */
   int sp_stop;
+  /* a spare init, cloned ahead by the spawner thread so that a create does not wait for
+   * clone3 (a new network namespace costs ~0.6 ms of kernel work) nor for init's mounts:
+   * asked for by each destroy and by a create that found none, taken by the next create
+   * (sandbox.c) */
+  struct engine_init_proc {
+    pid_t pid;                /* > 0 when present */
+    int pidfd, ready_r, go_w; /* go_w: rootless only, else -1 */
+  } sp_spare;
+  int sp_want;                /* a create took or missed the spare: make one */
+  int sp_building;            /* the spawner thread is making one */
 
   struct engine_io *io;       /* the I/O thread watching every run (io.c) */
 

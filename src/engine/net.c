@@ -578,6 +578,7 @@ static void unforward(struct engine *eng, struct engine_session *s, int conns_to
   struct engine_net *n = eng->net;
   if (!n)
     return;
+  int marked = 0;
   pthread_mutex_lock(&n->lock);
   for (struct list_node *ln = LIST_FIRST(&n->listeners); ln != LIST_END(&n->listeners);
        ln = ln->next) {
@@ -587,16 +588,20 @@ static void unforward(struct engine *eng, struct engine_session *s, int conns_to
       close(l->fd);
       l->fd = -1;
       l->dead = 1;
+      marked = 1;
     }
   }
   for (struct list_node *cn = LIST_FIRST(&n->conns); conns_too && cn != LIST_END(&n->conns);
        cn = cn->next) {
     struct fwd_conn *c = LIST_ENTRY(cn, struct fwd_conn, link);
-    if (!c->dead && c->s == s)
+    if (!c->dead && c->s == s) {
       conn_kill(n, c);
+      marked = 1;
+    }
   }
   pthread_mutex_unlock(&n->lock);
-  wake(n);
+  if (marked) /* the forwarder frees what is dead; a session without forwards costs no wake-up */
+    wake(n);
 }
 
 void engine_net_unforward_all(struct engine *eng, struct engine_session *s) {

@@ -25,6 +25,13 @@
  *   (user namespace, uid), hence per session.
  * Unsafe mode (no root, no user namespace, and allowed): a plain directory per session,
  *   no namespaces; a loud warning.
+ * Spare init (isolated modes): creating the namespaces (a network namespace alone is ~0.6 ms
+ *   of kernel work) and building the root is most of a create. So the spawner thread keeps
+ *   one init cloned ahead, session-neutral (the session's cgroup is separate, its egress is
+ *   set up at adoption; rootless, its maps are written too), made after each destroy and
+ *   after a create that found none; a create adopts it (init_adopt) and only waits for it
+ *   when it is still being made. A spare that died meanwhile is discarded, not adopted.
+ *   It costs one idle process with an empty tmpfs; engine_sandbox_fini reaps it.
  * On disk: cgroups <base>/<engine pid>-<session id>, unsafe dirs <state_dir>/<pid>-<id>;
  *   engine_sandbox_init removes those whose engine pid is no longer alive. */
 #include "engine/engine_int.h"
@@ -32,6 +39,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,6 +424,8 @@ struct engine_spawn_req {
   struct list_node link; /* on eng->sp_queue until the spawner takes it */
 };
 
+static void spare_build(struct engine *eng);
+
 static void *spawner_main(void *p) {
   struct engine *eng = p;
   sigset_t all;
@@ -423,11 +433,16 @@ static void *spawner_main(void *p) {
   pthread_sigmask(SIG_SETMASK, &all, NULL);
   pthread_mutex_lock(&eng->sp_lock);
   for (;;) {
-    while (list_empty(&eng->sp_queue) && !eng->sp_stop)
+    while (list_empty(&eng->sp_queue) && !eng->sp_stop &&
+           !(eng->sp_want && eng->sp_spare.pid <= 0))
       pthread_cond_wait(&eng->sp_cond, &eng->sp_lock);
     struct list_node *n = list_pop_front(&eng->sp_queue);
-    if (!n)
+    if (!n && eng->sp_stop)
       break;
+    if (!n) {
+      spare_build(eng);
+      continue;
+    }
     struct engine_spawn_req *r = LIST_ENTRY(n, struct engine_spawn_req, link);
     pthread_mutex_unlock(&eng->sp_lock);
     int pidfd = -1;
@@ -617,6 +632,8 @@ static int mkdir_p(const char *path, mode_t mode) {
 
 /* ---- engine-wide setup ---- */
 
+static void init_discard(struct engine_init_proc *ip);
+
 /* Read init's report from the ready pipe: 0, -errno it sent, or -EIO when it died. */
 static int read_ready(int fd) {
   int status = 0;
@@ -775,6 +792,7 @@ int engine_sandbox_init(struct engine *eng, int unsafe_ok, int userns_opt) {
   pthread_mutex_init(&eng->sp_lock, NULL);
   list_init(&eng->sp_queue);
   pthread_cond_init(&eng->sp_cond, NULL);
+  eng->sp_spare = (struct engine_init_proc){.pid = -1, .pidfd = -1, .ready_r = -1, .go_w = -1};
   if (eng->isolated) {
     rc = pthread_create(&eng->spawner, NULL, spawner_main, eng);
     if (rc) {
@@ -793,6 +811,7 @@ void engine_sandbox_fini(struct engine *eng) {
     pthread_cond_broadcast(&eng->sp_cond);
     pthread_mutex_unlock(&eng->sp_lock);
     pthread_join(eng->spawner, NULL);
+    init_discard(&eng->sp_spare); /* the spawner's exit killed it (PDEATHSIG): reap it */
   }
   pthread_cond_destroy(&eng->sp_cond);
   pthread_mutex_destroy(&eng->sp_lock);
@@ -882,68 +901,165 @@ static int send_go(int fd) {
   return write(fd, &v, sizeof v) == (ssize_t)sizeof v ? 0 : -errno;
 }
 
-int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
-  if (!eng->isolated)
-    return create_unsafe(eng, s);
-  cgroup_create(eng, s);
-  int p[2], go[2] = {-1, -1};
-  if (pipe2(p, O_CLOEXEC) < 0) {
-    int rc = -errno;
-    engine_sandbox_destroy(eng, s);
-    return rc;
+/* ---- init processes: cloned, then adopted by a session ---- */
+
+/* Kill and reap an init that no session adopted; close our ends of its pipes. */
+static void init_discard(struct engine_init_proc *ip) {
+  if (ip->pidfd >= 0) {
+    if (syscall(SYS_pidfd_send_signal, ip->pidfd, SIGKILL, NULL, 0) < 0 && errno == ENOSYS)
+      kill(ip->pid, SIGKILL); /* valgrind */
+    wait_pidfd(ip->pidfd);
+    close(ip->pidfd);
+  } else if (ip->pid > 0) {
+    kill(ip->pid, SIGKILL);
+    while (waitpid(ip->pid, NULL, 0) < 0 && errno == EINTR) {
+    }
   }
+  if (ip->ready_r >= 0)
+    close(ip->ready_r);
+  if (ip->go_w >= 0)
+    close(ip->go_w);
+  *ip = (struct engine_init_proc){.pid = -1, .pidfd = -1, .ready_r = -1, .go_w = -1};
+}
+
+/* Clone an init, keeping our ends of its pipes in *ip; rootless, also write its maps, so
+ * that it goes on to build its root. on_spawner: the caller is the spawner thread (making
+ * a spare), else the clone is asked of that thread. Returns 0 or -errno (nothing left). */
+static int init_clone(struct engine *eng, struct engine_init_proc *ip, int on_spawner) {
+  *ip = (struct engine_init_proc){.pid = -1, .pidfd = -1, .ready_r = -1, .go_w = -1};
+  int p[2], go[2] = {-1, -1};
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return -errno;
   if (eng->rootless && pipe2(go, O_CLOEXEC) < 0) {
     int rc = -errno;
     close(p[0]);
     close(p[1]);
-    engine_sandbox_destroy(eng, s);
     return rc;
   }
   struct init_args a = {.mnt = eng->state_dir, .ready_w = p[1], .go_r = go[0], .net = eng->netns};
-  pid_t pid = -1;
-  int pidfd = -1;
   uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | (eng->rootless ? CLONE_NEWUSER : 0) |
                    (eng->netns ? CLONE_NEWNET : 0);
-  int rc = spawn_init(eng, flags, &a, &pid, &pidfd);
+  int rc = 0;
+  if (on_spawner) {
+    ip->pid = engine_sandbox_clone(flags, &ip->pidfd);
+    if (ip->pid == 0)
+      init_main(&a);
+    if (ip->pid < 0)
+      rc = -errno;
+  } else {
+    rc = spawn_init(eng, flags, &a, &ip->pid, &ip->pidfd);
+  }
   close(p[1]);
   if (go[0] >= 0)
     close(go[0]);
+  ip->ready_r = p[0];
+  ip->go_w = go[1];
   if (rc == 0 && eng->rootless) {
     rc = read_ready(p[0]); /* init is dumpable: its /proc files are ours to write */
     if (rc == 0)
-      rc = write_maps(pid);
+      rc = write_maps(ip->pid);
     if (rc == 0)
       rc = send_go(go[1]);
   }
+  if (rc < 0)
+    init_discard(ip);
+  return rc;
+}
+
+/* The spawner thread, sp_lock held (released meanwhile): make the spare. After a failure
+ * none is made until a create has succeeded again (spare_want). */
+static void spare_build(struct engine *eng) {
+  eng->sp_want = 0;
+  eng->sp_building = 1;
+  pthread_mutex_unlock(&eng->sp_lock);
+  struct engine_init_proc ip;
+  int rc = init_clone(eng, &ip, 1);
+  pthread_mutex_lock(&eng->sp_lock);
+  eng->sp_building = 0;
   if (rc == 0)
-    rc = read_ready(p[0]);
-  close(p[0]);
-  s->init_pid = pid;
-  s->init_pidfd = pidfd;
+    eng->sp_spare = ip;
+  pthread_cond_broadcast(&eng->sp_cond);
+}
+
+/* Take the spare into *ip (waiting for the one being made). Returns 1, or 0 when there is
+ * none or it died while it waited (then discarded). */
+static int spare_take(struct engine *eng, struct engine_init_proc *ip) {
+  pthread_mutex_lock(&eng->sp_lock);
+  while (eng->sp_building && eng->sp_spare.pid <= 0)
+    pthread_cond_wait(&eng->sp_cond, &eng->sp_lock);
+  *ip = eng->sp_spare;
+  eng->sp_spare = (struct engine_init_proc){.pid = -1, .pidfd = -1, .ready_r = -1, .go_w = -1};
+  pthread_mutex_unlock(&eng->sp_lock);
+  if (ip->pid <= 0)
+    return 0;
+  struct pollfd pf = {.fd = ip->pidfd, .events = POLLIN};
+  if (ip->pidfd < 0 || poll(&pf, 1, 0) != 0) { /* it exited (or cannot tell) */
+    init_discard(ip);
+    return 0;
+  }
+  return 1;
+}
+
+/* Have the spawner thread make a spare for the next create, unless one is there. */
+static void spare_want(struct engine *eng) {
+  pthread_mutex_lock(&eng->sp_lock);
+  if (eng->sp_spare.pid <= 0 && !eng->sp_building && !eng->sp_want) {
+    eng->sp_want = 1;
+    pthread_cond_broadcast(&eng->sp_cond);
+  }
+  pthread_mutex_unlock(&eng->sp_lock);
+}
+
+/* Make ip s's init: wait until its root is built, open what the engine keeps of it, set
+ * up its network, let it hide (rootless). Returns 0 or -errno; either way ip's fds are
+ * s's or closed, and s->init_pid/init_pidfd are set for engine_sandbox_destroy. */
+static int init_adopt(struct engine *eng, struct engine_session *s, struct engine_init_proc *ip) {
+  s->init_pid = ip->pid;
+  s->init_pidfd = ip->pidfd;
+  int rc = read_ready(ip->ready_r);
+  close(ip->ready_r);
   if (rc == 0) {
     char root[64];
-    snprintf(root, sizeof root, "/proc/%d/root", (int)pid);
+    snprintf(root, sizeof root, "/proc/%d/root", (int)ip->pid);
     s->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (s->rootfd < 0)
       rc = -errno;
-    if (rc == 0 && go[1] >= 0)
-      rc = open_ns(s, pid);
+    if (rc == 0 && ip->go_w >= 0)
+      rc = open_ns(s, ip->pid);
     if (rc == 0)
       rc = engine_net_session_up(eng, s); /* rootless: while init is still dumpable */
-    if (rc == 0 && go[1] >= 0)
-      rc = send_go(go[1]); /* init may hide itself now */
+    if (rc == 0 && ip->go_w >= 0)
+      rc = send_go(ip->go_w); /* init may hide itself now */
   }
-  if (go[1] >= 0)
-    close(go[1]);
+  if (ip->go_w >= 0)
+    close(ip->go_w);
+  return rc;
+}
+
+int engine_sandbox_create(struct engine *eng, struct engine_session *s) {
+  if (!eng->isolated)
+    return create_unsafe(eng, s);
+  cgroup_create(eng, s);
+  struct engine_init_proc ip;
+  int rc = 0;
+  int spare = spare_take(eng, &ip);
+  if (!spare)
+    rc = init_clone(eng, &ip, 0);
+  if (rc == 0)
+    rc = init_adopt(eng, s, &ip);
   if (rc < 0) {
     log_warn("engine: cannot build a session sandbox: %s", strerror(-rc));
     engine_sandbox_destroy(eng, s);
+    return rc;
   }
-  return rc;
+  if (!spare) /* else the next destroy asks for one (engine_sandbox_destroy) */
+    spare_want(eng);
+  return 0;
 }
 
 void engine_sandbox_destroy(struct engine *eng, struct engine_session *s) {
   engine_net_session_down(eng, s);
+  int had_init = s->init_pidfd >= 0;
   if (s->init_pidfd >= 0) {
     /* PID 1 gone: the kernel kills the whole namespace. Waiting for init also waits until
      * every process of the namespace is gone (reaped by its parent thread in run.c). */
@@ -969,6 +1085,8 @@ void engine_sandbox_destroy(struct engine *eng, struct engine_session *s) {
     free(s->dir);
     s->dir = NULL;
   }
+  if (had_init)
+    spare_want(eng); /* one session gone, one spare made for the next create */
 }
 
 void engine_sandbox_release(struct engine_session *s) {
