@@ -69,6 +69,7 @@ struct remote_grpc {
   atomic_int stream_state;   /* RunStream: -1 not known yet, 0 UNIMPLEMENTED, 1 answered */
   atomic_llong unreached_ms; /* when a call last failed to connect (call_now_ms); 0: never */
   pthread_mutex_t calls_lock; /* guards calls */
+  pthread_cond_t calls_gone;  /* signalled when calls becomes empty (remote_grpc_close waits) */
   struct list calls;          /* calls in flight on poll_cq */
 };
 
@@ -179,11 +180,15 @@ static void acall_cancel(void *arg) {
   grpc_call_cancel(a->op.call, NULL);
 }
 
-/* Cancel every call in flight (remote_grpc_close). */
+/* Cancel every call in flight and wait until the poller has finished them all
+ * (remote_grpc_close): a streaming call still reading would otherwise start its next read
+ * on a queue already shut down, which gRPC refuses with an assertion. */
 static void acall_cancel_all(struct remote_grpc *g) {
   pthread_mutex_lock(&g->calls_lock);
   for (struct list_node *n = LIST_FIRST(&g->calls); n != LIST_END(&g->calls); n = n->next)
     call_cancel(LIST_ENTRY(n, struct acall, node)->c); /* its canceller cancels the call */
+  while (g->has_poller && !list_empty(&g->calls))
+    pthread_cond_wait(&g->calls_gone, &g->calls_lock);
   pthread_mutex_unlock(&g->calls_lock);
 }
 
@@ -482,6 +487,8 @@ static int op_result(struct remote_grpc *g, struct op *op, const ProtobufCMessag
 static void acall_unlink(struct remote_grpc *g, struct acall *a) {
   pthread_mutex_lock(&g->calls_lock);
   list_remove(&a->node);
+  if (list_empty(&g->calls))
+    pthread_cond_broadcast(&g->calls_gone);
   pthread_mutex_unlock(&g->calls_lock);
 }
 
@@ -851,6 +858,7 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
   atomic_init(&g->stream_state, -1);
   atomic_init(&g->unreached_ms, 0);
   pthread_mutex_init(&g->calls_lock, NULL);
+  pthread_cond_init(&g->calls_gone, NULL);
   list_init(&g->calls);
   if (!g->target || (cfg->root_certs && !g->root_certs) || (cfg->api_key && !g->auth)) {
     free(g->target);
@@ -858,6 +866,7 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
     free(g->auth);
     pthread_mutex_destroy(&g->lock);
     pthread_mutex_destroy(&g->calls_lock);
+    pthread_cond_destroy(&g->calls_gone);
     free(g);
     remote_fail_internal("out of memory", err);
     return NULL;
@@ -871,8 +880,8 @@ void remote_grpc_close(struct remote_grpc *g) {
   if (!g)
     return;
   if (g->poll_cq) {
-    /* calls still in flight end CANCELLED (the poller finishes them: it
-     * drains the queue before it sees the shutdown) */
+    /* calls still in flight end CANCELLED: the poller finishes them before the queue is
+     * shut down */
     acall_cancel_all(g);
     grpc_completion_queue_shutdown(g->poll_cq);
     if (g->has_poller)
@@ -884,6 +893,7 @@ void remote_grpc_close(struct remote_grpc *g) {
   grpc_shutdown_blocking();
   pthread_mutex_destroy(&g->lock);
   pthread_mutex_destroy(&g->calls_lock);
+  pthread_cond_destroy(&g->calls_gone);
   free(g->target);
   free(g->root_certs);
   if (g->auth) {
