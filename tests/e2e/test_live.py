@@ -88,9 +88,9 @@ def test_cancelled_streamed_run_sends_nothing_after_its_error(spawn):
 def test_health_lists_features(bridge, backend):
     h = bridge.call("server/health")
     if backend == "local":
-        assert set(h["features"]) >= {"stream", "upload"}
-    else:  # opensandboxd's extension answers RunStream; no exec, host files up to 4 MiB
-        assert h["features"] == ["stream"]
+        assert set(h["features"]) >= {"stream", "exec", "stdin", "upload"}
+    else:  # opensandboxd's extension answers RunStream and Exec; host files up to 4 MiB
+        assert h["features"] == ["stream", "exec", "stdin"]
 
 
 def test_upload_download_round_trip_and_refusals(bridge, sandbox, backend, tmp_path):
@@ -211,10 +211,6 @@ def exec_read_until(b, x, want, timeout=10):
 
 
 def test_exec_cat_round_trip_eof_and_end(bridge, sandbox, backend):
-    if backend == "remote":
-        e = bridge.error("exec/start", {"sandboxId": sandbox, "command": "cat"}, code=-32006)
-        assert e["data"]["method"] == "exec/start"
-        return
     r = bridge.call("exec/start", {"sandboxId": sandbox, "command": "cat", "stdin": True})
     x = r["execId"]
     assert r["running"] is True and r["exitCode"] is None and r["signal"] is None
@@ -240,8 +236,8 @@ def harness_b64(data):
     return base64.b64encode(data).decode()
 
 
-def test_exec_refusals_and_kill(spawn):
-    b = spawn([])
+def test_exec_refusals_and_kill(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     b.error("exec/read", {"execId": "exec-999"}, code=-32001)
     b.error("exec/kill", {"execId": "nope"}, code=-32001)
@@ -270,8 +266,8 @@ def test_exec_refusals_and_kill(spawn):
     assert r["running"] is False and r["signal"] == 9
 
 
-def test_exec_unread_output_is_bounded_oldest_dropped(spawn):
-    b = spawn(["--max-output", "65536"])
+def test_exec_unread_output_is_bounded_oldest_dropped(spawn, backend_args):
+    b = spawn(backend_args + ["--max-output", "65536"])
     sid = b.create()
     x = b.call("exec/start", {"sandboxId": sid, "command": "seq 1 200000; echo last; sleep 30"})["execId"]
     time.sleep(scaled(1.5))
@@ -281,8 +277,8 @@ def test_exec_unread_output_is_bounded_oldest_dropped(spawn):
     b.call("exec/kill", {"execId": x})
 
 
-def test_cancelled_exec_read_answers_at_once(spawn):
-    b = spawn([])
+def test_cancelled_exec_read_answers_at_once(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     x = b.call("exec/start", {"sandboxId": sid, "command": "sleep 30"})["execId"]
     id = b.start("exec/read", {"execId": x, "yieldMs": 60000})
@@ -294,8 +290,8 @@ def test_cancelled_exec_read_answers_at_once(spawn):
     assert b.call("exec/list", {"sandboxId": sid})["execs"][0]["running"] is True
 
 
-def test_bridge_exit_kills_its_execs(spawn):
-    b = spawn([])
+def test_bridge_exit_kills_its_execs(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     marker = "31337.%d" % os.getpid()
     b.call("exec/start", {"sandboxId": sid, "argv": ["sleep", marker]})
