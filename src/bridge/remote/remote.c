@@ -139,6 +139,50 @@ static void health_start(struct remote *r, struct backend_op *op) {
   remote_grpc_probe_stream(r->grpc, op->c, on_probed, op);
 }
 
+/* EXEC_START through a balancer (deploy/haproxy): a node that refuses an Exec at once (NOT_FOUND
+ * for a session it does not hold) answers while the call's input side is still open, and
+ * HAProxy hands that on as a reset (status CANCELLED) without the node's status. As for the
+ * public server's 404s, the session itself is asked then: NOT_FOUND when it is unknown. */
+struct exec_check {
+  struct backend_op sub; /* GET /sessions/{id} */
+  struct backend_op *op;
+};
+
+static void on_exec_checked(struct backend_op *sub) {
+  struct exec_check *ck = sub->arg;
+  struct backend_op *op = ck->op;
+  if (sub->rc < 0 && sub->err.kind == OSB_ERR_NOT_FOUND) {
+    osb_err_clear(&op->err);
+    op->err = sub->err;
+    sub->err = (struct osb_err)OSB_ERR_INIT;
+  }
+  backend_op_clear(sub);
+  free(ck);
+  op->done(op);
+}
+
+static void on_exec_started(struct backend_op *op) {
+  struct remote *r = op->impl.arg;
+  op->done = op->impl.done;
+  json_object *status = NULL;
+  struct exec_check *ck = NULL;
+  if (op->rc < 0 && op->err.kind == OSB_ERR_SERVER && !call_is_cancelled(op->c) &&
+      json_object_object_get_ex(op->err.data, "status", &status) &&
+      strcmp(json_object_get_string(status), "CANCELLED") == 0)
+    ck = calloc(1, sizeof *ck);
+  if (!ck) {
+    op->done(op);
+    return;
+  }
+  ck->op = op;
+  ck->sub.kind = BACKEND_GET;
+  ck->sub.c = op->c;
+  ck->sub.id = op->id;
+  ck->sub.done = on_exec_checked;
+  ck->sub.arg = ck;
+  http_start(r, &ck->sub);
+}
+
 static void remote_start(struct backend *be, struct backend_op *op) {
   struct remote *r = impl(be);
   if (op->kind == BACKEND_HEALTH) {
@@ -146,6 +190,11 @@ static void remote_start(struct backend *be, struct backend_op *op) {
     return;
   }
   if (op->kind >= BACKEND_EXEC_START && op->kind <= BACKEND_EXEC_KILL) {
+    if (op->kind == BACKEND_EXEC_START) {
+      op->impl.done = op->done;
+      op->impl.arg = r;
+      op->done = on_exec_started;
+    }
     remote_exec_start(r->exec, op); /* gRPC only: opensandboxd's Exec stream */
     return;
   }
