@@ -266,6 +266,28 @@ def test_exec_refusals_and_kill(spawn, backend_args):
     assert r["running"] is False and r["signal"] == 9
 
 
+def test_exec_stdin_not_read_is_busy_and_kill_still_works(spawn, backend_args):
+    """A command that never reads its stdin: exec/write fills the bounded stdin queue (the
+    engine's; remotely the bridge's send queue behind the server's) and then answers -32008
+    with data.limit; exec/kill SIGKILL still ends it at once (remotely by cancelling the
+    Exec call, since the signal would wait behind the unread stdin)."""
+    b = spawn(backend_args)
+    sid = b.create()
+    x = b.call("exec/start", {"sandboxId": sid, "command": "sleep 60", "stdin": True})["execId"]
+    chunk = "y" * (512 << 10)
+    for _ in range(100):
+        r = b.request("exec/write", {"execId": x, "data": chunk}, timeout=scaled(10))
+        if "error" in r:
+            break
+    assert r["error"]["code"] == -32008, r
+    assert r["error"]["data"]["limit"] == 1 << 20
+    t0 = time.monotonic()
+    assert b.call("exec/kill", {"execId": x}) is None
+    r = b.call("exec/read", {"execId": x, "yieldMs": 10000})
+    assert r["running"] is False and r["signal"] == 9, r
+    assert time.monotonic() - t0 < scaled(3)
+
+
 def test_exec_unread_output_is_bounded_oldest_dropped(spawn, backend_args):
     b = spawn(backend_args + ["--max-output", "65536"])
     sid = b.create()

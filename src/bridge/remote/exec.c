@@ -492,6 +492,7 @@ static int exec_write(struct remote_exec *rx, struct backend_op *op) {
   } else if (x->s && remote_grpc_stream_queued(x->s) >= EXEC_STDIN_MAX) {
     rc = osb_err_set(&op->err, OSB_ERR_BUSY, NULL,
                      "the exec's stdin holds 1 MiB the server has not taken yet");
+    osb_err_add(&op->err, "limit", json_object_new_int(EXEC_STDIN_MAX)); /* BusyError's */
   } else {
     size_t off = 0;
     do { /* in pieces the server's message limit lets through; an eof with the last */
