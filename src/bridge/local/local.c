@@ -651,7 +651,7 @@ static void local_exec_op(struct local *l, struct backend_op *op) {
       osb_err_set(&op->err, OSB_ERR_INVALID_PARAMS, NULL, "the exec's stdin is closed");
     } else if (rc == -EAGAIN) {
       osb_err_set(&op->err, OSB_ERR_BUSY, NULL, "the exec's stdin holds 1 MiB not yet read");
-      osb_err_add(&op->err, "limit", json_object_new_int(ENGINE_EXEC_STDIN_MAX)); /* BusyError's */
+      osb_err_add(&op->err, "limit", OSB_J(json_object_new_int(ENGINE_EXEC_STDIN_MAX)));
     } else if (rc < 0) {
       local_fail(rc, "exec/write", op->id, NULL, &op->err);
     }

@@ -26,6 +26,7 @@
 #include "common/defaults.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/utf8.h"
 #include "sandbox.pb-c.h"
 #include "sandbox_ext.pb-c.h"
@@ -96,7 +97,7 @@ static int unsupported(struct remote_exec *rx, struct osb_err *err) {
                 "exec/start needs opensandboxd's Exec stream, which the server at %s lacks "
                 "(%s answers UNIMPLEMENTED)",
                 remote_grpc_target(rx->g), remote_grpc_method_path(RG_EXEC));
-  osb_err_add(err, "method", json_object_new_string("exec/start"));
+  osb_err_add(err, "method", OSB_J(json_object_new_string("exec/start")));
   return -1;
 }
 
@@ -125,8 +126,8 @@ static void ring_add(struct backend_exec *x, struct buf *b, const uint8_t *p, si
     buf_consume(b, drop);
     x->cut = 1;
   }
-  if (n && buf_append(b, p, n) != BUF_OK)
-    x->cut = 1; /* out of memory: these bytes are lost, and the reader told */
+  if (n)
+    buf_append(b, p, n); /* cannot pass max: room was made above */
 }
 
 /* How much of p[0..n) can go out now: all but a character cut at the end. */
@@ -143,17 +144,14 @@ static size_t complete_len(const char *p, size_t n) {
   return n;
 }
 
-/* The readable part of b as valid UTF-8 (all of it once the exec ended). NULL when out of
- * memory (b unchanged). Under rx->lock. */
+/* The readable part of b as valid UTF-8 (all of it once the exec ended). Under rx->lock. */
 static char *take(struct buf *b, int all, size_t *len) {
   const char *d = b->data ? b->data : "";
   size_t n = all ? b->len : complete_len(d, b->len);
   char *s = utf8_sanitize(d, n, len);
-  if (s) {
-    buf_consume(b, n);
-    if (b->len == 0 && b->cap > (64u << 10))
-      buf_free(b); /* a burst's buffer is not kept for an idle exec */
-  }
+  buf_consume(b, n);
+  if (b->len == 0 && b->cap > (64u << 10))
+    buf_free(b); /* a burst's buffer is not kept for an idle exec */
   return s;
 }
 
@@ -257,18 +255,11 @@ static void exec_answer(struct remote_exec *rx, struct backend_op *op, struct ba
   } else {
     st->out = take(&x->out, x->ended, &st->out_len);
     st->err = take(&x->err, x->ended, &st->err_len);
-    if (!st->out || !st->err) {
-      free(st->out);
-      free(st->err);
-      st->out = st->err = NULL;
-      rc = remote_fail_internal("out of memory", &op->err);
-    } else {
-      st->running = !x->ended;
-      st->exit_code = x->exit_code;
-      st->signal = x->signal;
-      st->truncated = x->cut;
-      x->cut = 0;
-    }
+    st->running = !x->ended;
+    st->exit_code = x->exit_code;
+    st->signal = x->signal;
+    st->truncated = x->cut;
+    x->cut = 0;
   }
   pthread_mutex_unlock(&rx->lock);
   op_end(op, rc);
@@ -342,11 +333,11 @@ static void exec_wait(struct remote_exec *rx, struct backend_op *op, struct back
   pthread_mutex_lock(&rx->lock);
   int now = x->ended || x->fail.kind || (x->started && yield_ms <= 0);
   pthread_mutex_unlock(&rx->lock);
-  struct exec_wait *w = now ? NULL : calloc(1, sizeof *w);
-  if (!w) {
+  if (now) {
     exec_answer(rx, op, x);
     return;
   }
+  struct exec_wait *w = xcalloc(1, sizeof *w);
   w->op = op;
   w->x = x;
   int64_t t = call_now_ms();
@@ -376,23 +367,18 @@ static void exec_wait(struct remote_exec *rx, struct backend_op *op, struct back
 /* ---- the operations ---- */
 
 /* The RunCommandRequest of an ExecInput's start, over req's strings; *entries and *list to
- * free. Returns 0, or -1 with *err. */
-static int start_msg(Sandbox__RunCommandRequest *rq, const char *id,
-                     const struct backend_run_req *req,
-                     Sandbox__RunCommandRequest__EnvEntry **entries,
-                     Sandbox__RunCommandRequest__EnvEntry ***list, struct osb_err *err) {
+ * free. */
+static void start_msg(Sandbox__RunCommandRequest *rq, const char *id,
+                      const struct backend_run_req *req,
+                      Sandbox__RunCommandRequest__EnvEntry **entries,
+                      Sandbox__RunCommandRequest__EnvEntry ***list) {
   Sandbox__RunCommandRequest init = SANDBOX__RUN_COMMAND_REQUEST__INIT;
   *rq = init;
   *entries = NULL;
   *list = NULL;
   if (req->n_env) {
-    *entries = calloc(req->n_env, sizeof **entries);
-    *list = calloc(req->n_env, sizeof **list);
-    if (!*entries || !*list) {
-      free(*entries);
-      free(*list);
-      return remote_fail_internal("out of memory", err);
-    }
+    *entries = xcalloc(req->n_env, sizeof **entries);
+    *list = xcalloc(req->n_env, sizeof **list);
     for (size_t i = 0; i < req->n_env; i++) {
       sandbox__run_command_request__env_entry__init(&(*entries)[i]);
       (*entries)[i].key = req->env[i].key;
@@ -410,7 +396,6 @@ static int start_msg(Sandbox__RunCommandRequest *rq, const char *id,
   rq->n_env = req->n_env;
   rq->env = *list;
   rq->cwd = (char *)(req->cwd ? req->cwd : "");
-  return 0;
 }
 
 static void exec_start(struct remote_exec *rx, struct backend_op *op) {
@@ -419,11 +404,7 @@ static void exec_start(struct remote_exec *rx, struct backend_op *op) {
     op_end(op, unsupported(rx, &op->err));
     return;
   }
-  struct backend_exec *x = calloc(1, sizeof *x);
-  if (!x) {
-    op_end(op, remote_fail_internal("out of memory", &op->err));
-    return;
-  }
+  struct backend_exec *x = xcalloc(1, sizeof *x);
   x->rx = rx;
   atomic_init(&x->refs, 2);
   x->call = (struct call)CALL_INIT;
@@ -437,11 +418,7 @@ static void exec_start(struct remote_exec *rx, struct backend_op *op) {
 
   Sandbox__RunCommandRequest rq;
   Sandbox__RunCommandRequest__EnvEntry *entries, **list;
-  if (start_msg(&rq, op->id, &req->run, &entries, &list, &op->err) < 0) {
-    free(x);
-    op_end(op, -1);
-    return;
-  }
+  start_msg(&rq, op->id, &req->run, &entries, &list);
   Sandbox__Ext__ExecInput in = SANDBOX__EXT__EXEC_INPUT__INIT;
   in.start = &rq;
   in.stdin = req->with_stdin;
@@ -492,7 +469,7 @@ static int exec_write(struct remote_exec *rx, struct backend_op *op) {
   } else if (x->s && remote_grpc_stream_queued(x->s) >= EXEC_STDIN_MAX) {
     rc = osb_err_set(&op->err, OSB_ERR_BUSY, NULL,
                      "the exec's stdin holds 1 MiB the server has not taken yet");
-    osb_err_add(&op->err, "limit", json_object_new_int(EXEC_STDIN_MAX)); /* BusyError's */
+    osb_err_add(&op->err, "limit", OSB_J(json_object_new_int(EXEC_STDIN_MAX))); /* BusyError's */
   } else {
     size_t off = 0;
     do { /* in pieces the server's message limit lets through; an eof with the last */
@@ -623,8 +600,8 @@ static void probe_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct
 
 void remote_exec_probe(struct remote_exec *rx, struct call *c, void (*done)(void *arg),
                        void *arg) {
-  struct exec_probe *p = remote_exec_state(rx) == -1 ? calloc(1, sizeof *p) : NULL;
-  if (p) {
+  if (remote_exec_state(rx) == -1) {
+    struct exec_probe *p = xcalloc(1, sizeof *p);
     p->rx = rx;
     p->outer = c;
     p->done = done;
@@ -632,10 +609,11 @@ void remote_exec_probe(struct remote_exec *rx, struct call *c, void (*done)(void
     /* An Exec call is bounded by its call's deadline only: the probe's own call gets the
      * request timeout as well, as any short request */
     p->call = (struct call)CALL_INIT;
-    int64_t left = call_remaining_ms(c), bound = rx->request_timeout_ms;
-    if (left >= 0 && (bound <= 0 || left < bound))
+    int64_t left = call_remaining_ms(c); /* -1: no deadline */
+    int64_t bound = rx->request_timeout_ms > 0 ? rx->request_timeout_ms : -1;
+    if (left >= 0 && (bound < 0 || left < bound))
       bound = left;
-    p->call.deadline_ms = bound > 0 ? call_now_ms() + bound : bound == 0 ? call_now_ms() : 0;
+    p->call.deadline_ms = bound >= 0 ? call_now_ms() + bound : 0;
     Sandbox__RunCommandRequest rq = SANDBOX__RUN_COMMAND_REQUEST__INIT;
     rq.session_id = (char *)"";
     Sandbox__Ext__ExecInput in = SANDBOX__EXT__EXEC_INPUT__INIT;
@@ -661,9 +639,7 @@ void remote_exec_probe(struct remote_exec *rx, struct call *c, void (*done)(void
 
 struct remote_exec *remote_exec_open(struct remote_grpc *g, size_t max_output,
                                      int64_t request_timeout_ms, int no_grpc) {
-  struct remote_exec *rx = calloc(1, sizeof *rx);
-  if (!rx)
-    return NULL;
+  struct remote_exec *rx = xcalloc(1, sizeof *rx);
   rx->g = g;
   rx->max_output = max_output ? max_output : OSB_DEFAULT_MAX_OUTPUT;
   rx->request_timeout_ms = request_timeout_ms;

@@ -16,7 +16,7 @@ struct remote_exec;
 /* The exec sessions of one remote backend over g (borrowed; it must outlive them).
  * max_output bounds each exec's unread output per stream (0: OSB_DEFAULT_MAX_OUTPUT);
  * request_timeout_ms bounds an exec's start when the request has no deadline; no_grpc: the
- * transport is HTTP only (every exec/start fails UNSUPPORTED). NULL when out of memory. */
+ * transport is HTTP only (every exec/start fails UNSUPPORTED). */
 struct remote_exec *remote_exec_open(struct remote_grpc *g, size_t max_output,
                                      int64_t request_timeout_ms, int no_grpc);
 

@@ -165,15 +165,13 @@ static void on_exec_started(struct backend_op *op) {
   struct remote *r = op->impl.arg;
   op->done = op->impl.done;
   json_object *status = NULL;
-  struct exec_check *ck = NULL;
-  if (op->rc < 0 && op->err.kind == OSB_ERR_SERVER && !call_is_cancelled(op->c) &&
-      json_object_object_get_ex(op->err.data, "status", &status) &&
-      strcmp(json_object_get_string(status), "CANCELLED") == 0)
-    ck = calloc(1, sizeof *ck);
-  if (!ck) {
+  if (op->rc == 0 || op->err.kind != OSB_ERR_SERVER || call_is_cancelled(op->c) ||
+      !json_object_object_get_ex(op->err.data, "status", &status) ||
+      strcmp(json_object_get_string(status), "CANCELLED") != 0) {
     op->done(op);
     return;
   }
+  struct exec_check *ck = xcalloc(1, sizeof *ck);
   ck->op = op;
   ck->sub.kind = BACKEND_GET;
   ck->sub.c = op->c;
@@ -365,10 +363,6 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
     goto fail;
   r->exec = remote_exec_open(r->grpc, be->config.max_output, be->config.request_timeout_ms,
                              r->transport == BACKEND_TRANSPORT_HTTP);
-  if (!r->exec) {
-    osb_err_set(err, OSB_ERR_INTERNAL, NULL, "remote backend: out of memory");
-    goto fail;
-  }
   log_info("remote: gRPC target %s (%s), transport %s", remote_grpc_target(r->grpc),
            gc.tls ? "TLS" : "plaintext",
            r->transport == BACKEND_TRANSPORT_GRPC   ? "grpc"
