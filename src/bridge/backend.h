@@ -202,7 +202,10 @@ struct backend_exec_state {
 };
 
 /* struct backend_op.out.features of HEALTH. */
-enum { BACKEND_FEATURE_STREAM = 1 }; /* RUN calls on_output */
+enum {
+  BACKEND_FEATURE_STREAM = 1, /* RUN calls on_output */
+  BACKEND_FEATURE_EXEC = 2,   /* EXEC_* work (the server has them, as far as known) */
+};
 
 /* The stream a run's output chunk belongs to (backend_op.on_output). */
 enum { BACKEND_STDOUT = 1, BACKEND_STDERR = 2 };

@@ -11,6 +11,7 @@
  * result); any other request is legacy, shaped by the version `initialize` agreed on. */
 #include "mcp/mcp.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@
 #define LIST_TTL_MS 3600000 /* the tools never change while the process lives */
 #define CLOSE_BUDGET_MS 1700 /* EOF to exit within 2 s, destroying sandboxes included */
 #define EOF_GRACE_MS 700     /* at EOF, calls this close to done may still answer */
+#define MCP_PROBE_MS 5000    /* the backend has this long to tell whether it has exec sessions */
 #define PARSE_DEPTH 1024
 
 struct mcp;
@@ -337,10 +339,13 @@ static int default_sandbox(struct mcp *m, struct call *c, char **id, struct osb_
   return -1;
 }
 
-/* Whether the backend runs exec sessions (the remote one does not yet): ask exec/read
- * about an id that cannot exist. A backend with execs answers SandboxNotFoundError from
- * its table, one without answers UnsupportedError; neither touches the network. Called on
- * the reading thread, before the first message is handled. */
+/* Whether the backend runs exec sessions: ask exec/start for a sandbox that cannot exist.
+ * A backend with them answers SandboxNotFoundError (the local one from its engine, the
+ * remote one from opensandboxd's Exec stream); one without answers UnsupportedError (the
+ * public server's UNIMPLEMENTED; over --transport http at once). A server that gives no
+ * answer within MCP_PROBE_MS (unreachable, say) tells nothing: then no exec tools, and
+ * sandbox_run waits for the end, which works everywhere. Called on the reading thread,
+ * before the first message is handled. */
 static int backend_has_exec(struct mcp *m) {
   if (!rpc_method_find(m->cfg->methods, m->cfg->n_methods, "exec/start"))
     return 0;
@@ -350,17 +355,27 @@ static int backend_has_exec(struct mcp *m) {
   memset(&c, 0, sizeof c);
   pthread_mutex_init(&c.lock, NULL);
   json_object *params = OSB_J(json_object_new_object());
-  set(params, "execId", OSB_J(json_object_new_string("mcp-probe")));
-  invoke(m, "exec/read", &c, params, waited_done, NULL, &w);
+  set(params, "sandboxId", OSB_J(json_object_new_string("mcp-probe")));
+  set(params, "command", OSB_J(json_object_new_string("true")));
+  invoke(m, "exec/start", &c, params, waited_done, NULL, &w);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until); /* w.cv's clock */
+  until.tv_sec += MCP_PROBE_MS / 1000;
   pthread_mutex_lock(&w.lock);
-  while (!w.done)
-    pthread_cond_wait(&w.cv, &w.lock);
+  while (!w.done && pthread_cond_timedwait(&w.cv, &w.lock, &until) != ETIMEDOUT) {
+  }
+  if (!w.done) { /* no answer in time: stop asking (the answer comes at once) */
+    pthread_mutex_unlock(&w.lock);
+    call_cancel(&c);
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+      pthread_cond_wait(&w.cv, &w.lock);
+  }
   pthread_mutex_unlock(&w.lock);
   pthread_mutex_destroy(&w.lock);
   pthread_cond_destroy(&w.cv);
   pthread_mutex_destroy(&c.lock);
-  int has = !(w.rc != 0 && (w.err.kind == OSB_ERR_UNSUPPORTED ||
-                            w.err.kind == OSB_ERR_METHOD_NOT_FOUND));
+  int has = w.rc == 0 || w.err.kind == OSB_ERR_NOT_FOUND;
   json_object_put(w.result);
   osb_err_clear(&w.err);
   return has;

@@ -88,9 +88,9 @@ def test_cancelled_streamed_run_sends_nothing_after_its_error(spawn):
 def test_health_lists_features(bridge, backend):
     h = bridge.call("server/health")
     if backend == "local":
-        assert set(h["features"]) >= {"stream", "upload"}
-    else:  # opensandboxd's extension answers RunStream; no exec, host files up to 4 MiB
-        assert h["features"] == ["stream"]
+        assert set(h["features"]) >= {"stream", "exec", "stdin", "upload"}
+    else:  # opensandboxd's extension answers RunStream and Exec; host files up to 4 MiB
+        assert h["features"] == ["stream", "exec", "stdin"]
 
 
 def test_upload_download_round_trip_and_refusals(bridge, sandbox, backend, tmp_path):
@@ -211,10 +211,6 @@ def exec_read_until(b, x, want, timeout=10):
 
 
 def test_exec_cat_round_trip_eof_and_end(bridge, sandbox, backend):
-    if backend == "remote":
-        e = bridge.error("exec/start", {"sandboxId": sandbox, "command": "cat"}, code=-32006)
-        assert e["data"]["method"] == "exec/start"
-        return
     r = bridge.call("exec/start", {"sandboxId": sandbox, "command": "cat", "stdin": True})
     x = r["execId"]
     assert r["running"] is True and r["exitCode"] is None and r["signal"] is None
@@ -240,8 +236,8 @@ def harness_b64(data):
     return base64.b64encode(data).decode()
 
 
-def test_exec_refusals_and_kill(spawn):
-    b = spawn([])
+def test_exec_refusals_and_kill(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     b.error("exec/read", {"execId": "exec-999"}, code=-32001)
     b.error("exec/kill", {"execId": "nope"}, code=-32001)
@@ -270,8 +266,30 @@ def test_exec_refusals_and_kill(spawn):
     assert r["running"] is False and r["signal"] == 9
 
 
-def test_exec_unread_output_is_bounded_oldest_dropped(spawn):
-    b = spawn(["--max-output", "65536"])
+def test_exec_stdin_not_read_is_busy_and_kill_still_works(spawn, backend_args):
+    """A command that never reads its stdin: exec/write fills the bounded stdin queue (the
+    engine's; remotely the bridge's send queue behind the server's) and then answers -32008
+    with data.limit; exec/kill SIGKILL still ends it at once (remotely by cancelling the
+    Exec call, since the signal would wait behind the unread stdin)."""
+    b = spawn(backend_args)
+    sid = b.create()
+    x = b.call("exec/start", {"sandboxId": sid, "command": "sleep 60", "stdin": True})["execId"]
+    chunk = "y" * (512 << 10)
+    for _ in range(100):
+        r = b.request("exec/write", {"execId": x, "data": chunk}, timeout=scaled(10))
+        if "error" in r:
+            break
+    assert r["error"]["code"] == -32008, r
+    assert r["error"]["data"]["limit"] == 1 << 20
+    t0 = time.monotonic()
+    assert b.call("exec/kill", {"execId": x}) is None
+    r = b.call("exec/read", {"execId": x, "yieldMs": 10000})
+    assert r["running"] is False and r["signal"] == 9, r
+    assert time.monotonic() - t0 < scaled(3)
+
+
+def test_exec_unread_output_is_bounded_oldest_dropped(spawn, backend_args):
+    b = spawn(backend_args + ["--max-output", "65536"])
     sid = b.create()
     x = b.call("exec/start", {"sandboxId": sid, "command": "seq 1 200000; echo last; sleep 30"})["execId"]
     time.sleep(scaled(1.5))
@@ -281,8 +299,8 @@ def test_exec_unread_output_is_bounded_oldest_dropped(spawn):
     b.call("exec/kill", {"execId": x})
 
 
-def test_cancelled_exec_read_answers_at_once(spawn):
-    b = spawn([])
+def test_cancelled_exec_read_answers_at_once(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     x = b.call("exec/start", {"sandboxId": sid, "command": "sleep 30"})["execId"]
     id = b.start("exec/read", {"execId": x, "yieldMs": 60000})
@@ -294,8 +312,8 @@ def test_cancelled_exec_read_answers_at_once(spawn):
     assert b.call("exec/list", {"sandboxId": sid})["execs"][0]["running"] is True
 
 
-def test_bridge_exit_kills_its_execs(spawn):
-    b = spawn([])
+def test_bridge_exit_kills_its_execs(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     marker = "31337.%d" % os.getpid()
     b.call("exec/start", {"sandboxId": sid, "argv": ["sleep", marker]})

@@ -1,9 +1,11 @@
-"""Live output through a real opensandboxd (API.md, "Live output, exec sessions and host
-files"): sandbox/run with a partialResultToken on the remote backend goes over the server's
-RunStream extension, so $/progress chunks arrive while the command runs and concatenate to
-the result; a cancel stops the streamed call (and the command on the server); a server
-killed mid-stream still gets every waiting request answered within 2 s. Every server here
-is one the test started, stopped by its PID."""
+"""Live output and exec sessions through a real opensandboxd (API.md, "Live output, exec
+sessions and host files"): sandbox/run with a partialResultToken on the remote backend goes
+over the server's RunStream extension, so $/progress chunks arrive while the command runs and
+concatenate to the result; a cancel stops the streamed call (and the command on the server);
+exec sessions go over its Exec stream; a server killed mid-stream or mid-exec still gets
+every waiting request answered within 2 s; a server without the extension (--no-ext, as the
+public one) runs without chunks and answers exec/start -32006. Every server here is one the
+test started, stopped by its PID."""
 import time
 
 import pytest
@@ -40,8 +42,8 @@ def test_remote_streamed_run_concatenates_to_the_result(spawn, server):
 def test_remote_health_probes_the_extension(spawn, server):
     b = spawn(server.bridge_args())
     h = b.call("server/health")
-    assert h["ok"] and h["features"] == ["stream"]
-    # with HTTP only, runs cannot stream: no feature
+    assert h["ok"] and h["features"] == ["stream", "exec", "stdin"]
+    # with HTTP only, runs cannot stream and there are no exec sessions: no feature
     b2 = spawn(server.bridge_args() + ["--transport", "http"])
     assert b2.call("server/health")["features"] == []
 
@@ -109,9 +111,9 @@ def test_server_killed_during_a_streamed_run_answers_within_2s(spawn, servers): 
     b.assert_silent(0.3)
 
 
-def test_remote_host_files_and_exec_refusal(spawn, server, tmp_path):
+def test_remote_host_files_and_exec_over_http_refusal(spawn, server, tmp_path):
     """Host files up to the message limit go as one WriteFile/ReadFile; exec sessions need
-    the Exec stream, which the remote backend does not use: -32006 naming the method."""
+    the gRPC Exec stream: over --transport http, -32006 naming the method."""
     b = spawn(server.bridge_args())
     sid = b.create()
     src = tmp_path / "a.bin"
@@ -123,8 +125,9 @@ def test_remote_host_files_and_exec_refusal(spawn, server, tmp_path):
     assert b.call("fs/download", {"sandboxId": sid, "path": "/tmp/a.bin",
                                   "localPath": str(dst)}) == {"bytesRead": len(data)}
     assert dst.read_bytes() == data
-    e = b.error("exec/start", {"sandboxId": sid, "command": "cat"}, code=-32006)
-    assert e["data"]["method"] == "exec/start"
+    b2 = spawn(server.bridge_args() + ["--transport", "http"])
+    e = b2.error("exec/start", {"sandboxId": sid, "command": "cat"}, code=-32006)
+    assert e["data"]["method"] == "exec/start" and "http" in e["message"]
 
 
 def test_server_without_the_extension_runs_without_chunks(spawn, start_server):
@@ -145,3 +148,52 @@ def test_server_without_the_extension_runs_without_chunks(spawn, start_server):
     # a fresh bridge learns it at health time
     b2 = spawn(s.bridge_args())
     assert b2.call("server/health")["features"] == []
+
+
+def test_server_without_the_extension_refuses_exec(spawn, start_server):
+    """exec/start against a server that answers Exec UNIMPLEMENTED: -32006 naming the method
+    and what the server lacks; remembered (the next one asks no server); exec/read of that
+    exec id is then unknown."""
+    s = start_server("--no-ext")
+    b = spawn(s.bridge_args())
+    sid = b.create()
+    for _ in range(2):
+        e = b.error("exec/start", {"sandboxId": sid, "command": "cat", "stdin": True},
+                    code=-32006)
+        assert e["data"]["method"] == "exec/start"
+        assert "Exec" in e["message"], e
+    b.error("exec/read", {"execId": "exec-1"}, code=-32001)
+    assert b.call("exec/list", {"sandboxId": sid}) == {"execs": []}
+    assert b.call("sandbox/run", {"sandboxId": sid, "command": "echo ok"})["stdout"] == "ok\n"
+
+
+def test_server_killed_during_an_exec_answers_within_2s(spawn, servers):  # noqa: F811
+    """Reads waiting on exec sessions when the server dies: each answered -32003 within 2 s,
+    and so are later reads; the bridge stays up and answers."""
+    s = servers.start()
+    b = spawn(s.bridge_args())
+    sid = b.create()
+    xs = []
+    for i in range(3):
+        r = b.call("exec/start", {"sandboxId": sid, "stdin": i == 0, "yieldMs": 300,
+                                  "command": "echo up%d; sleep 60" % i})
+        assert r["running"] and r["stdout"] == "up%d\n" % i
+        xs.append(r["execId"])
+    ids = [b.start("exec/read", {"execId": x, "yieldMs": 60000}) for x in xs]
+    time.sleep(0.3)
+    killed = time.monotonic()
+    servers.kill(s)
+    answered = {}
+    while len(answered) < len(ids):
+        m = b.next_message(timeout=scaled(2) + 0.5)
+        answered[m["id"]] = m
+    took = time.monotonic() - killed
+    assert took < scaled(2), "answers took %.2fs after the kill" % took
+    for i in ids:
+        assert answered[i]["error"]["code"] == -32003, answered[i]
+    e = b.error("exec/read", {"execId": xs[0]}, code=-32003)
+    assert e["data"]["type"] == "SandboxConnectionError"
+    b.error("exec/write", {"execId": xs[0], "data": "x"}, code=-32003)
+    assert b.call("exec/kill", {"execId": xs[0]}) is None
+    assert all(not e["running"] for e in b.call("exec/list", {"sandboxId": sid})["execs"])
+    b.assert_silent(0.3)

@@ -49,6 +49,15 @@ def test_mcp_sdks_remote_backend(start_server):
     run_node_tests(node, {"OSB_MCP_URL": server.url, "OSB_MCP_GRPC_PORT": str(server.grpc_port)})
 
 
+def test_mcp_sdks_remote_backend_without_the_extension(start_server):
+    """Against a server without opensandboxd's Exec (the public one; --no-ext here): no exec
+    tools, and sandbox_run waits for the end."""
+    node = node_or_skip()
+    server = start_server("--no-ext")
+    run_node_tests(node, {"OSB_MCP_URL": server.url, "OSB_MCP_GRPC_PORT": str(server.grpc_port),
+                          "OSB_MCP_EXEC": "0"})
+
+
 def test_lsp_initialize_stays_json_rpc(spawn):
     """An LSP initialize (processId, capabilities, rootUri, no protocolVersion) is JSON-RPC."""
     for framing in ("lsp", "ndjson"):

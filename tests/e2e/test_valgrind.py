@@ -1,6 +1,7 @@
 """The bridge under valgrind (memcheck, --leak-check=full): the remote backend against a
 real opensandboxd, through a short scripted session (initialize, create, run, fs/write,
-fs/read, setEnv, setCwd, an error path, a cancelled run, destroy, shutdown, exit). Any
+fs/read, setEnv, setCwd, an error path, a cancelled run, exec sessions (one ended by its
+sandbox's destroy, one still running at the exit), destroy, shutdown, exit). Any
 memcheck error or definitely/indirectly lost block fails the test (--error-exitcode=99).
 
 The local backend is not run under valgrind: the engine uses openat2(2), which valgrind
@@ -71,6 +72,17 @@ def test_remote_session_under_valgrind_is_clean(vg_bridge, server):
     b.notify("$/cancelRequest", {"id": rid})
     r = b.reply(rid, timeout=t)
     assert r["error"]["code"] == -32800, r
+    # An exec session over opensandboxd's Exec stream, and one still running at the exit.
+    x = b.call("exec/start", {"sandboxId": sid, "command": "cat", "stdin": True},
+               timeout=t)["execId"]
+    assert b.call("exec/write", {"execId": x, "data": "ping\n", "eof": True}, timeout=t) is None
+    r = b.call("exec/read", {"execId": x, "yieldMs": 30000}, timeout=t)
+    assert r["stdout"] == "ping\n" and r["running"] is False and r["exitCode"] == 0, r
+    assert b.call("exec/start", {"sandboxId": sid, "command": "sleep 60", "yieldMs": 200},
+                  timeout=t)["running"] is True
+    sid2 = b.call("sandbox/create", {}, timeout=t)["sandboxId"]
+    assert b.call("exec/start", {"sandboxId": sid2, "command": "sleep 60"},
+                  timeout=t)["running"] is True
     assert b.call("sandbox/destroy", {"sandboxId": sid}, timeout=t) is None
     assert b.call("shutdown", timeout=t) is None
     b.notify("exit")

@@ -129,8 +129,9 @@ export async function serverSessions() {
 }
 
 // The tools this backend's bridge lists: the schema's, without exec_* when the backend has no
-// exec sessions (the remote one: every exec/ call would be UnsupportedError).
-export const HAS_EXEC = BACKEND === 'local';
+// exec sessions (a server without opensandboxd's extension, as the public one or opensandboxd
+// --no-ext: every exec/ call would be UnsupportedError). test_mcp.py sets OSB_MCP_EXEC=0 then.
+export const HAS_EXEC = process.env.OSB_MCP_EXEC !== '0';
 export function expectedTools() {
   return schemaTools().filter((n) => HAS_EXEC || !n.startsWith('exec_'));
 }

@@ -341,7 +341,8 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
 
   // sandbox_run's yield (API.md, "MCP mode"): with exec sessions, a command still running
   // after --mcp-yield-ms returns running: true and an execId that exec_read continues;
-  // without them (remote backend) sandbox_run waits for the end and no exec tool is listed.
+  // without them (a server without opensandboxd's Exec) sandbox_run waits for the end and no
+  // exec tool is listed.
   for (const era of ['legacy', 'modern']) {
     test(`sandbox_run yields after --mcp-yield-ms, exec_read continues (${era})`, async () => {
       const conn = await start(era, { extraArgs: ['--mcp-yield-ms', '300'] });
@@ -403,7 +404,7 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
   }
 
   test('exec tools: exec_start with stdin, exec_write, exec_read, exec_list, exec_kill', {
-    skip: !HAS_EXEC && 'the remote backend has no exec sessions (the exec tools are not listed)',
+    skip: !HAS_EXEC && 'this server has no exec sessions (the exec tools are not listed)',
   }, async () => {
     const conn = await start('legacy');
     const { client } = conn;

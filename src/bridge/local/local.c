@@ -647,12 +647,14 @@ static void local_exec_op(struct local *l, struct backend_op *op) {
     rc = req->len ? engine_exec_write(req->x->x, req->data, req->len) : 0;
     if (rc == 0 && req->eof)
       rc = engine_exec_close_stdin(req->x->x);
-    if (rc == -EPIPE)
+    if (rc == -EPIPE) {
       osb_err_set(&op->err, OSB_ERR_INVALID_PARAMS, NULL, "the exec's stdin is closed");
-    else if (rc == -EAGAIN)
+    } else if (rc == -EAGAIN) {
       osb_err_set(&op->err, OSB_ERR_BUSY, NULL, "the exec's stdin holds 1 MiB not yet read");
-    else if (rc < 0)
+      osb_err_add(&op->err, "limit", OSB_J(json_object_new_int(ENGINE_EXEC_STDIN_MAX)));
+    } else if (rc < 0) {
       local_fail(rc, "exec/write", op->id, NULL, &op->err);
+    }
     break;
   default: /* EXEC_KILL */
     rc = engine_exec_kill(req->x->x, req->signal);

@@ -161,7 +161,9 @@ static int health_result(struct methods_op *m, json_object **result, struct osb_
   if ((!(m->be->config.base_url && m->be->config.base_url[0]) ||
                    (ok && (m->op.out.features & BACKEND_FEATURE_STREAM))))
     methods_append(features, OSB_J(json_object_new_string("stream")));
-  if (backend_supports(m->be, BACKEND_EXEC_START)) {
+  if (backend_supports(m->be, BACKEND_EXEC_START) &&
+      (!(m->be->config.base_url && m->be->config.base_url[0]) ||
+       (ok && (m->op.out.features & BACKEND_FEATURE_EXEC)))) {
     methods_append(features, OSB_J(json_object_new_string("exec")));
     methods_append(features, OSB_J(json_object_new_string("stdin")));
   }

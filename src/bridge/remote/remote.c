@@ -1,6 +1,6 @@
 /* remote.c - the remote backend: an OpenSandbox server reached over HTTP/1.1 + JSON
  * (http.c: lifecycle, directory listing, background processes, health) and gRPC (grpc.c:
- * commands and file I/O). Holds the backend_ops table, backend_remote_open, and the one place
+ * commands and file I/O; exec.c: exec sessions over opensandboxd's Exec stream). Holds the backend_ops table, backend_remote_open, and the one place
  * where remote failures become osb_err kinds (the remote_fail_* helpers of remote_fail.h).
  * Layer: backend. Knows nothing of JSON-RPC; never logs the api key. */
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bridge/backend.h"
+#include "bridge/remote/exec.h"
 #include "bridge/remote/grpc.h"
 #include "bridge/remote/http.h"
 #include "bridge/remote/remote_fail.h"
@@ -29,6 +30,7 @@ enum {
 struct remote {
   struct remote_http *http;
   struct remote_grpc *grpc;
+  struct remote_exec *exec;  /* exec sessions over opensandboxd's Exec stream */
   int transport;             /* BACKEND_TRANSPORT_* */
   atomic_llong http_until;   /* auto: gRPC unreachable, HTTP until this call_now_ms(); 0 */
 };
@@ -91,10 +93,22 @@ static void on_grpc_done(struct backend_op *op) {
   op->done(op);
 }
 
-/* HEALTH: the probe of RunStream ended; now the server's /health, and what it has. */
-static void on_probed(void *arg) {
+/* HEALTH: the probes ended; now the server's /health, and what it has. */
+static void on_exec_probed(void *arg) {
   struct backend_op *op = arg;
   http_start(op->impl.arg, op);
+}
+
+/* HEALTH: the probe of RunStream ended; now that of Exec (when not known yet, and the
+ * server did answer RunStream: one that gives no answer is not asked twice). */
+static void on_probed(void *arg) {
+  struct backend_op *op = arg;
+  struct remote *r = op->impl.arg;
+  if (remote_grpc_has_stream(r->grpc) == -1) {
+    http_start(r, op);
+    return;
+  }
+  remote_exec_probe(r->exec, op->c, on_exec_probed, op);
 }
 
 static void on_health_done(struct backend_op *op) {
@@ -102,27 +116,84 @@ static void on_health_done(struct backend_op *op) {
   op->done = op->impl.done;
   if (op->rc == 0 && remote_grpc_has_stream(r->grpc) == 1)
     op->out.features |= BACKEND_FEATURE_STREAM;
+  if (op->rc == 0 && remote_exec_state(r->exec) == 1)
+    op->out.features |= BACKEND_FEATURE_EXEC;
   op->done(op);
 }
 
-/* server/health: /health over HTTP, and whether opensandboxd's extension is there (asked
- * once over gRPC, unless the transport is HTTP only: then runs never stream). */
+/* server/health: /health over HTTP, and whether opensandboxd's extension is there (RunStream
+ * and Exec, each asked once over gRPC, unless the transport is HTTP only: then runs never
+ * stream and there are no exec sessions). */
 static void health_start(struct remote *r, struct backend_op *op) {
   op->impl.done = op->done;
   op->impl.arg = r;
   op->done = on_health_done;
-  if (r->transport == BACKEND_TRANSPORT_HTTP || remote_grpc_has_stream(r->grpc) != -1 ||
-      via_http(r)) {
+  if (r->transport == BACKEND_TRANSPORT_HTTP || via_http(r)) {
     http_start(r, op);
     return;
   }
+  if (remote_grpc_has_stream(r->grpc) != -1) {
+    on_probed(op);
+    return;
+  }
   remote_grpc_probe_stream(r->grpc, op->c, on_probed, op);
+}
+
+/* EXEC_START through a balancer (deploy/haproxy): a node that refuses an Exec at once (NOT_FOUND
+ * for a session it does not hold) answers while the call's input side is still open, and
+ * HAProxy hands that on as a reset (status CANCELLED) without the node's status. As for the
+ * public server's 404s, the session itself is asked then: NOT_FOUND when it is unknown. */
+struct exec_check {
+  struct backend_op sub; /* GET /sessions/{id} */
+  struct backend_op *op;
+};
+
+static void on_exec_checked(struct backend_op *sub) {
+  struct exec_check *ck = sub->arg;
+  struct backend_op *op = ck->op;
+  if (sub->rc < 0 && sub->err.kind == OSB_ERR_NOT_FOUND) {
+    osb_err_clear(&op->err);
+    op->err = sub->err;
+    sub->err = (struct osb_err)OSB_ERR_INIT;
+  }
+  backend_op_clear(sub);
+  free(ck);
+  op->done(op);
+}
+
+static void on_exec_started(struct backend_op *op) {
+  struct remote *r = op->impl.arg;
+  op->done = op->impl.done;
+  json_object *status = NULL;
+  if (op->rc == 0 || op->err.kind != OSB_ERR_SERVER || call_is_cancelled(op->c) ||
+      !json_object_object_get_ex(op->err.data, "status", &status) ||
+      strcmp(json_object_get_string(status), "CANCELLED") != 0) {
+    op->done(op);
+    return;
+  }
+  struct exec_check *ck = xcalloc(1, sizeof *ck);
+  ck->op = op;
+  ck->sub.kind = BACKEND_GET;
+  ck->sub.c = op->c;
+  ck->sub.id = op->id;
+  ck->sub.done = on_exec_checked;
+  ck->sub.arg = ck;
+  http_start(r, &ck->sub);
 }
 
 static void remote_start(struct backend *be, struct backend_op *op) {
   struct remote *r = impl(be);
   if (op->kind == BACKEND_HEALTH) {
     health_start(r, op);
+    return;
+  }
+  if (op->kind >= BACKEND_EXEC_START && op->kind <= BACKEND_EXEC_KILL) {
+    if (op->kind == BACKEND_EXEC_START) {
+      op->impl.done = op->done;
+      op->impl.arg = r;
+      op->done = on_exec_started;
+    }
+    remote_exec_start(r->exec, op); /* gRPC only: opensandboxd's Exec stream */
     return;
   }
   if (op->kind == BACKEND_UPLOAD || op->kind == BACKEND_DOWNLOAD) {
@@ -154,8 +225,11 @@ static void remote_close(struct backend *be) {
   struct remote *r = be->impl;
   if (r) {
     /* operations still in flight end CANCELLED: the gRPC ones by remote_grpc_close, the
-     * HTTP ones by remote_http_close */
+     * HTTP ones by remote_http_close; every exec's call is cancelled (the server kills the
+     * commands) and its handle freed once the call has finished */
+    remote_exec_shutdown(r->exec);
     remote_grpc_close(r->grpc);
+    remote_exec_close(r->exec);
     remote_http_close(r->http);
     free(r);
   }
@@ -168,19 +242,29 @@ static void remote_close(struct backend *be) {
   free(be);
 }
 
+static void remote_exec_free_op(struct backend *be, struct backend_exec *x) {
+  remote_exec_free(impl(be)->exec, x);
+}
+
+static int remote_exec_running_op(struct backend *be, struct backend_exec *x) {
+  (void)be;
+  return remote_exec_running(x);
+}
+
 static const struct backend_ops remote_ops = {
     .name = "remote",
-    /* exec sessions need opensandboxd's Exec stream, not used yet; host files go as one
-     * WriteFile/ReadFile up to the message limit (xfer.c) */
-    .kinds = ((1u << BACKEND_OP_COUNT) - 1) &
-             ~(1u << BACKEND_EXEC_START | 1u << BACKEND_EXEC_READ | 1u << BACKEND_EXEC_WRITE |
-               1u << BACKEND_EXEC_KILL),
+    /* exec sessions through opensandboxd's Exec stream (exec.c; a server without it answers
+     * exec/start UNSUPPORTED); host files go as one WriteFile/ReadFile up to the message
+     * limit (xfer.c) */
+    .kinds = (1u << BACKEND_OP_COUNT) - 1,
     /* RUN, SET_ENV, SET_CWD, WRITE_FILE, READ_FILE, WRITE_FILES over gRPC or HTTP per the
      * transport (via_http); the session lifecycle, directory listing, background
      * processes and health over HTTP */
     .start = remote_start,
     /* cancel what is in flight, destroy the gRPC channel and the HTTP loop, free the config */
     .close = remote_close,
+    .exec_free = remote_exec_free_op,
+    .exec_running = remote_exec_running_op,
 };
 
 /* ======================================================================================
@@ -277,6 +361,8 @@ struct backend *backend_remote_open(const struct backend_config *config, struct 
   r->grpc = remote_grpc_open(&gc, err);
   if (!r->grpc)
     goto fail;
+  r->exec = remote_exec_open(r->grpc, be->config.max_output, be->config.request_timeout_ms,
+                             r->transport == BACKEND_TRANSPORT_HTTP);
   log_info("remote: gRPC target %s (%s), transport %s", remote_grpc_target(r->grpc),
            gc.tls ? "TLS" : "plaintext",
            r->transport == BACKEND_TRANSPORT_GRPC   ? "grpc"
