@@ -27,6 +27,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/thread.h"
 #include "common/utf8.h"
 #include "sandbox.pb-c.h"
 #include "sandbox_ext.pb-c.h"
@@ -310,8 +311,7 @@ static void *exec_waiter(void *arg) {
     if (next == INT64_MAX) {
       pthread_cond_wait(&rx->cond, &rx->lock);
     } else {
-      struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
-      pthread_cond_timedwait(&rx->cond, &rx->lock, &ts);
+      thread_wait_until(&rx->cond, &rx->lock, next);
     }
   }
   pthread_mutex_unlock(&rx->lock);
@@ -646,11 +646,7 @@ struct remote_exec *remote_exec_open(struct remote_grpc *g, size_t max_output,
   rx->no_grpc = no_grpc;
   atomic_init(&rx->state, -1);
   pthread_mutex_init(&rx->lock, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&rx->cond, &ca);
-  pthread_condattr_destroy(&ca);
+  thread_cond_init(&rx->cond);
   list_init(&rx->execs);
   list_init(&rx->waits);
   return rx;
@@ -674,10 +670,8 @@ void remote_exec_shutdown(struct remote_exec *rx) {
   for (struct list_node *n = LIST_FIRST(&rx->execs); n != LIST_END(&rx->execs); n = n->next)
     call_cancel(&LIST_ENTRY(n, struct backend_exec, node)->call);
   int64_t until = call_now_ms() + EXEC_CLOSE_WAIT_MS;
-  while (rx->calls > 0 && call_now_ms() < until) {
-    struct timespec ts = {(time_t)(until / 1000), (long)(until % 1000) * 1000000L};
-    pthread_cond_timedwait(&rx->cond, &rx->lock, &ts);
-  }
+  while (rx->calls > 0 && call_now_ms() < until)
+    thread_wait_until(&rx->cond, &rx->lock, until);
   if (rx->calls > 0)
     log_warn("remote: %d exec call(s) still open at close", rx->calls);
   pthread_mutex_unlock(&rx->lock);
