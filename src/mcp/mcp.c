@@ -210,7 +210,8 @@ static void send_result(struct mcp *m, json_object *id, json_object *result, int
 static json_object *supported_versions(void) {
   json_object *arr = OSB_J(json_object_new_array());
   for (int v = MCP_V_COUNT - 1; v >= 0; v--)
-    json_object_array_add(arr, OSB_J(json_object_new_string(mcp_version_name((enum mcp_version)v))));
+    json_object_array_add(arr,
+                          OSB_J(json_object_new_string(mcp_version_name((enum mcp_version)v))));
   return arr;
 }
 
@@ -432,7 +433,8 @@ static json_object *run_from_exec(json_object *st) {
     set(r, "signal", OSB_J(json_object_new_int(sig)));
     set(r, "success", OSB_J(json_object_new_boolean(code == 0 && sig == 0)));
   }
-  set(r, "truncated", OSB_J(json_object_new_boolean(json_object_get_boolean(get(st, "truncated")))));
+  set(r, "truncated",
+      OSB_J(json_object_new_boolean(json_object_get_boolean(get(st, "truncated")))));
   set(r, "running", OSB_J(json_object_new_boolean(running)));
   if (running && get(st, "execId"))
     set(r, "execId", copy(get(st, "execId")));
@@ -463,7 +465,8 @@ static void method_done(void *arg, int rc, json_object *result, struct osb_err *
   if (r->as_exec)
     result = run_from_exec(result);
   else if (tool->is_run && m->tools.yields && json_object_is_type(result, json_type_object))
-    set(result, "running", OSB_J(json_object_new_boolean(0))); /* the same shape as a yielding run */
+    /* the same shape as a yielding run */
+    set(result, "running", OSB_J(json_object_new_boolean(0)));
   req_finish(r, mcp_tool_result(tool, result, r->v));
 }
 

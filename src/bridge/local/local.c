@@ -480,11 +480,10 @@ static void exec_answer(struct backend_op *op) {
   struct backend_exec *bx = op->kind == BACKEND_EXEC_START ? op->out.exec.x : op->in.exec.x;
   struct engine_exec_state st;
   call_clear_canceller(op->c);
-  if (call_is_cancelled(op->c)) {
-    op->rc = osb_err_set(&op->err, OSB_ERR_CANCELLED, NULL, "request cancelled");
-  } else if ((op->rc = engine_exec_read(bx->x, 0, &st)) < 0) {
-    op->rc = local_fail(op->rc, op->kind == BACKEND_EXEC_START ? "exec/start" : "exec/read",
-                        op->id, NULL, &op->err);
+  int rc = call_is_cancelled(op->c) ? -ECANCELED : engine_exec_read(bx->x, 0, &st);
+  if (rc < 0) {
+    op->rc = local_fail(rc, op->kind == BACKEND_EXEC_START ? "exec/start" : "exec/read", op->id,
+                        NULL, &op->err);
   } else {
     op->out.exec.out = st.out;
     op->out.exec.out_len = st.out_len;
