@@ -28,7 +28,7 @@ struct remote_grpc_config {
 };
 
 /* Start the gRPC library and remember the target (copies what it keeps; connects nothing).
- * Returns NULL with *err filled (INTERNAL) only when memory runs out. */
+ * Never returns NULL (running out of memory aborts, common/mem.h); err is kept for the caller's shape. */
 struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struct osb_err *err);
 
 /* Destroy the channel and release the gRPC library. Accepts NULL. Calls still in flight are

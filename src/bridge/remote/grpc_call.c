@@ -29,6 +29,7 @@
 #include "common/defaults.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/wire_ext.h"
 
 enum {
@@ -325,12 +326,10 @@ static int session_header_ok(const char *id) {
   return n > 0;
 }
 
-/* req packed into a byte buffer (NULL when memory runs out); *len its size. */
+/* req packed into a byte buffer; *len_out (when not NULL) its size. */
 static grpc_byte_buffer *pack_message(const ProtobufCMessage *req, size_t *len_out) {
   size_t len = protobuf_c_message_get_packed_size(req);
-  uint8_t *bytes = malloc(len ? len : 1);
-  if (!bytes)
-    return NULL;
+  uint8_t *bytes = xmalloc(len ? len : 1);
   protobuf_c_message_pack(req, bytes);
   grpc_slice slice = grpc_slice_new(bytes, len, free); /* takes bytes */
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
@@ -361,11 +360,8 @@ static int op_prepare(struct remote_grpc *g, struct call *c, enum remote_grpc_me
   if (bound == 0)
     return remote_fail_timeout(&op->w, err);
 
-  if (req) { /* a call that sends many messages queues them (remote_grpc_stream_send) */
+  if (req) /* a call that sends many messages queues them (remote_grpc_stream_send) */
     op->send = pack_message(req, NULL);
-    if (!op->send)
-      return remote_fail_internal("out of memory", err);
-  }
 
   void *handle;
   grpc_channel *ch = channel_get(g, m, &handle);
@@ -664,7 +660,7 @@ struct bidi_opts {
   remote_grpc_on_sent on_sent;
 };
 
-static int queue_message(struct acall *a, const ProtobufCMessage *msg, int last);
+static void queue_message(struct acall *a, const ProtobufCMessage *msg, int last);
 
 /* Start a call: unary (no on_msg), server-streaming (on_msg) or sending many messages (bidi;
  * then *out gets the call with the caller's reference). */
@@ -673,26 +669,18 @@ static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_m
                        const struct remote_where *where, int allow_unimpl,
                        remote_grpc_on_msg on_msg, remote_grpc_finish finish, void *ctx,
                        const struct bidi_opts *bidi, struct acall **out, struct osb_err *err) {
-  struct acall *a = calloc(1, sizeof(struct remote_grpc_stream));
-  if (!a)
-    return remote_fail_internal("out of memory", err);
+  struct acall *a = xcalloc(1, sizeof(struct remote_grpc_stream));
   atomic_init(&a->refs, bidi ? 2 : 1);
   if (bidi) {
     a->bidi = 1;
     a->on_sent = bidi->on_sent;
     pthread_mutex_init(&a->send_lock, NULL);
     list_init(&a->sendq);
-    if (bidi->first && queue_message(a, bidi->first, 0) < 0) {
-      acall_free(a);
-      return remote_fail_internal("out of memory", err);
-    }
+    if (bidi->first)
+      queue_message(a, bidi->first, 0);
   }
-  a->sandbox_id = where->sandbox_id ? strdup(where->sandbox_id) : NULL;
-  a->path = where->path ? strdup(where->path) : NULL;
-  if ((where->sandbox_id && !a->sandbox_id) || (where->path && !a->path)) {
-    acall_free(a);
-    return remote_fail_internal("out of memory", err);
-  }
+  a->sandbox_id = where->sandbox_id ? xstrdup(where->sandbox_id) : NULL;
+  a->path = where->path ? xstrdup(where->path) : NULL;
   a->tag = (struct atag){a, TAG_STATUS};
   a->msg_tag = (struct atag){a, TAG_MSG};
   a->sent_tag = (struct atag){a, TAG_SENT};
@@ -749,21 +737,16 @@ static int acall_start(struct remote_grpc *g, struct call *c, enum remote_grpc_m
 }
 
 /* Pack msg (NULL: none) into the send queue; last: half-close after it. Under send_lock
- * once the call is started. Returns 0, or -1 when memory runs out. */
-static int queue_message(struct acall *a, const ProtobufCMessage *msg, int last) {
-  struct qmsg *q = calloc(1, sizeof *q);
-  if (!q)
-    return -1;
-  if (msg && !(q->bb = pack_message(msg, &q->len))) {
-    free(q);
-    return -1;
-  }
+ * once the call is started. */
+static void queue_message(struct acall *a, const ProtobufCMessage *msg, int last) {
+  struct qmsg *q = xcalloc(1, sizeof *q);
+  if (msg)
+    q->bb = pack_message(msg, &q->len);
   q->last = last;
   if (last)
     a->closing = 1;
   a->queued += q->len;
   list_push_back(&a->sendq, &q->node);
-  return 0;
 }
 
 int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
@@ -801,7 +784,8 @@ int remote_grpc_stream_send(struct remote_grpc_stream *s, const ProtobufCMessage
   struct acall *a = &s->a;
   pthread_mutex_lock(&a->send_lock);
   int rc = -1;
-  if (!a->ended && !a->closing && queue_message(a, msg, last) == 0) {
+  if (!a->ended && !a->closing) {
+    queue_message(a, msg, last);
     rc = 0;
     if (!a->in_flight)
       acall_send_next(a);
@@ -839,18 +823,12 @@ static void log_setup(void) {
 }
 
 struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struct osb_err *err) {
-  struct remote_grpc *g = calloc(1, sizeof *g);
-  if (!g) {
-    remote_fail_internal("out of memory", err);
-    return NULL;
-  }
+  struct remote_grpc *g = xcalloc(1, sizeof *g);
   pthread_mutex_init(&g->lock, NULL);
-  if (asprintf(&g->target, "%s:%d", cfg->host, cfg->port) < 0)
-    g->target = NULL;
+  g->target = xasprintf("%s:%d", cfg->host, cfg->port);
   g->tls = cfg->tls;
-  g->root_certs = cfg->root_certs ? strdup(cfg->root_certs) : NULL;
-  if (cfg->api_key && asprintf(&g->auth, "Bearer %s", cfg->api_key) < 0)
-    g->auth = NULL;
+  g->root_certs = cfg->root_certs ? xstrdup(cfg->root_certs) : NULL;
+  g->auth = cfg->api_key ? xasprintf("Bearer %s", cfg->api_key) : NULL;
   g->timeout_ms = cfg->request_timeout_ms;
   size_t max = cfg->max_message ? cfg->max_message : OSB_DEFAULT_MAX_MESSAGE;
   g->max_recv = max >= (size_t)INT_MAX ? -1 : (int)max;
@@ -860,17 +838,6 @@ struct remote_grpc *remote_grpc_open(const struct remote_grpc_config *cfg, struc
   pthread_mutex_init(&g->calls_lock, NULL);
   pthread_cond_init(&g->calls_gone, NULL);
   list_init(&g->calls);
-  if (!g->target || (cfg->root_certs && !g->root_certs) || (cfg->api_key && !g->auth)) {
-    free(g->target);
-    free(g->root_certs);
-    free(g->auth);
-    pthread_mutex_destroy(&g->lock);
-    pthread_mutex_destroy(&g->calls_lock);
-    pthread_cond_destroy(&g->calls_gone);
-    free(g);
-    remote_fail_internal("out of memory", err);
-    return NULL;
-  }
   pthread_once(&log_once, log_setup);
   grpc_init();
   return g;

@@ -47,7 +47,7 @@ typedef void (*remote_grpc_finish)(void *ctx, int rc, ProtobufCMessage *resp,
 /* Start the unary call of method m without waiting: req is packed at once (it may go when
  * this returns) and where's strings are copied. Returns 0, finish(ctx, ...) then being called
  * exactly once from the poller thread (never from inside this function); or -1 with *err
- * filled and finish never called (c already cancelled or past its deadline, out of memory).
+ * filled and finish never called (c already cancelled or past its deadline).
  * c must stay valid until finish runs: the call installs itself as c's canceller, so that
  * call_cancel(c) cancels it at once; remote_grpc_close cancels calls still in flight. */
 int remote_grpc_unary_start(struct remote_grpc *g, struct call *c, enum remote_grpc_method m,
