@@ -253,8 +253,9 @@ int engine_exec_write(struct engine_exec *x, const void *data, size_t len);
 int engine_exec_close_stdin(struct engine_exec *x);
 /* Bytes queued for stdin, not yet taken by the pipe. */
 size_t engine_exec_stdin_queued(struct engine_exec *x);
-/* Send sig to the command (not its children; SIGKILL also ends the wait for them). 0, or
- * -ESRCH once it has ended, -EINVAL for a bad signal. */
+/* Send sig to the command's process group: the command and its children (a shell's
+ * background jobs included, unless they made a group of their own). 0, or -ESRCH once it
+ * has ended, -EINVAL for a bad signal. */
 int engine_exec_kill(struct engine_exec *x, int sig);
 /* Has it ended (and been reaped)? */
 int engine_exec_ended(struct engine_exec *x);

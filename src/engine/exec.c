@@ -296,11 +296,23 @@ int engine_exec_kill(struct engine_exec *x, int sig) {
   if (x->ended) {
     rc = -ESRCH;
   } else if (x->pidfd >= 0) {
-    /* through the pidfd: never a recycled pid, even between reaping and `ended` */
-    if (syscall(SYS_pidfd_send_signal, x->pidfd, sig, NULL, 0) < 0)
+    /* The command's whole process group (it called setsid: its children are in it), so
+     * that a shell's children get the signal too, whatever the shell does with it. The
+     * pidfd says first that the leader is not reaped yet, so its pid, which names the
+     * group, is not anyone else's; the leader itself through the pidfd (never a recycled
+     * pid), in case it has not called setsid yet. */
+    if (syscall(SYS_pidfd_send_signal, x->pidfd, 0, NULL, 0) < 0) {
       rc = -errno;
-  } else if (x->pid > 0 && kill(x->pid, sig) < 0) { /* valgrind: no pidfd */
-    rc = -errno;
+    } else {
+      if (x->pid > 0)
+        kill(-x->pid, sig);
+      if (syscall(SYS_pidfd_send_signal, x->pidfd, sig, NULL, 0) < 0)
+        rc = -errno;
+    }
+  } else if (x->pid > 0) { /* valgrind: no pidfd */
+    kill(-x->pid, sig);
+    if (kill(x->pid, sig) < 0)
+      rc = -errno;
   }
   pthread_mutex_unlock(&x->lock);
   return rc;
