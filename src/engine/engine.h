@@ -218,7 +218,9 @@ struct engine_exec_opts {
                                * env, cwd; cancel is ignored (engine_exec_kill) */
   int with_stdin;             /* stdin is a pipe fed by engine_exec_write; else /dev/null */
   engine_output_cb on_output; /* NULL: output waits in buffers for engine_exec_read, each
-                               * stream keeping its last max_output bytes */
+                               * stream keeping its last max_output bytes; else it goes
+                               * here as it comes (until engine_exec_unstream) */
+  int tee;                    /* with on_output: the output also waits in the buffers */
   void (*on_exit)(void *arg, int exit_code, int signal); /* NULL, or once when it ends */
   void (*on_stdin_room)(void *arg); /* NULL, or when the stdin queue has emptied */
   void *arg;                  /* for the three callbacks, which run on the engine's I/O
@@ -253,6 +255,10 @@ int engine_exec_write(struct engine_exec *x, const void *data, size_t len);
 int engine_exec_close_stdin(struct engine_exec *x);
 /* Bytes queued for stdin, not yet taken by the pipe. */
 size_t engine_exec_stdin_queued(struct engine_exec *x);
+/* Stop calling on_output: from now on the output waits in the buffers for
+ * engine_exec_read. Once this returns on_output is not running and is never called again
+ * (unless this is called from on_output itself). Quick, any thread. */
+void engine_exec_unstream(struct engine_exec *x);
 /* Send sig to the command's process group: the command and its children (a shell's
  * background jobs included, unless they made a group of their own). 0, or -ESRCH once it
  * has ended, -EINVAL for a bad signal. */

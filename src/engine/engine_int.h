@@ -159,7 +159,8 @@ struct engine_exec {
   pid_t pid;
   pthread_mutex_t cb_lock;    /* held while a callback runs; detached is set under it */
   int detached;               /* engine_exec_free was called: no more callbacks */
-  engine_output_cb on_output;
+  engine_output_cb on_output; /* NULL once unstreamed; set and read under cb_lock */
+  int tee;                    /* on_output gets copies: the buffers keep the output too */
   void (*on_exit)(void *arg, int exit_code, int signal);
   void (*on_stdin_room)(void *arg);
   void *arg;

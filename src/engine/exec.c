@@ -1,8 +1,9 @@
 /* exec.c - exec sessions: a command that outlives the call that started it, for long and
- * interactive work. Its output goes to a callback as it comes, or waits in two bounded
- * buffers (the last max_output bytes of each stream; older bytes are dropped and the next
- * read says so) for engine_exec_read; its stdin, when asked for, is a pipe fed from a
- * queue; it ends with its command, its time limit, a kill or its session.
+ * interactive work. Its output goes to a callback as it comes (until engine_exec_unstream;
+ * optionally teed), or waits in two bounded buffers (the last max_output bytes of each
+ * stream; older bytes are dropped and the next read says so) for engine_exec_read; its
+ * stdin, when asked for, is a pipe fed from a queue; it ends with its command, its time
+ * limit, a kill or its session.
  * Layer: engine. An exec is a run (run.c starts it, io.c watches it) whose output callback
  * and completion are the ones below; io.c alone writes to and closes the stdin pipe (writers
  * queue bytes and kick it), so no fd is ever used by two threads.
@@ -81,13 +82,20 @@ static void ring_append(struct engine_exec *x, struct buf *b, const char *p, siz
   OSB_ASSERT(rc == BUF_OK); /* made to fit above */
 }
 
-/* The run's output callback, on the I/O thread. */
+/* The run's output callback, on the I/O thread: to on_output while it is set (and not
+ * detached: then a streamed exec's output is dropped), else or also (tee) to the buffers. */
 static void exec_output(void *arg, int stream, const char *p, size_t n) {
   struct engine_exec *x = arg;
-  if (x->on_output) {
-    CALLBACK(x, x->on_output(x->arg, stream, p, n));
-    return;
+  pthread_mutex_lock(&x->cb_lock);
+  int streamed = x->on_output != NULL, keep = !streamed || x->tee;
+  if (streamed && !x->detached) {
+    in_callback = x;
+    x->on_output(x->arg, stream, p, n);
+    in_callback = NULL;
   }
+  pthread_mutex_unlock(&x->cb_lock);
+  if (!keep)
+    return;
   pthread_mutex_lock(&x->lock);
   ring_append(x, stream == 1 ? &x->out : &x->err, p, n);
   pthread_mutex_unlock(&x->lock);
@@ -173,6 +181,7 @@ int engine_exec_start(struct engine *eng, const char *id, const struct engine_ex
   x->pidfd = -1;
   x->with_stdin = opts->with_stdin;
   x->on_output = opts->on_output;
+  x->tee = opts->on_output && opts->tee;
   x->on_exit = opts->on_exit;
   x->on_stdin_room = opts->on_stdin_room;
   x->arg = opts->arg;
@@ -316,6 +325,18 @@ int engine_exec_kill(struct engine_exec *x, int sig) {
   }
   pthread_mutex_unlock(&x->lock);
   return rc;
+}
+
+void engine_exec_unstream(struct engine_exec *x) {
+  if (!x)
+    return;
+  if (in_callback == x) { /* from its own callback: cb_lock is ours already */
+    x->on_output = NULL;
+    return;
+  }
+  pthread_mutex_lock(&x->cb_lock);
+  x->on_output = NULL;
+  pthread_mutex_unlock(&x->cb_lock);
 }
 
 int engine_exec_ended(struct engine_exec *x) {
