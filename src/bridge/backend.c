@@ -160,3 +160,8 @@ void backend_exec_free(struct backend *be, struct backend_exec *x) {
 int backend_exec_running(struct backend *be, struct backend_exec *x) {
   return be && x && be->ops->exec_running ? be->ops->exec_running(be, x) : 0;
 }
+
+void backend_exec_unstream(struct backend *be, struct backend_exec *x) {
+  if (be && x && be->ops->exec_unstream)
+    be->ops->exec_unstream(be, x);
+}

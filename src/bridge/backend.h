@@ -191,6 +191,15 @@ struct backend_exec_req {
   size_t len;
   int eof;                    /* EXEC_WRITE: then close stdin */
   int signal;                 /* EXEC_KILL */
+  /* EXEC_START, optional (NULL: none): the exec's live output, as it comes, for as long as
+   * the exec lives or until backend_exec_unstream; then, once, on_output(arg, 0, NULL, 0)
+   * when its output has ended. Called from the backend's own threads, never concurrently
+   * for one exec; must not block. Without tee the output so given is not also returned by
+   * EXEC_READ; with tee it is (the calls get copies). A backend that cannot stream never
+   * calls it, and the output waits for EXEC_READ as without it. */
+  void (*on_output)(void *arg, int stream, const char *data, size_t len);
+  void *output_arg;
+  int tee;
 };
 
 struct backend_exec_state {
@@ -305,6 +314,10 @@ struct backend_ops {
    * running? Quick, any thread. */
   void (*exec_free)(struct backend *be, struct backend_exec *x);
   int (*exec_running)(struct backend *be, struct backend_exec *x);
+  /* Stop calling the exec's on_output (NULL when the backend never calls it): later output
+   * waits for EXEC_READ. Once this returns on_output is not running and never runs again.
+   * Quick, any thread but on_output's own. */
+  void (*exec_unstream)(struct backend *be, struct backend_exec *x);
 };
 
 struct backend {
@@ -335,6 +348,8 @@ void backend_op_clear(struct backend_op *op);
 /* Kill (if running) and free an exec session; accepts NULL. Is it still running? */
 void backend_exec_free(struct backend *be, struct backend_exec *x);
 int backend_exec_running(struct backend *be, struct backend_exec *x);
+/* Stop the exec's live output (see backend_ops.exec_unstream); accepts NULL. */
+void backend_exec_unstream(struct backend *be, struct backend_exec *x);
 
 /* Whether be does kind. */
 int backend_supports(const struct backend *be, enum backend_op_kind kind);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "bridge/backend.h"
@@ -47,6 +48,9 @@ struct local {
 struct backend_exec {
   struct engine_exec *x;
   struct local *l;
+  void (*on_output)(void *arg, int stream, const char *data, size_t len); /* or NULL */
+  void *output_arg;
+  atomic_int unstreamed;   /* set before engine_exec_unstream, whose cb_lock orders it */
   struct list_node link; /* in l->execs */
 };
 
@@ -550,6 +554,21 @@ static void exec_poke(void *arg, int code, int sig) {
   pthread_mutex_unlock(&l->xlock);
 }
 
+/* The engine's callbacks of one exec (engine I/O thread; never after engine_exec_free). */
+static void exec_on_output(void *arg, int stream, const char *data, size_t len) {
+  struct backend_exec *bx = arg;
+  bx->on_output(bx->output_arg, stream, data, len);
+}
+
+static void exec_on_exit(void *arg, int code, int sig) {
+  struct backend_exec *bx = arg;
+  /* its output has ended (io.c hands it all on before the exit); read before unstream's
+   * engine_exec_unstream waits for this callback, or after it and seen */
+  if (bx->on_output && !atomic_load(&bx->unstreamed))
+    bx->on_output(bx->output_arg, 0, NULL, 0);
+  exec_poke(bx->l, code, sig);
+}
+
 static void exec_wait_cancel(void *arg) {
   exec_poke(arg, 0, 0);
 }
@@ -609,8 +628,13 @@ static void local_exec_start(struct local *l, struct backend_op *op) {
   o.run.n_env = req->run.n_env;
   o.run.cwd = req->run.cwd;
   o.with_stdin = req->with_stdin;
-  o.on_exit = exec_poke;
-  o.arg = l;
+  o.on_exit = exec_on_exit;
+  o.on_output = req->on_output ? exec_on_output : NULL;
+  o.tee = req->tee;
+  o.arg = bx; /* the callbacks may come before engine_exec_start returns */
+  bx->l = l;
+  bx->on_output = req->on_output;
+  bx->output_arg = req->output_arg;
   int rc = engine_exec_start(l->eng, op->id, &o, &bx->x);
   free(ekv);
   if (rc < 0) {
@@ -619,7 +643,6 @@ static void local_exec_start(struct local *l, struct backend_op *op) {
     op->done(op);
     return;
   }
-  bx->l = l;
   pthread_mutex_lock(&l->xlock);
   list_push_front(&l->execs, &bx->link);
   pthread_mutex_unlock(&l->xlock);
@@ -684,6 +707,14 @@ static void local_exec_free(struct backend *be, struct backend_exec *bx) {
 static int local_exec_running(struct backend *be, struct backend_exec *bx) {
   (void)be;
   return bx && !engine_exec_ended(bx->x);
+}
+
+static void local_exec_unstream(struct backend *be, struct backend_exec *bx) {
+  (void)be;
+  if (bx) {
+    atomic_store(&bx->unstreamed, 1);
+    engine_exec_unstream(bx->x);
+  }
 }
 
 /* ---- starting ---- */
@@ -787,6 +818,7 @@ static const struct backend_ops local_ops = {
     .close = local_close, /* engine_close: every local session ends */
     .exec_free = local_exec_free,
     .exec_running = local_exec_running,
+    .exec_unstream = local_exec_unstream,
 };
 
 static char *dup_or_null(const char *s) {
