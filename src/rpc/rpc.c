@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,140 @@ int rpc_notify(struct rpc_req *req, const char *method, json_object *params) {
   if (answered)
     free(buf);
   return answered ? -1 : 0;
+}
+
+/* ---- channels: notifications after a request's reply ---- */
+
+/* Every open channel, in one list under one lock (taken before a core's lock and the
+ * writer's, never while they are held): rpc_serve's end detaches its core's before the
+ * writer goes. */
+struct rpc_channel {
+  struct rpc_core *core;   /* NULL once that stream has ended; guarded by chan.lock */
+  struct rpc_req *req;     /* bound to it until rpc_channel_unbind; guarded by chan.lock */
+  atomic_size_t backlog;   /* bytes in the writer's queue */
+  atomic_int refs;         /* the owner's, and one per message in the writer's queue */
+  struct rpc_channel *prev, *next;
+};
+
+static struct {
+  pthread_mutex_t lock;
+  struct rpc_channel *head;
+} chan = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
+struct chan_msg {
+  struct rpc_channel *ch;
+  size_t len;
+};
+
+static void chan_unref(struct rpc_channel *ch) {
+  if (atomic_fetch_sub(&ch->refs, 1) == 1)
+    free(ch);
+}
+
+/* A channel's message was written (or dropped): the writer's done, possibly on the thread
+ * that sent it, inside writer_send_at (so no lock here). */
+static void chan_written(void *arg) {
+  struct chan_msg *m = arg;
+  atomic_fetch_sub(&m->ch->backlog, m->len);
+  chan_unref(m->ch);
+  free(m);
+}
+
+struct rpc_channel *rpc_channel_open(struct rpc_req *req) {
+  if (!req || req->notify || !req->core)
+    return NULL;
+  struct rpc_channel *ch = calloc(1, sizeof *ch);
+  if (!ch)
+    return NULL;
+  atomic_init(&ch->refs, 1);
+  atomic_init(&ch->backlog, 0);
+  ch->core = req->core;
+  ch->req = req;
+  pthread_mutex_lock(&chan.lock);
+  ch->next = chan.head;
+  if (chan.head)
+    chan.head->prev = ch;
+  chan.head = ch;
+  pthread_mutex_unlock(&chan.lock);
+  return ch;
+}
+
+int rpc_channel_notify(struct rpc_channel *ch, const char *method, json_object *params) {
+  json_object *msg = ch ? json_object_new_object() : NULL;
+  struct chan_msg *m = msg ? malloc(sizeof *m) : NULL;
+  if (!m) {
+    json_object_put(msg);
+    json_object_put(params);
+    return -1;
+  }
+  json_object_object_add(msg, "jsonrpc", json_object_new_string("2.0"));
+  json_object_object_add(msg, "method", json_object_new_string(method));
+  json_object_object_add(msg, "params", params);
+  size_t len = 0;
+  char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
+  json_object_put(msg);
+  int rc = -1;
+  pthread_mutex_lock(&chan.lock);
+  int answered = 0;
+  if (buf && ch->core && ch->req) { /* as rpc_notify: queued under the lock answering takes */
+    pthread_mutex_lock(&ch->core->lock);
+    answered = ch->req->answered;
+    if (answered)
+      pthread_mutex_unlock(&ch->core->lock);
+  }
+  if (buf && ch->core && !answered) {
+    size_t off = 0;
+    size_t flen = transport_frame(ch->core->framing, buf, len, &off);
+    m->ch = ch;
+    m->len = flen;
+    atomic_fetch_add(&ch->backlog, flen);
+    atomic_fetch_add(&ch->refs, 1);
+    writer_send_at(ch->core->writer, buf, off, flen, chan_written, m);
+    buf = NULL;
+    m = NULL;
+    rc = 0;
+    if (ch->req)
+      pthread_mutex_unlock(&ch->core->lock);
+  }
+  pthread_mutex_unlock(&chan.lock);
+  free(buf);
+  free(m);
+  return rc;
+}
+
+void rpc_channel_unbind(struct rpc_channel *ch) {
+  if (!ch)
+    return;
+  pthread_mutex_lock(&chan.lock);
+  ch->req = NULL;
+  pthread_mutex_unlock(&chan.lock);
+}
+
+size_t rpc_channel_backlog(struct rpc_channel *ch) {
+  return ch ? atomic_load(&ch->backlog) : 0;
+}
+
+void rpc_channel_close(struct rpc_channel *ch) {
+  if (!ch)
+    return;
+  pthread_mutex_lock(&chan.lock);
+  if (ch->prev)
+    ch->prev->next = ch->next;
+  else
+    chan.head = ch->next;
+  if (ch->next)
+    ch->next->prev = ch->prev;
+  pthread_mutex_unlock(&chan.lock);
+  chan_unref(ch);
+}
+
+/* core's stream ends: its channels send nothing more (before its writer is closed). */
+static void channels_end(struct rpc_core *core) {
+  pthread_mutex_lock(&chan.lock);
+  for (struct rpc_channel *ch = chan.head; ch; ch = ch->next)
+    if (ch->core == core)
+      ch->core = NULL;
+  pthread_mutex_unlock(&chan.lock);
 }
 
 /* ---- requests ---- */
@@ -652,6 +787,7 @@ int rpc_serve(int in_fd, int out_fd, const struct rpc_method *methods, size_t n_
   /* Anything still running past the grace period is cancelled, answered, then left. */
   cancel_matching(core, NULL, "request cancelled: the bridge is stopping");
   drain(core, 2000);
+  channels_end(core);
   writer_close(core->writer);
   transport_free(core->t);
   int code = core->takeover_code >= 0 ? core->takeover_code

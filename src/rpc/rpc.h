@@ -45,6 +45,32 @@ void rpc_complete(struct rpc_req *req, int rc, json_object *result, struct osb_e
  * answered already, or not part of a JSON-RPC stream). */
 int rpc_notify(struct rpc_req *req, const char *method, json_object *params);
 
+/* Notifications that go on after their request's reply (exec/start's $/progress lasts as
+ * long as the exec): a channel onto the stream a request came from, opened while the
+ * request is in flight and usable from any thread until rpc_channel_close. */
+struct rpc_channel;
+
+/* A channel onto req's JSON-RPC stream, or NULL when req is not part of one (rpc_invoke's:
+ * MCP mode; rpc_call_wait's) or out of memory: then only rpc_notify, before the reply.
+ * It starts bound to req: its notifications are dropped once req is answered (a cancelled
+ * request's stop with its -32800), as rpc_notify's, until rpc_channel_unbind. */
+struct rpc_channel *rpc_channel_open(struct rpc_req *req);
+
+/* req is about to be answered with its result (call before rpc_complete): from now on ch's
+ * notifications go on after the reply. */
+void rpc_channel_unbind(struct rpc_channel *ch);
+
+/* Send the notification {method, params} (params taken) on ch's stream, after what was
+ * queued before. Any thread. 0 when queued; -1 when dropped: the stream has ended
+ * (rpc_serve is returning), or out of memory. */
+int rpc_channel_notify(struct rpc_channel *ch, const char *method, json_object *params);
+
+/* Bytes queued through ch and not yet written to the client (one that does not read). */
+size_t rpc_channel_backlog(struct rpc_channel *ch);
+
+/* Close and free ch (what it queued is still written). Accepts NULL. */
+void rpc_channel_close(struct rpc_channel *ch);
+
 struct rpc_method {
   const char *name;
   rpc_handler fn;
