@@ -3,7 +3,9 @@
  * output that reaches PROGRESS_MAX_BYTES goes at once from the thread that added it.
  * Everything is under one lock (g.lock), taken before the rpc core's (rpc_notify): chunks
  * of one request are therefore sent in order, and progress_finish / progress_free, called
- * before the reply, leave nothing behind to be sent after it. Layer: bridge. */
+ * before the reply, leave nothing behind to be sent after it. A lasting one (exec/start's)
+ * sends on an rpc channel instead, after the reply too, and holds back (bounded) while the
+ * client has PROGRESS_BACKLOG bytes of them unread. Layer: bridge. */
 #include "bridge/progress.h"
 
 #include <pthread.h>
@@ -20,7 +22,10 @@
 #include "rpc/rpc.h"
 
 struct progress {
-  struct rpc_req *req;
+  struct rpc_req *req;    /* NULL for a lasting one */
+  struct rpc_channel *ch; /* a lasting one's */
+  size_t max;             /* a lasting one's: bytes kept a stream while the client lags */
+  int cut;                /* a lasting one dropped bytes: the next chunk says so */
   json_object *token;     /* owned copy */
   struct buf b[2];        /* stdout, stderr: bytes not sent yet */
   int64_t due_ms;         /* when the oldest held byte must go; 0: nothing held */
@@ -64,6 +69,8 @@ static void unhold(struct progress *p) {
  * final, also a character cut at the end. Caller holds g.lock. */
 static void flush(struct progress *p, int final) {
   for (;;) {
+    if (p->ch && !final && rpc_channel_backlog(p->ch) >= PROGRESS_BACKLOG)
+      break; /* the client lags: held (bounded by p->max), tried again after the wait */
     size_t take[2], budget = PROGRESS_MAX_BYTES;
     for (int s = 0; s < 2; s++) {
       struct buf *b = &p->b[s];
@@ -85,10 +92,17 @@ static void flush(struct progress *p, int final) {
       json_object_object_add(value, names[s], OSB_J(json_object_new_string_len(text, (int)len)));
       free(text);
     }
+    if (p->cut) {
+      json_object_object_add(value, "truncated", OSB_J(json_object_new_boolean(1)));
+      p->cut = 0;
+    }
     json_object *params = OSB_J(json_object_new_object());
     json_object_object_add(params, "token", json_object_get(p->token));
     json_object_object_add(params, "value", value);
-    rpc_notify(p->req, "$/progress", params); /* dropped once the request is answered */
+    if (p->ch)
+      rpc_channel_notify(p->ch, "$/progress", params);
+    else
+      rpc_notify(p->req, "$/progress", params); /* dropped once the request is answered */
     for (int s = 0; s < 2; s++)
       buf_consume(&p->b[s], take[s]);
   }
@@ -96,7 +110,7 @@ static void flush(struct progress *p, int final) {
     if (!p->b[s].len && p->b[s].cap > (64u << 10))
       buf_free(&p->b[s]);
   if (p->b[0].len || p->b[1].len) {
-    if (!p->due_ms) /* only a cut character is left: it waits for its rest */
+    if (!p->due_ms) /* a cut character waits for its rest; a lagging client, a while */
       hold(p, now_ms() + PROGRESS_WAIT_MS);
   } else if (p->due_ms) {
     unhold(p);
@@ -171,12 +185,41 @@ struct progress *progress_new(struct rpc_req *req, json_object *token) {
   return p;
 }
 
+struct progress *progress_new_lasting(struct rpc_req *req, json_object *token, size_t max) {
+  struct rpc_channel *ch = rpc_channel_open(req);
+  if (!ch)
+    return NULL;
+  struct progress *p = progress_new(req, token);
+  p->req = NULL;
+  p->ch = ch;
+  p->max = max ? max : PROGRESS_MAX_BYTES;
+  return p;
+}
+
+void progress_outlive(struct progress *p) {
+  if (p)
+    rpc_channel_unbind(p->ch);
+}
+
+/* A lasting one's stream b holds more than p->max while the client lags: drop the oldest
+ * bytes (whole characters) down to it. Caller holds g.lock. */
+static void keep_last(struct progress *p, struct buf *b) {
+  if (!p->ch || b->len <= p->max)
+    return;
+  size_t drop = b->len - p->max;
+  while (drop < b->len && ((unsigned char)b->data[drop] & 0xC0) == 0x80)
+    drop++;
+  buf_consume(b, drop);
+  p->cut = 1;
+}
+
 void progress_add(struct progress *p, int stream, const char *data, size_t len) {
   if (!p || !len || (stream != 1 && stream != 2))
     return;
   pthread_mutex_lock(&g.lock);
   if (!p->done) {
     buf_append(&p->b[stream - 1], data, len); /* no limit to pass: max is half of memory */
+    keep_last(p, &p->b[stream - 1]);
     if (p->b[0].len + p->b[1].len >= PROGRESS_MAX_BYTES) {
       flush(p, 0);
     } else if (!p->due_ms) {
@@ -214,5 +257,6 @@ void progress_free(struct progress *p) {
   buf_free(&p->b[0]);
   buf_free(&p->b[1]);
   json_object_put(p->token);
+  rpc_channel_close(p->ch);
   free(p);
 }

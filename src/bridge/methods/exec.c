@@ -2,7 +2,13 @@
  * exec/read, exec/write, exec/kill, exec/list. A table maps execIds to the backend's exec
  * handles; an id goes once a result has reported its end (later: -32001 with data.execId).
  * The handles themselves live until the backend closes (the bridge's exit kills every exec
- * it started), so an operation in flight never sees one freed. Layer: methods. */
+ * it started), so an operation in flight never sees one freed.
+ * Live output (partialResultToken): $/progress chunks for the exec's whole life, on a
+ * channel that outlives exec/start's request, and not also returned by exec/read; all of
+ * them go before the result that reports the end. Where notifications cannot outlive the
+ * request (MCP mode calls the methods through rpc_invoke) the chunks stop at exec/start's
+ * reply and are copies of the output that reply carries, as for sandbox/run; exec/read
+ * returns the rest. Layer: methods. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +34,11 @@ struct exec_entry {
   struct backend *be;
   struct backend_exec *x;
   int with_stdin;
+  /* exec/start's partialResultToken: the chunks, lasting (for the exec's life, on a
+   * channel) or, where notifications cannot outlive the request (MCP mode), until its
+   * reply; or NULL */
+  struct progress *prog;
+  int lasting;
   struct list_node link; /* in tab.execs */
 };
 
@@ -48,6 +59,7 @@ static struct exec_entry *find(const char *id) {
 }
 
 static void entry_free(struct exec_entry *e) {
+  progress_free(e->prog);
   free(e->sandbox);
   free(e->command);
   free(e);
@@ -72,15 +84,38 @@ static int lookup(const char *id, struct backend *be, struct backend_exec **x, i
   return -1;
 }
 
-/* The end of id was reported: forget the id (the handle stays with the backend). */
+/* Stop e's live output and free its chunks, every one held sent first (before the reply
+ * being built). */
+static void stream_end(struct exec_entry *e) {
+  if (!e->prog)
+    return;
+  backend_exec_unstream(e->be, e->x); /* no more chunks come: the progress can go */
+  progress_finish(e->prog);
+  progress_free(e->prog);
+  e->prog = NULL;
+}
+
+/* The end of id was reported: forget the id (the handle stays with the backend). Its
+ * chunks, if it streams, all go before that report. */
 static void forget(const char *id) {
   pthread_mutex_lock(&tab.lock);
   struct exec_entry *e = find(id);
-  if (e) {
+  if (e)
     list_remove(&e->link);
+  pthread_mutex_unlock(&tab.lock);
+  if (e) {
+    stream_end(e);
     entry_free(e);
   }
-  pthread_mutex_unlock(&tab.lock);
+}
+
+/* An exec's live output (backend_exec_req.on_output), on the backend's thread; stream 0:
+ * its output has ended, so whatever is held goes now. */
+static void stream_output(void *arg, int stream, const char *data, size_t len) {
+  if (stream == 0)
+    progress_finish(arg);
+  else
+    progress_add(arg, stream, data, len);
 }
 
 /* ExecState from the op's output, plus execId. */
@@ -116,7 +151,7 @@ static int read_result(struct methods_op *m, json_object **result, struct osb_er
  * failed after the exec was made, the exec is freed. */
 static int start_result(struct methods_op *m, json_object **result, struct osb_err *err) {
   if (m->op.rc != 0) { /* cancelled while waiting, say: an exec made goes at once */
-    backend_exec_free(m->be, m->op.out.exec.x);
+    backend_exec_free(m->be, m->op.out.exec.x); /* no more chunks: start_cleanup frees them */
     m->op.out.exec.x = NULL;
     *err = m->op.err;
     m->op.err = (struct osb_err)OSB_ERR_INIT;
@@ -126,6 +161,10 @@ static int start_result(struct methods_op *m, json_object **result, struct osb_e
   e->x = m->op.out.exec.x;
   e->be = m->be;
   m->extra = NULL;
+  if (e->prog && !e->lasting)
+    stream_end(e); /* chunks only before this reply; the rest waits for exec/read */
+  else if (e->prog)
+    progress_outlive(e->prog);
   pthread_mutex_lock(&tab.lock);
   snprintf(e->id, sizeof e->id, "exec-%llu", ++tab.counter);
   list_push_front(&tab.execs, &e->link);
@@ -137,7 +176,7 @@ static int start_result(struct methods_op *m, json_object **result, struct osb_e
 
 static void start_cleanup(struct methods_op *m) {
   struct exec_entry *e = m->extra;
-  if (e) /* never registered */
+  if (e) /* never registered: no exec, or one freed (no callback runs any more) */
     entry_free(e);
   m->extra = NULL;
 }
@@ -170,7 +209,7 @@ int method_exec_start(void *ctx, struct rpc_req *req, json_object *params,
   size_t n_env = 0;
   json_object *token = NULL;
   json_object_object_get_ex(params, "partialResultToken", &token);
-  if (progress_token_check(token, err) < 0) /* accepted; exec output is not streamed yet */
+  if (progress_token_check(token, err) < 0)
     return -1;
   if (params_string(params, "sandboxId", NULL, PARAM_NONEMPTY, &id, err) < 0 ||
       params_int(params, "timeoutMs", 1, INT64_MAX, &time_ms, err) < 0 ||
@@ -194,6 +233,12 @@ int method_exec_start(void *ctx, struct rpc_req *req, json_object *params,
   e->sandbox = xstrdup(id);
   e->command = command_text(argv, argc);
   e->with_stdin = with_stdin;
+  if (token) { /* for the exec's life, else (MCP mode) until this reply */
+    e->prog = progress_new_lasting(req, token, m->be->config.max_output);
+    e->lasting = e->prog != NULL;
+    if (!e->prog)
+      e->prog = progress_new(req, token);
+  }
   m->env = env;
   m->n_env = n_env;
   m->argv = argv;
@@ -213,6 +258,11 @@ int method_exec_start(void *ctx, struct rpc_req *req, json_object *params,
   };
   m->op.in.exec.with_stdin = with_stdin;
   m->op.in.exec.yield_ms = yield_ms;
+  if (e->prog) {
+    m->op.in.exec.on_output = stream_output;
+    m->op.in.exec.output_arg = e->prog;
+    m->op.in.exec.tee = !e->lasting; /* this reply carries the output too */
+  }
   m->result = start_result;
   m->also_on_failure = 1;
   return methods_op_start(m);
