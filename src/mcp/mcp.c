@@ -528,17 +528,16 @@ static void method_start(struct mcp_req *r) {
     set(params, "sandboxId", OSB_J(json_object_new_string(r->sid)));
   }
   const char *method = tool->method->name;
-  /* exec output is not streamed yet: a caller that asked for progress gets the live output
-   * of a plain run instead of the yield */
   r->as_exec = tool->is_run && m->tools.yields && !get(params, "memKb") &&
-               !get(params, "fsizeKb") && !get(params, "nofile") && !get(params, "check") &&
-               !(r->progress_token && tool->streams);
+               !get(params, "fsizeKb") && !get(params, "nofile") && !get(params, "check");
   if (r->as_exec) {
     method = "exec/start";
     set(params, "yieldMs", OSB_J(json_object_new_int64(m->cfg->yield_ms)));
   }
   json_object_object_del(params, "partialResultToken"); /* the bridge's, not the model's */
-  if (r->progress_token && tool->streams)
+  /* Live output: exec/start called through rpc_invoke streams until its reply only, the
+   * reply carrying that output too (and exec_read the rest), as a plain run does. */
+  if (r->progress_token && (tool->streams || r->as_exec))
     set(params, "partialResultToken", copy(r->progress_token));
   invoke(m, method, &r->call, params, method_done, method_notify, r);
 }

@@ -281,6 +281,38 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
     assert.equal((await closeAndWait(conn)).code, 0);
   });
 
+  test('progress with a run that yields: notifications until the result, exec_read the rest', {
+    skip: !HAS_EXEC && 'the remote backend has no exec sessions: sandbox_run does not yield',
+  }, async () => {
+    const conn = await start('legacy', { extraArgs: ['--mcp-yield-ms', '800'] });
+    const { client } = conn;
+    const seen = [];
+    let r = await client.callTool(
+      { name: 'sandbox_run', arguments: { command: 'echo first; sleep 0.3; echo second; sleep 1.5; echo done' } },
+      undefined,
+      { onprogress: (p) => seen.push(p) },
+    );
+    const sc = r.structuredContent;
+    assert.equal(sc.running, true, 'it yielded although the call asked for progress');
+    assert.equal(sc.stdout, 'first\nsecond\n');
+    assert.ok(seen.length >= 2, `${seen.length} progress notifications`);
+    assert.equal(seen.map((p) => p.message).join(''), 'first\nsecond\n');
+    let bytes = 0;
+    for (const p of seen) {
+      bytes += Buffer.byteLength(p.message);
+      assert.equal(p.progress, bytes, 'progress counts the bytes so far');
+    }
+    r = await call(client, 'exec_read', { execId: sc.execId, yieldMs: 5000 });
+    assert.equal(r.structuredContent.running, false);
+    assert.equal(r.structuredContent.stdout, 'done\n', 'exec_read has what came after the result');
+    // On the wire: no notifications/progress after the call's reply.
+    const msgs = conn.messages();
+    const replyAt = msgs.findIndex((m) => m.result?.structuredContent?.execId === sc.execId);
+    const lastNote = msgs.map((m) => m.method).lastIndexOf('notifications/progress');
+    assert.ok(replyAt > 0 && lastNote < replyAt, `progress at ${lastNote}, reply at ${replyAt}`);
+    assert.equal((await closeAndWait(conn)).code, 0);
+  });
+
   test('calls run concurrently: a slow run does not hold up a quick read', async () => {
     const conn = await start('modern');
     const { client } = conn;
