@@ -227,9 +227,7 @@ static void chan_written(void *arg) {
 struct rpc_channel *rpc_channel_open(struct rpc_req *req) {
   if (!req || req->notify || !req->core)
     return NULL;
-  struct rpc_channel *ch = calloc(1, sizeof *ch);
-  if (!ch)
-    return NULL;
+  struct rpc_channel *ch = xcalloc(1, sizeof *ch);
   atomic_init(&ch->refs, 1);
   atomic_init(&ch->backlog, 0);
   ch->core = req->core;
@@ -244,19 +242,18 @@ struct rpc_channel *rpc_channel_open(struct rpc_req *req) {
 }
 
 int rpc_channel_notify(struct rpc_channel *ch, const char *method, json_object *params) {
-  json_object *msg = ch ? json_object_new_object() : NULL;
-  struct chan_msg *m = msg ? malloc(sizeof *m) : NULL;
-  if (!m) {
-    json_object_put(msg);
+  if (!ch) {
     json_object_put(params);
     return -1;
   }
-  json_object_object_add(msg, "jsonrpc", json_object_new_string("2.0"));
-  json_object_object_add(msg, "method", json_object_new_string(method));
+  json_object *msg = OSB_J(json_object_new_object());
+  json_object_object_add(msg, "jsonrpc", OSB_J(json_object_new_string("2.0")));
+  json_object_object_add(msg, "method", OSB_J(json_object_new_string(method)));
   json_object_object_add(msg, "params", params);
   size_t len = 0;
   char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
   json_object_put(msg);
+  struct chan_msg *m = xmalloc(sizeof *m);
   int rc = -1;
   pthread_mutex_lock(&chan.lock);
   int answered = 0;

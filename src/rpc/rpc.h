@@ -51,7 +51,7 @@ int rpc_notify(struct rpc_req *req, const char *method, json_object *params);
 struct rpc_channel;
 
 /* A channel onto req's JSON-RPC stream, or NULL when req is not part of one (rpc_invoke's:
- * MCP mode; rpc_call_wait's) or out of memory: then only rpc_notify, before the reply.
+ * MCP mode; rpc_call_wait's): then only rpc_notify, before the reply.
  * It starts bound to req: its notifications are dropped once req is answered (a cancelled
  * request's stop with its -32800), as rpc_notify's, until rpc_channel_unbind. */
 struct rpc_channel *rpc_channel_open(struct rpc_req *req);
@@ -62,7 +62,7 @@ void rpc_channel_unbind(struct rpc_channel *ch);
 
 /* Send the notification {method, params} (params taken) on ch's stream, after what was
  * queued before. Any thread. 0 when queued; -1 when dropped: the stream has ended
- * (rpc_serve is returning), or out of memory. */
+ * (rpc_serve is returning), or ch is still bound to a request that was answered. */
 int rpc_channel_notify(struct rpc_channel *ch, const char *method, json_object *params);
 
 /* Bytes queued through ch and not yet written to the client (one that does not read). */
