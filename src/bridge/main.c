@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
                           give_memory_back, NULL, NULL};
   size_t max_output = OSB_DEFAULT_MAX_OUTPUT;
   struct mcp_config mcp = {methods_table, methods_count, NULL, "opensandbox-bridge",
-                           BRIDGE_VERSION, 0, 10000, OSB_DEFAULT_MAX_INFLIGHT};
+                           BRIDGE_VERSION, 0, 10000, OSB_DEFAULT_MAX_INFLIGHT, 0};
 
   /* Environment first; flags override it. */
   const char *env;
@@ -296,6 +296,7 @@ parsed:
   /* The first message decides between JSON-RPC and MCP (API.md, "MCP mode"). */
   mcp.ctx = &br;
   mcp.max_inflight = opts.max_inflight;
+  mcp.exec_streams = !url || !url[0]; /* the remote backend does not stream an exec yet */
   opts.takeover = mcp_takeover;
   opts.takeover_arg = &mcp;
 

@@ -528,8 +528,11 @@ static void method_start(struct mcp_req *r) {
     set(params, "sandboxId", OSB_J(json_object_new_string(r->sid)));
   }
   const char *method = tool->method->name;
+  /* a caller that asked for progress keeps the plain run (whose output streams) where an
+   * exec's would not */
   r->as_exec = tool->is_run && m->tools.yields && !get(params, "memKb") &&
-               !get(params, "fsizeKb") && !get(params, "nofile") && !get(params, "check");
+               !get(params, "fsizeKb") && !get(params, "nofile") && !get(params, "check") &&
+               !(r->progress_token && tool->streams && !m->cfg->exec_streams);
   if (r->as_exec) {
     method = "exec/start";
     set(params, "yieldMs", OSB_J(json_object_new_int64(m->cfg->yield_ms)));

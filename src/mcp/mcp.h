@@ -20,6 +20,9 @@ struct mcp_config {
   int force;                        /* --mcp: MCP whatever the first message is */
   int64_t yield_ms;                 /* --mcp-yield-ms: sandbox_run returns after this long */
   unsigned max_inflight;            /* tool calls worked on at once */
+  int exec_streams;                 /* exec/start streams its output (the local backend): a
+                                       sandbox_run with a progressToken yields; else it keeps
+                                       the plain run, whose output streams */
 };
 
 /* Whether a first message opens an MCP connection: an `initialize` whose params carry
