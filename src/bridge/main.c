@@ -296,7 +296,7 @@ parsed:
   /* The first message decides between JSON-RPC and MCP (API.md, "MCP mode"). */
   mcp.ctx = &br;
   mcp.max_inflight = opts.max_inflight;
-  mcp.exec_streams = !url || !url[0]; /* the remote backend does not stream an exec yet */
+  mcp.exec_streams = 1; /* exec/start streams on both backends (remote: over Exec) */
   opts.takeover = mcp_takeover;
   opts.takeover_arg = &mcp;
 

@@ -1,8 +1,8 @@
 """Live output of an exec session (API.md, "Streaming a run"): exec/start with a
 partialResultToken sends the exec's output as $/progress chunks for its whole life, also
 after exec/start's reply, cut on UTF-8 boundaries; exec/read does not return it again, and
-every chunk comes before the result that reports the end. Local backend (the remote one has
-no exec sessions of its own here)."""
+every chunk comes before the result that reports the end. Both backends (the remote one
+through opensandboxd's Exec stream); the flood test runs on the local one."""
 import json
 import subprocess
 import time
@@ -29,8 +29,8 @@ def joined(chunks, stream):
     return "".join(c["value"].get(stream, "") for _, c in chunks)
 
 
-def test_exec_streams_after_its_reply_until_the_end(spawn):
-    b = spawn([])
+def test_exec_streams_after_its_reply_until_the_end(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     script = ("echo one; echo err >&2; sleep 0.5; printf 'caf\\303'; sleep 0.2; "
               "printf '\\251!\\n'; sleep 0.3; echo last")
@@ -66,8 +66,8 @@ def test_exec_streams_after_its_reply_until_the_end(spawn):
     b.error("exec/read", {"execId": x}, code=-32001)
 
 
-def test_exec_ending_within_its_yield_sends_every_chunk_first(spawn):
-    b = spawn([])
+def test_exec_ending_within_its_yield_sends_every_chunk_first(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     id = b.start("exec/start", {"sandboxId": sid, "argv": ["printf", "a\\nb\\303"],
                                 "partialResultToken": 5, "yieldMs": 5000})
@@ -80,8 +80,8 @@ def test_exec_ending_within_its_yield_sends_every_chunk_first(spawn):
     b.assert_silent(0.3)
 
 
-def test_exec_streaming_ends_with_kill_and_destroy(spawn):
-    b = spawn([])
+def test_exec_streaming_ends_with_kill_and_destroy(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     x = b.call("exec/start", {"sandboxId": sid, "command": "echo up; sleep 30",
                               "partialResultToken": "k"})["execId"]
@@ -100,8 +100,8 @@ def test_exec_streaming_ends_with_kill_and_destroy(spawn):
     b.assert_silent(0.3)
 
 
-def test_cancelled_exec_start_sends_nothing_after_its_error(spawn):
-    b = spawn([])
+def test_cancelled_exec_start_sends_nothing_after_its_error(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     id = b.start("exec/start", {"sandboxId": sid, "command": "while :; do echo tick; sleep 0.02; done",
                                 "partialResultToken": "c", "yieldMs": 60000})
@@ -118,8 +118,8 @@ def test_cancelled_exec_start_sends_nothing_after_its_error(spawn):
     assert b.call("exec/list", {"sandboxId": sid})["execs"] == []
 
 
-def test_bad_exec_token_is_invalid_params(spawn):
-    b = spawn([])
+def test_bad_exec_token_is_invalid_params(spawn, backend_args):
+    b = spawn(backend_args)
     sid = b.create()
     for tok in (1.5, [], {"a": 1}, True, None):
         if tok is None:

@@ -282,8 +282,7 @@ describe(`MCP mode, ${BACKEND} backend`, () => {
   });
 
   test('progress with a run that yields: notifications until the result, exec_read the rest', {
-    skip: BACKEND !== 'local' &&
-      'the remote backend does not stream an exec: a call with progress keeps the plain run',
+    skip: !HAS_EXEC && 'this server has no exec sessions (sandbox_run does not yield)',
   }, async () => {
     const conn = await start('legacy', { extraArgs: ['--mcp-yield-ms', '800'] });
     const { client } = conn;

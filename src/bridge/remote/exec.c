@@ -67,6 +67,13 @@ struct backend_exec {
   int with_stdin, stdin_closed;
   int killed;                /* its call was cancelled by exec/kill SIGKILL */
   struct osb_err fail;       /* the call failed (kind set): the exec's end */
+  /* live output (backend_exec_req.on_output); streaming is guarded by out_lock, held while
+   * on_output runs, so that remote_exec_unstream returns only once it is not running */
+  void (*on_output)(void *arg, int stream, const char *data, size_t len);
+  void *output_arg;
+  int tee;
+  pthread_mutex_t out_lock;
+  int streaming;
 };
 
 /* An EXEC_START or EXEC_READ waiting for the end, its yield time, or (a start) the
@@ -161,11 +168,34 @@ static char *take(struct buf *b, int all, size_t *len) {
 static void exec_unref(struct backend_exec *x) {
   if (atomic_fetch_sub(&x->refs, 1) != 1)
     return;
+  pthread_mutex_destroy(&x->out_lock);
   buf_free(&x->out);
   buf_free(&x->err);
   osb_err_clear(&x->fail);
   remote_grpc_stream_release(x->s);
   free(x);
+}
+
+/* Hand output to the exec's on_output while it streams (poller thread); then, at its end,
+ * the end mark once. Returns whether the bytes went there (and so, without tee, are not
+ * for EXEC_READ). Every chunk goes before the state that reports the end is set. */
+static int stream_out(struct backend_exec *x, const Sandbox__Ext__OutputEvent *e, int end) {
+  if (!x->on_output)
+    return 0;
+  pthread_mutex_lock(&x->out_lock);
+  int streamed = x->streaming;
+  if (streamed) {
+    if (e && e->stdout.len)
+      x->on_output(x->output_arg, BACKEND_STDOUT, (const char *)e->stdout.data, e->stdout.len);
+    if (e && e->stderr.len)
+      x->on_output(x->output_arg, BACKEND_STDERR, (const char *)e->stderr.data, e->stderr.len);
+    if (end) {
+      x->on_output(x->output_arg, 0, NULL, 0);
+      x->streaming = 0;
+    }
+  }
+  pthread_mutex_unlock(&x->out_lock);
+  return streamed && !x->tee;
 }
 
 /* An event of the call (poller thread). */
@@ -178,11 +208,14 @@ static int exec_msg(void *ctx, const uint8_t *data, size_t len, const struct rem
     return remote_fail_reply(w, 0, "an Exec event cannot be decoded", err);
   if (e->started)
     atomic_store(&rx->state, 1);
+  int streamed = stream_out(x, e, e->exited);
   pthread_mutex_lock(&rx->lock);
   if (e->started)
     x->started = 1;
-  ring_add(x, &x->out, e->stdout.data, e->stdout.len);
-  ring_add(x, &x->err, e->stderr.data, e->stderr.len);
+  if (!streamed) {
+    ring_add(x, &x->out, e->stdout.data, e->stdout.len);
+    ring_add(x, &x->err, e->stderr.data, e->stderr.len);
+  }
   if (e->truncated)
     x->cut = 1;
   if (e->exited && !x->ended) {
@@ -203,6 +236,7 @@ static void exec_finish(void *ctx, int rc, ProtobufCMessage *resp, const struct 
   struct backend_exec *x = ctx;
   struct remote_exec *rx = x->rx;
   (void)resp;
+  stream_out(x, NULL, 1); /* ended without an exit event (failure, kill): the end mark */
   if (rc == 1)
     atomic_store(&rx->state, 0);
   else if (rc == 0 || !transient(err->kind))
@@ -415,6 +449,11 @@ static void exec_start(struct remote_exec *rx, struct backend_op *op) {
   buf_init(&x->err, rx->max_output);
   x->fail = (struct osb_err)OSB_ERR_INIT;
   x->with_stdin = req->with_stdin;
+  pthread_mutex_init(&x->out_lock, NULL);
+  x->on_output = req->on_output;
+  x->output_arg = req->output_arg;
+  x->tee = req->tee;
+  x->streaming = req->on_output != NULL;
 
   Sandbox__RunCommandRequest rq;
   Sandbox__RunCommandRequest__EnvEntry *entries, **list;
@@ -439,6 +478,7 @@ static void exec_start(struct remote_exec *rx, struct backend_op *op) {
   x->s = s;
   pthread_mutex_unlock(&rx->lock);
   if (!s) { /* no finish comes */
+    pthread_mutex_destroy(&x->out_lock);
     buf_free(&x->out);
     buf_free(&x->err);
     free(x);
@@ -548,6 +588,14 @@ void remote_exec_free(struct remote_exec *rx, struct backend_exec *x) {
   pthread_mutex_unlock(&rx->lock);
   call_cancel(&x->call); /* a command still running is killed by the server */
   exec_unref(x);
+}
+
+void remote_exec_unstream(struct backend_exec *x) {
+  if (!x)
+    return;
+  pthread_mutex_lock(&x->out_lock); /* waits for an on_output running now */
+  x->streaming = 0;
+  pthread_mutex_unlock(&x->out_lock);
 }
 
 int remote_exec_running(struct backend_exec *x) {

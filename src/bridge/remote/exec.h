@@ -27,6 +27,10 @@ void remote_exec_start(struct remote_exec *rx, struct backend_op *op);
 /* backend_ops.exec_free and exec_running: the exec's call is cancelled (the server kills a
  * command still running) and the handle freed; whether it still runs. */
 void remote_exec_free(struct remote_exec *rx, struct backend_exec *x);
+/* Stop handing x's output to its on_output (backend_ops.exec_unstream): once this returns
+ * on_output is not running and never runs again; later output waits for EXEC_READ. */
+void remote_exec_unstream(struct backend_exec *x);
+
 int remote_exec_running(struct backend_exec *x);
 
 /* Whether the server has Exec: -1 not known yet, 0 no (UNIMPLEMENTED), 1 yes. */

@@ -246,6 +246,11 @@ static void remote_exec_free_op(struct backend *be, struct backend_exec *x) {
   remote_exec_free(impl(be)->exec, x);
 }
 
+static void remote_exec_unstream_op(struct backend *be, struct backend_exec *x) {
+  (void)be;
+  remote_exec_unstream(x);
+}
+
 static int remote_exec_running_op(struct backend *be, struct backend_exec *x) {
   (void)be;
   return remote_exec_running(x);
@@ -265,6 +270,7 @@ static const struct backend_ops remote_ops = {
     .close = remote_close,
     .exec_free = remote_exec_free_op,
     .exec_running = remote_exec_running_op,
+    .exec_unstream = remote_exec_unstream_op,
 };
 
 /* ======================================================================================
