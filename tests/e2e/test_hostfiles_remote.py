@@ -112,7 +112,7 @@ def test_server_without_the_extension(spawn, start_server, tmp_path):
     """--no-ext answers Upload/Download UNIMPLEMENTED, as the public server: small files go
     as one WriteFile/ReadFile; larger ones are -32006 naming what the server lacks."""
     s = start_server("--no-ext")
-    b = spawn(s.bridge_args() + ["--transport", "grpc"])
+    b = spawn(s.bridge_args() + ["--transport", "grpc", "--max-message", str(2 * MiB)])
     sid = b.create()
     small = tmp_path / "small"
     digest = random_file(small, MiB)
@@ -133,6 +133,12 @@ def test_server_without_the_extension(spawn, start_server, tmp_path):
     assert "upload" not in b.call("server/health")["features"]
     r = b.call("sandbox/run", {"sandboxId": sid, "command": "ls -a / | grep -c '^b$' || true"})
     assert r["stdout"] == "0\n"
+    # a ReadFile reply over the bridge's --max-message: the same, for fs/download
+    b.call("sandbox/run", {"sandboxId": sid, "command": "head -c 3145728 /dev/zero > /z"})
+    e = b.error("fs/download", {"sandboxId": sid, "path": "/z",
+                                "localPath": str(tmp_path / "z")}, code=-32006)
+    assert e["data"]["method"] == "fs/download" and "Download" in e["message"]
+    assert sorted(os.listdir(tmp_path)) == ["big", "small", "small.back"]
 
 
 def test_cancel_during_a_large_upload_leaves_nothing(spawn, server, tmp_path):
