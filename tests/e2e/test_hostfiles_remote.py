@@ -49,6 +49,13 @@ def leftovers(dirpath):
     return sorted(n for n in os.listdir(dirpath) if "osb-part" in n)
 
 
+def wait_empty(dirpath):
+    deadline = time.monotonic() + scaled(2)
+    while os.listdir(dirpath) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.listdir(dirpath) == []
+
+
 def test_chunked_round_trip_64mib(spawn, server, tmp_path):
     b = spawn(server.bridge_args())
     sid = b.create()
@@ -183,7 +190,7 @@ def test_server_killed_during_a_download_leaves_no_partial_file(spawn, servers, 
     s = servers.start()
     b = spawn(s.bridge_args() + ["--transport", "grpc"])
     sid = b.create()
-    b.call("sandbox/run", {"sandboxId": sid, "command": "head -c 1073741824 /dev/zero > /big"},
+    b.call("sandbox/run", {"sandboxId": sid, "command": "head -c 536870912 /dev/zero > /big"},
            timeout=scaled(60))
     dst = tmp_path / "big"
     id = b.start("fs/download", {"sandboxId": sid, "path": "/big", "localPath": str(dst)})
@@ -208,7 +215,7 @@ def test_frozen_server_ends_a_download_with_timeout(spawn, servers, tmp_path):  
     s = servers.start()
     b = spawn(s.bridge_args() + ["--transport", "grpc", "--request-timeout-ms", "1500"])
     sid = b.create()
-    b.call("sandbox/run", {"sandboxId": sid, "command": "head -c 1073741824 /dev/zero > /big"},
+    b.call("sandbox/run", {"sandboxId": sid, "command": "head -c 536870912 /dev/zero > /big"},
            timeout=scaled(60))
     dst = tmp_path / "big"
     id = b.start("fs/download", {"sandboxId": sid, "path": "/big", "localPath": str(dst)})
@@ -226,3 +233,46 @@ def test_frozen_server_ends_a_download_with_timeout(spawn, servers, tmp_path):  
     assert 1.0 < took < scaled(5), took
     assert os.listdir(tmp_path) == []
     os.kill(s.proc.pid, signal.SIGCONT)
+
+
+def test_cancel_during_a_large_download_leaves_no_file(spawn, server, tmp_path):
+    b = spawn(server.bridge_args())
+    sid = b.create()
+    b.call("sandbox/run", {"sandboxId": sid, "command": "head -c 536870912 /dev/zero > /big"},
+           timeout=scaled(60))
+    dst = tmp_path / "big"
+    id = b.start("fs/download", {"sandboxId": sid, "path": "/big", "localPath": str(dst)})
+    deadline = time.monotonic() + scaled(10)
+    while time.monotonic() < deadline and not leftovers(tmp_path):
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    b.notify("$/cancelRequest", {"id": id})
+    assert b.reply(id, timeout=scaled(10))["error"]["code"] == -32800
+    assert time.monotonic() - t0 < scaled(2)
+    # the -32800 goes at once; the temporary file goes as the call stops, a moment later
+    wait_empty(tmp_path)
+    # the bridge and the server go on
+    b.call("sandbox/run", {"sandboxId": sid, "command": "rm /big"})
+    b.write_file(sid, "/small", "x")
+    assert b.call("fs/download", {"sandboxId": sid, "path": "/small",
+                                  "localPath": str(dst)}) == {"bytesRead": 1}
+
+
+def test_http_transport_takes_small_files_only(spawn, server, tmp_path):
+    """Over HTTP there is no chunked transfer: one request each way, as before."""
+    b = spawn(server.bridge_args() + ["--transport", "http"])
+    sid = b.create()
+    small = tmp_path / "small"
+    digest = random_file(small, 100000)
+    assert b.call("fs/upload", {"sandboxId": sid, "localPath": str(small),
+                                "path": "/s"}) == {"bytesWritten": 100000}
+    assert sandbox_sha(b, sid, "/s") == digest
+    back = tmp_path / "back"
+    assert b.call("fs/download", {"sandboxId": sid, "path": "/s",
+                                  "localPath": str(back)}) == {"bytesRead": 100000}
+    assert sha256_file(back) == digest
+    big = tmp_path / "big"
+    random_file(big, 5 * MiB)
+    e = b.error("fs/upload", {"sandboxId": sid, "localPath": str(big), "path": "/b"},
+                code=-32006)
+    assert e["data"]["method"] == "fs/upload" and "--transport http" in e["message"]
