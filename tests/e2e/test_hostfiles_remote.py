@@ -276,3 +276,31 @@ def test_http_transport_takes_small_files_only(spawn, server, tmp_path):
     e = b.error("fs/upload", {"sandboxId": sid, "localPath": str(big), "path": "/b"},
                 code=-32006)
     assert e["data"]["method"] == "fs/upload" and "--transport http" in e["message"]
+
+
+def test_frozen_server_ends_an_upload_with_timeout(spawn, servers, tmp_path):  # noqa: F811
+    """The same for an upload (no chunk goes out for the request timeout); once the server
+    runs again it finds the call cancelled without its commit: nothing in the sandbox."""
+    s = servers.start()
+    b = spawn(s.bridge_args() + ["--transport", "grpc", "--request-timeout-ms", "1500"])
+    sid = b.create()
+    b.call("sandbox/run", {"sandboxId": sid, "command": "mkdir /up"})
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)
+    id = b.start("fs/upload", {"sandboxId": sid, "localPath": str(big), "path": "/up/big"})
+    time.sleep(0.2)
+    os.kill(s.proc.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    e = b.reply(id, timeout=scaled(10))["error"]
+    took = time.monotonic() - frozen
+    os.kill(s.proc.pid, signal.SIGCONT)
+    assert e["code"] == -32007 and e["data"]["timeoutMs"] == 1500, e
+    assert 1.0 < took < scaled(5), took
+    deadline = time.monotonic() + scaled(5)
+    while True:
+        r = b.call("sandbox/run", {"sandboxId": sid, "command": "ls -A /up"})
+        if r["stdout"] == "" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert r["stdout"] == "", "left in the sandbox: %r" % r["stdout"]
