@@ -214,6 +214,7 @@ struct backend_exec_state {
 enum {
   BACKEND_FEATURE_STREAM = 1, /* RUN calls on_output */
   BACKEND_FEATURE_EXEC = 2,   /* EXEC_* work (the server has them, as far as known) */
+  BACKEND_FEATURE_UPLOAD = 4, /* UPLOAD and DOWNLOAD take files of any size */
 };
 
 /* The stream a run's output chunk belongs to (backend_op.on_output). */

@@ -89,21 +89,20 @@ def test_health_lists_features(bridge, backend):
     h = bridge.call("server/health")
     if backend == "local":
         assert set(h["features"]) >= {"stream", "exec", "stdin", "upload"}
-    else:  # opensandboxd's extension answers RunStream and Exec; host files up to 4 MiB
-        assert h["features"] == ["stream", "exec", "stdin"]
+    else:  # opensandboxd's extension: RunStream, Exec, chunked Upload/Download
+        assert h["features"] == ["stream", "exec", "stdin", "upload"]
 
 
 def test_upload_download_round_trip_and_refusals(bridge, sandbox, backend, tmp_path):
     src = tmp_path / "src.bin"
     data = os.urandom(3 << 20) + b"end"
     src.write_bytes(data)
-    if backend == "remote":  # one WriteFile/ReadFile: a file over the message limit is refused
-        huge = tmp_path / "huge.bin"
-        huge.write_bytes(b"h" * (5 << 20))
-        e = bridge.error("fs/upload", {"sandboxId": sandbox, "localPath": str(huge),
-                                       "path": "/x"}, code=-32006)
-        assert e["data"]["method"] == "fs/upload" and "chunked" in e["message"]
-        huge.unlink()
+    # over the 4 MiB message limit: in chunks on both backends (opensandboxd's extension)
+    huge = tmp_path / "huge.bin"
+    huge.write_bytes(b"h" * (5 << 20))
+    r = bridge.call("fs/upload", {"sandboxId": sandbox, "localPath": str(huge), "path": "/x"})
+    assert r == {"bytesWritten": 5 << 20}
+    huge.unlink()
     r = bridge.call("fs/upload", {"sandboxId": sandbox, "localPath": str(src), "path": "/d/f.bin"})
     assert r == {"bytesWritten": len(data)}
     dst = tmp_path / "dst.bin"

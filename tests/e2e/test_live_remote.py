@@ -42,8 +42,8 @@ def test_remote_streamed_run_concatenates_to_the_result(spawn, server):
 def test_remote_health_probes_the_extension(spawn, server):
     b = spawn(server.bridge_args())
     h = b.call("server/health")
-    assert h["ok"] and h["features"] == ["stream", "exec", "stdin"]
-    # with HTTP only, runs cannot stream and there are no exec sessions: no feature
+    assert h["ok"] and h["features"] == ["stream", "exec", "stdin", "upload"]
+    # with HTTP only, runs cannot stream and there are no exec sessions or chunked files
     b2 = spawn(server.bridge_args() + ["--transport", "http"])
     assert b2.call("server/health")["features"] == []
 

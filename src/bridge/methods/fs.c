@@ -1,6 +1,7 @@
 /* fs.c - the fs methods (fs/...): write, read, writeMany, list. Content travels as a JSON
  * string, either UTF-8 text (the default) or base64; fs/read refuses to return bytes that
  * are not UTF-8 as text. Knows nothing of gRPC, HTTP or JSON-RPC ids. Layer: methods. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,8 +263,10 @@ static int xfer_result(struct methods_op *m, json_object **result, struct osb_er
   return 0;
 }
 
-/* Both methods: {sandboxId, localPath, path}. No deadline of their own beyond the
- * request's: a cancel ($/cancelRequest) stops the copy within a MiB. */
+/* Both methods: {sandboxId, localPath, path}. No deadline: a file of any size takes as long
+ * as it takes. A cancel ($/cancelRequest) stops the copy within a MiB; on the remote backend a
+ * transfer that makes no progress for the request timeout ends with TIMEOUT (xfer.c), and
+ * its single WriteFile / ReadFile on a server without the extension is bounded by it. */
 static int xfer(void *ctx, struct rpc_req *req, json_object *params, const char *method,
                 enum backend_op_kind kind, struct osb_err *err) {
   const char *id = NULL, *local_path = NULL, *path = NULL;
@@ -271,7 +274,8 @@ static int xfer(void *ctx, struct rpc_req *req, json_object *params, const char 
       params_string(params, "localPath", NULL, PARAM_NONEMPTY, &local_path, err) < 0 ||
       params_string(params, "path", NULL, PARAM_NONEMPTY, &path, err) < 0)
     return -1;
-  struct methods_op *m = methods_op_new(ctx, req, method, kind, 0, err);
+  /* INT64_MAX: past any clock, so no deadline (methods_begin) */
+  struct methods_op *m = methods_op_new(ctx, req, method, kind, INT64_MAX, err);
   if (!m)
     return -1;
   m->op.id = id;

@@ -167,8 +167,10 @@ static int health_result(struct methods_op *m, json_object **result, struct osb_
     methods_append(features, OSB_J(json_object_new_string("exec")));
     methods_append(features, OSB_J(json_object_new_string("stdin")));
   }
-  /* upload: any size; the remote backend moves only files up to the message limit */
-  if (!(m->be->config.base_url && m->be->config.base_url[0]) &&
+  /* upload: any size; the remote backend only when the server has opensandboxd's chunked
+   * Upload/Download (else it moves files up to the message limit) */
+  if ((!(m->be->config.base_url && m->be->config.base_url[0]) ||
+       (ok && (m->op.out.features & BACKEND_FEATURE_UPLOAD))) &&
       backend_supports(m->be, BACKEND_UPLOAD) && backend_supports(m->be, BACKEND_DOWNLOAD))
     methods_append(features, OSB_J(json_object_new_string("upload")));
   methods_set(r, "features", features);

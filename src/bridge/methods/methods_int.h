@@ -10,7 +10,8 @@
 #include "bridge/methods/params.h"
 
 /* Hold the backend for a call (bridge_backend) and set c->deadline_ms to now + span_ms
- * when span_ms > 0, else now + config.request_timeout_ms when that is set. Returns NULL
+ * when span_ms > 0 (none when that is past any clock: INT64_MAX), else now +
+ * config.request_timeout_ms when that is set. Returns NULL
  * with *err filled. Release with bridge_backend_put_deferred. */
 struct backend *methods_begin(struct bridge *br, struct call *c, int64_t span_ms,
                               struct osb_err *err);

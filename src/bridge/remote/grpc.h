@@ -5,8 +5,8 @@
  * reconnecting after a server restart is gRPC's job. Every call gets a deadline (the call's
  * deadline; for all but RunCommand also the request timeout) and is cancelled at once by
  * call_cancel on its struct call (CANCELLED). Failures are mapped through remote_fail.h.
- * Thread-safe. Layer: backend (remote). Only grpc.c, grpc_call.c and exec.c include gRPC or
- * protobuf-c headers. */
+ * Thread-safe. Layer: backend (remote). Only grpc.c, grpc_call.c, exec.c and xfer.c
+ * (opensandboxd's chunked Upload/Download) include gRPC or protobuf-c headers. */
 #ifndef OSB_BRIDGE_REMOTE_GRPC_H
 #define OSB_BRIDGE_REMOTE_GRPC_H
 

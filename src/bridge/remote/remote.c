@@ -114,8 +114,8 @@ static void on_probed(void *arg) {
 static void on_health_done(struct backend_op *op) {
   struct remote *r = op->impl.arg;
   op->done = op->impl.done;
-  if (op->rc == 0 && remote_grpc_has_stream(r->grpc) == 1)
-    op->out.features |= BACKEND_FEATURE_STREAM;
+  if (op->rc == 0 && remote_grpc_has_stream(r->grpc) == 1) /* the extension: xfer.c too */
+    op->out.features |= BACKEND_FEATURE_STREAM | BACKEND_FEATURE_UPLOAD;
   if (op->rc == 0 && remote_exec_state(r->exec) == 1)
     op->out.features |= BACKEND_FEATURE_EXEC;
   op->done(op);
@@ -197,11 +197,13 @@ static void remote_start(struct backend *be, struct backend_op *op) {
     return;
   }
   if (op->kind == BACKEND_UPLOAD || op->kind == BACKEND_DOWNLOAD) {
-    /* one message each way: the public server's limit and our own reply limit bound it */
+    /* chunked over gRPC when the server has opensandboxd's extension; else one message
+     * each way: the public server's limit and our own reply limit bound it */
     size_t max = be->config.max_message ? be->config.max_message : OSB_DEFAULT_MAX_MESSAGE;
     if (max > XFER_MAX)
       max = XFER_MAX;
-    remote_xfer_start(be, op, max > 2 * XFER_SLACK ? max - XFER_SLACK : max / 2);
+    struct remote_grpc *g = r->transport == BACKEND_TRANSPORT_HTTP || via_http(r) ? NULL : r->grpc;
+    remote_xfer_start(be, g, op, max > 2 * XFER_SLACK ? max - XFER_SLACK : max / 2);
     return;
   }
   if (!remote_grpc_has(op->kind) || via_http(r)) {
@@ -259,8 +261,8 @@ static int remote_exec_running_op(struct backend *be, struct backend_exec *x) {
 static const struct backend_ops remote_ops = {
     .name = "remote",
     /* exec sessions through opensandboxd's Exec stream (exec.c; a server without it answers
-     * exec/start UNSUPPORTED); host files go as one WriteFile/ReadFile up to the message
-     * limit (xfer.c) */
+     * exec/start UNSUPPORTED); host files go in chunks over its Upload/Download, or as one
+     * WriteFile/ReadFile up to the message limit (xfer.c) */
     .kinds = (1u << BACKEND_OP_COUNT) - 1,
     /* RUN, SET_ENV, SET_CWD, WRITE_FILE, READ_FILE, WRITE_FILES over gRPC or HTTP per the
      * transport (via_http); the session lifecycle, directory listing, background

@@ -35,6 +35,7 @@ static const char *const status_names[] = {
 enum {
   RF_STATUS_DEADLINE_EXCEEDED = 4,
   RF_STATUS_NOT_FOUND = 5,
+  RF_STATUS_FAILED_PRECONDITION = 9,
   RF_STATUS_UNIMPLEMENTED = 12,
   RF_STATUS_UNAVAILABLE = 14,
 };
@@ -91,6 +92,12 @@ int remote_fail_grpc(const struct remote_where *w, int code, const char *detail,
   case RF_STATUS_NOT_FOUND:
     if (w->sandbox_id)
       return remote_fail_not_found(w, err);
+    break;
+  case RF_STATUS_FAILED_PRECONDITION:
+    /* opensandboxd's extension (Upload, Download): a file that cannot be read or written,
+     * the reason in the detail */
+    if (w->path)
+      return remote_fail_file(w, detail, err);
     break;
   case RF_STATUS_UNAVAILABLE:
     return remote_fail_unreachable(w, detail, err);

@@ -32,8 +32,9 @@ int remote_fail_timeout(const struct remote_where *w, struct osb_err *err);
 int remote_fail_unreachable(const struct remote_where *w, const char *detail,
                             struct osb_err *err);
 /* A gRPC call ended with a status other than OK (code is the numeric gRPC status code;
- * detail the status message, or NULL): NOT_FOUND, CONNECTION, TIMEOUT, UNSUPPORTED or
- * SERVER with data.status = the code's name. */
+ * detail the status message, or NULL): NOT_FOUND, CONNECTION, TIMEOUT, UNSUPPORTED, FILE
+ * (FAILED_PRECONDITION of a call about w->path: the extension's file errors) or SERVER with
+ * data.status = the code's name. */
 int remote_fail_grpc(const struct remote_where *w, int code, const char *detail,
                      struct osb_err *err);
 /* An HTTP request answered a status that is not a success and needs no 404 probing:
