@@ -197,13 +197,13 @@ struct rpc_channel {
   struct rpc_req *req;     /* bound to it until rpc_channel_unbind; guarded by chan.lock */
   atomic_size_t backlog;   /* bytes in the writer's queue */
   atomic_int refs;         /* the owner's, and one per message in the writer's queue */
-  struct rpc_channel *prev, *next;
+  struct list_node node;   /* in chan.open */
 };
 
 static struct {
   pthread_mutex_t lock;
-  struct rpc_channel *head;
-} chan = {PTHREAD_MUTEX_INITIALIZER, NULL};
+  struct list open;        /* every channel not yet closed */
+} chan = {PTHREAD_MUTEX_INITIALIZER, {{&chan.open.head, &chan.open.head}}};
 
 struct chan_msg {
   struct rpc_channel *ch;
@@ -233,10 +233,7 @@ struct rpc_channel *rpc_channel_open(struct rpc_req *req) {
   ch->core = req->core;
   ch->req = req;
   pthread_mutex_lock(&chan.lock);
-  ch->next = chan.head;
-  if (chan.head)
-    chan.head->prev = ch;
-  chan.head = ch;
+  list_push_front(&chan.open, &ch->node);
   pthread_mutex_unlock(&chan.lock);
   return ch;
 }
@@ -299,12 +296,7 @@ void rpc_channel_close(struct rpc_channel *ch) {
   if (!ch)
     return;
   pthread_mutex_lock(&chan.lock);
-  if (ch->prev)
-    ch->prev->next = ch->next;
-  else
-    chan.head = ch->next;
-  if (ch->next)
-    ch->next->prev = ch->prev;
+  list_remove(&ch->node);
   pthread_mutex_unlock(&chan.lock);
   chan_unref(ch);
 }
@@ -312,9 +304,11 @@ void rpc_channel_close(struct rpc_channel *ch) {
 /* core's stream ends: its channels send nothing more (before its writer is closed). */
 static void channels_end(struct rpc_core *core) {
   pthread_mutex_lock(&chan.lock);
-  for (struct rpc_channel *ch = chan.head; ch; ch = ch->next)
+  for (struct list_node *n = LIST_FIRST(&chan.open); n != LIST_END(&chan.open); n = n->next) {
+    struct rpc_channel *ch = LIST_ENTRY(n, struct rpc_channel, node);
     if (ch->core == core)
       ch->core = NULL;
+  }
   pthread_mutex_unlock(&chan.lock);
 }
 
