@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/assert.h"
 #include "common/mem.h"
 
 void buf_init(struct buf *b, size_t max) {
@@ -83,6 +84,32 @@ void buf_consume(struct buf *b, size_t n) {
   memmove(b->data, b->data + n, b->len - n);
   b->len -= n;
   b->data[b->len] = '\0';
+}
+
+int buf_append_ring(struct buf *b, const void *data, size_t n) {
+  const unsigned char *p = data;
+  size_t max = b->max;
+  int cut = 0;
+  if (n >= max) {
+    size_t skip = n - max;
+    while (skip < n && (p[skip] & 0xC0) == 0x80)
+      skip++;
+    cut = b->len || skip;
+    p += skip;
+    n -= skip;
+    buf_reset(b);
+  } else if (b->len + n > max) {
+    size_t drop = b->len + n - max;
+    size_t extra = max / 4 < b->len - drop ? max / 4 : b->len - drop;
+    drop += extra;
+    while (drop < b->len && ((unsigned char)b->data[drop] & 0xC0) == 0x80)
+      drop++;
+    buf_consume(b, drop);
+    cut = 1;
+  }
+  int rc = n ? buf_append(b, p, n) : BUF_OK;
+  OSB_ASSERT(rc == BUF_OK); /* made to fit above */
+  return cut;
 }
 
 char *buf_detach(struct buf *b, size_t *len) {

@@ -39,6 +39,12 @@ void buf_reset(struct buf *b);
 /* Drop the first n bytes (n <= len), moving the rest to the front. */
 void buf_consume(struct buf *b, size_t n);
 
+/* Append n bytes as a ring of the last max: when they do not fit, the oldest bytes go (a
+ * quarter of the buffer more than needed, so that a steady writer costs few moves), and
+ * never half a UTF-8 character is left in front. Returns 1 when bytes were dropped (of the
+ * buffer or of p), else 0. */
+int buf_append_ring(struct buf *b, const void *p, size_t n);
+
 /* Hand the bytes to the caller (free() them); the buffer is empty afterwards.
  * Returns a NUL-terminated string, never NULL. */
 char *buf_detach(struct buf *b, size_t *len);

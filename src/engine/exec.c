@@ -55,31 +55,10 @@ void engine_exec_put(struct engine_exec *x) {
   free(x);
 }
 
-/* Keep the last b->max bytes: drop the oldest (a quarter of the buffer more than needed,
- * so that a chatty command costs few memmoves), never leaving half a character in front.
- * Caller holds x->lock. */
+/* Keep the last b->max bytes (buf_append_ring). Caller holds x->lock. */
 static void ring_append(struct engine_exec *x, struct buf *b, const char *p, size_t n) {
-  size_t max = b->max;
-  if (n >= max) {
-    size_t skip = n - max;
-    while (skip < n && ((unsigned char)p[skip] & 0xC0) == 0x80)
-      skip++;
-    p += skip;
-    n -= skip;
-    if (b->len || skip)
-      x->cut = 1;
-    buf_reset(b);
-  } else if (b->len + n > max) {
-    size_t drop = b->len + n - max;
-    size_t extra = max / 4 < b->len - drop ? max / 4 : b->len - drop;
-    drop += extra;
-    while (drop < b->len && ((unsigned char)b->data[drop] & 0xC0) == 0x80)
-      drop++;
-    buf_consume(b, drop);
+  if (buf_append_ring(b, p, n))
     x->cut = 1;
-  }
-  int rc = n ? buf_append(b, p, n) : BUF_OK;
-  OSB_ASSERT(rc == BUF_OK); /* made to fit above */
 }
 
 /* The run's output callback, on the I/O thread: to on_output while it is set (and not

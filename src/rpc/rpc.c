@@ -159,6 +159,18 @@ void rpc_core_send(struct rpc_core *core, json_object *reply) {
     send_json(core, reply, NULL, NULL);
 }
 
+/* A notification {jsonrpc, method, params} written with room for its frame (takes params);
+ * *len its length. */
+static char *notification_text(const char *method, json_object *params, size_t *len) {
+  json_object *msg = OSB_J(json_object_new_object());
+  json_object_object_add(msg, "jsonrpc", OSB_J(json_object_new_string("2.0")));
+  json_object_object_add(msg, "method", OSB_J(json_object_new_string(method)));
+  json_object_object_add(msg, "params", params);
+  char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, len);
+  json_object_put(msg);
+  return buf;
+}
+
 int rpc_notify(struct rpc_req *req, const char *method, json_object *params) {
   if (req->notify) /* an rpc_invoke caller (MCP mode) turns them into its own messages */
     return req->notify(req->done_arg, method, params);
@@ -167,13 +179,8 @@ int rpc_notify(struct rpc_req *req, const char *method, json_object *params) {
     json_object_put(params);
     return -1;
   }
-  json_object *msg = OSB_J(json_object_new_object());
-  json_object_object_add(msg, "jsonrpc", OSB_J(json_object_new_string("2.0")));
-  json_object_object_add(msg, "method", OSB_J(json_object_new_string(method)));
-  json_object_object_add(msg, "params", params);
   size_t len = 0;
-  char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
-  json_object_put(msg);
+  char *buf = notification_text(method, params, &len);
   size_t off = 0;
   size_t flen = transport_frame(core->framing, buf, len, &off);
   /* queued under the lock that answering takes: never after the reply */
@@ -243,13 +250,8 @@ int rpc_channel_notify(struct rpc_channel *ch, const char *method, json_object *
     json_object_put(params);
     return -1;
   }
-  json_object *msg = OSB_J(json_object_new_object());
-  json_object_object_add(msg, "jsonrpc", OSB_J(json_object_new_string("2.0")));
-  json_object_object_add(msg, "method", OSB_J(json_object_new_string(method)));
-  json_object_object_add(msg, "params", params);
   size_t len = 0;
-  char *buf = jsonwrite(msg, TRANSPORT_FRAME_FRONT, TRANSPORT_FRAME_BACK, &len);
-  json_object_put(msg);
+  char *buf = notification_text(method, params, &len);
   struct chan_msg *m = xmalloc(sizeof *m);
   int rc = -1;
   pthread_mutex_lock(&chan.lock);

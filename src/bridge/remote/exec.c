@@ -111,31 +111,10 @@ static int unsupported(struct remote_exec *rx, struct osb_err *err) {
 
 /* ---- output ---- */
 
-/* Append p[0..n) to b, keeping its last b->max bytes (the oldest go, with a quarter of the
- * buffer more, so that a chatty command costs few moves), never leaving half a character
- * in front. Under rx->lock. */
+/* Append p[0..n) to b, keeping its last b->max bytes (buf_append_ring). Under rx->lock. */
 static void ring_add(struct backend_exec *x, struct buf *b, const uint8_t *p, size_t n) {
-  size_t max = b->max;
-  if (n >= max) {
-    size_t skip = n - max;
-    while (skip < n && (p[skip] & 0xC0) == 0x80)
-      skip++;
-    if (b->len || skip)
-      x->cut = 1;
-    p += skip;
-    n -= skip;
-    buf_reset(b);
-  } else if (b->len + n > max) {
-    size_t drop = b->len + n - max;
-    size_t extra = max / 4 < b->len - drop ? max / 4 : b->len - drop;
-    drop += extra;
-    while (drop < b->len && ((unsigned char)b->data[drop] & 0xC0) == 0x80)
-      drop++;
-    buf_consume(b, drop);
+  if (buf_append_ring(b, p, n))
     x->cut = 1;
-  }
-  if (n)
-    buf_append(b, p, n); /* cannot pass max: room was made above */
 }
 
 /* How much of p[0..n) can go out now: all but a character cut at the end. */
