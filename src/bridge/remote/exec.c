@@ -561,6 +561,7 @@ void remote_exec_start(struct remote_exec *rx, struct backend_op *op) {
 void remote_exec_free(struct remote_exec *rx, struct backend_exec *x) {
   if (!x)
     return;
+  remote_exec_unstream(x); /* its owner may free on_output's target right after this */
   pthread_mutex_lock(&rx->lock);
   if (list_linked(&x->node))
     list_remove(&x->node);
