@@ -292,14 +292,14 @@ int engine_exec_kill(struct engine_exec *x, int sig) {
     if (syscall(SYS_pidfd_send_signal, x->pidfd, 0, NULL, 0) < 0) {
       rc = -errno;
     } else {
-      if (x->pid > 0)
-        kill(-x->pid, sig);
-      if (syscall(SYS_pidfd_send_signal, x->pidfd, sig, NULL, 0) < 0)
+      /* once the group had it, the leader may be gone (reaped) before its own signal */
+      int group = x->pid > 0 && kill(-x->pid, sig) == 0;
+      if (syscall(SYS_pidfd_send_signal, x->pidfd, sig, NULL, 0) < 0 && !group)
         rc = -errno;
     }
   } else if (x->pid > 0) { /* valgrind: no pidfd */
-    kill(-x->pid, sig);
-    if (kill(x->pid, sig) < 0)
+    int group = kill(-x->pid, sig) == 0;
+    if (kill(x->pid, sig) < 0 && !group)
       rc = -errno;
   }
   pthread_mutex_unlock(&x->lock);
