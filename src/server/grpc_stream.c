@@ -471,6 +471,11 @@ struct gs_up {
   struct engine_file *f;
   uint64_t written;
   int done;
+  /* The upload failed (a file error): the rest of the input is read and dropped, and the
+   * status goes once the input has ended. A status sent while the client still sends is
+   * turned into a bare RST_STREAM by HTTP/2 proxies such as HAProxy, which would lose it. */
+  int failed;
+  struct greply fail;
 };
 
 static void *up_start(struct gcall *c, struct engine *eng, const uint8_t *data, size_t len,
@@ -516,18 +521,31 @@ static void up_commit(struct gs_up *st) {
   free(r.data);
 }
 
+/* A file error: drop the file now, answer with rc once the input has ended (or at once when
+ * this chunk was its last). */
+static void up_fail(struct gs_up *st, int rc, int last) {
+  file_error(&st->fail, rc);
+  st->failed = 1;
+  engine_file_close(st->f); /* uncommitted: the temporary file goes */
+  st->f = NULL;
+  if (last || gcall_recv(st->c) < 0)
+    up_end(st, &st->fail);
+}
+
 /* Write a chunk, then commit or ask for the next. */
 static void up_chunk(struct gs_up *st, const uint8_t *p, size_t n, int commit) {
-  int rc = n ? engine_file_write_chunk(st->f, p, n) : 0;
+  int rc = st->failed ? 0 : n ? engine_file_write_chunk(st->f, p, n) : 0;
   struct greply r = {.code = GRPC_STATUS_OK};
   if (rc < 0) {
-    file_error(&r, rc);
-    up_end(st, &r);
+    up_fail(st, rc, commit);
     return;
   }
   st->written += n;
   if (commit) {
-    up_commit(st);
+    if (st->failed)
+      up_end(st, &st->fail);
+    else
+      up_commit(st);
   } else if (gcall_recv(st->c) < 0) {
     greply_status(&r, GRPC_STATUS_INTERNAL, "cannot receive");
     up_end(st, &r);
@@ -538,9 +556,7 @@ static void up_begin(void *p) {
   struct gs_up *st = p;
   int rc = engine_file_open_write(st->eng, st->first->session_id, st->first->path, &st->f);
   if (rc < 0) {
-    struct greply r = {.code = GRPC_STATUS_OK};
-    file_error(&r, rc);
-    up_end(st, &r);
+    up_fail(st, rc, st->first->commit);
   } else {
     up_chunk(st, st->first->data.data, st->first->data.len, st->first->commit);
   }
@@ -559,12 +575,12 @@ static void up_msg(void *p, const uint8_t *data, size_t len, int ok) {
     return;
   if (!ok) { /* cancelled or broken: nothing is committed */
     greply_status(&r, GRPC_STATUS_CANCELLED, "upload cancelled");
-    up_end(st, &r);
+    up_end(st, st->failed ? &st->fail : &r);
     return;
   }
   if (!data) { /* the input's end without a commit (or a cancel that looks like one) */
     greply_status(&r, GRPC_STATUS_CANCELLED, "upload ended without a commit; nothing written");
-    up_end(st, &r);
+    up_end(st, st->failed ? &st->fail : &r);
     return;
   }
   UNPACK(Sandbox__Ext__UploadChunk, sandbox__ext__upload_chunk__unpack,
