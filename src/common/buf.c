@@ -8,6 +8,7 @@
 
 #include "common/assert.h"
 #include "common/mem.h"
+#include "common/utf8.h"
 
 void buf_init(struct buf *b, size_t max) {
   b->data = NULL;
@@ -110,6 +111,16 @@ int buf_append_ring(struct buf *b, const void *data, size_t n) {
   int rc = n ? buf_append(b, p, n) : BUF_OK;
   OSB_ASSERT(rc == BUF_OK); /* made to fit above */
   return cut;
+}
+
+char *buf_take_utf8(struct buf *b, int all, size_t *len) {
+  const char *d = b->data ? b->data : "";
+  size_t n = all ? b->len : utf8_complete(d, b->len);
+  char *s = utf8_sanitize(d, n, len);
+  buf_consume(b, n);
+  if (b->len == 0 && b->cap > (64u << 10))
+    buf_free(b); /* a burst's buffer is not kept for an idle reader */
+  return s;
 }
 
 char *buf_detach(struct buf *b, size_t *len) {

@@ -45,6 +45,12 @@ void buf_consume(struct buf *b, size_t n);
  * buffer or of p), else 0. */
 int buf_append_ring(struct buf *b, const void *p, size_t n);
 
+/* Take the readable part of b as valid UTF-8 (bad bytes become U+FFFD): all of it when all,
+ * else all but a character cut short at its end, which stays for the next bytes. The taken
+ * bytes leave b (a large idle allocation is freed). Returns a malloc'd NUL-terminated
+ * string; *len its length. The reading side of buf_append_ring. */
+char *buf_take_utf8(struct buf *b, int all, size_t *len);
+
 /* Hand the bytes to the caller (free() them); the buffer is empty afterwards.
  * Returns a NUL-terminated string, never NULL. */
 char *buf_detach(struct buf *b, size_t *len);

@@ -191,15 +191,6 @@ int engine_exec_start(struct engine *eng, const char *id, const struct engine_ex
   return 0;
 }
 
-/* Take the readable part of b as a sanitized string. Caller holds x->lock. */
-static char *take(struct buf *b, int all, size_t *len) {
-  size_t n = all ? b->len : utf8_complete(b->data ? b->data : "", b->len);
-  char *s = utf8_sanitize(b->data ? b->data : "", n, len);
-  buf_consume(b, n);
-  if (b->len == 0 && b->cap > (64u << 10))
-    buf_free(b); /* a burst's buffer is not kept for an idle exec */
-  return s;
-}
 
 int engine_exec_read(struct engine_exec *x, int64_t wait_ms, struct engine_exec_state *st) {
   if (!x || !st)
@@ -218,8 +209,8 @@ int engine_exec_read(struct engine_exec *x, int64_t wait_ms, struct engine_exec_
     while (!x->ended && pthread_cond_timedwait(&x->ended_cond, &x->lock, &ts) != ETIMEDOUT) {
     }
   }
-  st->out = take(&x->out, x->ended, &st->out_len);
-  st->err = take(&x->err, x->ended, &st->err_len);
+  st->out = buf_take_utf8(&x->out, x->ended, &st->out_len);
+  st->err = buf_take_utf8(&x->err, x->ended, &st->err_len);
   st->running = !x->ended;
   st->exit_code = x->exit_code;
   st->signal = x->signal;

@@ -117,30 +117,6 @@ static void ring_add(struct backend_exec *x, struct buf *b, const uint8_t *p, si
     x->cut = 1;
 }
 
-/* How much of p[0..n) can go out now: all but a character cut at the end. */
-static size_t complete_len(const char *p, size_t n) {
-  for (size_t i = 1; i <= 3 && i <= n; i++) {
-    unsigned char c = (unsigned char)p[n - i];
-    if ((c & 0xC0) == 0x80)
-      continue;
-    if (c < 0xC0)
-      return n;
-    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-    return need > i ? n - i : n;
-  }
-  return n;
-}
-
-/* The readable part of b as valid UTF-8 (all of it once the exec ended). Under rx->lock. */
-static char *take(struct buf *b, int all, size_t *len) {
-  const char *d = b->data ? b->data : "";
-  size_t n = all ? b->len : complete_len(d, b->len);
-  char *s = utf8_sanitize(d, n, len);
-  buf_consume(b, n);
-  if (b->len == 0 && b->cap > (64u << 10))
-    buf_free(b); /* a burst's buffer is not kept for an idle exec */
-  return s;
-}
 
 /* ---- the exec's life ---- */
 
@@ -267,8 +243,8 @@ static void exec_answer(struct remote_exec *rx, struct backend_op *op, struct ba
                      "exec/start: the command was not started in time by %s",
                      remote_grpc_target(rx->g));
   } else {
-    st->out = take(&x->out, x->ended, &st->out_len);
-    st->err = take(&x->err, x->ended, &st->err_len);
+    st->out = buf_take_utf8(&x->out, x->ended, &st->out_len);
+    st->err = buf_take_utf8(&x->err, x->ended, &st->err_len);
     st->running = !x->ended;
     st->exit_code = x->exit_code;
     st->signal = x->signal;
